@@ -1,0 +1,87 @@
+//! `Args`: the command line as the user typed it, before validation.
+//!
+//! A drop-in for the Python package-cache 0.2 (`--source`, `--cache`, `--host`,
+//! `--port`, `-v`, `--syslog`), plus what a deployment needs; every option
+//! also reads an environment variable so init scripts can pass settings.
+
+use clap::{ArgAction, Parser, ValueEnum};
+use std::path::PathBuf;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// package-cache: a streaming caching proxy for package downloads.
+#[derive(Debug, Parser)]
+#[command(name = "package-cache", version, about, long_about = None)]
+pub struct Args {
+    /// Upstream mirror URL (http:// or https://); repeat to add fallbacks, tried in order.
+    #[arg(long = "source", value_name = "URL", env = "PC_SOURCES", value_delimiter = ' ')]
+    pub sources: Vec<String>,
+
+    /// Cache directory [default: /var/cache/package-cache as root, else ~/.cache/package-cache].
+    #[arg(long, value_name = "DIR", env = "PC_CACHE_DIR")]
+    pub cache: Option<PathBuf>,
+
+    /// Address to listen on (a name, an IPv4 or an IPv6 address).
+    #[arg(long, default_value = "localhost", env = "PC_HOST")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, default_value_t = 4000, env = "PC_PORT")]
+    pub port: u16,
+
+    /// More logging: -v for info (one line per request), -vv for debug.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log to the local syslog (/dev/log, facility daemon) instead of stderr.
+    #[arg(long)]
+    pub syslog: bool,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", env = "PC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Also fetch for this host (HOST or HOST:PORT) when a request names it in
+    /// absolute form, in its Host header, or arrives DNATed; repeatable.
+    #[arg(long = "transparent-host", value_name = "HOST")]
+    pub transparent_hosts: Vec<String>,
+
+    /// Connect to ADDR for HOST:PORT instead of resolving HOST (as curl's --resolve).
+    #[arg(long = "resolve", value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<String>,
+
+    /// Extra PEM file of CA certificates trusted for https:// sources.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Upstream connect timeout, seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+
+    /// Upstream idle timeout, seconds: no response header or body byte for this long fails the fetch.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub upstream_timeout: u64,
+
+    /// Client idle timeout, seconds: a client that takes no bytes for this long is dropped.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub client_timeout: u64,
+
+    /// Seconds a client may take to send request headers (also the keep-alive idle limit).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub header_timeout: u64,
+
+    /// Maximum simultaneous client connections; more get 503.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Seconds to let transfers finish on SIGTERM/SIGINT before exiting.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub shutdown_grace: u64,
+}

@@ -1,0 +1,273 @@
+//! `Config`: the validated, typed settings the app runs with.
+//!
+//! Built from `cli::Args` with `TryFrom` (every user error is reported here,
+//! before anything starts) or with `Config::for_test` in tests.
+
+use crate::cli::Args;
+use http::uri::{Scheme, Uri};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration error, reported before start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A `--source` URL is not an absolute http(s) URL.
+    #[error("invalid source URL {url:?}: {reason}")]
+    Source {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A host name in an option is not valid.
+    #[error("invalid host {0:?}")]
+    Host(String),
+    /// A `--resolve` entry is not `HOST:PORT:ADDR`.
+    #[error("invalid --resolve {0:?}: expected HOST:PORT:ADDR")]
+    Resolve(String),
+    /// No cache directory was given and no default could be derived.
+    #[error("no cache directory: pass --cache DIR")]
+    NoCacheDir,
+}
+
+/// An upstream host as `host` or `host:port` (lower case, default port omitted).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Authority(String);
+
+impl Authority {
+    /// Normalises `host[:port]` for `scheme`. Rejects anything that is not a
+    /// plain host name, IPv4 address or bracketed IPv6 address.
+    pub fn try_new(raw: &str, https: bool) -> Result<Authority, Error> {
+        let auth: http::uri::Authority = raw.parse().map_err(|_| Error::Host(raw.to_string()))?;
+        if raw.contains('@') {
+            return Err(Error::Host(raw.to_string()));
+        }
+        let host = auth.host().to_ascii_lowercase();
+        let valid = !host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+        if !valid {
+            return Err(Error::Host(raw.to_string()));
+        }
+        let default_port = if https { 443 } else { 80 };
+        Ok(match auth.port_u16() {
+            Some(port) if port != default_port => Authority(format!("{host}:{port}")),
+            _ => Authority(host),
+        })
+    }
+
+    /// The normalised text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One `--source` mirror: scheme, authority and path prefix (no trailing `/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceUrl {
+    /// `http` or `https`.
+    pub https: bool,
+    /// Normalised authority.
+    pub authority: Authority,
+    /// Path prefix, empty or starting with `/`, never ending with `/`.
+    pub prefix: String,
+}
+
+impl SourceUrl {
+    /// Parses an absolute `http://` or `https://` URL.
+    pub fn try_new(url: &str) -> Result<SourceUrl, Error> {
+        let err = |reason| Error::Source { url: url.to_string(), reason };
+        let uri: Uri = url.parse().map_err(|_| err("not a URL"))?;
+        let https = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP => false,
+            Some(s) if *s == Scheme::HTTPS => true,
+            _ => return Err(err("the scheme must be http or https")),
+        };
+        let raw_auth = uri.authority().ok_or_else(|| err("no host"))?.as_str();
+        let authority = Authority::try_new(raw_auth, https).map_err(|_| err("bad host"))?;
+        if uri.query().is_some() {
+            return Err(err("a query string is not allowed"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(SourceUrl { https, authority, prefix })
+    }
+
+    /// `scheme://authority`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", if self.https { "https" } else { "http" }, self.authority.as_str())
+    }
+
+    /// The URL for a raw (still encoded) path and query on this source.
+    pub fn url_for(&self, path_and_query: &str) -> String {
+        format!("{}{}{}", self.origin(), self.prefix, path_and_query)
+    }
+}
+
+/// Where and how to reach upstreams.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// The `--source` mirrors, in failover order.
+    pub sources: Vec<SourceUrl>,
+    /// Hosts that may be fetched by name besides the sources' hosts.
+    pub transparent_hosts: Vec<Authority>,
+    /// `--resolve` overrides: (host, port) → address.
+    pub resolve: Vec<((String, u16), SocketAddr)>,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// No header or body byte for this long fails a fetch.
+    pub idle_timeout: Duration,
+    /// Redirects followed per source.
+    pub max_redirects: usize,
+}
+
+/// Client-facing server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Host to bind (resolved at start).
+    pub host: String,
+    /// Port to bind (0 picks one).
+    pub port: u16,
+    /// Time allowed for a request head; also closes idle keep-alive connections.
+    pub header_timeout: Duration,
+    /// A client that takes no bytes for this long is dropped.
+    pub client_timeout: Duration,
+    /// Connections beyond this get 503.
+    pub max_connections: usize,
+    /// How long shutdown waits for transfers in flight.
+    pub shutdown_grace: Duration,
+}
+
+/// Everything the app needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The cache directory.
+    pub cache_dir: PathBuf,
+    /// Upstream settings.
+    pub upstream: UpstreamConfig,
+    /// Listener settings.
+    pub server: ServerConfig,
+}
+
+impl Config {
+    /// A config for tests: loopback, port 0, `root` as cache, short timeouts.
+    pub fn for_test(root: impl Into<PathBuf>) -> Config {
+        Config {
+            cache_dir: root.into(),
+            upstream: UpstreamConfig {
+                sources: Vec::new(),
+                transparent_hosts: Vec::new(),
+                resolve: Vec::new(),
+                ca_file: None,
+                connect_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(2),
+                max_redirects: 5,
+            },
+            server: ServerConfig {
+                host: "127.0.0.1".into(),
+                port: 0,
+                header_timeout: Duration::from_secs(5),
+                client_timeout: Duration::from_secs(5),
+                max_connections: 256,
+                shutdown_grace: Duration::from_secs(2),
+            },
+        }
+    }
+
+    /// Adds a source mirror (tests).
+    pub fn with_source(mut self, url: &str) -> Result<Config, Error> {
+        self.upstream.sources.push(SourceUrl::try_new(url)?);
+        Ok(self)
+    }
+}
+
+/// The default cache directory: persistent, never under /tmp.
+fn default_cache_dir() -> Option<PathBuf> {
+    if rustix::process::geteuid().is_root() {
+        return Some(PathBuf::from("/var/cache/package-cache"));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(xdg).join("package-cache"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/package-cache"))
+}
+
+fn parse_resolve(raw: &str) -> Result<((String, u16), SocketAddr), Error> {
+    let bad = || Error::Resolve(raw.to_string());
+    let (host, rest) = raw.split_once(':').ok_or_else(bad)?;
+    let (port, addr) = rest.split_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    Ok(((host.to_ascii_lowercase(), port), SocketAddr::new(ip, port)))
+}
+
+impl TryFrom<Args> for Config {
+    type Error = Error;
+
+    fn try_from(args: Args) -> Result<Config, Error> {
+        let sources = args.sources.iter().filter(|s| !s.is_empty()).map(|s| SourceUrl::try_new(s)).collect::<Result<_, _>>()?;
+        let transparent_hosts =
+            args.transparent_hosts.iter().map(|h| Authority::try_new(h, false)).collect::<Result<_, _>>()?;
+        let resolve = args.resolve.iter().map(|r| parse_resolve(r)).collect::<Result<_, _>>()?;
+        let cache_dir = args.cache.or_else(default_cache_dir).ok_or(Error::NoCacheDir)?;
+        let secs = Duration::from_secs;
+        Ok(Config {
+            cache_dir,
+            upstream: UpstreamConfig {
+                sources,
+                transparent_hosts,
+                resolve,
+                ca_file: args.ca_file,
+                connect_timeout: secs(args.connect_timeout.max(1)),
+                idle_timeout: secs(args.upstream_timeout.max(1)),
+                max_redirects: 5,
+            },
+            server: ServerConfig {
+                host: args.host.trim_start_matches('[').trim_end_matches(']').to_string(),
+                port: args.port,
+                header_timeout: secs(args.header_timeout.max(1)),
+                client_timeout: secs(args.client_timeout.max(1)),
+                max_connections: args.max_connections.max(1),
+                shutdown_grace: secs(args.shutdown_grace),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_with_prefixes() {
+        let s = SourceUrl::try_new("http://Mirror-A.example/gentoo/").unwrap();
+        assert_eq!(s.authority.as_str(), "mirror-a.example");
+        assert_eq!(s.prefix, "/gentoo");
+        assert_eq!(s.url_for("/distfiles/x%2By"), "http://mirror-a.example/gentoo/distfiles/x%2By");
+        let s = SourceUrl::try_new("https://h:8443").unwrap();
+        assert_eq!(s.url_for("/a"), "https://h:8443/a");
+        assert_eq!(SourceUrl::try_new("https://h:443/").unwrap().authority.as_str(), "h");
+        assert!(SourceUrl::try_new("ftp://h/").is_err());
+        assert!(SourceUrl::try_new("/relative").is_err());
+        assert!(SourceUrl::try_new("http://u@h/").is_err());
+    }
+
+    #[test]
+    fn authorities_normalise() {
+        assert_eq!(Authority::try_new("Example.ORG:80", false).unwrap().as_str(), "example.org");
+        assert_eq!(Authority::try_new("[::1]:8080", false).unwrap().as_str(), "[::1]:8080");
+        assert!(Authority::try_new("a b", false).is_err());
+        assert!(Authority::try_new("", false).is_err());
+    }
+
+    #[test]
+    fn resolve_entries_parse() {
+        let ((h, p), a) = parse_resolve("Mirror:80:127.0.0.1").unwrap();
+        assert_eq!((h.as_str(), p, a), ("mirror", 80, "127.0.0.1:80".parse().unwrap()));
+        assert!(parse_resolve("mirror:80").is_err());
+        assert!(parse_resolve("mirror:x:1.2.3.4").is_err());
+        assert!(parse_resolve("m:80:[::1]").is_ok());
+    }
+}

@@ -1,0 +1,26 @@
+//! package-cache: a streaming caching proxy for package downloads.
+//!
+//! A request flows one way through the crate:
+//! `server` (accept, timeouts, connection limit) → `proxy::Proxy::handle`
+//! → `proxy::target` (where the request points) → `proxy::route` (cache, pass or reject)
+//! → `store::Store::lookup` (hit, join a fill in progress, or a permit to fill)
+//! → `upstream::Upstream::fetch` (ordered failover over the sources)
+//! → a tracked fill task writes `store::Fill` and commits it
+//! → `proxy::respond` builds the response from a `store::BodyReader`.
+//!
+//! The fill task, never a client's response body, drives the download, so one
+//! upstream fetch serves any number of readers at their own pace and a client
+//! that goes away never cancels or corrupts the entry.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(rust_2018_idioms)]
+
+pub mod app;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod proxy;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;

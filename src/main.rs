@@ -1,0 +1,47 @@
+//! The `package-cache` binary: parse arguments, set up logging, run the app
+//! until SIGTERM or SIGINT.
+
+use clap::Parser;
+use package_cache::cli::Args;
+use package_cache::config::Config;
+use package_cache::{app, telemetry};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(err) = telemetry::init(args.verbose, args.log_format, args.syslog) {
+        eprintln!("package-cache: cannot set up logging: {err}");
+        return ExitCode::from(2);
+    }
+    let config = match Config::try_from(args) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("package-cache: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("package-cache: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("package-cache: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

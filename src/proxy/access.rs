@@ -1,0 +1,96 @@
+//! The access log: one `tracing` line per request, written when its body is
+//! finished or dropped, with the bytes actually sent and whether the body
+//! ended cleanly.
+
+use crate::body::Body;
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// What the log line says about a request.
+pub struct AccessRecord {
+    /// Method.
+    pub method: http::Method,
+    /// Request target as received.
+    pub target: String,
+    /// Response status.
+    pub status: u16,
+    /// X-Cache value.
+    pub cache: &'static str,
+    /// Client address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// When the request arrived.
+    pub started: Instant,
+    /// The response's Content-Length: hyper stops polling a body once that
+    /// many bytes are sent, so reaching it is a complete response.
+    pub expected: Option<u64>,
+}
+
+/// Wraps a response body; logs once, on the end of stream or on drop.
+pub struct LoggedBody {
+    inner: Body,
+    record: AccessRecord,
+    bytes: u64,
+    outcome: Option<&'static str>,
+}
+
+impl LoggedBody {
+    /// Wraps `inner`.
+    pub fn new(inner: Body, record: AccessRecord) -> LoggedBody {
+        LoggedBody { inner, record, bytes: 0, outcome: None }
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.outcome = Some("aborted"),
+            Poll::Ready(None) => {
+                self.outcome.get_or_insert("complete");
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let outcome = match self.outcome {
+            Some(o) => o,
+            None if self.inner.is_end_stream() || Some(self.bytes) == self.record.expected => "complete",
+            None => "client gone",
+        };
+        let r = &self.record;
+        tracing::info!(
+            method = %r.method,
+            path = %r.target,
+            status = r.status,
+            cache = r.cache,
+            bytes = self.bytes,
+            elapsed_ms = r.started.elapsed().as_millis() as u64,
+            peer = ?r.peer,
+            outcome,
+            "request"
+        );
+    }
+}

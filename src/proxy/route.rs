@@ -1,0 +1,99 @@
+//! `Route`: whether a request is served through the cache, passed through
+//! uncached, or refused — decided from the method, target and headers alone.
+
+use super::target::Target;
+use crate::store::{CacheKey, KeyError, Namespace};
+use http::{header, HeaderMap, Method};
+
+/// Why a request is passed through uncached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassReason {
+    /// It carries `Authorization` or `Cookie`: the answer may be per-user.
+    Credentials,
+    /// It has a query string.
+    Query,
+    /// It names a directory (ends in `/`).
+    Directory,
+}
+
+impl PassReason {
+    /// A short name for logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PassReason::Credentials => "credentials",
+            PassReason::Query => "query",
+            PassReason::Directory => "directory",
+        }
+    }
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Only GET and HEAD are served.
+    Method,
+    /// The path is hostile or malformed.
+    Path(KeyError),
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Route {
+    /// Serve through the cache under this key.
+    Cache(CacheKey),
+    /// Fetch and stream without storing.
+    Pass(PassReason),
+    /// Refuse.
+    Reject(RejectReason),
+}
+
+/// Classifies a request.
+pub fn classify(method: &Method, target: &Target, headers: &HeaderMap) -> Route {
+    if method != Method::GET && method != Method::HEAD {
+        return Route::Reject(RejectReason::Method);
+    }
+    let namespace = match target {
+        Target::Mirrors { .. } => Namespace::Mirrors,
+        Target::Host { authority, .. } => Namespace::Host(authority.as_str().to_string()),
+    };
+    // Validate the path even when passing, so hostile paths never reach an upstream.
+    let key = match CacheKey::try_from_path(namespace, target.path()) {
+        Ok(key) => key,
+        Err(KeyError::Directory) => return Route::Pass(PassReason::Directory),
+        Err(err) => return Route::Reject(RejectReason::Path(err)),
+    };
+    if headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE) {
+        return Route::Pass(PassReason::Credentials);
+    }
+    if target.query().is_some() {
+        return Route::Pass(PassReason::Query);
+    }
+    Route::Cache(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn mirrors(p: &str, q: Option<&str>) -> Target {
+        Target::Mirrors { path: p.into(), query: q.map(Into::into) }
+    }
+
+    #[test]
+    fn routes() {
+        let h = HeaderMap::new();
+        assert!(matches!(classify(&Method::GET, &mirrors("/a", None), &h), Route::Cache(_)));
+        assert!(matches!(classify(&Method::HEAD, &mirrors("/a", None), &h), Route::Cache(_)));
+        assert!(matches!(classify(&Method::POST, &mirrors("/a", None), &h), Route::Reject(RejectReason::Method)));
+        assert!(matches!(classify(&Method::GET, &mirrors("/a", Some("x=1")), &h), Route::Pass(PassReason::Query)));
+        assert!(matches!(classify(&Method::GET, &mirrors("/d/", None), &h), Route::Pass(PassReason::Directory)));
+        assert!(matches!(classify(&Method::GET, &mirrors("/../x", None), &h), Route::Reject(RejectReason::Path(_))));
+        let mut c = HeaderMap::new();
+        c.insert(header::COOKIE, HeaderValue::from_static("a=b"));
+        assert!(matches!(classify(&Method::GET, &mirrors("/a", None), &c), Route::Pass(PassReason::Credentials)));
+        let mut a = HeaderMap::new();
+        a.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        assert!(matches!(classify(&Method::GET, &mirrors("/a", None), &a), Route::Pass(PassReason::Credentials)));
+    }
+}

@@ -1,0 +1,207 @@
+//! `Target`: which upstream a request points at. Absolute-form requests
+//! (forward proxy), DNATed connections and allow-listed `Host`s name a host;
+//! everything else goes to the `--source` mirrors whatever its `Host` says.
+//! Only hosts the operator allowed are ever fetched: never an open proxy.
+
+use crate::config::{Authority, SourceUrl};
+use http::Uri;
+use std::net::SocketAddr;
+
+/// Addresses of the client connection, put in request extensions by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// The client.
+    pub peer: SocketAddr,
+    /// Our listening address as the client reached it.
+    pub local: SocketAddr,
+    /// `SO_ORIGINAL_DST`, when the kernel knows one (a DNAT rule applied).
+    pub orig_dst: Option<SocketAddr>,
+}
+
+impl ConnInfo {
+    /// The original destination, when the connection was redirected to us.
+    pub fn redirected_from(&self) -> Option<SocketAddr> {
+        self.orig_dst.filter(|dst| *dst != self.local)
+    }
+}
+
+/// Which hosts may be fetched by name.
+#[derive(Clone, Debug, Default)]
+pub struct HostRules {
+    /// The `--source` mirrors (their hosts are allowed; their paths map to the shared namespace).
+    pub sources: Vec<SourceUrl>,
+    /// Extra allowed hosts (`--transparent-host`).
+    pub transparent: Vec<Authority>,
+}
+
+impl HostRules {
+    fn allowed(&self, authority: &Authority) -> bool {
+        self.transparent.contains(authority) || self.sources.iter().any(|s| s.authority == *authority)
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The shared namespace of the `--source` mirrors.
+    Mirrors {
+        /// Raw path (percent-encoding kept), relative to the sources' prefixes.
+        path: String,
+        /// Raw query, if any.
+        query: Option<String>,
+    },
+    /// One allowed host, over plain HTTP.
+    Host {
+        /// The host.
+        authority: Authority,
+        /// Raw path.
+        path: String,
+        /// Raw query.
+        query: Option<String>,
+    },
+}
+
+impl Target {
+    /// The raw path.
+    pub fn path(&self) -> &str {
+        match self {
+            Target::Mirrors { path, .. } | Target::Host { path, .. } => path,
+        }
+    }
+
+    /// The raw query.
+    pub fn query(&self) -> Option<&str> {
+        match self {
+            Target::Mirrors { query, .. } | Target::Host { query, .. } => query.as_deref(),
+        }
+    }
+
+    /// Raw path plus `?query`, as the upstream must receive it.
+    pub fn path_and_query(&self) -> String {
+        match self.query() {
+            Some(q) => format!("{}?{q}", self.path()),
+            None => self.path().to_string(),
+        }
+    }
+}
+
+/// Why a request names no allowed upstream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TargetError {
+    /// The named host is not allowed (403).
+    Forbidden {
+        /// The host as the client named it.
+        host: String,
+    },
+    /// The request target cannot be understood (400).
+    Malformed(&'static str),
+}
+
+/// Resolves a request to its target. `host_header` is the raw `Host` value.
+pub fn parse(uri: &Uri, host_header: Option<&str>, conn: Option<&ConnInfo>, rules: &HostRules) -> Result<Target, TargetError> {
+    let path = uri.path().to_string();
+    let query = uri.query().map(str::to_string);
+    if let Some(scheme) = uri.scheme_str() {
+        // Absolute form: a forward-proxy request (`http_proxy=`).
+        if scheme != "http" {
+            return Err(TargetError::Malformed("only http:// URLs can be proxied"));
+        }
+        let raw = uri.authority().map(|a| a.as_str()).ok_or(TargetError::Malformed("no host in URL"))?;
+        return for_host(raw, path, query, rules);
+    }
+    if !path.starts_with('/') {
+        return Err(TargetError::Malformed("request target must be a path"));
+    }
+    let redirected = conn.and_then(ConnInfo::redirected_from);
+    if redirected.is_some() {
+        let raw = host_header.ok_or(TargetError::Malformed("redirected request without Host"))?;
+        return for_host(raw, path, query, rules);
+    }
+    if let Some(raw) = host_header {
+        if let Ok(authority) = Authority::try_new(raw, false) {
+            if rules.transparent.contains(&authority) {
+                return Ok(in_namespace(authority, path, query, rules));
+            }
+        }
+    }
+    Ok(Target::Mirrors { path, query })
+}
+
+fn for_host(raw: &str, path: String, query: Option<String>, rules: &HostRules) -> Result<Target, TargetError> {
+    let authority = Authority::try_new(raw, false).map_err(|_| TargetError::Malformed("bad host"))?;
+    if !rules.allowed(&authority) {
+        return Err(TargetError::Forbidden { host: authority.as_str().to_string() });
+    }
+    Ok(in_namespace(authority, path, query, rules))
+}
+
+/// A source's host with a path under its prefix joins the mirrors' namespace,
+/// so a DNATed request and a direct one share the entry.
+fn in_namespace(authority: Authority, path: String, query: Option<String>, rules: &HostRules) -> Target {
+    for source in &rules.sources {
+        if source.authority != authority {
+            continue;
+        }
+        if let Some(rest) = path.strip_prefix(source.prefix.as_str()) {
+            if rest.starts_with('/') {
+                return Target::Mirrors { path: rest.to_string(), query };
+            }
+        }
+    }
+    Target::Host { authority, path, query }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> HostRules {
+        HostRules {
+            sources: vec![SourceUrl::try_new("http://mirror.example/gentoo").unwrap()],
+            transparent: vec![Authority::try_new("files.example", false).unwrap()],
+        }
+    }
+
+    fn conn(dnat: bool) -> ConnInfo {
+        let local: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let dst: SocketAddr = "10.0.0.5:80".parse().unwrap();
+        ConnInfo { peer: "127.0.0.1:5555".parse().unwrap(), local, orig_dst: Some(if dnat { dst } else { local }) }
+    }
+
+    #[test]
+    fn origin_form_goes_to_mirrors_whatever_the_host() {
+        let t = parse(&"/distfiles/a".parse().unwrap(), Some("anything:4000"), Some(&conn(false)), &rules()).unwrap();
+        assert_eq!(t, Target::Mirrors { path: "/distfiles/a".into(), query: None });
+    }
+
+    #[test]
+    fn absolute_form_needs_an_allowed_host() {
+        let r = rules();
+        let t = parse(&"http://files.example/x?y=1".parse().unwrap(), None, None, &r).unwrap();
+        assert!(matches!(t, Target::Host { ref path, .. } if path == "/x"));
+        assert_eq!(t.path_and_query(), "/x?y=1");
+        let t = parse(&"http://mirror.example/gentoo/distfiles/a".parse().unwrap(), None, None, &r).unwrap();
+        assert_eq!(t, Target::Mirrors { path: "/distfiles/a".into(), query: None });
+        let t = parse(&"http://mirror.example/other".parse().unwrap(), None, None, &r).unwrap();
+        assert!(matches!(t, Target::Host { .. }));
+        assert_eq!(
+            parse(&"http://evil.example/x".parse().unwrap(), None, None, &r),
+            Err(TargetError::Forbidden { host: "evil.example".into() })
+        );
+        assert!(parse(&"https://files.example/x".parse().unwrap(), None, None, &r).is_err());
+    }
+
+    #[test]
+    fn dnat_uses_the_host_header_only_when_allowed() {
+        let r = rules();
+        let t = parse(&"/x".parse().unwrap(), Some("files.example"), Some(&conn(true)), &r).unwrap();
+        assert!(matches!(t, Target::Host { .. }));
+        assert!(matches!(
+            parse(&"/x".parse().unwrap(), Some("evil.example"), Some(&conn(true)), &r),
+            Err(TargetError::Forbidden { .. })
+        ));
+        assert!(parse(&"/x".parse().unwrap(), None, Some(&conn(true)), &r).is_err());
+        let t = parse(&"/x".parse().unwrap(), Some("files.example"), Some(&conn(false)), &r).unwrap();
+        assert!(matches!(t, Target::Host { .. }), "allow-listed Host without DNAT");
+    }
+}

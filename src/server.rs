@@ -1,0 +1,116 @@
+//! The accept loop: one task per connection, HTTP/1.1 with keep-alive, a
+//! header-read timeout (also closing idle keep-alive connections, so a
+//! slowloris cannot hold the server), a client write timeout (a client that
+//! takes no bytes is dropped), a connection limit (503 past it) and graceful
+//! shutdown. Puts `ConnInfo` (peer, local and original destination) in each
+//! request's extensions.
+
+use crate::proxy::target::ConnInfo;
+use crate::proxy::Proxy;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Connection-level limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Time to receive a request head (and idle keep-alive limit).
+    pub header_timeout: Duration,
+    /// A pending write to the client for this long drops the connection.
+    pub client_timeout: Duration,
+    /// Simultaneous connections; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n\
+Content-Length: 37\r\nConnection: close\r\n\r\npackage-cache: too many connections\r\n";
+
+/// Serves `listener` until `stop` fires, then waits for open connections to
+/// finish; `hard_stop` closes whatever is left. Connection tasks go on `tasks`.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Proxy,
+    limits: Limits,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer, "connection limit reached; answering 503");
+            tasks.spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let info = conn_info(&stream, peer);
+        let mut io = TimeoutStream::new(stream);
+        io.set_write_timeout(Some(limits.client_timeout));
+        let io = TokioIo::new(Box::pin(io));
+        let handler = proxy.clone();
+        let service = service_fn(move |mut req| {
+            req.extensions_mut().insert(info);
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.handle(req).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true)
+            .serve_connection(io, service);
+        let conn = graceful.watch(conn);
+        let hard_stop = hard_stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                result = conn => if let Err(err) = result {
+                    tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                },
+                _ = hard_stop.cancelled() => {}
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(BUSY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+fn conn_info(stream: &TcpStream, peer: SocketAddr) -> ConnInfo {
+    let local = stream.local_addr().unwrap_or(peer);
+    let sock = socket2::SockRef::from(stream);
+    // ENOENT when no DNAT rule applied: then there is no original destination.
+    let orig = if local.is_ipv4() { sock.original_dst_v4() } else { sock.original_dst_v6() };
+    let orig_dst = orig.ok().and_then(|addr| addr.as_socket());
+    ConnInfo { peer, local, orig_dst }
+}

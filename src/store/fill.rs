@@ -1,0 +1,329 @@
+//! Fills: one in-progress download of an entry, shared by any number of readers.
+//!
+//! A `FillPermit` is the exclusive right to fill a key; `FillPermit::start`
+//! turns it into a `Fill` writing a temporary file in `<root>/.package-cache/tmp`.
+//! Progress is published on a `watch` channel, so readers follow the growing
+//! file at their own pace and a slow reader never slows the writer. A `Fill`
+//! dropped without `commit` is `Aborted` and its temporary file is unlinked.
+
+use super::disk::{self, FILE_MODE};
+use super::meta::{unix_now, EntryMeta};
+use super::{CacheKey, Error, Inner};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::watch;
+
+/// Progress of a fill, as seen by readers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FillState {
+    /// The permit is held; the upstream has not answered yet.
+    Pending,
+    /// The body is being written; `written` bytes are readable.
+    Streaming {
+        /// Bytes written and readable so far.
+        written: u64,
+    },
+    /// The whole body is written and verified. `committed` is false when it
+    /// could not be stored (readers still get every byte).
+    Complete {
+        /// Final body length.
+        len: u64,
+        /// Whether the entry is now in the cache.
+        committed: bool,
+    },
+    /// The body failed part-way: readers must end their responses uncleanly.
+    Aborted,
+    /// The fetch failed before any body: readers answer with this.
+    Failed(Arc<FillFailure>),
+    /// The permit was given up before starting: readers look up again.
+    Vacated,
+}
+
+impl FillState {
+    /// A short name for logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FillState::Pending => "pending",
+            FillState::Streaming { .. } => "streaming",
+            FillState::Complete { .. } => "complete",
+            FillState::Aborted => "aborted",
+            FillState::Failed(_) => "failed",
+            FillState::Vacated => "vacated",
+        }
+    }
+}
+
+/// Why a fill never started, as the leader answered its own client.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FillFailure {
+    /// HTTP status the leader answered with.
+    pub status: u16,
+    /// Short text for the response body.
+    pub message: String,
+}
+
+/// What the upstream said about the body, fixed when the fill starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FillHead {
+    /// End-to-end response headers to store and replay (names lower case).
+    pub headers: Vec<(String, String)>,
+    /// The upstream's Content-Length, when it sent one.
+    pub content_length: Option<u64>,
+    /// The URL the body comes from.
+    pub source: String,
+}
+
+/// State shared between a fill's writer and its readers.
+pub(crate) struct FillShared {
+    pub(crate) key: CacheKey,
+    pub(crate) state: watch::Sender<FillState>,
+    pub(crate) head: OnceLock<Arc<FillHead>>,
+    /// The temporary file, opened read-write; readers use positional reads.
+    pub(crate) file: OnceLock<Arc<File>>,
+}
+
+impl FillShared {
+    pub(crate) fn new(key: CacheKey) -> Arc<FillShared> {
+        Arc::new(FillShared {
+            key,
+            state: watch::channel(FillState::Pending).0,
+            head: OnceLock::new(),
+            file: OnceLock::new(),
+        })
+    }
+}
+
+/// The exclusive right to fill one key. Dropped unused, waiting readers are
+/// told `Vacated` and look the key up again.
+pub struct FillPermit {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) shared: Arc<FillShared>,
+    pub(crate) done: bool,
+}
+
+impl FillPermit {
+    /// The key this permit fills.
+    pub fn key(&self) -> &CacheKey {
+        &self.shared.key
+    }
+
+    /// Creates the temporary file and publishes `head`; readers may start.
+    pub async fn start(mut self, head: FillHead) -> Result<Fill, Error> {
+        let tmp_path = self.inner.tmp_path("part");
+        let path = tmp_path.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(&path)
+        })
+        .await
+        .map_err(Error::join)?
+        .map_err(|source| Error::Io { op: "create temporary file", path: tmp_path.clone(), source })?;
+        let file = Arc::new(file);
+        let _ = self.shared.file.set(file.clone());
+        let expected_len = head.content_length;
+        let _ = self.shared.head.set(Arc::new(head));
+        self.shared.state.send_replace(FillState::Streaming { written: 0 });
+        self.done = true;
+        Ok(Fill {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            file,
+            tmp_path,
+            hasher: Some(Sha256::new()),
+            written: 0,
+            expected_len,
+            finished: false,
+        })
+    }
+
+    /// Gives up before any body: waiting readers answer `status` with `message`.
+    pub fn fail(mut self, status: u16, message: String) {
+        self.done = true;
+        self.inner.forget_fill(&self.shared);
+        self.shared.state.send_replace(FillState::Failed(Arc::new(FillFailure { status, message })));
+    }
+}
+
+impl Drop for FillPermit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.forget_fill(&self.shared);
+            self.shared.state.send_replace(FillState::Vacated);
+        }
+    }
+}
+
+/// An entry being written. `commit` verifies and stores it; dropped without
+/// `commit` (or when `commit` finds it short) it counts as failed: readers see
+/// `Aborted` and the temporary file is removed.
+pub struct Fill {
+    inner: Arc<Inner>,
+    shared: Arc<FillShared>,
+    file: Arc<File>,
+    tmp_path: PathBuf,
+    hasher: Option<Sha256>,
+    written: u64,
+    expected_len: Option<u64>,
+    finished: bool,
+}
+
+/// How a complete fill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Stored in the cache.
+    Stored,
+    /// Complete and served, but not stored (the path conflicts with another
+    /// entry, or the disk refused); logged by the caller.
+    NotStored,
+}
+
+impl Fill {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The key being filled.
+    pub fn key(&self) -> &CacheKey {
+        &self.shared.key
+    }
+
+    /// Appends `data`, then makes it visible to readers.
+    pub async fn write(&mut self, data: Bytes) -> Result<(), Error> {
+        if let Some(expected) = self.expected_len {
+            if self.written + data.len() as u64 > expected {
+                return Err(Error::TooLong { key: self.shared.key.to_string(), expected });
+            }
+        }
+        let file = self.file.clone();
+        let mut hasher = self.hasher.take().expect("hasher is present between writes");
+        let (hasher, result) = tokio::task::spawn_blocking(move || {
+            hasher.update(&data);
+            let result = (&*file).write_all(&data).map(|()| data.len());
+            (hasher, result)
+        })
+        .await
+        .map_err(Error::join)?;
+        self.hasher = Some(hasher);
+        let n = result.map_err(|source| Error::Io { op: "write", path: self.tmp_path.clone(), source })?;
+        self.written += n as u64;
+        self.shared.state.send_replace(FillState::Streaming { written: self.written });
+        Ok(())
+    }
+
+    /// Verifies the length, then stores the entry durably: fsync the body,
+    /// write its metadata, rename the body into place, fsync the directories.
+    ///
+    /// `Err` means the body is incomplete (readers see `Aborted`). A complete
+    /// body that cannot be stored still ends readers cleanly (`NotStored`).
+    pub async fn commit(mut self) -> Result<Committed, Error> {
+        if let Some(expected) = self.expected_len {
+            if self.written != expected {
+                return Err(Error::Short { key: self.shared.key.to_string(), expected, got: self.written });
+            }
+        }
+        let len = self.written;
+        let sha256 = hex::encode(self.hasher.take().expect("hasher is present until commit").finalize());
+        let head = self.shared.head.get().cloned().expect("a started fill has a head");
+        let inner = self.inner.clone();
+        let key = self.shared.key.clone();
+        let file = self.file.clone();
+        let tmp_path = self.tmp_path.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let result = store_blocking(&inner, &key, &file, &tmp_path, len, sha256, &head);
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp_path);
+            }
+            result
+        })
+        .await
+        .map_err(Error::join)?;
+        self.finished = true;
+        // Forget the fill only after the rename, so that a lookup that misses
+        // the fill map is sure to find the committed file.
+        self.inner.forget_fill(&self.shared);
+        let committed = stored.is_ok();
+        self.shared.state.send_replace(FillState::Complete { len, committed });
+        match stored {
+            Ok(()) => Ok(Committed::Stored),
+            Err(err) => {
+                tracing::warn!(key = %self.shared.key, error = %err, "complete body not stored");
+                Ok(Committed::NotStored)
+            }
+        }
+    }
+}
+
+fn store_blocking(
+    inner: &Inner,
+    key: &CacheKey,
+    file: &File,
+    tmp_path: &PathBuf,
+    len: u64,
+    sha256: String,
+    head: &FillHead,
+) -> Result<(), Error> {
+    let io = |op: &'static str, path: &PathBuf| {
+        let path = path.clone();
+        move |source| Error::Io { op, path, source }
+    };
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE)).map_err(io("chmod", tmp_path))?;
+    file.sync_all().map_err(io("fsync", tmp_path))?;
+    let inode = file.metadata().map_err(io("stat", tmp_path))?.ino();
+    let rel = key.relative_path();
+    let final_path = inner.root.join(&rel);
+    let parent_rel = rel.parent().map(PathBuf::from).unwrap_or_default();
+    disk::create_dirs_durably(&inner.root, &parent_rel).map_err(io("create directories", &final_path))?;
+    let meta = EntryMeta {
+        key: key.canonical(),
+        size: len,
+        sha256,
+        headers: head.headers.clone(),
+        fetched_at: unix_now(),
+        source: head.source.clone(),
+        inode,
+    };
+    let meta_path = inner.meta_path(key);
+    disk::write_meta(&meta, &meta_path, &inner.tmp_dir, &inner.tmp_name("meta"))
+        .map_err(io("write metadata", &meta_path))?;
+    if fs::symlink_metadata(&final_path).map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Error::Io {
+            op: "rename",
+            path: final_path,
+            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "a directory is in the way"),
+        });
+    }
+    fs::rename(tmp_path, &final_path).map_err(io("rename", &final_path))?;
+    disk::sync_dir(final_path.parent().expect("entries have a parent")).map_err(io("fsync directory", &final_path))?;
+    Ok(())
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.inner.forget_fill(&self.shared);
+        self.shared.state.send_replace(FillState::Aborted);
+        let path = self.tmp_path.clone();
+        // Readers keep their open descriptor; the name goes now.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(move || fs::remove_file(path));
+            }
+            Err(_) => {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+}
+
+impl Fill {
+    pub(crate) fn watch_inner(&self) -> super::FillWatch {
+        super::FillWatch { shared: self.shared.clone(), rx: self.shared.state.subscribe() }
+    }
+}

@@ -1,0 +1,211 @@
+//! `CacheKey`: which namespace an entry belongs to and its decoded path.
+//!
+//! All validation of client-supplied paths lives here, so that no key can name
+//! a file outside its namespace directory or the proxy's own state.
+
+use percent_encoding::percent_decode_str;
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+/// Directory (under the cache root) holding the proxy's private state.
+pub const STATE_DIR: &str = ".package-cache";
+/// Directory (under the cache root) holding per-host namespaces.
+pub const HOSTS_DIR: &str = ".package-cache-hosts";
+/// Longest request path accepted, in bytes.
+pub const MAX_PATH_LEN: usize = 2048;
+/// Longest single decoded path segment accepted (the usual `NAME_MAX`).
+pub const MAX_SEGMENT_LEN: usize = 255;
+/// Deepest path accepted.
+pub const MAX_DEPTH: usize = 32;
+
+/// Where an entry's upstream lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    /// The shared namespace of every `--source` mirror: failover between
+    /// mirrors still hits. Stored at the cache root, as package-cache 0.2 did.
+    Mirrors,
+    /// One explicitly named upstream host (`host[:port]`, lower case),
+    /// reached in forward-proxy or transparent mode.
+    Host(String),
+}
+
+/// Why a path cannot be a cache key.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    /// The path is longer than [`MAX_PATH_LEN`] or deeper than [`MAX_DEPTH`].
+    #[error("path too long")]
+    TooLong,
+    /// A segment is `.` or `..` (also percent-encoded).
+    #[error("path has a dot segment")]
+    DotSegment,
+    /// A segment decodes to a byte that cannot be in a file name.
+    #[error("path has a forbidden character (encoded slash, backslash, NUL or control)")]
+    ForbiddenByte,
+    /// An empty segment (`//`) or a path not starting with `/`.
+    #[error("path has an empty segment")]
+    EmptySegment,
+    /// A segment longer than [`MAX_SEGMENT_LEN`] bytes.
+    #[error("path segment too long")]
+    SegmentTooLong,
+    /// The path names the proxy's own state.
+    #[error("path is reserved")]
+    Reserved,
+    /// The path names a directory (ends in `/`): listings are not cached.
+    #[error("path names a directory")]
+    Directory,
+}
+
+impl KeyError {
+    /// Whether the request is hostile or malformed (as opposed to merely not cacheable).
+    pub fn is_malformed(&self) -> bool {
+        !matches!(self, KeyError::Directory)
+    }
+}
+
+/// A validated cache key: namespace plus decoded path segments.
+///
+/// Invariant: every segment is non-empty, not `.`/`..`, free of `/`, `\`, NUL
+/// and control bytes, and at most [`MAX_SEGMENT_LEN`] bytes; so
+/// [`CacheKey::relative_path`] always stays beneath the cache root.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    namespace: Namespace,
+    segments: Vec<Vec<u8>>,
+}
+
+impl CacheKey {
+    /// Validates a raw (still percent-encoded) request path, without its query.
+    pub fn try_from_path(namespace: Namespace, raw_path: &str) -> Result<CacheKey, KeyError> {
+        if raw_path.len() > MAX_PATH_LEN {
+            return Err(KeyError::TooLong);
+        }
+        let rest = raw_path.strip_prefix('/').ok_or(KeyError::EmptySegment)?;
+        if rest.is_empty() || rest.ends_with('/') {
+            return Err(KeyError::Directory);
+        }
+        let mut segments = Vec::new();
+        for raw in rest.split('/') {
+            if raw.is_empty() {
+                return Err(KeyError::EmptySegment);
+            }
+            // A raw backslash is a separator on some servers (and was one to 0.2's
+            // clients on Windows); refusing it keeps one name per file.
+            if raw.contains('\\') {
+                return Err(KeyError::ForbiddenByte);
+            }
+            let decoded: Vec<u8> = percent_decode_str(raw).collect();
+            if decoded == b"." || decoded == b".." {
+                return Err(KeyError::DotSegment);
+            }
+            if decoded.iter().any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f) {
+                return Err(KeyError::ForbiddenByte);
+            }
+            if decoded.len() > MAX_SEGMENT_LEN {
+                return Err(KeyError::SegmentTooLong);
+            }
+            segments.push(decoded);
+        }
+        if segments.len() > MAX_DEPTH {
+            return Err(KeyError::TooLong);
+        }
+        if segments[0].starts_with(STATE_DIR.as_bytes()) {
+            return Err(KeyError::Reserved);
+        }
+        Ok(CacheKey { namespace, segments })
+    }
+
+    /// The namespace of this key.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// The entry's body file, relative to the cache root.
+    pub fn relative_path(&self) -> PathBuf {
+        let mut path = match &self.namespace {
+            Namespace::Mirrors => PathBuf::new(),
+            Namespace::Host(host) => PathBuf::from(HOSTS_DIR).join(host),
+        };
+        for segment in &self.segments {
+            path.push(OsStr::from_bytes(segment));
+        }
+        path
+    }
+
+    /// The file name of the entry (its last segment), for guessing a media type.
+    pub fn file_name(&self) -> &[u8] {
+        self.segments.last().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// A stable string form, unique per key: used for the metadata file name.
+    pub fn canonical(&self) -> String {
+        let ns = match &self.namespace {
+            Namespace::Mirrors => "mirrors",
+            Namespace::Host(host) => host.as_str(),
+        };
+        format!("{ns}\n{}", self.relative_path_lossy())
+    }
+
+    fn relative_path_lossy(&self) -> String {
+        let parts: Vec<_> = self.segments.iter().map(|s| String::from_utf8_lossy(s)).collect();
+        parts.join("/")
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Namespace::Mirrors => write!(f, "/{}", self.relative_path_lossy()),
+            Namespace::Host(host) => write!(f, "{host}/{}", self.relative_path_lossy()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: &str) -> Result<CacheKey, KeyError> {
+        CacheKey::try_from_path(Namespace::Mirrors, p)
+    }
+
+    #[test]
+    fn plain_paths_decode_to_file_names() {
+        let k = key("/distfiles/ab/foo-1.0.tar.gz").unwrap();
+        assert_eq!(k.relative_path(), PathBuf::from("distfiles/ab/foo-1.0.tar.gz"));
+        let k = key("/a%20b.tgz").unwrap();
+        assert_eq!(k.relative_path(), PathBuf::from("a b.tgz"));
+        let k = key("/x%2Bcpu.whl").unwrap();
+        assert_eq!(k.relative_path(), PathBuf::from("x+cpu.whl"));
+        let k = key("/%C3%A9.tgz").unwrap();
+        assert_eq!(k.relative_path(), PathBuf::from("é.tgz"));
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        for p in ["/../etc/passwd", "/a/%2e%2e/b", "/a/%2E%2E", "/.", "/a/./b"] {
+            assert_eq!(key(p), Err(KeyError::DotSegment), "{p}");
+        }
+        for p in ["/a%2fb", "/a%2Fb", "/a\\b", "/a%5cb", "/a%00b", "/a%0ab"] {
+            assert_eq!(key(p), Err(KeyError::ForbiddenByte), "{p}");
+        }
+        assert_eq!(key("//etc/passwd"), Err(KeyError::EmptySegment));
+        assert_eq!(key("relative"), Err(KeyError::EmptySegment));
+        assert_eq!(key("/.package-cache/lock"), Err(KeyError::Reserved));
+        assert_eq!(key("/.package-cache-hosts/x/y"), Err(KeyError::Reserved));
+        assert_eq!(key(&format!("/{}", "a".repeat(256))), Err(KeyError::SegmentTooLong));
+        assert_eq!(key(&format!("/{}", "a/".repeat(1100))), Err(KeyError::TooLong));
+        assert_eq!(key("/dir/"), Err(KeyError::Directory));
+        assert_eq!(key("/"), Err(KeyError::Directory));
+    }
+
+    #[test]
+    fn host_namespaces_are_separate() {
+        let a = CacheKey::try_from_path(Namespace::Host("a.example".into()), "/f").unwrap();
+        let b = CacheKey::try_from_path(Namespace::Host("b.example".into()), "/f").unwrap();
+        assert_ne!(a.canonical(), b.canonical());
+        assert_eq!(a.relative_path(), PathBuf::from(".package-cache-hosts/a.example/f"));
+        assert_ne!(key("/f").unwrap().canonical(), a.canonical());
+    }
+}

@@ -1,0 +1,40 @@
+//! `EntryMeta`: what is recorded beside each committed body (headers, size,
+//! sha256, fetch time) and how it is bound to that body on disk.
+//!
+//! A metadata file names the inode of the body it describes. The body's rename
+//! is the commit point: a crash between writing the metadata and renaming the
+//! body leaves metadata whose inode matches nothing, which is ignored.
+
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Metadata of one committed entry. Serialized as JSON.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// `CacheKey::canonical()` of the entry, to detect hash collisions and for scans.
+    pub key: String,
+    /// Body length in bytes.
+    pub size: u64,
+    /// Lower-case hex sha256 of the body.
+    pub sha256: String,
+    /// End-to-end response headers as the upstream sent them (names lower case).
+    pub headers: Vec<(String, String)>,
+    /// Seconds since the Unix epoch when the fetch completed.
+    pub fetched_at: u64,
+    /// The URL the body was fetched from.
+    pub source: String,
+    /// Inode number of the body file this metadata belongs to.
+    pub inode: u64,
+}
+
+impl EntryMeta {
+    /// The first value of header `name` (lower case), if recorded.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,115 @@
+//! `BodyReader`: a byte stream over a committed entry or over a fill that is
+//! still growing. It reads with positional reads on a shared descriptor, off the
+//! runtime, and follows a fill through its `watch` channel until `Complete`;
+//! an `Aborted` fill ends the stream with an error, never a clean end.
+
+use super::fill::{FillShared, FillState};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Largest chunk handed to hyper: big reads keep syscalls and task hops few.
+pub const CHUNK: u64 = 256 * 1024;
+
+/// Where the bytes come from.
+enum Source {
+    /// A committed file of known length.
+    Fixed { len: u64 },
+    /// A fill in progress.
+    Growing { rx: watch::Receiver<FillState>, _shared: Arc<FillShared> },
+}
+
+/// Streams `[start, end)` of a file. For a growing file, `end` may be
+/// `u64::MAX` ("until complete"). Not `Sync`; one reader per response.
+pub struct BodyReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+    source: Source,
+}
+
+impl BodyReader {
+    pub(crate) fn fixed(file: Arc<File>, len: u64, start: u64, end: u64) -> BodyReader {
+        BodyReader { file, pos: start, end: end.min(len), source: Source::Fixed { len } }
+    }
+
+    pub(crate) fn growing(shared: Arc<FillShared>, file: Arc<File>, start: u64, end: u64) -> BodyReader {
+        let rx = shared.state.subscribe();
+        BodyReader { file, pos: start, end, source: Source::Growing { rx, _shared: shared } }
+    }
+
+    /// The next chunk, `None` at a clean end, `Err` when the fill failed.
+    pub async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if self.pos >= self.end {
+                return Ok(None);
+            }
+            let readable = match &mut self.source {
+                Source::Fixed { len } => *len,
+                Source::Growing { rx, .. } => {
+                    let state = rx.borrow_and_update().clone();
+                    match state {
+                        FillState::Pending => 0,
+                        FillState::Streaming { written } => written,
+                        FillState::Complete { len, .. } => {
+                            if self.pos >= len {
+                                if self.end == u64::MAX || self.end == len {
+                                    return Ok(None);
+                                }
+                                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "entry shorter than announced"));
+                            }
+                            len
+                        }
+                        FillState::Aborted | FillState::Failed(_) | FillState::Vacated => {
+                            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "upstream fetch failed"));
+                        }
+                    }
+                }
+            };
+            let limit = readable.min(self.end);
+            if self.pos < limit {
+                let n = (limit - self.pos).min(CHUNK) as usize;
+                let chunk = read_chunk(self.file.clone(), self.pos, n).await?;
+                self.pos += chunk.len() as u64;
+                return Ok(Some(chunk));
+            }
+            match &mut self.source {
+                Source::Fixed { .. } => {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range beyond entry"));
+                }
+                Source::Growing { rx, .. } => {
+                    if rx.changed().await.is_err() {
+                        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "fill went away"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reader as a `Stream`, for a response body.
+    pub fn into_stream(self) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        futures_util::stream::unfold(Some(self), |reader| async move {
+            let mut reader = reader?;
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(reader))),
+                Ok(None) => None,
+                Err(err) => Some((Err(err), None)),
+            }
+        })
+    }
+}
+
+/// Reads exactly `n` bytes at `pos` on a blocking thread.
+pub(crate) async fn read_chunk(file: Arc<File>, pos: u64, n: usize) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = BytesMut::zeroed(n);
+        file.read_exact_at(&mut buf, pos)?;
+        Ok(buf.freeze())
+    })
+    .await
+    .map_err(io::Error::other)?
+}

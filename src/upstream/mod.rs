@@ -1,0 +1,318 @@
+//! `Upstream`: fetches a path from the `--source` mirrors in order, or from one
+//! allowed host, following redirects, failing over on 404/410, 5xx, connect
+//! errors, resets and timeouts before the first body byte.
+//!
+//! It knows nothing of the cache: it returns a response whose first body chunk
+//! is already in hand, so the caller commits to a source only once bytes flow.
+
+pub mod client;
+
+use crate::config::{Authority, SourceUrl, UpstreamConfig};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use std::fmt;
+use std::time::Duration;
+
+/// `User-Agent` sent upstream.
+pub const USER_AGENT: &str = concat!("package-cache/", env!("CARGO_PKG_VERSION"));
+
+/// One failed attempt against one upstream URL.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Connecting or sending the request failed (refused, reset, TLS, DNS).
+    #[error("{url}: {source}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// No response header, or no first body byte, within the idle timeout.
+    #[error("{url}: no answer within {secs} s")]
+    Timeout {
+        /// The URL tried.
+        url: String,
+        /// The idle timeout.
+        secs: u64,
+    },
+    /// The upstream answered with a status that moves on to the next source.
+    #[error("{url}: status {status}")]
+    Status {
+        /// The URL tried.
+        url: String,
+        /// Its status.
+        status: StatusCode,
+    },
+    /// The body failed before its first byte.
+    #[error("{url}: body failed before the first byte: {source}")]
+    Body {
+        /// The URL tried.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: hyper::Error,
+    },
+    /// A redirect was missing, malformed, not http(s), or one too many.
+    #[error("{url}: bad redirect: {reason}")]
+    Redirect {
+        /// The URL tried.
+        url: String,
+        /// What was wrong.
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// Whether the upstream said the file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Status { status, .. } if *status == StatusCode::NOT_FOUND || *status == StatusCode::GONE)
+    }
+
+    /// Whether the upstream did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+}
+
+/// Every source failed; one error per attempt, in order.
+#[derive(Debug)]
+pub struct Failed {
+    /// The attempts.
+    pub attempts: Vec<Error>,
+}
+
+impl Failed {
+    /// True when every source said 404/410 (and there was at least one).
+    pub fn all_not_found(&self) -> bool {
+        !self.attempts.is_empty() && self.attempts.iter().all(Error::is_not_found)
+    }
+
+    /// True when every source timed out.
+    pub fn all_timed_out(&self) -> bool {
+        !self.attempts.is_empty() && self.attempts.iter().all(Error::is_timeout)
+    }
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.attempts.is_empty() {
+            return write!(f, "no upstream source is configured");
+        }
+        for (i, attempt) in self.attempts.iter().enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{attempt}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which upstream to ask.
+#[derive(Clone, Copy, Debug)]
+pub enum Via<'a> {
+    /// The `--source` mirrors in order.
+    Sources,
+    /// One named host.
+    Host {
+        /// Scheme.
+        https: bool,
+        /// The host.
+        authority: &'a Authority,
+    },
+}
+
+/// A request to send upstream.
+pub struct FetchRequest<'a> {
+    /// Where.
+    pub via: Via<'a>,
+    /// The client's raw path and query, encoding untouched.
+    pub path_and_query: &'a str,
+    /// GET or HEAD.
+    pub method: Method,
+    /// Headers to send (already free of hop-by-hop and Host).
+    pub headers: HeaderMap,
+}
+
+/// A response whose status is final, with its first body chunk already read.
+pub struct Fetched {
+    /// The URL that answered (after redirects).
+    pub url: String,
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: HeaderMap,
+    first: Option<Bytes>,
+    body: Incoming,
+    idle: Duration,
+}
+
+impl Fetched {
+    /// The next body chunk; `None` at a clean end. Fails when no byte arrives
+    /// within the idle timeout or the connection breaks.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        next_data(&mut self.body, self.idle).await
+    }
+
+    /// The upstream's Content-Length, if it sent a valid one.
+    pub fn content_length(&self) -> Option<u64> {
+        self.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    }
+}
+
+/// Failure of a body after its first byte.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// No byte for the idle timeout.
+    #[error("upstream sent nothing for {0} s")]
+    Idle(u64),
+    /// The connection failed (reset, closed short of Content-Length, bad chunking).
+    #[error("upstream body failed: {0}")]
+    Transport(#[source] hyper::Error),
+}
+
+async fn next_data(body: &mut Incoming, idle: Duration) -> Result<Option<Bytes>, BodyError> {
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(BodyError::Idle(idle.as_secs())),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => return Err(BodyError::Transport(e)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if !data.is_empty() {
+                return Ok(Some(data));
+            }
+        }
+    }
+}
+
+/// The upstream side: a pooled client and the configured sources.
+#[derive(Clone)]
+pub struct Upstream {
+    client: client::HttpClient,
+    sources: Vec<SourceUrl>,
+    idle: Duration,
+    max_redirects: usize,
+}
+
+impl Upstream {
+    /// Builds the client (reads certificate files).
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, client::Error> {
+        Ok(Upstream {
+            client: client::build(config)?,
+            sources: config.sources.clone(),
+            idle: config.idle_timeout,
+            max_redirects: config.max_redirects,
+        })
+    }
+
+    /// The configured mirrors.
+    pub fn sources(&self) -> &[SourceUrl] {
+        &self.sources
+    }
+
+    /// Tries each candidate URL in order until one answers with a status that
+    /// does not call for failover, and (for GET) its first body byte arrived.
+    pub async fn fetch(&self, req: FetchRequest<'_>) -> Result<Fetched, Failed> {
+        let urls: Vec<String> = match req.via {
+            Via::Sources => self.sources.iter().map(|s| s.url_for(req.path_and_query)).collect(),
+            Via::Host { https, authority } => {
+                let scheme = if https { "https" } else { "http" };
+                vec![format!("{scheme}://{}{}", authority.as_str(), req.path_and_query)]
+            }
+        };
+        let mut attempts = Vec::new();
+        for url in urls {
+            let started = std::time::Instant::now();
+            match self.fetch_one(url, &req).await {
+                Ok(fetched) => {
+                    tracing::debug!(source = %fetched.url, status = fetched.status.as_u16(),
+                        elapsed_ms = started.elapsed().as_millis() as u64, "upstream answered");
+                    return Ok(fetched);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64,
+                        "upstream failed; trying next");
+                    attempts.push(err);
+                }
+            }
+        }
+        Err(Failed { attempts })
+    }
+
+    async fn fetch_one(&self, mut url: String, req: &FetchRequest<'_>) -> Result<Fetched, Error> {
+        for _ in 0..=self.max_redirects {
+            let mut request = Request::builder()
+                .method(req.method.clone())
+                .uri(url.as_str())
+                .body(Empty::<Bytes>::new())
+                .map_err(|_| Error::Redirect { url: url.clone(), reason: "not a valid URL" })?;
+            *request.headers_mut() = req.headers.clone();
+            request.headers_mut().entry(header::USER_AGENT).or_insert(HeaderValue::from_static(USER_AGENT));
+            let response = match tokio::time::timeout(self.idle, self.client.request(request)).await {
+                Err(_) => return Err(Error::Timeout { url, secs: self.idle.as_secs() }),
+                Ok(Err(source)) => return Err(Error::Connect { url, source }),
+                Ok(Ok(response)) => response,
+            };
+            let status = response.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                url = redirect_target(&url, response.headers())?;
+                continue;
+            }
+            if status == StatusCode::NOT_FOUND || status == StatusCode::GONE || status.is_server_error() {
+                return Err(Error::Status { url, status });
+            }
+            let (parts, mut body) = response.into_parts();
+            let first = if req.method == Method::HEAD || status == StatusCode::NOT_MODIFIED {
+                None
+            } else {
+                match next_data(&mut body, self.idle).await {
+                    Ok(first) => first,
+                    Err(BodyError::Idle(secs)) => return Err(Error::Timeout { url, secs }),
+                    Err(BodyError::Transport(source)) => return Err(Error::Body { url, source }),
+                }
+            };
+            return Ok(Fetched { url, status, headers: parts.headers, first, body, idle: self.idle });
+        }
+        Err(Error::Redirect { url, reason: "too many redirects" })
+    }
+}
+
+fn redirect_target(current: &str, headers: &HeaderMap) -> Result<String, Error> {
+    let bad = |reason| Error::Redirect { url: current.to_string(), reason };
+    let location = headers.get(header::LOCATION).ok_or_else(|| bad("no Location"))?;
+    let location = location.to_str().map_err(|_| bad("Location is not text"))?;
+    let base = url::Url::parse(current).map_err(|_| bad("current URL unparsable"))?;
+    let next = base.join(location).map_err(|_| bad("Location unparsable"))?;
+    if next.scheme() != "http" && next.scheme() != "https" {
+        return Err(bad("Location is not http(s)"));
+    }
+    Ok(next.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(l: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::LOCATION, HeaderValue::from_str(l).unwrap());
+        h
+    }
+
+    #[test]
+    fn redirects_resolve_against_the_current_url() {
+        assert_eq!(redirect_target("http://a/x/y", &loc("/z")).unwrap(), "http://a/z");
+        assert_eq!(redirect_target("http://a/x/y", &loc("z")).unwrap(), "http://a/x/z");
+        assert_eq!(redirect_target("http://a/x", &loc("https://b/q")).unwrap(), "https://b/q");
+        assert!(redirect_target("http://a/x", &loc("ftp://b/q")).is_err());
+        assert!(redirect_target("http://a/x", &HeaderMap::new()).is_err());
+    }
+}
