@@ -1,0 +1,164 @@
+//! One fetch, many readers: concurrent requests for one uncached path make one
+//! upstream request, everyone streams at their own pace, and nobody — a client
+//! that never reads, or the first client leaving — holds up or cancels the fill.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::app::{source, TestApp};
+use support::client::{self, bytes_of, get, sha256};
+use support::origin::{Origin, Reply};
+use tokio::io::AsyncWriteExt;
+
+async fn wait_for(path: &std::path::Path, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < limit,
+            "{} not committed within {limit:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_clients_one_upstream_request() {
+    let body = bytes_of(512 * 1024, 10);
+    // About 2.5 s for the whole file upstream.
+    let origin = Origin::builder()
+        .route(
+            "/big.tar.xz",
+            Reply::file(body.clone()).throttle(200 * 1024),
+        )
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+    let url = app.url("/big.tar.xz");
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let url = url.clone();
+        let barrier = barrier.clone();
+        clients.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let sent = Instant::now();
+            let (parts, body, _) = client::open(&url, &[]).await;
+            let head_at = Instant::now();
+            let (bytes, err) = client::read_body(body).await;
+            (sent, head_at, parts.status, bytes, err)
+        }));
+    }
+    let mut results = Vec::new();
+    for c in clients {
+        results.push(c.await.unwrap());
+    }
+    let first_sent = results.iter().map(|r| r.0).min().unwrap();
+    let last_sent = results.iter().map(|r| r.0).max().unwrap();
+    assert!(
+        last_sent - first_sent < Duration::from_millis(50),
+        "clients started together"
+    );
+    let first_head = results.iter().map(|r| r.1).min().unwrap();
+    for (_, head_at, status, bytes, err) in &results {
+        assert_eq!(*status, 200);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(sha256(bytes), sha256(&body));
+        // Every client got its head at once, not after the 2.5 s download.
+        assert!(
+            *head_at - first_head < Duration::from_millis(500),
+            "head {:?} after the first",
+            *head_at - first_head
+        );
+    }
+    assert_eq!(
+        origin.hits("/big.tar.xz"),
+        1,
+        "exactly one upstream request"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_delays_nobody() {
+    // 16 MiB at 8 MiB/s: far more than socket buffers hold.
+    let body = bytes_of(16 * 1024 * 1024, 11);
+    let origin = Origin::builder()
+        .route(
+            "/huge.bin",
+            Reply::file(body.clone()).throttle(8 * 1024 * 1024),
+        )
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+
+    let mut stuck = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stuck
+        .write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = Instant::now();
+    let other = get(&app.url("/huge.bin")).await;
+    let other_took = started.elapsed();
+    assert!(other.error.is_none());
+    assert_eq!(sha256(&other.body), sha256(&body));
+    assert!(
+        other_took < Duration::from_secs(6),
+        "second reader took {other_took:?}"
+    );
+    wait_for(&app.cache.join("huge.bin"), Duration::from_secs(5)).await;
+    assert_eq!(origin.hits("/huge.bin"), 1);
+    drop(stuck);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fill_finishes_when_the_first_client_leaves() {
+    let body = bytes_of(300 * 1024, 12);
+    let origin = Origin::builder()
+        .route("/leave.bin", Reply::file(body.clone()).throttle(300 * 1024))
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+    {
+        let (parts, incoming, _) = client::open(&app.url("/leave.bin"), &[]).await;
+        assert_eq!(parts.status, 200);
+        drop(incoming);
+    }
+    wait_for(&app.cache.join("leave.bin"), Duration::from_secs(5)).await;
+    origin.stop().await;
+    let hit = get(&app.url("/leave.bin")).await;
+    assert_eq!(hit.cache(), "HIT");
+    assert_eq!(sha256(&hit.body), sha256(&body));
+    assert_eq!(origin.hits("/leave.bin"), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_clients_arriving_mid_download_stream_the_growing_file() {
+    let body = bytes_of(400 * 1024, 13);
+    let origin = Origin::builder()
+        .route("/mid.tgz", Reply::file(body.clone()).throttle(200 * 1024))
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first_out = dir.path().join("first");
+    let url = app.url("/mid.tgz");
+    let (u1, o1) = (url.clone(), first_out.to_str().unwrap().to_string());
+    let first = tokio::spawn(async move { client::curl(&["-sS", "-o", &o1, &u1]).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let late_out = dir.path().join("late");
+    let (code, _, err) =
+        client::curl(&["-sS", "-D", "-", "-o", late_out.to_str().unwrap(), &url]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = first.await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&std::fs::read(&first_out).unwrap()), sha256(&body));
+    assert_eq!(sha256(&std::fs::read(&late_out).unwrap()), sha256(&body));
+    assert_eq!(origin.hits("/mid.tgz"), 1);
+    app.stop().await;
+}

@@ -1,0 +1,139 @@
+//! `TestApp`: the real proxy started in-process on `127.0.0.1:0` over a real
+//! temporary cache directory; and `Binary`: the real `package-cache` executable
+//! as a child process, for crash, signal and CLI tests.
+
+use package_cache::app::{self, Running};
+use package_cache::config::Config;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running in-process proxy with its own cache directory.
+pub struct TestApp {
+    running: Option<Running>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The cache root.
+    pub cache: PathBuf,
+    _dir: Option<TempDir>,
+}
+
+impl TestApp {
+    /// Starts with a fresh temporary cache; `configure` adjusts the test config.
+    pub async fn start(configure: impl FnOnce(Config) -> Config) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = dir.path().join("cache");
+        let mut app = TestApp::start_in(&cache, configure).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// Starts on an existing (or new) cache directory that the caller owns.
+    pub async fn start_in(cache: &Path, configure: impl FnOnce(Config) -> Config) -> TestApp {
+        let config = configure(Config::for_test(cache));
+        let running = app::start(config).await.expect("app starts");
+        TestApp {
+            addr: running.proxy_addr,
+            running: Some(running),
+            cache: cache.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Graceful shutdown.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+                .await
+                .expect("shutdown in time");
+        }
+    }
+
+    /// Files left in the store's temporary directory.
+    pub fn tmp_files(&self) -> Vec<PathBuf> {
+        tmp_files(&self.cache)
+    }
+}
+
+/// Files in `<cache>/.package-cache/tmp`.
+pub fn tmp_files(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join(".package-cache/tmp"))
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
+}
+
+/// Adds `url` as a source.
+pub fn source(config: Config, url: &str) -> Config {
+    config.with_source(url).expect("valid source URL")
+}
+
+/// The real binary, started as a child process with piped stderr.
+pub struct Binary {
+    /// The child.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Binary {
+    /// Starts `package-cache ARGS --host 127.0.0.1 --port 0 -v` and waits for
+    /// its "listening" log line to learn the port.
+    pub async fn start(args: &[&str]) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_package-cache"))
+            .args(args)
+            .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
+            .env("RUST_LOG", "package_cache=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn package-cache");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                if line.contains("package-cache listening") {
+                    let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+                    return v["fields"]["addr"]
+                        .as_str()
+                        .expect("addr field")
+                        .parse()
+                        .expect("socket addr");
+                }
+            }
+            panic!("package-cache exited before listening");
+        })
+        .await
+        .expect("package-cache starts in time");
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Binary { child, addr }
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGKILL, and reap.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+
+    /// Sends a signal by PID.
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = self.child.id().expect("running child");
+        let pid = rustix::process::Pid::from_raw(pid as i32).expect("positive pid");
+        rustix::process::kill_process(pid, sig).expect("send signal");
+    }
+}
