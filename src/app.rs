@@ -39,7 +39,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("resolving {host}"))?
         .next()
         .with_context(|| format!("{host} has no address"))?;
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let proxy_addr = listener.local_addr().context("reading the bound address")?;
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
@@ -48,16 +50,36 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sources: config.upstream.sources.clone(),
         transparent: config.upstream.transparent_hosts.clone(),
     };
-    let proxy = Proxy::new(store.clone(), upstream, rules, tasks.clone(), hard_stop.clone());
+    let proxy = Proxy::new(
+        store.clone(),
+        upstream,
+        rules,
+        tasks.clone(),
+        hard_stop.clone(),
+    );
     let limits = Limits {
         header_timeout: config.server.header_timeout,
         client_timeout: config.server.client_timeout,
         max_connections: config.server.max_connections,
     };
-    tasks.spawn(server::serve(listener, proxy, limits, tasks.clone(), stop.clone(), hard_stop.clone()));
+    tasks.spawn(server::serve(
+        listener,
+        proxy,
+        limits,
+        tasks.clone(),
+        stop.clone(),
+        hard_stop.clone(),
+    ));
     tracing::info!(addr = %proxy_addr, cache = %config.cache_dir.display(),
         sources = config.upstream.sources.len(), "package-cache listening");
-    Ok(Running { proxy_addr, store, stop, hard_stop, tasks, grace: config.server.shutdown_grace })
+    Ok(Running {
+        proxy_addr,
+        store,
+        stop,
+        hard_stop,
+        tasks,
+        grace: config.server.shutdown_grace,
+    })
 }
 
 impl Running {
@@ -71,8 +93,14 @@ impl Running {
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.tasks.close();
-        if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
-            tracing::warn!(grace_s = self.grace.as_secs(), "grace period over; closing remaining transfers");
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_s = self.grace.as_secs(),
+                "grace period over; closing remaining transfers"
+            );
             self.hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
         }

@@ -21,7 +21,12 @@ pub enum LogFormat {
 #[command(name = "package-cache", version, about, long_about = None)]
 pub struct Args {
     /// Upstream mirror URL (http:// or https://); repeat to add fallbacks, tried in order.
-    #[arg(long = "source", value_name = "URL", env = "PC_SOURCES", value_delimiter = ' ')]
+    #[arg(
+        long = "source",
+        value_name = "URL",
+        env = "PC_SOURCES",
+        value_delimiter = ' '
+    )]
     pub sources: Vec<String>,
 
     /// Cache directory [default: /var/cache/package-cache as root, else ~/.cache/package-cache].

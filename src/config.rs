@@ -45,7 +45,9 @@ impl Authority {
         }
         let host = auth.host().to_ascii_lowercase();
         let valid = !host.is_empty()
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
         if !valid {
             return Err(Error::Host(raw.to_string()));
         }
@@ -76,7 +78,10 @@ pub struct SourceUrl {
 impl SourceUrl {
     /// Parses an absolute `http://` or `https://` URL.
     pub fn try_new(url: &str) -> Result<SourceUrl, Error> {
-        let err = |reason| Error::Source { url: url.to_string(), reason };
+        let err = |reason| Error::Source {
+            url: url.to_string(),
+            reason,
+        };
         let uri: Uri = url.parse().map_err(|_| err("not a URL"))?;
         let https = match uri.scheme() {
             Some(s) if *s == Scheme::HTTP => false,
@@ -89,12 +94,20 @@ impl SourceUrl {
             return Err(err("a query string is not allowed"));
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(SourceUrl { https, authority, prefix })
+        Ok(SourceUrl {
+            https,
+            authority,
+            prefix,
+        })
     }
 
     /// `scheme://authority`.
     pub fn origin(&self) -> String {
-        format!("{}://{}", if self.https { "https" } else { "http" }, self.authority.as_str())
+        format!(
+            "{}://{}",
+            if self.https { "https" } else { "http" },
+            self.authority.as_str()
+        )
     }
 
     /// The URL for a raw (still encoded) path and query on this source.
@@ -207,11 +220,26 @@ impl TryFrom<Args> for Config {
     type Error = Error;
 
     fn try_from(args: Args) -> Result<Config, Error> {
-        let sources = args.sources.iter().filter(|s| !s.is_empty()).map(|s| SourceUrl::try_new(s)).collect::<Result<_, _>>()?;
-        let transparent_hosts =
-            args.transparent_hosts.iter().map(|h| Authority::try_new(h, false)).collect::<Result<_, _>>()?;
-        let resolve = args.resolve.iter().map(|r| parse_resolve(r)).collect::<Result<_, _>>()?;
-        let cache_dir = args.cache.or_else(default_cache_dir).ok_or(Error::NoCacheDir)?;
+        let sources = args
+            .sources
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| SourceUrl::try_new(s))
+            .collect::<Result<_, _>>()?;
+        let transparent_hosts = args
+            .transparent_hosts
+            .iter()
+            .map(|h| Authority::try_new(h, false))
+            .collect::<Result<_, _>>()?;
+        let resolve = args
+            .resolve
+            .iter()
+            .map(|r| parse_resolve(r))
+            .collect::<Result<_, _>>()?;
+        let cache_dir = args
+            .cache
+            .or_else(default_cache_dir)
+            .ok_or(Error::NoCacheDir)?;
         let secs = Duration::from_secs;
         Ok(Config {
             cache_dir,
@@ -225,7 +253,11 @@ impl TryFrom<Args> for Config {
                 max_redirects: 5,
             },
             server: ServerConfig {
-                host: args.host.trim_start_matches('[').trim_end_matches(']').to_string(),
+                host: args
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
                 port: args.port,
                 header_timeout: secs(args.header_timeout.max(1)),
                 client_timeout: secs(args.client_timeout.max(1)),
@@ -245,10 +277,19 @@ mod tests {
         let s = SourceUrl::try_new("http://Mirror-A.example/gentoo/").unwrap();
         assert_eq!(s.authority.as_str(), "mirror-a.example");
         assert_eq!(s.prefix, "/gentoo");
-        assert_eq!(s.url_for("/distfiles/x%2By"), "http://mirror-a.example/gentoo/distfiles/x%2By");
+        assert_eq!(
+            s.url_for("/distfiles/x%2By"),
+            "http://mirror-a.example/gentoo/distfiles/x%2By"
+        );
         let s = SourceUrl::try_new("https://h:8443").unwrap();
         assert_eq!(s.url_for("/a"), "https://h:8443/a");
-        assert_eq!(SourceUrl::try_new("https://h:443/").unwrap().authority.as_str(), "h");
+        assert_eq!(
+            SourceUrl::try_new("https://h:443/")
+                .unwrap()
+                .authority
+                .as_str(),
+            "h"
+        );
         assert!(SourceUrl::try_new("ftp://h/").is_err());
         assert!(SourceUrl::try_new("/relative").is_err());
         assert!(SourceUrl::try_new("http://u@h/").is_err());
@@ -256,8 +297,16 @@ mod tests {
 
     #[test]
     fn authorities_normalise() {
-        assert_eq!(Authority::try_new("Example.ORG:80", false).unwrap().as_str(), "example.org");
-        assert_eq!(Authority::try_new("[::1]:8080", false).unwrap().as_str(), "[::1]:8080");
+        assert_eq!(
+            Authority::try_new("Example.ORG:80", false)
+                .unwrap()
+                .as_str(),
+            "example.org"
+        );
+        assert_eq!(
+            Authority::try_new("[::1]:8080", false).unwrap().as_str(),
+            "[::1]:8080"
+        );
         assert!(Authority::try_new("a b", false).is_err());
         assert!(Authority::try_new("", false).is_err());
     }
@@ -265,7 +314,10 @@ mod tests {
     #[test]
     fn resolve_entries_parse() {
         let ((h, p), a) = parse_resolve("Mirror:80:127.0.0.1").unwrap();
-        assert_eq!((h.as_str(), p, a), ("mirror", 80, "127.0.0.1:80".parse().unwrap()));
+        assert_eq!(
+            (h.as_str(), p, a),
+            ("mirror", 80, "127.0.0.1:80".parse().unwrap())
+        );
         assert!(parse_resolve("mirror:80").is_err());
         assert!(parse_resolve("mirror:x:1.2.3.4").is_err());
         assert!(parse_resolve("m:80:[::1]").is_ok());

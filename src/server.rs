@@ -33,7 +33,8 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n\
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n\
 Content-Length: 37\r\nConnection: close\r\n\r\npackage-cache: too many connections\r\n";
 
 /// Serves `listener` until `stop` fires, then waits for open connections to
@@ -110,7 +111,15 @@ fn conn_info(stream: &TcpStream, peer: SocketAddr) -> ConnInfo {
     let local = stream.local_addr().unwrap_or(peer);
     let sock = socket2::SockRef::from(stream);
     // ENOENT when no DNAT rule applied: then there is no original destination.
-    let orig = if local.is_ipv4() { sock.original_dst_v4() } else { sock.original_dst_v6() };
+    let orig = if local.is_ipv4() {
+        sock.original_dst_v4()
+    } else {
+        sock.original_dst_v6()
+    };
     let orig_dst = orig.ok().and_then(|addr| addr.as_socket());
-    ConnInfo { peer, local, orig_dst }
+    ConnInfo {
+        peer,
+        local,
+        orig_dst,
+    }
 }

@@ -15,11 +15,17 @@ pub fn init(verbose: u8, format: LogFormat, syslog: bool) -> io::Result<()> {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,package_cache={default}")));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,package_cache={default}")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if syslog {
         let writer = Syslog::connect()?;
-        builder.with_ansi(false).without_time().with_target(false).with_writer(writer).init();
+        builder
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_writer(writer)
+            .init();
     } else {
         match format {
             LogFormat::Json => builder.json().with_writer(io::stderr).init(),
@@ -38,7 +44,9 @@ impl Syslog {
     fn connect() -> io::Result<Syslog> {
         let socket = UnixDatagram::unbound()?;
         socket.connect("/dev/log")?;
-        Ok(Syslog { socket: Mutex::new(socket) })
+        Ok(Syslog {
+            socket: Mutex::new(socket),
+        })
     }
 }
 
@@ -75,6 +83,9 @@ impl<'a> MakeWriter<'a> for Syslog {
     type Writer = SyslogLine<'a>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        SyslogLine { syslog: self, buf: Vec::new() }
+        SyslogLine {
+            syslog: self,
+            buf: Vec::new(),
+        }
     }
 }

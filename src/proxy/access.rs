@@ -39,7 +39,12 @@ pub struct LoggedBody {
 impl LoggedBody {
     /// Wraps `inner`.
     pub fn new(inner: Body, record: AccessRecord) -> LoggedBody {
-        LoggedBody { inner, record, bytes: 0, outcome: None }
+        LoggedBody {
+            inner,
+            record,
+            bytes: 0,
+            outcome: None,
+        }
     }
 }
 
@@ -47,7 +52,10 @@ impl http_body::Body for LoggedBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -77,7 +85,9 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         let outcome = match self.outcome {
             Some(o) => o,
-            None if self.inner.is_end_stream() || Some(self.bytes) == self.record.expected => "complete",
+            None if self.inner.is_end_stream() || Some(self.bytes) == self.record.expected => {
+                "complete"
+            }
             None => "client gone",
         };
         let r = &self.record;

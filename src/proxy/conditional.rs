@@ -34,13 +34,20 @@ pub fn range(value: &str, len: u64) -> RangeAnswer {
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
         // Suffix range: the last N bytes.
-        let Ok(n) = last.parse::<u64>() else { return RangeAnswer::Full };
+        let Ok(n) = last.parse::<u64>() else {
+            return RangeAnswer::Full;
+        };
         if n == 0 {
             return RangeAnswer::Unsatisfiable;
         }
-        return RangeAnswer::Partial { start: len.saturating_sub(n), end: len };
+        return RangeAnswer::Partial {
+            start: len.saturating_sub(n),
+            end: len,
+        };
     }
-    let Ok(start) = first.parse::<u64>() else { return RangeAnswer::Full };
+    let Ok(start) = first.parse::<u64>() else {
+        return RangeAnswer::Full;
+    };
     let end = if last.is_empty() {
         len
     } else {
@@ -60,9 +67,13 @@ pub fn range(value: &str, len: u64) -> RangeAnswer {
 pub fn if_range_matches(value: &str, etag: Option<&str>, last_modified: Option<&str>) -> bool {
     let value = value.trim();
     if value.starts_with('"') || value.starts_with("W/") {
-        return !value.starts_with("W/") && etag.is_some_and(|e| !e.starts_with("W/") && e == value);
+        return !value.starts_with("W/")
+            && etag.is_some_and(|e| !e.starts_with("W/") && e == value);
     }
-    match (httpdate::parse_http_date(value), last_modified.map(httpdate::parse_http_date)) {
+    match (
+        httpdate::parse_http_date(value),
+        last_modified.map(httpdate::parse_http_date),
+    ) {
         (Ok(a), Some(Ok(b))) => a == b,
         _ => false,
     }
@@ -70,9 +81,14 @@ pub fn if_range_matches(value: &str, etag: Option<&str>, last_modified: Option<&
 
 /// Whether `If-None-Match` matches our ETag (weak comparison, `*` matches).
 pub fn none_match(value: &str, etag: Option<&str>) -> bool {
-    let Some(etag) = etag else { return value.trim() == "*" };
+    let Some(etag) = etag else {
+        return value.trim() == "*";
+    };
     let ours = etag.trim_start_matches("W/");
-    value.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == ours)
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == ours)
 }
 
 /// Whether the representation is unmodified since an `If-Modified-Since` date.
@@ -95,10 +111,34 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(range("bytes=0-99", 1000), Partial { start: 0, end: 100 });
-        assert_eq!(range("bytes=500-", 1000), Partial { start: 500, end: 1000 });
-        assert_eq!(range("bytes=-100", 1000), Partial { start: 900, end: 1000 });
-        assert_eq!(range("bytes=-5000", 1000), Partial { start: 0, end: 1000 });
-        assert_eq!(range("bytes=990-2000", 1000), Partial { start: 990, end: 1000 });
+        assert_eq!(
+            range("bytes=500-", 1000),
+            Partial {
+                start: 500,
+                end: 1000
+            }
+        );
+        assert_eq!(
+            range("bytes=-100", 1000),
+            Partial {
+                start: 900,
+                end: 1000
+            }
+        );
+        assert_eq!(
+            range("bytes=-5000", 1000),
+            Partial {
+                start: 0,
+                end: 1000
+            }
+        );
+        assert_eq!(
+            range("bytes=990-2000", 1000),
+            Partial {
+                start: 990,
+                end: 1000
+            }
+        );
         assert_eq!(range("bytes=1000-", 1000), Unsatisfiable);
         assert_eq!(range("bytes=5000-6000", 1000), Unsatisfiable);
         assert_eq!(range("bytes=0-1,5-6", 1000), Full);
@@ -106,7 +146,13 @@ mod tests {
         assert_eq!(range("bytes=9-3", 1000), Full);
         assert_eq!(range("bytes=x-", 1000), Full);
         let big = 5 * 1024 * 1024 * 1024u64;
-        assert_eq!(range("bytes=4294967296-", big), Partial { start: 1 << 32, end: big });
+        assert_eq!(
+            range("bytes=4294967296-", big),
+            Partial {
+                start: 1 << 32,
+                end: big
+            }
+        );
     }
 
     #[test]
@@ -116,15 +162,25 @@ mod tests {
         assert!(!if_range_matches("W/\"abc\"", Some("W/\"abc\""), None));
         let lm = "Sun, 06 Nov 1994 08:49:37 GMT";
         assert!(if_range_matches(lm, None, Some(lm)));
-        assert!(!if_range_matches("Sun, 06 Nov 1994 08:49:38 GMT", None, Some(lm)));
+        assert!(!if_range_matches(
+            "Sun, 06 Nov 1994 08:49:38 GMT",
+            None,
+            Some(lm)
+        ));
         assert!(none_match("\"a\", \"b\"", Some("\"b\"")));
         assert!(none_match("W/\"b\"", Some("\"b\"")));
         assert!(none_match("*", Some("\"b\"")));
         assert!(!none_match("\"c\"", Some("\"b\"")));
         assert!(!none_match("\"c\"", None));
         assert!(not_modified_since(lm, Some(lm)));
-        assert!(not_modified_since("Mon, 07 Nov 1994 08:49:37 GMT", Some(lm)));
-        assert!(!not_modified_since("Sat, 05 Nov 1994 08:49:37 GMT", Some(lm)));
+        assert!(not_modified_since(
+            "Mon, 07 Nov 1994 08:49:37 GMT",
+            Some(lm)
+        ));
+        assert!(!not_modified_since(
+            "Sat, 05 Nov 1994 08:49:37 GMT",
+            Some(lm)
+        ));
         assert!(!not_modified_since("garbage", Some(lm)));
     }
 }

@@ -17,7 +17,15 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Headers that describe one response, not the stored representation.
-const NOT_STORED: &[&str] = &["content-length", "set-cookie", "date", "age", "x-cache", "accept-ranges", "content-range"];
+const NOT_STORED: &[&str] = &[
+    "content-length",
+    "set-cookie",
+    "date",
+    "age",
+    "x-cache",
+    "accept-ranges",
+    "content-range",
+];
 
 fn connection_listed(headers: &HeaderMap) -> Vec<String> {
     headers
@@ -40,7 +48,9 @@ pub fn storable(upstream: &HeaderMap) -> Vec<(String, String)> {
     upstream
         .iter()
         .filter(|(name, _)| !is_hop(name.as_str(), &listed) && !NOT_STORED.contains(&name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
         .collect()
 }
 
@@ -75,7 +85,10 @@ pub fn fill_request() -> HeaderMap {
     let mut out = HeaderMap::new();
     // Bodies are stored byte for byte; a compressed variant negotiated for one
     // client must not be served to another.
-    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    out.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     out.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
     out
 }
@@ -84,7 +97,10 @@ pub fn fill_request() -> HeaderMap {
 pub fn to_map(stored: &[(String, String)]) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(stored.len() + 4);
     for (name, value) in stored {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
             out.append(name, value);
         }
     }

@@ -9,7 +9,10 @@ pub mod route;
 pub mod target;
 
 use crate::body::{self, Body};
-use crate::store::{BodyReader, CacheKey, Committed, Entry, Fill, FillHead, FillPermit, FillStart, FillWatch, Lookup, Store};
+use crate::store::{
+    BodyReader, CacheKey, Committed, Entry, Fill, FillHead, FillPermit, FillStart, FillWatch,
+    Lookup, Store,
+};
 use crate::upstream::{FetchRequest, Fetched, Upstream, Via};
 use access::AccessRecord;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -44,7 +47,13 @@ impl Proxy {
         tasks: TaskTracker,
         fills_cancel: CancellationToken,
     ) -> Proxy {
-        Proxy { store, upstream, rules: Arc::new(rules), tasks, fills_cancel }
+        Proxy {
+            store,
+            upstream,
+            rules: Arc::new(rules),
+            tasks,
+            fills_cancel,
+        }
     }
 
     /// Handles one request. Never fails: every error becomes a response.
@@ -53,7 +62,11 @@ impl Proxy {
         let (parts, _body) = req.into_parts();
         let conn = parts.extensions.get::<ConnInfo>().copied();
         let response = self.dispatch(&parts, conn.as_ref()).await;
-        let cache = match response.headers().get(respond::X_CACHE).map(HeaderValue::as_bytes) {
+        let cache = match response
+            .headers()
+            .get(respond::X_CACHE)
+            .map(HeaderValue::as_bytes)
+        {
             Some(b"HIT") => "HIT",
             Some(b"MISS") => "MISS",
             Some(b"PASS") => "PASS",
@@ -75,7 +88,11 @@ impl Proxy {
         response.map(|b| LoggedBody::new(b, record))
     }
 
-    async fn dispatch(&self, req: &http::request::Parts, conn: Option<&ConnInfo>) -> Response<Body> {
+    async fn dispatch(
+        &self,
+        req: &http::request::Parts,
+        conn: Option<&ConnInfo>,
+    ) -> Response<Body> {
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let target = match target::parse(&req.uri, host, conn, &self.rules) {
             Ok(target) => target,
@@ -101,7 +118,12 @@ impl Proxy {
         }
     }
 
-    async fn cached(&self, req: &http::request::Parts, target: &Target, key: CacheKey) -> Response<Body> {
+    async fn cached(
+        &self,
+        req: &http::request::Parts,
+        target: &Target,
+        key: CacheKey,
+    ) -> Response<Body> {
         for _ in 0..MAX_LOOKUPS {
             let lookup = match self.store.lookup(&key).await {
                 Ok(lookup) => lookup,
@@ -127,7 +149,12 @@ impl Proxy {
         respond::busy()
     }
 
-    async fn fill(&self, req: &http::request::Parts, target: &Target, permit: FillPermit) -> Response<Body> {
+    async fn fill(
+        &self,
+        req: &http::request::Parts,
+        target: &Target,
+        permit: FillPermit,
+    ) -> Response<Body> {
         let fetch = FetchRequest {
             via: via(target),
             path_and_query: target.path(),
@@ -144,7 +171,10 @@ impl Proxy {
         };
         if fetched.status != StatusCode::OK {
             // Only 200s are cached; this client gets the answer as it is.
-            permit.fail(fetched.status.as_u16(), format!("package-cache: upstream answered {}", fetched.status));
+            permit.fail(
+                fetched.status.as_u16(),
+                format!("package-cache: upstream answered {}", fetched.status),
+            );
             return respond::passthrough(&req.method, fetched, CacheStatus::Pass);
         }
         let head = FillHead {
@@ -186,7 +216,10 @@ impl Proxy {
 fn via(target: &Target) -> Via<'_> {
     match target {
         Target::Mirrors { .. } => Via::Sources,
-        Target::Host { authority, .. } => Via::Host { https: false, authority },
+        Target::Host { authority, .. } => Via::Host {
+            https: false,
+            authority,
+        },
     }
 }
 
@@ -223,7 +256,9 @@ async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
         Ok(Committed::Stored) => tracing::info!(key = %key, source = %fetched.url, bytes,
             elapsed_ms = started.elapsed().as_millis() as u64, "entry committed"),
         Ok(Committed::NotStored) => {}
-        Err(err) => tracing::warn!(key = %key, source = %fetched.url, error = %err, "fill incomplete; nothing committed"),
+        Err(err) => {
+            tracing::warn!(key = %key, source = %fetched.url, error = %err, "fill incomplete; nothing committed")
+        }
     }
 }
 
@@ -233,12 +268,21 @@ fn hit(req: &http::request::Parts, key: &CacheKey, entry: Entry) -> Response<Bod
         None => legacy_headers(key, &entry),
     };
     if !stored.contains_key(header::CONTENT_TYPE) {
-        stored.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        stored.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
     }
-    let rep = Representation { headers: stored, len: Some(entry.len), cache: CacheStatus::Hit };
-    respond::representation(&req.method, &req.headers, rep, |start, end| match entry.small_body() {
-        Some(bytes) => body::full(bytes.slice(start as usize..end as usize)),
-        None => reader_body(entry.reader(start, end)),
+    let rep = Representation {
+        headers: stored,
+        len: Some(entry.len),
+        cache: CacheStatus::Hit,
+    };
+    respond::representation(&req.method, &req.headers, rep, |start, end| {
+        match entry.small_body() {
+            Some(bytes) => body::full(bytes.slice(start as usize..end as usize)),
+            None => reader_body(entry.reader(start, end)),
+        }
     })
 }
 
@@ -257,12 +301,18 @@ fn legacy_headers(key: &CacheKey, entry: &Entry) -> HeaderMap {
 }
 
 fn from_fill(req: &http::request::Parts, head: &FillHead, watch: FillWatch) -> Response<Body> {
-    let rep = Representation { headers: headers::to_map(&head.headers), len: head.content_length, cache: CacheStatus::Miss };
-    respond::representation(&req.method, &req.headers, rep, |start, end| match watch.reader(start, end) {
-        Some(reader) => reader_body(reader),
-        None => body::from_stream(futures_util::stream::once(async {
-            Err(std::io::Error::other("fill has no file"))
-        })),
+    let rep = Representation {
+        headers: headers::to_map(&head.headers),
+        len: head.content_length,
+        cache: CacheStatus::Miss,
+    };
+    respond::representation(&req.method, &req.headers, rep, |start, end| {
+        match watch.reader(start, end) {
+            Some(reader) => reader_body(reader),
+            None => body::from_stream(futures_util::stream::once(async {
+                Err(std::io::Error::other("fill has no file"))
+            })),
+        }
     })
 }
 

@@ -43,7 +43,10 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     message.push('\n');
     let mut response = Response::new(body::full(message));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -54,7 +57,9 @@ pub fn target_error(err: &TargetError) -> Response<Body> {
             StatusCode::FORBIDDEN,
             format!("package-cache: host {host} is not allowed here (this is not an open proxy)"),
         ),
-        TargetError::Malformed(why) => text(StatusCode::BAD_REQUEST, format!("package-cache: {why}")),
+        TargetError::Malformed(why) => {
+            text(StatusCode::BAD_REQUEST, format!("package-cache: {why}"))
+        }
     }
 }
 
@@ -62,11 +67,17 @@ pub fn target_error(err: &TargetError) -> Response<Body> {
 pub fn reject(reason: &RejectReason) -> Response<Body> {
     match reason {
         RejectReason::Method => {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "package-cache: only GET and HEAD are served");
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "package-cache: only GET and HEAD are served",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             r
         }
-        RejectReason::Path(KeyError::TooLong) => text(StatusCode::URI_TOO_LONG, "package-cache: path too long"),
+        RejectReason::Path(KeyError::TooLong) => {
+            text(StatusCode::URI_TOO_LONG, "package-cache: path too long")
+        }
         RejectReason::Path(err) => text(StatusCode::BAD_REQUEST, format!("package-cache: {err}")),
     }
 }
@@ -92,18 +103,28 @@ pub fn upstream_failed(failed: &Failed) -> (StatusCode, String) {
 
 /// A waiter's answer when the fill it joined failed before starting.
 pub fn fill_failed(failure: &FillFailure) -> Response<Body> {
-    text(StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_GATEWAY), failure.message.clone())
+    text(
+        StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        failure.message.clone(),
+    )
 }
 
 /// An internal failure (the cache directory misbehaved).
 pub fn internal(message: &str) -> Response<Body> {
-    text(StatusCode::INTERNAL_SERVER_ERROR, format!("package-cache: {message}"))
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("package-cache: {message}"),
+    )
 }
 
 /// Too many requests or connections.
 pub fn busy() -> Response<Body> {
-    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "package-cache: busy, retry shortly");
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "package-cache: busy, retry shortly",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
@@ -127,8 +148,15 @@ pub fn representation(
     open: impl FnOnce(u64, u64) -> Body,
 ) -> Response<Body> {
     let etag = rep.headers.get(header::ETAG).and_then(|v| v.to_str().ok());
-    let last_modified = rep.headers.get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok());
-    let get = |name| request.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let last_modified = rep
+        .headers
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok());
+    let get = |name| {
+        request
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     let not_modified = match (get(header::IF_NONE_MATCH), get(header::IF_MODIFIED_SINCE)) {
         (Some(inm), _) => conditional::none_match(inm, etag),
         (None, Some(ims)) => conditional::not_modified_since(ims, last_modified),
@@ -140,7 +168,8 @@ pub fn representation(
     if not_modified {
         status = StatusCode::NOT_MODIFIED;
     } else if let (Some(range), Some(len)) = (get(header::RANGE), rep.len) {
-        let honoured = get(header::IF_RANGE).is_none_or(|v| conditional::if_range_matches(v, etag, last_modified));
+        let honoured = get(header::IF_RANGE)
+            .is_none_or(|v| conditional::if_range_matches(v, etag, last_modified));
         if honoured {
             match conditional::range(range, len) {
                 RangeAnswer::Full => {}
@@ -150,9 +179,14 @@ pub fn representation(
                     content_range = Some(format!("bytes {s}-{}/{len}", e - 1));
                 }
                 RangeAnswer::Unsatisfiable => {
-                    let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "package-cache: range not satisfiable");
-                    r.headers_mut().insert(header::CONTENT_RANGE, value(format!("bytes */{len}")));
-                    r.headers_mut().insert(X_CACHE, HeaderValue::from_static(rep.cache.as_str()));
+                    let mut r = text(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "package-cache: range not satisfiable",
+                    );
+                    r.headers_mut()
+                        .insert(header::CONTENT_RANGE, value(format!("bytes */{len}")));
+                    r.headers_mut()
+                        .insert(X_CACHE, HeaderValue::from_static(rep.cache.as_str()));
                     return r;
                 }
             }
@@ -162,7 +196,11 @@ pub fn representation(
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(X_CACHE, HeaderValue::from_static(rep.cache.as_str()));
     let body = if status == StatusCode::NOT_MODIFIED {
-        for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING, header::CONTENT_LANGUAGE] {
+        for name in [
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::CONTENT_LANGUAGE,
+        ] {
             headers.remove(name);
         }
         body::empty()
@@ -190,18 +228,23 @@ pub fn passthrough(method: &Method, fetched: Fetched, cache: CacheStatus) -> Res
     let mut headers = headers::response_passable(&fetched.headers);
     headers.insert(X_CACHE, HeaderValue::from_static(cache.as_str()));
     let status = fetched.status;
-    let no_body = method == Method::HEAD || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT;
+    let no_body = method == Method::HEAD
+        || status == StatusCode::NOT_MODIFIED
+        || status == StatusCode::NO_CONTENT;
     let body = if no_body {
         body::empty()
     } else {
-        body::from_stream(futures_util::stream::unfold(Some(fetched), |state| async move {
-            let mut fetched = state?;
-            match fetched.next_chunk().await {
-                Ok(Some(chunk)) => Some((Ok(chunk), Some(fetched))),
-                Ok(None) => None,
-                Err(err) => Some((Err(std::io::Error::other(err)), None)),
-            }
-        }))
+        body::from_stream(futures_util::stream::unfold(
+            Some(fetched),
+            |state| async move {
+                let mut fetched = state?;
+                match fetched.next_chunk().await {
+                    Ok(Some(chunk)) => Some((Ok(chunk), Some(fetched))),
+                    Ok(None) => None,
+                    Err(err) => Some((Err(std::io::Error::other(err)), None)),
+                }
+            },
+        ))
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;

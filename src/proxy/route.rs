@@ -77,23 +77,50 @@ mod tests {
     use http::HeaderValue;
 
     fn mirrors(p: &str, q: Option<&str>) -> Target {
-        Target::Mirrors { path: p.into(), query: q.map(Into::into) }
+        Target::Mirrors {
+            path: p.into(),
+            query: q.map(Into::into),
+        }
     }
 
     #[test]
     fn routes() {
         let h = HeaderMap::new();
-        assert!(matches!(classify(&Method::GET, &mirrors("/a", None), &h), Route::Cache(_)));
-        assert!(matches!(classify(&Method::HEAD, &mirrors("/a", None), &h), Route::Cache(_)));
-        assert!(matches!(classify(&Method::POST, &mirrors("/a", None), &h), Route::Reject(RejectReason::Method)));
-        assert!(matches!(classify(&Method::GET, &mirrors("/a", Some("x=1")), &h), Route::Pass(PassReason::Query)));
-        assert!(matches!(classify(&Method::GET, &mirrors("/d/", None), &h), Route::Pass(PassReason::Directory)));
-        assert!(matches!(classify(&Method::GET, &mirrors("/../x", None), &h), Route::Reject(RejectReason::Path(_))));
+        assert!(matches!(
+            classify(&Method::GET, &mirrors("/a", None), &h),
+            Route::Cache(_)
+        ));
+        assert!(matches!(
+            classify(&Method::HEAD, &mirrors("/a", None), &h),
+            Route::Cache(_)
+        ));
+        assert!(matches!(
+            classify(&Method::POST, &mirrors("/a", None), &h),
+            Route::Reject(RejectReason::Method)
+        ));
+        assert!(matches!(
+            classify(&Method::GET, &mirrors("/a", Some("x=1")), &h),
+            Route::Pass(PassReason::Query)
+        ));
+        assert!(matches!(
+            classify(&Method::GET, &mirrors("/d/", None), &h),
+            Route::Pass(PassReason::Directory)
+        ));
+        assert!(matches!(
+            classify(&Method::GET, &mirrors("/../x", None), &h),
+            Route::Reject(RejectReason::Path(_))
+        ));
         let mut c = HeaderMap::new();
         c.insert(header::COOKIE, HeaderValue::from_static("a=b"));
-        assert!(matches!(classify(&Method::GET, &mirrors("/a", None), &c), Route::Pass(PassReason::Credentials)));
+        assert!(matches!(
+            classify(&Method::GET, &mirrors("/a", None), &c),
+            Route::Pass(PassReason::Credentials)
+        ));
         let mut a = HeaderMap::new();
         a.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic x"));
-        assert!(matches!(classify(&Method::GET, &mirrors("/a", None), &a), Route::Pass(PassReason::Credentials)));
+        assert!(matches!(
+            classify(&Method::GET, &mirrors("/a", None), &a),
+            Route::Pass(PassReason::Credentials)
+        ));
     }
 }

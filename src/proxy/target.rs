@@ -36,7 +36,8 @@ pub struct HostRules {
 
 impl HostRules {
     fn allowed(&self, authority: &Authority) -> bool {
-        self.transparent.contains(authority) || self.sources.iter().any(|s| s.authority == *authority)
+        self.transparent.contains(authority)
+            || self.sources.iter().any(|s| s.authority == *authority)
     }
 }
 
@@ -98,7 +99,12 @@ pub enum TargetError {
 }
 
 /// Resolves a request to its target. `host_header` is the raw `Host` value.
-pub fn parse(uri: &Uri, host_header: Option<&str>, conn: Option<&ConnInfo>, rules: &HostRules) -> Result<Target, TargetError> {
+pub fn parse(
+    uri: &Uri,
+    host_header: Option<&str>,
+    conn: Option<&ConnInfo>,
+    rules: &HostRules,
+) -> Result<Target, TargetError> {
     let path = uri.path().to_string();
     let query = uri.query().map(str::to_string);
     if let Some(scheme) = uri.scheme_str() {
@@ -106,7 +112,10 @@ pub fn parse(uri: &Uri, host_header: Option<&str>, conn: Option<&ConnInfo>, rule
         if scheme != "http" {
             return Err(TargetError::Malformed("only http:// URLs can be proxied"));
         }
-        let raw = uri.authority().map(|a| a.as_str()).ok_or(TargetError::Malformed("no host in URL"))?;
+        let raw = uri
+            .authority()
+            .map(|a| a.as_str())
+            .ok_or(TargetError::Malformed("no host in URL"))?;
         return for_host(raw, path, query, rules);
     }
     if !path.starts_with('/') {
@@ -127,28 +136,48 @@ pub fn parse(uri: &Uri, host_header: Option<&str>, conn: Option<&ConnInfo>, rule
     Ok(Target::Mirrors { path, query })
 }
 
-fn for_host(raw: &str, path: String, query: Option<String>, rules: &HostRules) -> Result<Target, TargetError> {
-    let authority = Authority::try_new(raw, false).map_err(|_| TargetError::Malformed("bad host"))?;
+fn for_host(
+    raw: &str,
+    path: String,
+    query: Option<String>,
+    rules: &HostRules,
+) -> Result<Target, TargetError> {
+    let authority =
+        Authority::try_new(raw, false).map_err(|_| TargetError::Malformed("bad host"))?;
     if !rules.allowed(&authority) {
-        return Err(TargetError::Forbidden { host: authority.as_str().to_string() });
+        return Err(TargetError::Forbidden {
+            host: authority.as_str().to_string(),
+        });
     }
     Ok(in_namespace(authority, path, query, rules))
 }
 
 /// A source's host with a path under its prefix joins the mirrors' namespace,
 /// so a DNATed request and a direct one share the entry.
-fn in_namespace(authority: Authority, path: String, query: Option<String>, rules: &HostRules) -> Target {
+fn in_namespace(
+    authority: Authority,
+    path: String,
+    query: Option<String>,
+    rules: &HostRules,
+) -> Target {
     for source in &rules.sources {
         if source.authority != authority {
             continue;
         }
         if let Some(rest) = path.strip_prefix(source.prefix.as_str()) {
             if rest.starts_with('/') {
-                return Target::Mirrors { path: rest.to_string(), query };
+                return Target::Mirrors {
+                    path: rest.to_string(),
+                    query,
+                };
             }
         }
     }
-    Target::Host { authority, path, query }
+    Target::Host {
+        authority,
+        path,
+        query,
+    }
 }
 
 #[cfg(test)]
@@ -165,28 +194,70 @@ mod tests {
     fn conn(dnat: bool) -> ConnInfo {
         let local: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let dst: SocketAddr = "10.0.0.5:80".parse().unwrap();
-        ConnInfo { peer: "127.0.0.1:5555".parse().unwrap(), local, orig_dst: Some(if dnat { dst } else { local }) }
+        ConnInfo {
+            peer: "127.0.0.1:5555".parse().unwrap(),
+            local,
+            orig_dst: Some(if dnat { dst } else { local }),
+        }
     }
 
     #[test]
     fn origin_form_goes_to_mirrors_whatever_the_host() {
-        let t = parse(&"/distfiles/a".parse().unwrap(), Some("anything:4000"), Some(&conn(false)), &rules()).unwrap();
-        assert_eq!(t, Target::Mirrors { path: "/distfiles/a".into(), query: None });
+        let t = parse(
+            &"/distfiles/a".parse().unwrap(),
+            Some("anything:4000"),
+            Some(&conn(false)),
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            Target::Mirrors {
+                path: "/distfiles/a".into(),
+                query: None
+            }
+        );
     }
 
     #[test]
     fn absolute_form_needs_an_allowed_host() {
         let r = rules();
-        let t = parse(&"http://files.example/x?y=1".parse().unwrap(), None, None, &r).unwrap();
+        let t = parse(
+            &"http://files.example/x?y=1".parse().unwrap(),
+            None,
+            None,
+            &r,
+        )
+        .unwrap();
         assert!(matches!(t, Target::Host { ref path, .. } if path == "/x"));
         assert_eq!(t.path_and_query(), "/x?y=1");
-        let t = parse(&"http://mirror.example/gentoo/distfiles/a".parse().unwrap(), None, None, &r).unwrap();
-        assert_eq!(t, Target::Mirrors { path: "/distfiles/a".into(), query: None });
-        let t = parse(&"http://mirror.example/other".parse().unwrap(), None, None, &r).unwrap();
+        let t = parse(
+            &"http://mirror.example/gentoo/distfiles/a".parse().unwrap(),
+            None,
+            None,
+            &r,
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            Target::Mirrors {
+                path: "/distfiles/a".into(),
+                query: None
+            }
+        );
+        let t = parse(
+            &"http://mirror.example/other".parse().unwrap(),
+            None,
+            None,
+            &r,
+        )
+        .unwrap();
         assert!(matches!(t, Target::Host { .. }));
         assert_eq!(
             parse(&"http://evil.example/x".parse().unwrap(), None, None, &r),
-            Err(TargetError::Forbidden { host: "evil.example".into() })
+            Err(TargetError::Forbidden {
+                host: "evil.example".into()
+            })
         );
         assert!(parse(&"https://files.example/x".parse().unwrap(), None, None, &r).is_err());
     }
@@ -194,14 +265,34 @@ mod tests {
     #[test]
     fn dnat_uses_the_host_header_only_when_allowed() {
         let r = rules();
-        let t = parse(&"/x".parse().unwrap(), Some("files.example"), Some(&conn(true)), &r).unwrap();
+        let t = parse(
+            &"/x".parse().unwrap(),
+            Some("files.example"),
+            Some(&conn(true)),
+            &r,
+        )
+        .unwrap();
         assert!(matches!(t, Target::Host { .. }));
         assert!(matches!(
-            parse(&"/x".parse().unwrap(), Some("evil.example"), Some(&conn(true)), &r),
+            parse(
+                &"/x".parse().unwrap(),
+                Some("evil.example"),
+                Some(&conn(true)),
+                &r
+            ),
             Err(TargetError::Forbidden { .. })
         ));
         assert!(parse(&"/x".parse().unwrap(), None, Some(&conn(true)), &r).is_err());
-        let t = parse(&"/x".parse().unwrap(), Some("files.example"), Some(&conn(false)), &r).unwrap();
-        assert!(matches!(t, Target::Host { .. }), "allow-listed Host without DNAT");
+        let t = parse(
+            &"/x".parse().unwrap(),
+            Some("files.example"),
+            Some(&conn(false)),
+            &r,
+        )
+        .unwrap();
+        assert!(
+            matches!(t, Target::Host { .. }),
+            "allow-listed Host without DNAT"
+        );
     }
 }

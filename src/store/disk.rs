@@ -26,7 +26,10 @@ pub fn create_dirs_durably(root: &Path, rel: &Path) -> io::Result<()> {
     let mut current = root.to_path_buf();
     for component in rel.components() {
         let Component::Normal(name) = component else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "unexpected path component"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unexpected path component",
+            ));
         };
         let parent = current.clone();
         current.push(name);
@@ -37,7 +40,10 @@ pub fn create_dirs_durably(root: &Path, rel: &Path) -> io::Result<()> {
             }
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
                 if !fs::symlink_metadata(&current)?.is_dir() {
-                    return Err(io::Error::new(io::ErrorKind::NotADirectory, "a file is in the way"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        "a file is in the way",
+                    ));
                 }
             }
             Err(err) => return Err(err),
@@ -51,7 +57,11 @@ pub fn write_meta(meta: &EntryMeta, path: &Path, tmp_dir: &Path, tmp_name: &str)
     let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
     let tmp = tmp_dir.join(tmp_name);
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(&json)?;
         file.sync_all()?;
         let parent = path.parent().expect("metadata paths have a parent");
@@ -63,7 +73,11 @@ pub fn write_meta(meta: &EntryMeta, path: &Path, tmp_dir: &Path, tmp_name: &str)
                     Err(e)
                 }
             })?;
-            sync_dir(parent.parent().expect("metadata fan-out directories have a parent"))?;
+            sync_dir(
+                parent
+                    .parent()
+                    .expect("metadata fan-out directories have a parent"),
+            )?;
         }
         fs::rename(&tmp, path)?;
         sync_dir(parent)

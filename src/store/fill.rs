@@ -117,16 +117,27 @@ impl FillPermit {
         let tmp_path = self.inner.tmp_path("part");
         let path = tmp_path.clone();
         let file = tokio::task::spawn_blocking(move || {
-            OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(&path)
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&path)
         })
         .await
         .map_err(Error::join)?
-        .map_err(|source| Error::Io { op: "create temporary file", path: tmp_path.clone(), source })?;
+        .map_err(|source| Error::Io {
+            op: "create temporary file",
+            path: tmp_path.clone(),
+            source,
+        })?;
         let file = Arc::new(file);
         let _ = self.shared.file.set(file.clone());
         let expected_len = head.content_length;
         let _ = self.shared.head.set(Arc::new(head));
-        self.shared.state.send_replace(FillState::Streaming { written: 0 });
+        self.shared
+            .state
+            .send_replace(FillState::Streaming { written: 0 });
         self.done = true;
         Ok(Fill {
             inner: self.inner.clone(),
@@ -144,7 +155,9 @@ impl FillPermit {
     pub fn fail(mut self, status: u16, message: String) {
         self.done = true;
         self.inner.forget_fill(&self.shared);
-        self.shared.state.send_replace(FillState::Failed(Arc::new(FillFailure { status, message })));
+        self.shared
+            .state
+            .send_replace(FillState::Failed(Arc::new(FillFailure { status, message })));
     }
 }
 
@@ -196,11 +209,17 @@ impl Fill {
     pub async fn write(&mut self, data: Bytes) -> Result<(), Error> {
         if let Some(expected) = self.expected_len {
             if self.written + data.len() as u64 > expected {
-                return Err(Error::TooLong { key: self.shared.key.to_string(), expected });
+                return Err(Error::TooLong {
+                    key: self.shared.key.to_string(),
+                    expected,
+                });
             }
         }
         let file = self.file.clone();
-        let mut hasher = self.hasher.take().expect("hasher is present between writes");
+        let mut hasher = self
+            .hasher
+            .take()
+            .expect("hasher is present between writes");
         let (hasher, result) = tokio::task::spawn_blocking(move || {
             hasher.update(&data);
             let result = (&*file).write_all(&data).map(|()| data.len());
@@ -209,9 +228,15 @@ impl Fill {
         .await
         .map_err(Error::join)?;
         self.hasher = Some(hasher);
-        let n = result.map_err(|source| Error::Io { op: "write", path: self.tmp_path.clone(), source })?;
+        let n = result.map_err(|source| Error::Io {
+            op: "write",
+            path: self.tmp_path.clone(),
+            source,
+        })?;
         self.written += n as u64;
-        self.shared.state.send_replace(FillState::Streaming { written: self.written });
+        self.shared.state.send_replace(FillState::Streaming {
+            written: self.written,
+        });
         Ok(())
     }
 
@@ -223,12 +248,26 @@ impl Fill {
     pub async fn commit(mut self) -> Result<Committed, Error> {
         if let Some(expected) = self.expected_len {
             if self.written != expected {
-                return Err(Error::Short { key: self.shared.key.to_string(), expected, got: self.written });
+                return Err(Error::Short {
+                    key: self.shared.key.to_string(),
+                    expected,
+                    got: self.written,
+                });
             }
         }
         let len = self.written;
-        let sha256 = hex::encode(self.hasher.take().expect("hasher is present until commit").finalize());
-        let head = self.shared.head.get().cloned().expect("a started fill has a head");
+        let sha256 = hex::encode(
+            self.hasher
+                .take()
+                .expect("hasher is present until commit")
+                .finalize(),
+        );
+        let head = self
+            .shared
+            .head
+            .get()
+            .cloned()
+            .expect("a started fill has a head");
         let inner = self.inner.clone();
         let key = self.shared.key.clone();
         let file = self.file.clone();
@@ -247,7 +286,9 @@ impl Fill {
         // the fill map is sure to find the committed file.
         self.inner.forget_fill(&self.shared);
         let committed = stored.is_ok();
-        self.shared.state.send_replace(FillState::Complete { len, committed });
+        self.shared
+            .state
+            .send_replace(FillState::Complete { len, committed });
         match stored {
             Ok(()) => Ok(Committed::Stored),
             Err(err) => {
@@ -271,13 +312,15 @@ fn store_blocking(
         let path = path.clone();
         move |source| Error::Io { op, path, source }
     };
-    file.set_permissions(fs::Permissions::from_mode(FILE_MODE)).map_err(io("chmod", tmp_path))?;
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+        .map_err(io("chmod", tmp_path))?;
     file.sync_all().map_err(io("fsync", tmp_path))?;
     let inode = file.metadata().map_err(io("stat", tmp_path))?.ino();
     let rel = key.relative_path();
     let final_path = inner.root.join(&rel);
     let parent_rel = rel.parent().map(PathBuf::from).unwrap_or_default();
-    disk::create_dirs_durably(&inner.root, &parent_rel).map_err(io("create directories", &final_path))?;
+    disk::create_dirs_durably(&inner.root, &parent_rel)
+        .map_err(io("create directories", &final_path))?;
     let meta = EntryMeta {
         key: key.canonical(),
         size: len,
@@ -290,15 +333,22 @@ fn store_blocking(
     let meta_path = inner.meta_path(key);
     disk::write_meta(&meta, &meta_path, &inner.tmp_dir, &inner.tmp_name("meta"))
         .map_err(io("write metadata", &meta_path))?;
-    if fs::symlink_metadata(&final_path).map(|m| m.is_dir()).unwrap_or(false) {
+    if fs::symlink_metadata(&final_path)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
         return Err(Error::Io {
             op: "rename",
             path: final_path,
-            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "a directory is in the way"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "a directory is in the way",
+            ),
         });
     }
     fs::rename(tmp_path, &final_path).map_err(io("rename", &final_path))?;
-    disk::sync_dir(final_path.parent().expect("entries have a parent")).map_err(io("fsync directory", &final_path))?;
+    disk::sync_dir(final_path.parent().expect("entries have a parent"))
+        .map_err(io("fsync directory", &final_path))?;
     Ok(())
 }
 
@@ -324,6 +374,9 @@ impl Drop for Fill {
 
 impl Fill {
     pub(crate) fn watch_inner(&self) -> super::FillWatch {
-        super::FillWatch { shared: self.shared.clone(), rx: self.shared.state.subscribe() }
+        super::FillWatch {
+            shared: self.shared.clone(),
+            rx: self.shared.state.subscribe(),
+        }
     }
 }

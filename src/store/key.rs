@@ -99,7 +99,10 @@ impl CacheKey {
             if decoded == b"." || decoded == b".." {
                 return Err(KeyError::DotSegment);
             }
-            if decoded.iter().any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f) {
+            if decoded
+                .iter()
+                .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
+            {
                 return Err(KeyError::ForbiddenByte);
             }
             if decoded.len() > MAX_SEGMENT_LEN {
@@ -113,7 +116,10 @@ impl CacheKey {
         if segments[0].starts_with(STATE_DIR.as_bytes()) {
             return Err(KeyError::Reserved);
         }
-        Ok(CacheKey { namespace, segments })
+        Ok(CacheKey {
+            namespace,
+            segments,
+        })
     }
 
     /// The namespace of this key.
@@ -148,7 +154,11 @@ impl CacheKey {
     }
 
     fn relative_path_lossy(&self) -> String {
-        let parts: Vec<_> = self.segments.iter().map(|s| String::from_utf8_lossy(s)).collect();
+        let parts: Vec<_> = self
+            .segments
+            .iter()
+            .map(|s| String::from_utf8_lossy(s))
+            .collect();
         parts.join("/")
     }
 }
@@ -173,7 +183,10 @@ mod tests {
     #[test]
     fn plain_paths_decode_to_file_names() {
         let k = key("/distfiles/ab/foo-1.0.tar.gz").unwrap();
-        assert_eq!(k.relative_path(), PathBuf::from("distfiles/ab/foo-1.0.tar.gz"));
+        assert_eq!(
+            k.relative_path(),
+            PathBuf::from("distfiles/ab/foo-1.0.tar.gz")
+        );
         let k = key("/a%20b.tgz").unwrap();
         assert_eq!(k.relative_path(), PathBuf::from("a b.tgz"));
         let k = key("/x%2Bcpu.whl").unwrap();
@@ -194,8 +207,14 @@ mod tests {
         assert_eq!(key("relative"), Err(KeyError::EmptySegment));
         assert_eq!(key("/.package-cache/lock"), Err(KeyError::Reserved));
         assert_eq!(key("/.package-cache-hosts/x/y"), Err(KeyError::Reserved));
-        assert_eq!(key(&format!("/{}", "a".repeat(256))), Err(KeyError::SegmentTooLong));
-        assert_eq!(key(&format!("/{}", "a/".repeat(1100))), Err(KeyError::TooLong));
+        assert_eq!(
+            key(&format!("/{}", "a".repeat(256))),
+            Err(KeyError::SegmentTooLong)
+        );
+        assert_eq!(
+            key(&format!("/{}", "a/".repeat(1100))),
+            Err(KeyError::TooLong)
+        );
         assert_eq!(key("/dir/"), Err(KeyError::Directory));
         assert_eq!(key("/"), Err(KeyError::Directory));
     }
@@ -205,7 +224,10 @@ mod tests {
         let a = CacheKey::try_from_path(Namespace::Host("a.example".into()), "/f").unwrap();
         let b = CacheKey::try_from_path(Namespace::Host("b.example".into()), "/f").unwrap();
         assert_ne!(a.canonical(), b.canonical());
-        assert_eq!(a.relative_path(), PathBuf::from(".package-cache-hosts/a.example/f"));
+        assert_eq!(
+            a.relative_path(),
+            PathBuf::from(".package-cache-hosts/a.example/f")
+        );
         assert_ne!(key("/f").unwrap().canonical(), a.canonical());
     }
 }

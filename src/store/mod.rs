@@ -188,7 +188,11 @@ pub(crate) struct Inner {
 
 impl Inner {
     fn tmp_name(&self, suffix: &str) -> String {
-        format!("{}-{}.{suffix}", std::process::id(), self.seq.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{}.{suffix}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn tmp_path(&self, suffix: &str) -> PathBuf {
@@ -203,7 +207,10 @@ impl Inner {
     /// Removes `shared` from the fill map if it is still the current fill.
     fn forget_fill(&self, shared: &Arc<FillShared>) {
         let mut fills = self.fills.lock().expect("fill map lock is never poisoned");
-        if fills.get(&shared.key).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+        if fills
+            .get(&shared.key)
+            .is_some_and(|s| Arc::ptr_eq(s, shared))
+        {
             fills.remove(&shared.key);
         }
     }
@@ -227,7 +234,9 @@ impl Store {
     /// lock, and removes temporary files left by a crash.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Store, Error> {
         let root = root.into();
-        tokio::task::spawn_blocking(move || Store::open_blocking(root)).await.map_err(Error::join)?
+        tokio::task::spawn_blocking(move || Store::open_blocking(root))
+            .await
+            .map_err(Error::join)?
     }
 
     fn open_blocking(root: PathBuf) -> Result<Store, Error> {
@@ -236,8 +245,13 @@ impl Store {
             move |source| Error::Io { op, path, source }
         };
         if !root.exists() {
-            DirBuilder::new().recursive(true).mode(disk::DIR_MODE).create(&root).map_err(io("create", &root))?;
-            fs::set_permissions(&root, fs::Permissions::from_mode(disk::DIR_MODE)).map_err(io("chmod", &root))?;
+            DirBuilder::new()
+                .recursive(true)
+                .mode(disk::DIR_MODE)
+                .create(&root)
+                .map_err(io("create", &root))?;
+            fs::set_permissions(&root, fs::Permissions::from_mode(disk::DIR_MODE))
+                .map_err(io("chmod", &root))?;
         }
         let state = root.join(STATE_DIR);
         let tmp_dir = state.join("tmp");
@@ -265,10 +279,17 @@ impl Store {
         }
         let removed = disk::clear_dir(&tmp_dir).map_err(io("clear", &tmp_dir))?;
         if removed > 0 {
-            tracing::info!(count = removed, "removed temporary files left by an earlier run");
+            tracing::info!(
+                count = removed,
+                "removed temporary files left by an earlier run"
+            );
         }
-        let root_fd = rustix::fs::open(&root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| io("open", &root)(e.into()))?;
+        let root_fd = rustix::fs::open(
+            &root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io("open", &root)(e.into()))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 root,
@@ -298,14 +319,25 @@ impl Store {
             Opened::Missing => {}
         }
         let permit = {
-            let mut fills = self.inner.fills.lock().expect("fill map lock is never poisoned");
+            let mut fills = self
+                .inner
+                .fills
+                .lock()
+                .expect("fill map lock is never poisoned");
             if let Some(shared) = fills.get(key) {
                 let rx = shared.state.subscribe();
-                return Ok(Lookup::Filling(FillWatch { shared: shared.clone(), rx }));
+                return Ok(Lookup::Filling(FillWatch {
+                    shared: shared.clone(),
+                    rx,
+                }));
             }
             let shared = FillShared::new(key.clone());
             fills.insert(key.clone(), shared.clone());
-            FillPermit { inner: self.inner.clone(), shared, done: false }
+            FillPermit {
+                inner: self.inner.clone(),
+                shared,
+                done: false,
+            }
         };
         // A fill may have committed and left the map between our disk check
         // and our claim; look once more so that it is not fetched twice.
@@ -317,20 +349,33 @@ impl Store {
     }
 
     fn join(&self, key: &CacheKey) -> Option<FillWatch> {
-        let fills = self.inner.fills.lock().expect("fill map lock is never poisoned");
+        let fills = self
+            .inner
+            .fills
+            .lock()
+            .expect("fill map lock is never poisoned");
         let shared = fills.get(key)?;
-        Some(FillWatch { shared: shared.clone(), rx: shared.state.subscribe() })
+        Some(FillWatch {
+            shared: shared.clone(),
+            rx: shared.state.subscribe(),
+        })
     }
 
     /// Number of fills in progress.
     pub fn fills_in_progress(&self) -> usize {
-        self.inner.fills.lock().expect("fill map lock is never poisoned").len()
+        self.inner
+            .fills
+            .lock()
+            .expect("fill map lock is never poisoned")
+            .len()
     }
 
     async fn open_entry(&self, key: &CacheKey) -> Result<Opened, Error> {
         let inner = self.inner.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || open_entry_blocking(&inner, &key)).await.map_err(Error::join)?
+        tokio::task::spawn_blocking(move || open_entry_blocking(&inner, &key))
+            .await
+            .map_err(Error::join)?
     }
 }
 
@@ -347,13 +392,23 @@ fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opened, Error> {
     ) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(Opened::Missing),
-        Err(rustix::io::Errno::NOTDIR) | Err(rustix::io::Errno::XDEV) | Err(rustix::io::Errno::LOOP) => {
-            return Ok(Opened::Conflict)
+        Err(rustix::io::Errno::NOTDIR)
+        | Err(rustix::io::Errno::XDEV)
+        | Err(rustix::io::Errno::LOOP) => return Ok(Opened::Conflict),
+        Err(e) => {
+            return Err(Error::Io {
+                op: "open",
+                path: inner.root.join(&rel),
+                source: e.into(),
+            })
         }
-        Err(e) => return Err(Error::Io { op: "open", path: inner.root.join(&rel), source: e.into() }),
     };
     let file = File::from(fd);
-    let md = file.metadata().map_err(|source| Error::Io { op: "stat", path: inner.root.join(&rel), source })?;
+    let md = file.metadata().map_err(|source| Error::Io {
+        op: "stat",
+        path: inner.root.join(&rel),
+        source,
+    })?;
     if !md.is_file() {
         return Ok(Opened::Conflict);
     }
@@ -363,11 +418,22 @@ fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opened, Error> {
     let file = Arc::new(file);
     let small = if len <= SMALL_ENTRY {
         let mut buf = bytes::BytesMut::zeroed(len as usize);
-        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, 0)
-            .map_err(|source| Error::Io { op: "read", path: inner.root.join(&rel), source })?;
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, 0).map_err(|source| {
+            Error::Io {
+                op: "read",
+                path: inner.root.join(&rel),
+                source,
+            }
+        })?;
         Some(buf.freeze())
     } else {
         None
     };
-    Ok(Opened::Entry(Entry { file, len, meta, mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH), small }))
+    Ok(Opened::Entry(Entry {
+        file,
+        len,
+        meta,
+        mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        small,
+    }))
 }

@@ -20,7 +20,10 @@ enum Source {
     /// A committed file of known length.
     Fixed { len: u64 },
     /// A fill in progress.
-    Growing { rx: watch::Receiver<FillState>, _shared: Arc<FillShared> },
+    Growing {
+        rx: watch::Receiver<FillState>,
+        _shared: Arc<FillShared>,
+    },
 }
 
 /// Streams `[start, end)` of a file. For a growing file, `end` may be
@@ -34,12 +37,30 @@ pub struct BodyReader {
 
 impl BodyReader {
     pub(crate) fn fixed(file: Arc<File>, len: u64, start: u64, end: u64) -> BodyReader {
-        BodyReader { file, pos: start, end: end.min(len), source: Source::Fixed { len } }
+        BodyReader {
+            file,
+            pos: start,
+            end: end.min(len),
+            source: Source::Fixed { len },
+        }
     }
 
-    pub(crate) fn growing(shared: Arc<FillShared>, file: Arc<File>, start: u64, end: u64) -> BodyReader {
+    pub(crate) fn growing(
+        shared: Arc<FillShared>,
+        file: Arc<File>,
+        start: u64,
+        end: u64,
+    ) -> BodyReader {
         let rx = shared.state.subscribe();
-        BodyReader { file, pos: start, end, source: Source::Growing { rx, _shared: shared } }
+        BodyReader {
+            file,
+            pos: start,
+            end,
+            source: Source::Growing {
+                rx,
+                _shared: shared,
+            },
+        }
     }
 
     /// The next chunk, `None` at a clean end, `Err` when the fill failed.
@@ -60,12 +81,18 @@ impl BodyReader {
                                 if self.end == u64::MAX || self.end == len {
                                     return Ok(None);
                                 }
-                                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "entry shorter than announced"));
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "entry shorter than announced",
+                                ));
                             }
                             len
                         }
                         FillState::Aborted | FillState::Failed(_) | FillState::Vacated => {
-                            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "upstream fetch failed"));
+                            return Err(io::Error::new(
+                                io::ErrorKind::ConnectionAborted,
+                                "upstream fetch failed",
+                            ));
                         }
                     }
                 }
@@ -79,11 +106,17 @@ impl BodyReader {
             }
             match &mut self.source {
                 Source::Fixed { .. } => {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range beyond entry"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "range beyond entry",
+                    ));
                 }
                 Source::Growing { rx, .. } => {
                     if rx.changed().await.is_err() {
-                        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "fill went away"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "fill went away",
+                        ));
                     }
                 }
             }

@@ -51,7 +51,9 @@ pub struct Resolver {
 impl Resolver {
     /// A resolver with `overrides` (host → address; the port comes from the URL).
     pub fn new(overrides: impl IntoIterator<Item = (String, IpAddr)>) -> Resolver {
-        Resolver { overrides: Arc::new(overrides.into_iter().collect()) }
+        Resolver {
+            overrides: Arc::new(overrides.into_iter().collect()),
+        }
     }
 }
 
@@ -71,7 +73,8 @@ impl tower_service::Service<Name> for Resolver {
             return Box::pin(async move { Ok(addrs.into_iter()) });
         }
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             Ok(addrs.into_iter())
         })
     }
@@ -86,7 +89,10 @@ pub fn build(config: &UpstreamConfig) -> Result<HttpClient, Error> {
     }
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = &config.ca_file {
-        let err = |reason: String| Error::CaFile { path: path.clone(), reason };
+        let err = |reason: String| Error::CaFile {
+            path: path.clone(),
+            reason,
+        };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .map_err(|e| err(e.to_string()))?
             .collect::<Result<_, _>>()
@@ -99,11 +105,18 @@ pub fn build(config: &UpstreamConfig) -> Result<HttpClient, Error> {
             return Err(err("no usable certificate in file".into()));
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let resolver = Resolver::new(config.resolve.iter().map(|((host, _port), addr)| (host.clone(), addr.ip())));
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let resolver = Resolver::new(
+        config
+            .resolve
+            .iter()
+            .map(|((host, _port), addr)| (host.clone(), addr.ip())),
+    );
     let mut http = HttpConnector::new_with_resolver(resolver);
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.connect_timeout));

@@ -162,7 +162,12 @@ impl Fetched {
 
     /// The upstream's Content-Length, if it sent a valid one.
     pub fn content_length(&self) -> Option<u64> {
-        self.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+        self.headers
+            .get(header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
     }
 }
 
@@ -222,10 +227,18 @@ impl Upstream {
     /// does not call for failover, and (for GET) its first body byte arrived.
     pub async fn fetch(&self, req: FetchRequest<'_>) -> Result<Fetched, Failed> {
         let urls: Vec<String> = match req.via {
-            Via::Sources => self.sources.iter().map(|s| s.url_for(req.path_and_query)).collect(),
+            Via::Sources => self
+                .sources
+                .iter()
+                .map(|s| s.url_for(req.path_and_query))
+                .collect(),
             Via::Host { https, authority } => {
                 let scheme = if https { "https" } else { "http" };
-                vec![format!("{scheme}://{}{}", authority.as_str(), req.path_and_query)]
+                vec![format!(
+                    "{scheme}://{}{}",
+                    authority.as_str(),
+                    req.path_and_query
+                )]
             }
         };
         let mut attempts = Vec::new();
@@ -253,11 +266,23 @@ impl Upstream {
                 .method(req.method.clone())
                 .uri(url.as_str())
                 .body(Empty::<Bytes>::new())
-                .map_err(|_| Error::Redirect { url: url.clone(), reason: "not a valid URL" })?;
+                .map_err(|_| Error::Redirect {
+                    url: url.clone(),
+                    reason: "not a valid URL",
+                })?;
             *request.headers_mut() = req.headers.clone();
-            request.headers_mut().entry(header::USER_AGENT).or_insert(HeaderValue::from_static(USER_AGENT));
-            let response = match tokio::time::timeout(self.idle, self.client.request(request)).await {
-                Err(_) => return Err(Error::Timeout { url, secs: self.idle.as_secs() }),
+            request
+                .headers_mut()
+                .entry(header::USER_AGENT)
+                .or_insert(HeaderValue::from_static(USER_AGENT));
+            let response = match tokio::time::timeout(self.idle, self.client.request(request)).await
+            {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        url,
+                        secs: self.idle.as_secs(),
+                    })
+                }
                 Ok(Err(source)) => return Err(Error::Connect { url, source }),
                 Ok(Ok(response)) => response,
             };
@@ -266,7 +291,10 @@ impl Upstream {
                 url = redirect_target(&url, response.headers())?;
                 continue;
             }
-            if status == StatusCode::NOT_FOUND || status == StatusCode::GONE || status.is_server_error() {
+            if status == StatusCode::NOT_FOUND
+                || status == StatusCode::GONE
+                || status.is_server_error()
+            {
                 return Err(Error::Status { url, status });
             }
             let (parts, mut body) = response.into_parts();
@@ -279,18 +307,35 @@ impl Upstream {
                     Err(BodyError::Transport(source)) => return Err(Error::Body { url, source }),
                 }
             };
-            return Ok(Fetched { url, status, headers: parts.headers, first, body, idle: self.idle });
+            return Ok(Fetched {
+                url,
+                status,
+                headers: parts.headers,
+                first,
+                body,
+                idle: self.idle,
+            });
         }
-        Err(Error::Redirect { url, reason: "too many redirects" })
+        Err(Error::Redirect {
+            url,
+            reason: "too many redirects",
+        })
     }
 }
 
 fn redirect_target(current: &str, headers: &HeaderMap) -> Result<String, Error> {
-    let bad = |reason| Error::Redirect { url: current.to_string(), reason };
-    let location = headers.get(header::LOCATION).ok_or_else(|| bad("no Location"))?;
+    let bad = |reason| Error::Redirect {
+        url: current.to_string(),
+        reason,
+    };
+    let location = headers
+        .get(header::LOCATION)
+        .ok_or_else(|| bad("no Location"))?;
     let location = location.to_str().map_err(|_| bad("Location is not text"))?;
     let base = url::Url::parse(current).map_err(|_| bad("current URL unparsable"))?;
-    let next = base.join(location).map_err(|_| bad("Location unparsable"))?;
+    let next = base
+        .join(location)
+        .map_err(|_| bad("Location unparsable"))?;
     if next.scheme() != "http" && next.scheme() != "https" {
         return Err(bad("Location is not http(s)"));
     }
@@ -309,9 +354,18 @@ mod tests {
 
     #[test]
     fn redirects_resolve_against_the_current_url() {
-        assert_eq!(redirect_target("http://a/x/y", &loc("/z")).unwrap(), "http://a/z");
-        assert_eq!(redirect_target("http://a/x/y", &loc("z")).unwrap(), "http://a/x/z");
-        assert_eq!(redirect_target("http://a/x", &loc("https://b/q")).unwrap(), "https://b/q");
+        assert_eq!(
+            redirect_target("http://a/x/y", &loc("/z")).unwrap(),
+            "http://a/z"
+        );
+        assert_eq!(
+            redirect_target("http://a/x/y", &loc("z")).unwrap(),
+            "http://a/x/z"
+        );
+        assert_eq!(
+            redirect_target("http://a/x", &loc("https://b/q")).unwrap(),
+            "https://b/q"
+        );
         assert!(redirect_target("http://a/x", &loc("ftp://b/q")).is_err());
         assert!(redirect_target("http://a/x", &HeaderMap::new()).is_err());
     }
