@@ -82,6 +82,13 @@ impl CacheKey {
             return Err(KeyError::TooLong);
         }
         let rest = raw_path.strip_prefix('/').ok_or(KeyError::EmptySegment)?;
+        let first = rest.split('/').next().unwrap_or_default();
+        if percent_decode_str(first)
+            .collect::<Vec<u8>>()
+            .starts_with(STATE_DIR.as_bytes())
+        {
+            return Err(KeyError::Reserved);
+        }
         if rest.is_empty() || rest.ends_with('/') {
             return Err(KeyError::Directory);
         }
@@ -112,9 +119,6 @@ impl CacheKey {
         }
         if segments.len() > MAX_DEPTH {
             return Err(KeyError::TooLong);
-        }
-        if segments[0].starts_with(STATE_DIR.as_bytes()) {
-            return Err(KeyError::Reserved);
         }
         Ok(CacheKey {
             namespace,
@@ -207,6 +211,8 @@ mod tests {
         assert_eq!(key("relative"), Err(KeyError::EmptySegment));
         assert_eq!(key("/.package-cache/lock"), Err(KeyError::Reserved));
         assert_eq!(key("/.package-cache-hosts/x/y"), Err(KeyError::Reserved));
+        assert_eq!(key("/.package-cache/tmp/"), Err(KeyError::Reserved));
+        assert_eq!(key("/%2Epackage-cache/lock"), Err(KeyError::Reserved));
         assert_eq!(
             key(&format!("/{}", "a".repeat(256))),
             Err(KeyError::SegmentTooLong)

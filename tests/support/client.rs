@@ -80,10 +80,10 @@ pub async fn open_at(
             .await
             .expect("handshake");
         tokio::spawn(conn);
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(target)
-            .header("host", addr.to_string());
+        let mut builder = Request::builder().method(method).uri(target);
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            builder = builder.header("host", addr.to_string());
+        }
         for (n, v) in headers {
             builder = builder.header(*n, *v);
         }
@@ -155,12 +155,34 @@ pub async fn head(url: &str) -> Got {
     }
 }
 
-/// Writes `request` bytes to `addr` and reads until the server closes (or 5 s).
+/// Writes `request` bytes to `addr` and reads one response: its head and a
+/// Content-Length body, or until the server closes (at most 5 s).
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request).await.expect("write request");
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n".as_slice()) {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if let Some(len) = len {
+                    if out.len() >= end + 4 + len {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
     out
 }
 
