@@ -21,6 +21,8 @@ pub struct AccessRecord {
     pub cache: &'static str,
     /// Client address.
     pub peer: Option<std::net::SocketAddr>,
+    /// Where the client meant to connect, when a DNAT rule sent it here.
+    pub orig_dst: Option<std::net::SocketAddr>,
     /// When the request arrived.
     pub started: Instant,
     /// The response's Content-Length: hyper stops polling a body once that
@@ -99,6 +101,7 @@ impl Drop for LoggedBody {
             bytes = self.bytes,
             elapsed_ms = r.started.elapsed().as_millis() as u64,
             peer = ?r.peer,
+            orig_dst = ?r.orig_dst,
             outcome,
             "request"
         );

@@ -78,6 +78,7 @@ impl Proxy {
             status: response.status().as_u16(),
             cache,
             peer: conn.map(|c| c.peer),
+            orig_dst: conn.as_ref().and_then(ConnInfo::redirected_from),
             started,
             expected: response
                 .headers()

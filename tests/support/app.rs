@@ -82,15 +82,22 @@ pub struct Binary {
     pub child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Every stderr line so far (JSON log lines).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
     /// Starts `package-cache ARGS --host 127.0.0.1 --port 0 -v` and waits for
     /// its "listening" log line to learn the port.
     pub async fn start(args: &[&str]) -> Binary {
+        Binary::start_on("127.0.0.1", args).await
+    }
+
+    /// As `start`, listening on `host`.
+    pub async fn start_on(host: &str, args: &[&str]) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_package-cache"))
             .args(args)
-            .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
+            .args(["--host", host, "--port", "0", "--log-format", "json"])
             .env("RUST_LOG", "package_cache=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -116,13 +123,24 @@ impl Binary {
         .await
         .expect("package-cache starts in time");
         // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Binary { child, addr }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Binary { child, addr, log }
     }
 
     /// `http://ADDR{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGKILL, and reap.

@@ -1,0 +1,155 @@
+//! The real binary: the package-cache 0.2 command line, IPv6, the cache lock,
+//! request log lines, and graceful shutdown on SIGTERM.
+
+mod support;
+
+use std::time::Duration;
+use support::app::Binary;
+use support::client::{bytes_of, get, sha256};
+use support::origin::{Origin, Reply};
+
+fn run(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn help_and_version_speak_the_0_2_command_line() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--source",
+        "--cache",
+        "--host",
+        "--port",
+        "--verbose",
+        "--syslog",
+        "--version",
+        "--transparent-host",
+        "--ca-file",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+    let out = run(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("package-cache {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_message() {
+    let out = run(&[
+        "--source",
+        "ftp://example.invalid/",
+        "--cache",
+        "/nonexistent-never",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid source URL"));
+    let out = run(&["--port", "notaport"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["--resolve", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn ipv6_listen_addresses_work() {
+    let origin = Origin::builder().file("/v6.bin", "six").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Binary::start_on(
+        "::1",
+        &[
+            "--source",
+            &origin.url(),
+            "--cache",
+            dir.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(bin.addr.is_ipv6(), "{}", bin.addr);
+    let (code, out, err) =
+        support::client::curl(&["-sS", "-g", &format!("http://{}/v6.bin", bin.addr)]).await;
+    assert_eq!((code, out.as_slice()), (0, &b"six"[..]), "{err}");
+    bin.kill9().await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_cache_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_str().unwrap().to_string();
+    let bin = Binary::start(&["--cache", &cache]).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
+        .args(["--cache", &cache, "--host", "127.0.0.1", "--port", "0"])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), out)
+        .await
+        .expect("exits at once")
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("locked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_transfers_finish_then_exits_cleanly_and_logs_each_request() {
+    let body = bytes_of(300 * 1024, 50);
+    let origin = Origin::builder()
+        .route("/slow.bin", Reply::file(body.clone()).throttle(200 * 1024))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bin = Binary::start(&[
+        "--source",
+        &origin.url(),
+        "--cache",
+        dir.path().to_str().unwrap(),
+    ])
+    .await;
+    let url = bin.url("/slow.bin");
+    let download = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bin.signal(rustix::process::Signal::TERM);
+    let got = download.await.unwrap();
+    assert!(
+        got.error.is_none(),
+        "the transfer in flight finished: {:?}",
+        got.error
+    );
+    assert_eq!(sha256(&got.body), sha256(&body));
+    let status = tokio::time::timeout(Duration::from_secs(10), bin.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        dir.path().join("slow.bin").exists(),
+        "the fill committed before exit"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let lines = bin.log_lines();
+    let request = lines
+        .iter()
+        .find(|l| l.contains("\"request\"") && l.contains("/slow.bin"))
+        .expect("a request log line");
+    let v: serde_json::Value = serde_json::from_str(request).unwrap();
+    let f = &v["fields"];
+    assert_eq!(
+        (
+            f["method"].as_str(),
+            f["status"].as_u64(),
+            f["cache"].as_str()
+        ),
+        (Some("GET"), Some(200), Some("MISS"))
+    );
+    assert_eq!(f["bytes"].as_u64(), Some(body.len() as u64));
+    assert!(f["elapsed_ms"].as_u64().is_some());
+}
