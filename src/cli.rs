@@ -49,6 +49,10 @@ pub struct Args {
     #[arg(long)]
     pub syslog: bool,
 
+    /// The syslog socket (for tests and unusual systems).
+    #[arg(long, value_name = "PATH", default_value = "/dev/log", hide = true)]
+    pub syslog_socket: PathBuf,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text", env = "PC_LOG_FORMAT")]
     pub log_format: LogFormat,

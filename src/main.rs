@@ -9,7 +9,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(err) = telemetry::init(args.verbose, args.log_format, args.syslog) {
+    if let Err(err) = telemetry::init(
+        args.verbose,
+        args.log_format,
+        args.syslog.then_some(args.syslog_socket.as_path()),
+    ) {
         eprintln!("package-cache: cannot set up logging: {err}");
         return ExitCode::from(2);
     }

@@ -4,12 +4,13 @@
 use crate::cli::LogFormat;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::sync::Mutex;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Call once, from `main`.
-pub fn init(verbose: u8, format: LogFormat, syslog: bool) -> io::Result<()> {
+pub fn init(verbose: u8, format: LogFormat, syslog: Option<&Path>) -> io::Result<()> {
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -18,8 +19,8 @@ pub fn init(verbose: u8, format: LogFormat, syslog: bool) -> io::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,package_cache={default}")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if syslog {
-        let writer = Syslog::connect()?;
+    if let Some(socket) = syslog {
+        let writer = Syslog::connect(socket)?;
         builder
             .with_ansi(false)
             .without_time()
@@ -35,15 +36,15 @@ pub fn init(verbose: u8, format: LogFormat, syslog: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes each log line as one RFC 3164 datagram to `/dev/log`, facility daemon.
+/// Writes each log line as one RFC 3164 datagram to the syslog socket, facility daemon.
 struct Syslog {
     socket: Mutex<UnixDatagram>,
 }
 
 impl Syslog {
-    fn connect() -> io::Result<Syslog> {
+    fn connect(path: &Path) -> io::Result<Syslog> {
         let socket = UnixDatagram::unbound()?;
-        socket.connect("/dev/log")?;
+        socket.connect(path)?;
         Ok(Syslog {
             socket: Mutex::new(socket),
         })

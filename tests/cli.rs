@@ -153,3 +153,38 @@ async fn sigterm_lets_transfers_finish_then_exits_cleanly_and_logs_each_request(
     assert_eq!(f["bytes"].as_u64(), Some(body.len() as u64));
     assert!(f["elapsed_ms"].as_u64().is_some());
 }
+
+#[tokio::test]
+async fn syslog_gets_the_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("log.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
+        .args(["--syslog", "--syslog-socket", socket_path.to_str().unwrap()])
+        .args([
+            "--cache",
+            dir.path().join("c").to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::task::spawn_blocking(move || {
+        socket
+            .recv(&mut buf)
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .await
+    .unwrap()
+    .expect("a syslog datagram");
+    assert!(n.starts_with("<30>package-cache["), "{n}");
+    assert!(n.contains("listening"), "{n}");
+    child.kill().await.unwrap();
+}

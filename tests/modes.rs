@@ -157,3 +157,34 @@ async fn origin_form_goes_to_the_mirrors_whatever_the_host_says() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn resolve_overrides_pick_the_upstream_address_not_the_client() {
+    let origin = Origin::builder().file("/pool/x.deb", "deb").start().await;
+    let port = origin.addr().port();
+    let name = format!("mirror.test:{port}");
+    let app = TestApp::start(|mut c| {
+        c.upstream
+            .resolve
+            .push((("mirror.test".into(), port), origin.addr()));
+        allow(c, &name)
+    })
+    .await;
+    let r = raw(
+        app.addr,
+        format!("GET http://{name}/pool/x.deb HTTP/1.1\r\nHost: {name}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&r), 200, "{}", String::from_utf8_lossy(&r));
+    assert!(r.ends_with(b"deb"));
+    assert_eq!(origin.hits("/pool/x.deb"), 1);
+    let host = origin.requests()[0]
+        .headers
+        .get("host")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(host, name, "the upstream is asked for the allowed name");
+    app.stop().await;
+}
