@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4000, env = "PC_PORT")]
     pub port: u16,
 
-    /// More logging: -v for info (one line per request), -vv for debug.
+    /// More logging: -v for debug, -vv for trace (the default, info, logs one line per request).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
 

@@ -2,7 +2,7 @@
 //! with `-v`/`-vv` picking the level unless `RUST_LOG` says otherwise.
 
 use crate::cli::LogFormat;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::Mutex;
@@ -30,7 +30,10 @@ pub fn init(verbose: u8, format: LogFormat, syslog: Option<&Path>) -> io::Result
     } else {
         match format {
             LogFormat::Json => builder.json().with_writer(io::stderr).init(),
-            LogFormat::Text => builder.with_writer(io::stderr).init(),
+            LogFormat::Text => builder
+                .with_ansi(io::stderr().is_terminal())
+                .with_writer(io::stderr)
+                .init(),
         }
     }
     Ok(())

@@ -10,8 +10,8 @@ pub mod target;
 
 use crate::body::{self, Body};
 use crate::store::{
-    BodyReader, CacheKey, Committed, Entry, Fill, FillHead, FillPermit, FillStart, FillWatch,
-    Lookup, Store,
+    BodyReader, CacheKey, Committed, Entry, Fill, FillHead, FillPermit, FillStart, FillState,
+    FillWatch, Lookup, Store,
 };
 use crate::upstream::{FetchRequest, Fetched, Upstream, Via};
 use access::AccessRecord;
@@ -302,10 +302,19 @@ fn legacy_headers(key: &CacheKey, entry: &Entry) -> HeaderMap {
 }
 
 fn from_fill(req: &http::request::Parts, head: &FillHead, watch: FillWatch) -> Response<Body> {
+    // Every byte is on disk and its length checked; only the commit's fsync
+    // and rename are left, so this is served from the cache.
+    let cache = match watch.state() {
+        FillState::Complete { .. } => CacheStatus::Hit,
+        FillState::Streaming { written } if Some(written) == head.content_length => {
+            CacheStatus::Hit
+        }
+        _ => CacheStatus::Miss,
+    };
     let rep = Representation {
         headers: headers::to_map(&head.headers),
         len: head.content_length,
-        cache: CacheStatus::Miss,
+        cache,
     };
     respond::representation(&req.method, &req.headers, rep, |start, end| {
         match watch.reader(start, end) {

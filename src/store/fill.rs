@@ -347,6 +347,7 @@ fn store_blocking(
         });
     }
     fs::rename(tmp_path, &final_path).map_err(io("rename", &final_path))?;
+    inner.hot.remove(key);
     disk::sync_dir(final_path.parent().expect("entries have a parent"))
         .map_err(io("fsync directory", &final_path))?;
     Ok(())

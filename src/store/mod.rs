@@ -8,6 +8,7 @@
 
 mod disk;
 mod fill;
+mod hot;
 mod key;
 mod meta;
 mod reader;
@@ -32,8 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
 
-/// Entries up to this size are read whole when opened: one blocking hop per hit.
+/// Entries up to this size are read whole when opened and kept in memory.
 pub const SMALL_ENTRY: u64 = 64 * 1024;
+/// Memory for small entries kept whole (see `hot`).
+const HOT_BUDGET: usize = 32 << 20;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +103,11 @@ pub enum Lookup {
 /// A committed entry, opened. The descriptor stays valid if the entry is
 /// replaced or removed meanwhile.
 pub struct Entry {
-    file: Arc<File>,
+    file: Option<Arc<File>>,
     /// Body length.
     pub len: u64,
     /// Recorded metadata; `None` for a plain file (a package-cache 0.2 entry).
-    pub meta: Option<EntryMeta>,
+    pub meta: Option<Arc<EntryMeta>>,
     /// The body file's modification time.
     pub mtime: SystemTime,
     small: Option<Bytes>,
@@ -112,8 +115,13 @@ pub struct Entry {
 
 impl Entry {
     /// A reader over `[start, end)` of the body.
+    /// Only for entries without [`Entry::small_body`].
     pub fn reader(&self, start: u64, end: u64) -> BodyReader {
-        BodyReader::fixed(self.file.clone(), self.len, start, end)
+        let file = self
+            .file
+            .clone()
+            .expect("entries without a small body keep their file open");
+        BodyReader::fixed(file, self.len, start, end)
     }
 
     /// The whole body, when the entry is small enough to have been read at open.
@@ -182,6 +190,7 @@ pub(crate) struct Inner {
     tmp_dir: PathBuf,
     meta_dir: PathBuf,
     fills: Mutex<HashMap<CacheKey, Arc<FillShared>>>,
+    hot: hot::HotSet,
     seq: AtomicU64,
     _lock: File,
 }
@@ -297,6 +306,7 @@ impl Store {
                 tmp_dir,
                 meta_dir,
                 fills: Mutex::new(HashMap::new()),
+                hot: hot::HotSet::new(HOT_BUDGET),
                 seq: AtomicU64::new(0),
                 _lock: lock,
             }),
@@ -310,6 +320,16 @@ impl Store {
 
     /// Finds `key`: a committed entry, a fill to follow, or a permit to fill it.
     pub async fn lookup(&self, key: &CacheKey) -> Result<Lookup, Error> {
+        if let Some(hot) = self.inner.hot.get(key) {
+            let len = hot.body.len() as u64;
+            return Ok(Lookup::Hit(Entry {
+                file: None,
+                len,
+                meta: hot.meta,
+                mtime: hot.mtime,
+                small: Some(hot.body),
+            }));
+        }
         if let Some(watch) = self.join(key) {
             return Ok(Lookup::Filling(watch));
         }
@@ -413,7 +433,8 @@ fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opened, Error> {
         return Ok(Opened::Conflict);
     }
     let meta = disk::read_meta(&inner.meta_path(key))
-        .filter(|m| m.inode == md.ino() && m.size == md.len() && m.key == key.canonical());
+        .filter(|m| m.inode == md.ino() && m.size == md.len() && m.key == key.canonical())
+        .map(Arc::new);
     let len = md.len();
     let file = Arc::new(file);
     let small = if len <= SMALL_ENTRY {
@@ -429,11 +450,27 @@ fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opened, Error> {
     } else {
         None
     };
+    let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    if let Some(body) = &small {
+        let hot = hot::HotEntry {
+            body: body.clone(),
+            meta: meta.clone(),
+            mtime,
+        };
+        inner.hot.insert(key.clone(), hot);
+        return Ok(Opened::Entry(Entry {
+            file: None,
+            len,
+            meta,
+            mtime,
+            small,
+        }));
+    }
     Ok(Opened::Entry(Entry {
-        file,
+        file: Some(file),
         len,
         meta,
-        mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        mtime,
         small,
     }))
 }

@@ -4,11 +4,10 @@
 //! an `Aborted` fill ends the stream with an error, never a clean end.
 
 use super::fill::{FillShared, FillState};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -139,9 +138,22 @@ impl BodyReader {
 /// Reads exactly `n` bytes at `pos` on a blocking thread.
 pub(crate) async fn read_chunk(file: Arc<File>, pos: u64, n: usize) -> io::Result<Bytes> {
     tokio::task::spawn_blocking(move || {
-        let mut buf = BytesMut::zeroed(n);
-        file.read_exact_at(&mut buf, pos)?;
-        Ok(buf.freeze())
+        // Read into uninitialised capacity: zeroing each chunk first would
+        // cost a pass over every byte served.
+        let mut buf: Vec<u8> = Vec::with_capacity(n);
+        while buf.len() < n {
+            let offset = pos + buf.len() as u64;
+            let got = rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), offset)?;
+            if got == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than its entry",
+                ));
+            }
+        }
+        // The allocation may be larger than asked; never hand out more than `n`.
+        buf.truncate(n);
+        Ok(Bytes::from(buf))
     })
     .await
     .map_err(io::Error::other)?
