@@ -162,3 +162,41 @@ async fn curl_clients_arriving_mid_download_stream_the_growing_file() {
     assert_eq!(origin.hits("/mid.tgz"), 1);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_leaving_before_the_upstream_answers_cancels_nothing() {
+    let body = bytes_of(100_000, 14);
+    let origin = Origin::builder()
+        .route(
+            "/slowhead.bin",
+            Reply::file(body.clone()).first_byte_delay(Duration::from_secs(2)),
+        )
+        .start()
+        .await;
+    let app = TestApp::start(|mut c| {
+        c.upstream.idle_timeout = Duration::from_secs(5);
+        source(c, &origin.url())
+    })
+    .await;
+    // The first client gives up after 300 ms, long before the upstream's headers.
+    let mut leader = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    leader
+        .write_all(b"GET /slowhead.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let url = app.url("/slowhead.bin");
+    let follower = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(leader);
+    let got = follower.await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(sha256(&got.body), sha256(&body));
+    wait_for(&app.cache.join("slowhead.bin"), Duration::from_secs(5)).await;
+    assert_eq!(
+        origin.hits("/slowhead.bin"),
+        1,
+        "one upstream request although the first client left"
+    );
+    app.stop().await;
+}

@@ -3,6 +3,7 @@
 
 mod access;
 pub mod conditional;
+mod filler;
 pub mod headers;
 pub mod respond;
 pub mod route;
@@ -10,17 +11,17 @@ pub mod target;
 
 use crate::body::{self, Body};
 use crate::store::{
-    BodyReader, CacheKey, Committed, Entry, Fill, FillHead, FillPermit, FillStart, FillState,
-    FillWatch, Lookup, Store,
+    BodyReader, CacheKey, Entry, FillHead, FillStart, FillState, FillWatch, Lookup, Store,
 };
-use crate::upstream::{FetchRequest, Fetched, Upstream, Via};
+use crate::upstream::{FetchRequest, Upstream, Via};
 use access::AccessRecord;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response};
 use respond::{CacheStatus, Representation};
 use route::Route;
 use std::sync::Arc;
 use std::time::Instant;
 use target::{ConnInfo, HostRules, Target};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -144,56 +145,45 @@ impl Proxy {
                     FillStart::Failed(failure) => return respond::fill_failed(&failure),
                     FillStart::Vacated => continue,
                 },
-                Lookup::Miss(permit) => return self.fill(req, target, permit).await,
+                Lookup::Miss(permit) => {
+                    // The fill task owns the fetch, so this client leaving (even
+                    // before the upstream answers) cancels nothing.
+                    let mut watch = permit.watch();
+                    let (handback, mut returned) = oneshot::channel();
+                    let job = filler::run(
+                        self.upstream.clone(),
+                        target.clone(),
+                        permit,
+                        handback,
+                        self.fills_cancel.clone(),
+                    );
+                    self.tasks.spawn(job);
+                    match watch.started().await {
+                        FillStart::Started(head) => return from_fill(req, &head, watch),
+                        FillStart::Failed(failure) => {
+                            if let Ok(fetched) = returned.try_recv() {
+                                return respond::passthrough(
+                                    &req.method,
+                                    fetched,
+                                    CacheStatus::Pass,
+                                );
+                            }
+                            return respond::fill_failed(&failure);
+                        }
+                        FillStart::Vacated => {
+                            if let Ok(fetched) = returned.try_recv() {
+                                return respond::passthrough(
+                                    &req.method,
+                                    fetched,
+                                    CacheStatus::Pass,
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
         respond::busy()
-    }
-
-    async fn fill(
-        &self,
-        req: &http::request::Parts,
-        target: &Target,
-        permit: FillPermit,
-    ) -> Response<Body> {
-        let fetch = FetchRequest {
-            via: via(target),
-            path_and_query: target.path(),
-            method: Method::GET,
-            headers: headers::fill_request(),
-        };
-        let fetched = match self.upstream.fetch(fetch).await {
-            Ok(fetched) => fetched,
-            Err(failed) => {
-                let (status, message) = respond::upstream_failed(&failed);
-                permit.fail(status.as_u16(), message.clone());
-                return respond::text(status, message);
-            }
-        };
-        if fetched.status != StatusCode::OK {
-            // Only 200s are cached; this client gets the answer as it is.
-            permit.fail(
-                fetched.status.as_u16(),
-                format!("package-cache: upstream answered {}", fetched.status),
-            );
-            return respond::passthrough(&req.method, fetched, CacheStatus::Pass);
-        }
-        let head = FillHead {
-            headers: headers::storable(&fetched.headers),
-            content_length: fetched.content_length(),
-            source: fetched.url.clone(),
-        };
-        let fill = match permit.start(head.clone()).await {
-            Ok(fill) => fill,
-            Err(err) => {
-                tracing::error!(key = %target.path(), error = %err, "cannot start a fill; passing uncached");
-                return respond::passthrough(&req.method, fetched, CacheStatus::Pass);
-            }
-        };
-        let watch = fill.watch();
-        let cancel = self.fills_cancel.clone();
-        self.tasks.spawn(pump(fetched, fill, cancel));
-        from_fill(req, &head, watch)
     }
 
     async fn pass(&self, req: &http::request::Parts, target: &Target) -> Response<Body> {
@@ -221,45 +211,6 @@ fn via(target: &Target) -> Via<'_> {
             https: false,
             authority,
         },
-    }
-}
-
-/// Drives one download into its fill, independent of any client: it runs to
-/// the end (or failure) even when every reader has gone.
-async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
-    let started = Instant::now();
-    loop {
-        let chunk = tokio::select! {
-            _ = cancel.cancelled() => {
-                tracing::warn!(key = %fill.key(), bytes = fill.written(), "fill abandoned at shutdown");
-                return;
-            }
-            chunk = fetched.next_chunk() => chunk,
-        };
-        match chunk {
-            Ok(Some(data)) => {
-                if let Err(err) = fill.write(data).await {
-                    tracing::error!(key = %fill.key(), error = %err, "fill write failed; nothing committed");
-                    return;
-                }
-            }
-            Ok(None) => break,
-            Err(err) => {
-                tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
-                    "upstream body failed; nothing committed");
-                return;
-            }
-        }
-    }
-    let key = fill.key().to_string();
-    let bytes = fill.written();
-    match fill.commit().await {
-        Ok(Committed::Stored) => tracing::info!(key = %key, source = %fetched.url, bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64, "entry committed"),
-        Ok(Committed::NotStored) => {}
-        Err(err) => {
-            tracing::warn!(key = %key, source = %fetched.url, error = %err, "fill incomplete; nothing committed")
-        }
     }
 }
 

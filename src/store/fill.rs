@@ -112,11 +112,21 @@ impl FillPermit {
         &self.shared.key
     }
 
+    /// A watch on this fill, for the request that holds the permit.
+    pub fn watch(&self) -> super::FillWatch {
+        super::FillWatch {
+            shared: self.shared.clone(),
+            rx: self.shared.state.subscribe(),
+        }
+    }
+
     /// Creates the temporary file and publishes `head`; readers may start.
-    pub async fn start(mut self, head: FillHead) -> Result<Fill, Error> {
+    /// On failure the permit comes back unused, so the caller decides what
+    /// waiters see (dropping it tells them to look up again).
+    pub async fn start(mut self, head: FillHead) -> Result<Fill, (Error, FillPermit)> {
         let tmp_path = self.inner.tmp_path("part");
         let path = tmp_path.clone();
-        let file = tokio::task::spawn_blocking(move || {
+        let opened = tokio::task::spawn_blocking(move || {
             OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -124,14 +134,21 @@ impl FillPermit {
                 .mode(FILE_MODE)
                 .open(&path)
         })
-        .await
-        .map_err(Error::join)?
-        .map_err(|source| Error::Io {
-            op: "create temporary file",
-            path: tmp_path.clone(),
-            source,
-        })?;
-        let file = Arc::new(file);
+        .await;
+        let file = match opened {
+            Ok(Ok(file)) => Arc::new(file),
+            Ok(Err(source)) => {
+                return Err((
+                    Error::Io {
+                        op: "create temporary file",
+                        path: tmp_path,
+                        source,
+                    },
+                    self,
+                ))
+            }
+            Err(err) => return Err((Error::join(err), self)),
+        };
         let _ = self.shared.file.set(file.clone());
         let expected_len = head.content_length;
         let _ = self.shared.head.set(Arc::new(head));
@@ -369,15 +386,6 @@ impl Drop for Fill {
             Err(_) => {
                 let _ = fs::remove_file(path);
             }
-        }
-    }
-}
-
-impl Fill {
-    pub(crate) fn watch_inner(&self) -> super::FillWatch {
-        super::FillWatch {
-            shared: self.shared.clone(),
-            rx: self.shared.state.subscribe(),
         }
     }
 }

@@ -176,13 +176,6 @@ impl FillWatch {
     }
 }
 
-impl Fill {
-    /// A watch on this fill, for the leader's own response.
-    pub fn watch(&self) -> FillWatch {
-        self.watch_inner()
-    }
-}
-
 /// Shared state of an open store.
 pub(crate) struct Inner {
     root: PathBuf,

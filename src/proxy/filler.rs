@@ -1,0 +1,104 @@
+//! The fill task: fetches one uncached path from upstream, starts its fill
+//! (or fails it, telling every waiter why) and pumps the body into it until
+//! the commit. It runs on the app's task tracker, apart from every client, so
+//! a client leaving — before or after the upstream answers — cancels nothing.
+
+use super::{headers, respond, target::Target, via};
+use crate::store::{Committed, Fill, FillHead, FillPermit};
+use crate::upstream::{FetchRequest, Fetched, Upstream};
+use http::{Method, StatusCode};
+use std::time::Instant;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// Fetches `target` for `permit`. A response that is not cached (not 200, or
+/// the store could not take it) is handed back to the leader through
+/// `handback` before the permit is released, so the leader can pass it on.
+pub(super) async fn run(
+    upstream: Upstream,
+    target: Target,
+    permit: FillPermit,
+    handback: oneshot::Sender<Fetched>,
+    cancel: CancellationToken,
+) {
+    let fetch = FetchRequest {
+        via: via(&target),
+        path_and_query: target.path(),
+        method: Method::GET,
+        headers: headers::fill_request(),
+    };
+    let fetched = tokio::select! {
+        _ = cancel.cancelled() => return,
+        fetched = upstream.fetch(fetch) => fetched,
+    };
+    let fetched = match fetched {
+        Ok(fetched) => fetched,
+        Err(failed) => {
+            let (status, message) = respond::upstream_failed(&failed);
+            permit.fail(status.as_u16(), message);
+            return;
+        }
+    };
+    if fetched.status != StatusCode::OK {
+        // Only 200s are cached; the leader passes this answer on as it is.
+        let status = fetched.status;
+        let _ = handback.send(fetched);
+        permit.fail(
+            status.as_u16(),
+            format!("package-cache: upstream answered {status}"),
+        );
+        return;
+    }
+    let head = FillHead {
+        headers: headers::storable(&fetched.headers),
+        content_length: fetched.content_length(),
+        source: fetched.url.clone(),
+    };
+    match permit.start(head).await {
+        Ok(fill) => pump(fetched, fill, cancel).await,
+        Err((err, permit)) => {
+            tracing::error!(key = %permit.key(), error = %err, "cannot start a fill; passing uncached");
+            let _ = handback.send(fetched);
+            drop(permit);
+        }
+    }
+}
+
+/// Drives one download into its fill to the end (or to failure), even when
+/// every reader has gone.
+async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
+    let started = Instant::now();
+    loop {
+        let chunk = tokio::select! {
+            _ = cancel.cancelled() => {
+                tracing::warn!(key = %fill.key(), bytes = fill.written(), "fill abandoned at shutdown");
+                return;
+            }
+            chunk = fetched.next_chunk() => chunk,
+        };
+        match chunk {
+            Ok(Some(data)) => {
+                if let Err(err) = fill.write(data).await {
+                    tracing::error!(key = %fill.key(), error = %err, "fill write failed; nothing committed");
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(err) => {
+                tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
+                    "upstream body failed; nothing committed");
+                return;
+            }
+        }
+    }
+    let key = fill.key().to_string();
+    let bytes = fill.written();
+    match fill.commit().await {
+        Ok(Committed::Stored) => tracing::info!(key = %key, source = %fetched.url, bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64, "entry committed"),
+        Ok(Committed::NotStored) => {}
+        Err(err) => {
+            tracing::warn!(key = %key, source = %fetched.url, error = %err, "fill incomplete; nothing committed")
+        }
+    }
+}
