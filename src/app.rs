@@ -11,8 +11,10 @@ use crate::upstream::Upstream;
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,17 +34,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = Store::open(&config.cache_dir)
         .await
         .with_context(|| format!("opening cache directory {}", config.cache_dir.display()))?;
-    let upstream = Upstream::new(&config.upstream).context("setting up the upstream client")?;
-    let host = config.server.host.as_str();
-    let addr = tokio::net::lookup_host((host, config.server.port))
+    // Reads the system trust store and the CA file: blocking work.
+    let upstream_config = config.upstream.clone();
+    let upstream = tokio::task::spawn_blocking(move || Upstream::new(&upstream_config))
         .await
-        .with_context(|| format!("resolving {host}"))?
-        .next()
-        .with_context(|| format!("{host} has no address"))?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let proxy_addr = listener.local_addr().context("reading the bound address")?;
+        .context("setting up the upstream client")?
+        .context("setting up the upstream client")?;
+    let listeners = bind(&config.server.host, config.server.port).await?;
+    let proxy_addr = listeners[0]
+        .local_addr()
+        .context("reading the bound address")?;
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
     let hard_stop = CancellationToken::new();
@@ -62,16 +63,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         client_timeout: config.server.client_timeout,
         max_connections: config.server.max_connections,
     };
-    tasks.spawn(server::serve(
-        listener,
-        proxy,
-        limits,
-        tasks.clone(),
-        stop.clone(),
-        hard_stop.clone(),
-    ));
-    tracing::info!(addr = %proxy_addr, cache = %config.cache_dir.display(),
-        sources = config.upstream.sources.len(), "package-cache listening");
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    for listener in listeners {
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let serve = server::serve(
+            listener,
+            proxy.clone(),
+            limits,
+            slots.clone(),
+            tasks.clone(),
+            stop.clone(),
+            hard_stop.clone(),
+        );
+        tasks.spawn(serve);
+        tracing::info!(addr = %addr, cache = %config.cache_dir.display(),
+            sources = config.upstream.sources.len(), "package-cache listening");
+    }
     Ok(Running {
         proxy_addr,
         store,
@@ -80,6 +87,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         grace: config.server.shutdown_grace,
     })
+}
+
+/// Binds every address `host` resolves to (`localhost` is often both
+/// 127.0.0.1 and ::1); with port 0 only the first, as each would get its own port.
+async fn bind(host: &str, port: u16) -> anyhow::Result<Vec<TcpListener>> {
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {host}"))?
+        .collect();
+    addrs.dedup();
+    if port == 0 {
+        addrs.truncate(1);
+    }
+    let mut listeners = Vec::new();
+    let mut last_err = None;
+    for addr in &addrs {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => listeners.push(listener),
+            Err(err) => {
+                tracing::warn!(addr = %addr, error = %err, "cannot bind one of the host's addresses");
+                last_err = Some(anyhow::Error::new(err).context(format!("binding {addr}")));
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(last_err.unwrap_or_else(|| anyhow::anyhow!("{host} has no address")));
+    }
+    Ok(listeners)
 }
 
 impl Running {

@@ -37,18 +37,19 @@ const BUSY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n\
 Content-Length: 37\r\nConnection: close\r\n\r\npackage-cache: too many connections\r\n";
 
-/// Serves `listener` until `stop` fires, then waits for open connections to
+/// Serves `listener` until `stop` fires, admitting connections while `slots`
+/// (shared by every listener) has permits; then waits for open connections to
 /// finish; `hard_stop` closes whatever is left. Connection tasks go on `tasks`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
     limits: Limits,
+    slots: Arc<Semaphore>,
     tasks: TaskTracker,
     stop: CancellationToken,
     hard_stop: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -88,7 +89,13 @@ pub async fn serve(
         tasks.spawn(async move {
             tokio::select! {
                 result = conn => if let Err(err) = result {
-                    tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                    // hyper answers these itself (400, 431, or a closed
+                    // connection); the handler never sees them.
+                    if err.is_parse() || err.is_parse_too_large() || err.is_timeout() {
+                        tracing::warn!(peer = %peer, error = %err, "bad or slow request refused");
+                    } else {
+                        tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                    }
                 },
                 _ = hard_stop.cancelled() => {}
             }

@@ -157,3 +157,43 @@ async fn https_sources_work_with_a_private_ca() {
     assert_eq!(got.body, body.to_vec());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn credentials_never_reach_another_server() {
+    let other = Origin::builder().file("/leak", "landed").start().await;
+    let first = Origin::builder()
+        .route("/redir", Reply::redirect(302, &other.url_for("/leak")))
+        .start()
+        .await;
+    let second = Origin::builder()
+        .file("/only-second", "second")
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(source(c, &first.url()), &second.url())).await;
+    let creds = [
+        ("authorization", "Bearer SECRET"),
+        ("cookie", "session=abc"),
+    ];
+    let got = support::client::get_with(&app.url("/redir"), &creds).await;
+    assert_eq!(
+        (got.status.as_u16(), got.body.as_slice()),
+        (200, &b"landed"[..])
+    );
+    let at_first = first.requests();
+    assert!(
+        at_first[0].headers.get("authorization").is_some(),
+        "the server asked gets them"
+    );
+    let leaked = other.requests();
+    assert_eq!(leaked.len(), 1);
+    assert!(
+        leaked[0].headers.get("authorization").is_none(),
+        "not across a redirect to another host"
+    );
+    assert!(leaked[0].headers.get("cookie").is_none());
+    // No failover with credentials: the second mirror is not asked.
+    let got = support::client::get_with(&app.url("/only-second"), &creds).await;
+    assert_eq!(got.status, 404);
+    assert_eq!(second.total_hits(), 0);
+    app.stop().await;
+}

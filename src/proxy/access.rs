@@ -107,3 +107,53 @@ impl Drop for LoggedBody {
         );
     }
 }
+
+/// Logs a request whose client left before any response existed (hyper
+/// drops the handler then); disarmed once the response is built.
+pub struct Unanswered {
+    method: http::Method,
+    target: String,
+    peer: Option<std::net::SocketAddr>,
+    started: Instant,
+    armed: bool,
+}
+
+impl Unanswered {
+    /// Arms the guard for one request.
+    pub fn new(
+        method: &http::Method,
+        target: &http::Uri,
+        peer: Option<std::net::SocketAddr>,
+        started: Instant,
+    ) -> Unanswered {
+        Unanswered {
+            method: method.clone(),
+            target: target.to_string(),
+            peer,
+            started,
+            armed: true,
+        }
+    }
+
+    /// The response exists; its body will log.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::info!(
+                method = %self.method,
+                path = %self.target,
+                cache = "-",
+                bytes = 0u64,
+                elapsed_ms = self.started.elapsed().as_millis() as u64,
+                peer = ?self.peer,
+                outcome = "client gone before response",
+                "request"
+            );
+        }
+    }
+}

@@ -32,6 +32,14 @@ pub fn range(value: &str, len: u64) -> RangeAnswer {
         return RangeAnswer::Full;
     };
     let (first, last) = (first.trim(), last.trim());
+    if len == 0 {
+        // An empty representation has no byte to satisfy any range (RFC 9110 §14.1.2).
+        return if first.is_empty() && last.parse::<u64>().is_err() {
+            RangeAnswer::Full
+        } else {
+            RangeAnswer::Unsatisfiable
+        };
+    }
     if first.is_empty() {
         // Suffix range: the last N bytes.
         let Ok(n) = last.parse::<u64>() else {
@@ -145,6 +153,8 @@ mod tests {
         assert_eq!(range("items=0-1", 1000), Full);
         assert_eq!(range("bytes=9-3", 1000), Full);
         assert_eq!(range("bytes=x-", 1000), Full);
+        assert_eq!(range("bytes=-5", 0), Unsatisfiable);
+        assert_eq!(range("bytes=0-", 0), Unsatisfiable);
         let big = 5 * 1024 * 1024 * 1024u64;
         assert_eq!(
             range("bytes=4294967296-", big),

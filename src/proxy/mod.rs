@@ -62,7 +62,10 @@ impl Proxy {
         let started = Instant::now();
         let (parts, _body) = req.into_parts();
         let conn = parts.extensions.get::<ConnInfo>().copied();
+        let unanswered =
+            access::Unanswered::new(&parts.method, &parts.uri, conn.map(|c| c.peer), started);
         let response = self.dispatch(&parts, conn.as_ref()).await;
+        unanswered.disarm();
         let cache = match response
             .headers()
             .get(respond::X_CACHE)
@@ -141,7 +144,7 @@ impl Proxy {
                     return self.pass(req, target).await;
                 }
                 Lookup::Filling(mut watch) => match watch.started().await {
-                    FillStart::Started(head) => return from_fill(req, &head, watch),
+                    FillStart::Started(head) => return from_fill(req, &head, watch, false),
                     FillStart::Failed(failure) => return respond::fill_failed(&failure),
                     FillStart::Vacated => continue,
                 },
@@ -159,7 +162,7 @@ impl Proxy {
                     );
                     self.tasks.spawn(job);
                     match watch.started().await {
-                        FillStart::Started(head) => return from_fill(req, &head, watch),
+                        FillStart::Started(head) => return from_fill(req, &head, watch, true),
                         FillStart::Failed(failure) => {
                             if let Ok(fetched) = returned.try_recv() {
                                 return respond::passthrough(
@@ -252,11 +255,20 @@ fn legacy_headers(key: &CacheKey, entry: &Entry) -> HeaderMap {
     h
 }
 
-fn from_fill(req: &http::request::Parts, head: &FillHead, watch: FillWatch) -> Response<Body> {
+/// `leader`: this request caused the fetch, so it is a miss whatever the progress.
+fn from_fill(
+    req: &http::request::Parts,
+    head: &FillHead,
+    watch: FillWatch,
+    leader: bool,
+) -> Response<Body> {
     // Every byte is on disk and its length checked; only the commit's fsync
     // and rename are left, so this is served from the cache.
     let cache = match watch.state() {
-        FillState::Complete { .. } => CacheStatus::Hit,
+        _ if leader => CacheStatus::Miss,
+        FillState::Complete {
+            committed: true, ..
+        } => CacheStatus::Hit,
         FillState::Streaming { written } if Some(written) == head.content_length => {
             CacheStatus::Hit
         }

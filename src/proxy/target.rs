@@ -128,7 +128,7 @@ pub fn parse(
     }
     if let Some(raw) = host_header {
         if let Ok(authority) = Authority::try_new(raw, false) {
-            if rules.transparent.contains(&authority) {
+            if rules.allowed(&authority) {
                 return Ok(in_namespace(authority, path, query, rules));
             }
         }
@@ -260,6 +260,25 @@ mod tests {
             })
         );
         assert!(parse(&"https://files.example/x".parse().unwrap(), None, None, &r).is_err());
+    }
+
+    #[test]
+    fn a_source_host_in_the_host_header_maps_into_the_mirrors() {
+        let t = parse(
+            &"/gentoo/distfiles/a".parse().unwrap(),
+            Some("mirror.example"),
+            Some(&conn(false)),
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            Target::Mirrors {
+                path: "/distfiles/a".into(),
+                query: None
+            },
+            "prefix not doubled"
+        );
     }
 
     #[test]

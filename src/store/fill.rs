@@ -338,18 +338,6 @@ fn store_blocking(
     let parent_rel = rel.parent().map(PathBuf::from).unwrap_or_default();
     disk::create_dirs_durably(&inner.root, &parent_rel)
         .map_err(io("create directories", &final_path))?;
-    let meta = EntryMeta {
-        key: key.canonical(),
-        size: len,
-        sha256,
-        headers: head.headers.clone(),
-        fetched_at: unix_now(),
-        source: head.source.clone(),
-        inode,
-    };
-    let meta_path = inner.meta_path(key);
-    disk::write_meta(&meta, &meta_path, &inner.tmp_dir, &inner.tmp_name("meta"))
-        .map_err(io("write metadata", &meta_path))?;
     if fs::symlink_metadata(&final_path)
         .map(|m| m.is_dir())
         .unwrap_or(false)
@@ -363,6 +351,18 @@ fn store_blocking(
             ),
         });
     }
+    let meta = EntryMeta {
+        key: key.canonical(),
+        size: len,
+        sha256,
+        headers: head.headers.clone(),
+        fetched_at: unix_now(),
+        source: head.source.clone(),
+        inode,
+    };
+    let meta_path = inner.meta_path(key);
+    disk::write_meta(&meta, &meta_path, &inner.tmp_dir, &inner.tmp_name("meta"))
+        .map_err(io("write metadata", &meta_path))?;
     fs::rename(tmp_path, &final_path).map_err(io("rename", &final_path))?;
     inner.hot.remove(key);
     disk::sync_dir(final_path.parent().expect("entries have a parent"))

@@ -241,6 +241,16 @@ impl Upstream {
                 )]
             }
         };
+        // Credentials were meant for one server: never replay them to the
+        // next mirror in line.
+        let credentialed = [header::AUTHORIZATION, header::COOKIE]
+            .iter()
+            .any(|h| req.headers.contains_key(h));
+        let urls = if credentialed {
+            urls.into_iter().take(1).collect()
+        } else {
+            urls
+        };
         let mut attempts = Vec::new();
         for url in urls {
             let started = std::time::Instant::now();
@@ -261,6 +271,7 @@ impl Upstream {
     }
 
     async fn fetch_one(&self, mut url: String, req: &FetchRequest<'_>) -> Result<Fetched, Error> {
+        let mut headers = req.headers.clone();
         for _ in 0..=self.max_redirects {
             let mut request = Request::builder()
                 .method(req.method.clone())
@@ -270,7 +281,7 @@ impl Upstream {
                     url: url.clone(),
                     reason: "not a valid URL",
                 })?;
-            *request.headers_mut() = req.headers.clone();
+            *request.headers_mut() = headers.clone();
             request
                 .headers_mut()
                 .entry(header::USER_AGENT)
@@ -288,7 +299,18 @@ impl Upstream {
             };
             let status = response.status();
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
-                url = redirect_target(&url, response.headers())?;
+                let next = redirect_target(&url, response.headers())?;
+                if !same_origin(&url, &next) {
+                    // As curl does: credentials do not follow a redirect to another server.
+                    for name in [
+                        header::AUTHORIZATION,
+                        header::COOKIE,
+                        header::PROXY_AUTHORIZATION,
+                    ] {
+                        headers.remove(name);
+                    }
+                }
+                url = next;
                 continue;
             }
             if status == StatusCode::NOT_FOUND
@@ -323,6 +345,13 @@ impl Upstream {
     }
 }
 
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
 fn redirect_target(current: &str, headers: &HeaderMap) -> Result<String, Error> {
     let bad = |reason| Error::Redirect {
         url: current.to_string(),
@@ -350,6 +379,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::LOCATION, HeaderValue::from_str(l).unwrap());
         h
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        assert!(same_origin("http://a/x", "http://a:80/y"));
+        assert!(!same_origin("http://a/x", "https://a/x"));
+        assert!(!same_origin("http://a/x", "http://b/x"));
+        assert!(!same_origin("http://a:1/x", "http://a:2/x"));
     }
 
     #[test]
