@@ -9,14 +9,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(err) = telemetry::init(
-        args.verbose,
-        args.log_format,
-        args.syslog.then_some(args.syslog_socket.as_path()),
-    ) {
-        eprintln!("package-cache: cannot set up logging: {err}");
-        return ExitCode::from(2);
-    }
+    let syslog = args.syslog.then_some(args.syslog_socket.as_path());
+    // Held to the end of main: dropping it flushes the queued log lines.
+    let _log_guard = match telemetry::init(args.verbose, args.log_format, syslog) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("package-cache: cannot set up logging: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match Config::try_from(args) {
         Ok(config) => config,
         Err(err) => {

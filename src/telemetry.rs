@@ -5,12 +5,15 @@ use crate::cli::LogFormat;
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::sync::Mutex;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(verbose: u8, format: LogFormat, syslog: Option<&Path>) -> io::Result<()> {
+/// Keeps the log writer thread alive; dropping it flushes what is queued.
+pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Installs the global subscriber. Call once, from `main`, and keep the guard
+/// until exit. Lines are formatted on the calling thread and written by a
+/// writer thread in batches, so a request never waits on stderr or syslog.
+pub fn init(verbose: u8, format: LogFormat, syslog: Option<&Path>) -> io::Result<LogGuard> {
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -20,76 +23,54 @@ pub fn init(verbose: u8, format: LogFormat, syslog: Option<&Path>) -> io::Result
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,package_cache={default}")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if let Some(socket) = syslog {
-        let writer = Syslog::connect(socket)?;
+        let (writer, guard) = tracing_appender::non_blocking(Syslog::connect(socket)?);
         builder
             .with_ansi(false)
             .without_time()
             .with_target(false)
             .with_writer(writer)
             .init();
-    } else {
-        match format {
-            LogFormat::Json => builder.json().with_writer(io::stderr).init(),
-            LogFormat::Text => builder
-                .with_ansi(io::stderr().is_terminal())
-                .with_writer(io::stderr)
-                .init(),
-        }
+        return Ok(guard);
     }
-    Ok(())
+    let ansi = io::stderr().is_terminal();
+    let (writer, guard) =
+        tracing_appender::non_blocking(io::BufWriter::with_capacity(64 * 1024, io::stderr()));
+    match format {
+        LogFormat::Json => builder.json().with_writer(writer).init(),
+        LogFormat::Text => builder.with_ansi(ansi).with_writer(writer).init(),
+    }
+    Ok(guard)
 }
 
 /// Writes each log line as one RFC 3164 datagram to the syslog socket, facility daemon.
 struct Syslog {
-    socket: Mutex<UnixDatagram>,
+    socket: UnixDatagram,
 }
 
 impl Syslog {
     fn connect(path: &Path) -> io::Result<Syslog> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(path)?;
-        Ok(Syslog {
-            socket: Mutex::new(socket),
-        })
+        Ok(Syslog { socket })
     }
 }
 
-/// One buffered line; sent on drop.
-struct SyslogLine<'a> {
-    syslog: &'a Syslog,
-    buf: Vec<u8>,
-}
-
-impl Write for SyslogLine<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
+impl Write for Syslog {
+    /// One call is one formatted line (the writer thread writes each whole).
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(line);
+        // <30> = facility daemon (3) * 8 + severity info (6); the level is in the text.
+        let msg = format!(
+            "<30>package-cache[{}]: {}",
+            std::process::id(),
+            text.trim_end()
+        );
+        // A full or absent syslog drops the line rather than stalling the writer.
+        let _ = self.socket.send(msg.as_bytes());
+        Ok(line.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-impl Drop for SyslogLine<'_> {
-    fn drop(&mut self) {
-        let line = String::from_utf8_lossy(&self.buf);
-        let line = line.trim_end();
-        // <30> = facility daemon (3) * 8 + severity info (6); the level is in the text.
-        let msg = format!("<30>package-cache[{}]: {line}", std::process::id());
-        if let Ok(socket) = self.syslog.socket.lock() {
-            let _ = socket.send(msg.as_bytes());
-        }
-    }
-}
-
-impl<'a> MakeWriter<'a> for Syslog {
-    type Writer = SyslogLine<'a>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        SyslogLine {
-            syslog: self,
-            buf: Vec::new(),
-        }
     }
 }

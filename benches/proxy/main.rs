@@ -3,7 +3,7 @@
 //! package-cache, nginx, package-cache, ... over BENCH_RUNS runs and reports the median of the
 //! per-run ours/nginx ratios, their spread, CPU seconds per GiB served, and a floor verdict.
 //!
-//! Environment: BENCH_RUNS (default 5), BENCH_QUICK=1 (small sizes, 2 runs), BENCH_ONLY=a,b, BENCH_KEEP=1
+//! Environment: BENCH_RUNS (default 5), BENCH_QUICK=1 (small sizes, 2 runs), BENCH_ONLY=a,b, BENCH_ACCESS_LOG=1, BENCH_KEEP=1
 //! (keep the work dir with all configs and logs). See benches/README.md.
 
 mod client;
@@ -206,6 +206,14 @@ fn launch_ours(dir: &Path, upstream: SocketAddr, n: usize) -> Result<Target> {
     cmd.arg("--source").arg(format!("http://{upstream}/"));
     cmd.arg("--cache").arg(dir.join("ours-cache"));
     cmd.args(["--host", "127.0.0.1", "--port", &addr.port().to_string()]);
+    // Like for like: the nginx reference runs with `access_log off`, so by
+    // default package-cache runs without its per-request line too.
+    // BENCH_ACCESS_LOG=1 keeps it on (an explicit RUST_LOG wins either way).
+    if std::env::var_os("RUST_LOG").is_none()
+        && std::env::var("BENCH_ACCESS_LOG").as_deref() != Ok("1")
+    {
+        cmd.env("RUST_LOG", "warn");
+    }
     println!("package-cache: {cmd:?} > {}", log.display());
     let mut server = Server::spawn("package-cache", cmd, &log, false)?;
     server.wait_ready(addr, Duration::from_secs(15))?;

@@ -14,7 +14,7 @@ pub struct AccessRecord {
     /// Method.
     pub method: http::Method,
     /// Request target as received.
-    pub target: String,
+    pub target: http::Uri,
     /// Response status.
     pub status: u16,
     /// X-Cache value.
@@ -93,18 +93,18 @@ impl Drop for LoggedBody {
             None => "client gone",
         };
         let r = &self.record;
-        tracing::info!(
-            method = %r.method,
-            path = %r.target,
-            status = r.status,
-            cache = r.cache,
-            bytes = self.bytes,
-            elapsed_ms = r.started.elapsed().as_millis() as u64,
-            peer = ?r.peer,
-            orig_dst = ?r.orig_dst,
-            outcome,
-            "request"
-        );
+        let elapsed_ms = r.started.elapsed().as_millis() as u64;
+        let peer = r.peer.map(tracing::field::display);
+        match r.orig_dst {
+            None => {
+                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache = r.cache,
+                bytes = self.bytes, elapsed_ms, peer, outcome, "request")
+            }
+            Some(dst) => {
+                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache = r.cache,
+                bytes = self.bytes, elapsed_ms, peer, orig_dst = %dst, outcome, "request")
+            }
+        }
     }
 }
 
@@ -112,7 +112,7 @@ impl Drop for LoggedBody {
 /// drops the handler then); disarmed once the response is built.
 pub struct Unanswered {
     method: http::Method,
-    target: String,
+    target: http::Uri,
     peer: Option<std::net::SocketAddr>,
     started: Instant,
     armed: bool,
@@ -128,7 +128,7 @@ impl Unanswered {
     ) -> Unanswered {
         Unanswered {
             method: method.clone(),
-            target: target.to_string(),
+            target: target.clone(),
             peer,
             started,
             armed: true,
@@ -150,7 +150,7 @@ impl Drop for Unanswered {
                 cache = "-",
                 bytes = 0u64,
                 elapsed_ms = self.started.elapsed().as_millis() as u64,
-                peer = ?self.peer,
+                peer = self.peer.map(tracing::field::display),
                 outcome = "client gone before response",
                 "request"
             );

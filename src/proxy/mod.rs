@@ -78,7 +78,7 @@ impl Proxy {
         };
         let record = AccessRecord {
             method: parts.method.clone(),
-            target: parts.uri.to_string(),
+            target: parts.uri.clone(),
             status: response.status().as_u16(),
             cache,
             peer: conn.map(|c| c.peer),
