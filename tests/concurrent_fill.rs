@@ -5,23 +5,10 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::app::{source, TestApp};
+use support::app::{committed, source, TestApp};
 use support::client::{self, bytes_of, get, sha256};
 use support::origin::{Origin, Reply};
 use tokio::io::AsyncWriteExt;
-
-async fn wait_for(path: &std::path::Path, limit: Duration) -> Duration {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < limit,
-            "{} not committed within {limit:?}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    started.elapsed()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_clients_one_upstream_request() {
@@ -109,7 +96,7 @@ async fn a_client_that_never_reads_delays_nobody() {
         other_took < Duration::from_secs(6),
         "second reader took {other_took:?}"
     );
-    wait_for(&app.cache.join("huge.bin"), Duration::from_secs(5)).await;
+    committed(&app.cache.join("huge.bin")).await;
     assert_eq!(origin.hits("/huge.bin"), 1);
     drop(stuck);
     app.stop().await;
@@ -128,7 +115,7 @@ async fn the_fill_finishes_when_the_first_client_leaves() {
         assert_eq!(parts.status, 200);
         drop(incoming);
     }
-    wait_for(&app.cache.join("leave.bin"), Duration::from_secs(5)).await;
+    committed(&app.cache.join("leave.bin")).await;
     origin.stop().await;
     let hit = get(&app.url("/leave.bin")).await;
     assert_eq!(hit.cache(), "HIT");
@@ -192,7 +179,7 @@ async fn a_leader_leaving_before_the_upstream_answers_cancels_nothing() {
     let got = follower.await.unwrap();
     assert_eq!(got.status, 200);
     assert_eq!(sha256(&got.body), sha256(&body));
-    wait_for(&app.cache.join("slowhead.bin"), Duration::from_secs(5)).await;
+    committed(&app.cache.join("slowhead.bin")).await;
     assert_eq!(
         origin.hits("/slowhead.bin"),
         1,

@@ -5,7 +5,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::app::{source, tmp_files, Binary, TestApp};
+use support::app::{committed, source, tmp_files, Binary, TestApp};
 use support::client::{self, bytes_of, get, sha256};
 use support::origin::{Origin, Reply};
 
@@ -84,12 +84,7 @@ async fn a_clean_close_delimited_body_is_committed() {
         let got = get(&app.url(path)).await;
         assert!(got.error.is_none(), "{path}: {:?}", got.error);
         assert_eq!(got.body, body.to_vec());
-        for _ in 0..100 {
-            if app.cache.join(&path[1..]).exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        committed(&app.cache.join(&path[1..])).await;
         let hit = get(&app.url(path)).await;
         assert_eq!((hit.cache(), hit.body.len()), ("HIT", body.len()), "{path}");
         assert_eq!(hit.header("content-length"), Some("70000"));
@@ -206,12 +201,7 @@ async fn kill_9_mid_fill_leaves_no_partial_entry_and_restart_refetches() {
     let bin = Binary::start(&args).await;
     let done = get(&bin.url("/done.bin")).await;
     assert_eq!(done.status, 200);
-    for _ in 0..100 {
-        if cache.join("done.bin").exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    committed(&cache.join("done.bin")).await;
     let url = bin.url("/crash.bin");
     let reader = tokio::spawn(async move { get(&url).await });
     tokio::time::sleep(Duration::from_millis(1000)).await;

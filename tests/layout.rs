@@ -5,20 +5,9 @@
 mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::time::Duration;
-use support::app::{source, TestApp};
+use support::app::{committed, source, TestApp};
 use support::client::{get, get_with, head};
 use support::origin::Origin;
-
-async fn committed(path: &std::path::Path) {
-    for _ in 0..200 {
-        if path.exists() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{} not committed", path.display());
-}
 
 #[tokio::test]
 async fn modes_let_local_clients_open_but_not_list_and_entries_survive_restart() {

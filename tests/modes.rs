@@ -5,7 +5,7 @@
 mod support;
 
 use package_cache::config::Authority;
-use support::app::{source, TestApp};
+use support::app::{committed, source, TestApp};
 use support::client::{self, bytes_of, get, raw, raw_status};
 use support::origin::Origin;
 
@@ -48,13 +48,7 @@ async fn absolute_form_requests_are_fetched_from_allowed_hosts_only() {
         .join(".package-cache-hosts")
         .join(&host)
         .join("pkg/one.tgz");
-    for _ in 0..100 {
-        if stored.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(stored.exists(), "per-host namespace: {}", stored.display());
+    committed(&stored).await;
     let (_, out, err) = client::curl(&[
         "-sS",
         "-x",

@@ -4,7 +4,7 @@
 mod support;
 
 use std::time::Duration;
-use support::app::{source, TestApp};
+use support::app::{committed, source, TestApp};
 use support::client::{self, get, raw, raw_status};
 use support::origin::Origin;
 
@@ -162,12 +162,7 @@ async fn names_round_trip_with_their_encoding() {
             "{path}: the upstream got the original encoding"
         );
         let stored = app.cache.join(file);
-        for _ in 0..100 {
-            if stored.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        committed(&stored).await;
         assert_eq!(std::fs::read(&stored).unwrap(), body.as_bytes(), "{file}");
         let hit = get(&app.url(path)).await;
         assert_eq!((hit.cache(), hit.body.as_slice()), ("HIT", body.as_bytes()));

@@ -4,7 +4,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::app::{source, TestApp};
+use support::app::{committed, source, TestApp};
 use support::client::{self, bytes_of, get, get_with, sha256};
 use support::origin::{Origin, Reply};
 
@@ -56,7 +56,7 @@ async fn miss_streams_before_the_download_ends_then_commits_durably() {
 
     // Committed: the file at its URL path with the exact bytes, metadata beside
     // it, nothing left in tmp/.
-    wait_committed(&app, "distfiles/a.tar.gz").await;
+    committed(&app.cache.join("distfiles/a.tar.gz")).await;
     let on_disk = tokio::fs::read(app.cache.join("distfiles/a.tar.gz"))
         .await
         .expect("entry on disk");
@@ -105,7 +105,7 @@ async fn hits_need_no_upstream_and_keep_its_headers_and_bytes() {
         "bytes as the upstream sent them, never decoded"
     );
     let etag = miss.header("etag").expect("upstream etag").to_string();
-    wait_committed(&app, "pkg.tar.gz").await;
+    committed(&app.cache.join("pkg.tar.gz")).await;
     origin.stop().await;
 
     let hit = get(&app.url("/pkg.tar.gz")).await;
@@ -137,25 +137,13 @@ async fn hits_need_no_upstream_and_keep_its_headers_and_bytes() {
     app.stop().await;
 }
 
-/// Waits until the entry's body is at its final path.
-pub async fn wait_committed(app: &TestApp, rel: &str) {
-    let path = app.cache.join(rel);
-    for _ in 0..200 {
-        if path.exists() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{rel} was not committed");
-}
-
 #[tokio::test]
 async fn ranges_conditionals_and_http10_on_hits() {
     let body = bytes_of(10_000, 3);
     let origin = Origin::builder().file("/f.bin", body.clone()).start().await;
     let app = TestApp::start(|c| source(c, &origin.url())).await;
     let first = get(&app.url("/f.bin")).await;
-    wait_committed(&app, "f.bin").await;
+    committed(&app.cache.join("f.bin")).await;
     let etag = first.header("etag").unwrap().to_string();
     let lm = first.header("last-modified").unwrap().to_string();
 

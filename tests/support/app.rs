@@ -64,6 +64,18 @@ impl TestApp {
     }
 }
 
+/// Waits (at most 5 s) until an entry's body is at `path`: a fill commits
+/// (fsync, rename) just after its last byte reached the clients.
+pub async fn committed(path: &Path) {
+    for _ in 0..500 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} was not committed", path.display());
+}
+
 /// Files in `<cache>/.package-cache/tmp`.
 pub fn tmp_files(cache: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(cache.join(".package-cache/tmp"))
