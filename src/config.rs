@@ -44,7 +44,10 @@ impl Authority {
             return Err(Error::Host(raw.to_string()));
         }
         let host = auth.host().to_ascii_lowercase();
+        // The host names a directory under `.package-cache-hosts/`: no empty,
+        // dot-led or dots-only names.
         let valid = !host.is_empty()
+            && !host.starts_with('.')
             && host
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
@@ -309,6 +312,8 @@ mod tests {
         );
         assert!(Authority::try_new("a b", false).is_err());
         assert!(Authority::try_new("", false).is_err());
+        assert!(Authority::try_new("..", false).is_err());
+        assert!(Authority::try_new(".hidden", false).is_err());
     }
 
     #[test]
