@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,6 +57,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         rules,
         tasks.clone(),
         hard_stop.clone(),
+        config.upstream.max_fills,
     );
     let limits = Limits {
         header_timeout: config.server.header_timeout,
@@ -90,7 +91,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 /// Binds every address `host` resolves to (`localhost` is often both
-/// 127.0.0.1 and ::1); with port 0 only the first, as each would get its own port.
+/// 127.0.0.1 and ::1); with port 0 only the first, as each would get its own
+/// port. An address this machine does not have is skipped; any other failure
+/// (the port taken) stops the start, so clients never reach someone else.
 async fn bind(host: &str, port: u16) -> anyhow::Result<Vec<TcpListener>> {
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
@@ -101,20 +104,35 @@ async fn bind(host: &str, port: u16) -> anyhow::Result<Vec<TcpListener>> {
         addrs.truncate(1);
     }
     let mut listeners = Vec::new();
-    let mut last_err = None;
     for addr in &addrs {
-        match TcpListener::bind(addr).await {
+        match listen(*addr) {
             Ok(listener) => listeners.push(listener),
-            Err(err) => {
-                tracing::warn!(addr = %addr, error = %err, "cannot bind one of the host's addresses");
-                last_err = Some(anyhow::Error::new(err).context(format!("binding {addr}")));
+            Err(err) if matches!(err.raw_os_error(), Some(code) if code == rustix::io::Errno::ADDRNOTAVAIL.raw_os_error() || code == rustix::io::Errno::AFNOSUPPORT.raw_os_error()) =>
+            {
+                tracing::warn!(addr = %addr, error = %err, "skipping an address this machine does not have");
             }
+            Err(err) => return Err(anyhow::Error::new(err).context(format!("binding {addr}"))),
         }
     }
     if listeners.is_empty() {
-        return Err(last_err.unwrap_or_else(|| anyhow::anyhow!("{host} has no address")));
+        anyhow::bail!("{host} resolves to no address this machine can listen on");
     }
     Ok(listeners)
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if addr.is_ipv6() {
+        // `::` must not also claim IPv4, which may be bound separately.
+        socket2::SockRef::from(&socket).set_only_v6(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 impl Running {

@@ -86,6 +86,10 @@ pub struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub header_timeout: u64,
 
+    /// Maximum downloads into the cache at once; further misses are passed through uncached.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_fills: usize,
+
     /// Maximum simultaneous client connections; more get 503.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,

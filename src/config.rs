@@ -136,6 +136,8 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Redirects followed per source.
     pub max_redirects: usize,
+    /// Downloads into the cache at once (each outlives its client).
+    pub max_fills: usize,
 }
 
 /// Client-facing server settings.
@@ -179,6 +181,7 @@ impl Config {
                 connect_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(2),
                 max_redirects: 5,
+                max_fills: 64,
             },
             server: ServerConfig {
                 host: "127.0.0.1".into(),
@@ -254,6 +257,7 @@ impl TryFrom<Args> for Config {
                 connect_timeout: secs(args.connect_timeout.max(1)),
                 idle_timeout: secs(args.upstream_timeout.max(1)),
                 max_redirects: 5,
+                max_fills: args.max_fills.max(1),
             },
             server: ServerConfig {
                 host: args

@@ -51,6 +51,8 @@ impl Syslog {
     fn connect(path: &Path) -> io::Result<Syslog> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(path)?;
+        // A syslog that stops reading must cost lines, not a stuck writer.
+        socket.set_nonblocking(true)?;
         Ok(Syslog { socket })
     }
 }

@@ -307,9 +307,15 @@ fn dnat_redirected_requests_are_cached_for_allowed_hosts_only() {
     // The original destination is in the request log.
     std::thread::sleep(Duration::from_millis(200));
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains(&format!("{mirror_addr}:80")),
-        "orig_dst logged: {text}"
+    let hit_line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "request" && v["fields"]["cache"] == "HIT")
+        .unwrap_or_else(|| panic!("a HIT request line in {text}"));
+    assert_eq!(
+        hit_line["fields"]["orig_dst"],
+        format!("{mirror_addr}:80"),
+        "orig_dst of the served request"
     );
     let _ = &gw;
 }

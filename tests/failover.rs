@@ -5,7 +5,7 @@
 mod support;
 
 use std::time::Duration;
-use support::app::{source, TestApp};
+use support::app::{committed, source, TestApp};
 use support::client::{bytes_of, get};
 use support::origin::{Origin, Reply};
 use support::tls::TlsIdentity;
@@ -110,11 +110,7 @@ async fn only_200_is_cached_and_redirects_are_followed() {
     let app = TestApp::start(|c| source(c, &origin.url())).await;
     let got = get(&app.url("/moved.tgz")).await;
     assert_eq!((got.status.as_u16(), got.body.len()), (200, body.len()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        app.cache.join("moved.tgz").exists(),
-        "stored under the requested path"
-    );
+    committed(&app.cache.join("moved.tgz")).await;
     assert_eq!(get(&app.url("/moved.tgz")).await.cache(), "HIT");
     for _ in 0..2 {
         let got = get(&app.url("/forbidden")).await;

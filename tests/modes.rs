@@ -119,7 +119,7 @@ async fn hosts_do_not_collide_and_mirrors_share_one_namespace() {
         .await;
     let app = TestApp::start(|c| source(source(c, &m1.url()), &m2.url())).await;
     assert_eq!(get(&app.url("/distfiles/x.tar.gz")).await.cache(), "MISS");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    committed(&app.cache.join("distfiles/x.tar.gz")).await;
     m2.stop().await;
     assert_eq!(get(&app.url("/distfiles/x.tar.gz")).await.cache(), "HIT");
     // The mirror's own host name in absolute form maps to the same entry.

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
 use support::app::{committed, source, TestApp};
 use support::client::{self, get, raw, raw_status};
 use support::origin::Origin;
@@ -181,7 +180,7 @@ async fn a_file_and_a_directory_of_the_same_name_never_clash() {
         .await;
     let app = TestApp::start(|c| source(c, &origin.url())).await;
     assert_eq!(get(&app.url("/a")).await.cache(), "MISS");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    committed(&app.cache.join("a")).await;
     for _ in 0..2 {
         let r = get(&app.url("/a/b")).await;
         assert_eq!(
@@ -190,7 +189,7 @@ async fn a_file_and_a_directory_of_the_same_name_never_clash() {
         );
     }
     assert_eq!(get(&app.url("/c/d")).await.cache(), "MISS");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    committed(&app.cache.join("c/d")).await;
     let r = get(&app.url("/c")).await;
     assert_eq!(
         (r.status.as_u16(), r.cache(), r.body.as_slice()),

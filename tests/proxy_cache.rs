@@ -138,8 +138,8 @@ async fn hits_need_no_upstream_and_keep_its_headers_and_bytes() {
 }
 
 #[tokio::test]
-async fn ranges_conditionals_and_http10_on_hits() {
-    let body = bytes_of(10_000, 3);
+async fn ranges_conditionals_and_http10_on_hits_read_from_disk() {
+    let body = bytes_of(300_000, 3);
     let origin = Origin::builder().file("/f.bin", body.clone()).start().await;
     let app = TestApp::start(|c| source(c, &origin.url())).await;
     let first = get(&app.url("/f.bin")).await;
@@ -149,19 +149,22 @@ async fn ranges_conditionals_and_http10_on_hits() {
 
     let r = get_with(&app.url("/f.bin"), &[("range", "bytes=100-199")]).await;
     assert_eq!(r.status, 206);
-    assert_eq!(r.header("content-range"), Some("bytes 100-199/10000"));
+    assert_eq!(r.header("content-range"), Some("bytes 100-199/300000"));
     assert_eq!(r.body, body[100..200].to_vec());
     let r = get_with(&app.url("/f.bin"), &[("range", "bytes=-10")]).await;
-    assert_eq!((r.status.as_u16(), r.body.as_slice()), (206, &body[9990..]));
-    let r = get_with(&app.url("/f.bin"), &[("range", "bytes=9999-")]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.as_slice()),
+        (206, &body[299_990..])
+    );
+    let r = get_with(&app.url("/f.bin"), &[("range", "bytes=299999-")]).await;
     assert_eq!((r.status.as_u16(), r.body.len()), (206, 1));
-    let r = get_with(&app.url("/f.bin"), &[("range", "bytes=10000-")]).await;
+    let r = get_with(&app.url("/f.bin"), &[("range", "bytes=300000-")]).await;
     assert_eq!(r.status, 416);
-    assert_eq!(r.header("content-range"), Some("bytes */10000"));
+    assert_eq!(r.header("content-range"), Some("bytes */300000"));
     let r = get_with(&app.url("/f.bin"), &[("range", "bytes=0-1,5-6")]).await;
     assert_eq!(
         (r.status.as_u16(), r.body.len()),
-        (200, 10_000),
+        (200, 300_000),
         "multiple ranges: the whole body"
     );
 
@@ -178,7 +181,7 @@ async fn ranges_conditionals_and_http10_on_hits() {
     .await;
     assert_eq!(
         (r.status.as_u16(), r.body.len()),
-        (200, 10_000),
+        (200, 300_000),
         "stale If-Range: whole body"
     );
     let r = get_with(
@@ -293,5 +296,48 @@ async fn the_cache_directory_is_locked_while_served() {
         .err()
         .expect("second open must fail");
     assert!(err.to_string().contains("locked"), "{err}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn head_on_a_miss_fills_the_entry_and_answers_headers_only() {
+    let body = bytes_of(80_000, 5);
+    let origin = Origin::builder()
+        .file("/h.tar.gz", body.clone())
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+    let h = client::head(&app.url("/h.tar.gz")).await;
+    assert_eq!(
+        (h.status.as_u16(), h.cache(), h.body.len()),
+        (200, "MISS", 0)
+    );
+    assert_eq!(h.header("content-length"), Some("80000"));
+    committed(&app.cache.join("h.tar.gz")).await;
+    let g = get(&app.url("/h.tar.gz")).await;
+    assert_eq!((g.cache(), g.body.len()), ("HIT", 80_000));
+    assert_eq!(origin.hits("/h.tar.gz"), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn small_entries_in_memory_follow_changes_on_disk() {
+    let origin = Origin::builder().file("/s.txt", "first").start().await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+    assert_eq!(get(&app.url("/s.txt")).await.body, b"first");
+    committed(&app.cache.join("s.txt")).await;
+    assert_eq!(get(&app.url("/s.txt")).await.cache(), "HIT");
+    // An operator replaces the file behind the server's back.
+    std::fs::write(app.cache.join("s.txt.new"), "second").unwrap();
+    std::fs::rename(app.cache.join("s.txt.new"), app.cache.join("s.txt")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = get(&app.url("/s.txt")).await;
+    assert_eq!((r.cache(), r.body.as_slice()), ("HIT", &b"second"[..]));
+    // And deletes it: the next request fetches it again.
+    std::fs::remove_file(app.cache.join("s.txt")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = get(&app.url("/s.txt")).await;
+    assert_eq!((r.cache(), r.body.as_slice()), ("MISS", &b"first"[..]));
+    assert_eq!(origin.hits("/s.txt"), 2);
     app.stop().await;
 }

@@ -8,18 +8,20 @@ use crate::store::{Committed, Fill, FillHead, FillPermit};
 use crate::upstream::{FetchRequest, Fetched, Upstream};
 use http::{Method, StatusCode};
 use std::time::Instant;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 /// Fetches `target` for `permit`. A response that is not cached (not 200, or
 /// the store could not take it) is handed back to the leader through
-/// `handback` before the permit is released, so the leader can pass it on.
+/// `handback` before the permit is released, so the leader can pass it on;
+/// waiters then fetch for themselves. `_slot` is held until the fill ends.
 pub(super) async fn run(
     upstream: Upstream,
     target: Target,
     permit: FillPermit,
     handback: oneshot::Sender<Fetched>,
     cancel: CancellationToken,
+    _slot: OwnedSemaphorePermit,
 ) {
     let fetch = FetchRequest {
         via: via(&target),
@@ -40,13 +42,10 @@ pub(super) async fn run(
         }
     };
     if fetched.status != StatusCode::OK {
-        // Only 200s are cached; the leader passes this answer on as it is.
-        let status = fetched.status;
+        // Only 200s are cached: the leader passes this answer on as it is,
+        // and waiters ask for themselves.
         let _ = handback.send(fetched);
-        permit.fail(
-            status.as_u16(),
-            format!("package-cache: upstream answered {status}"),
-        );
+        permit.uncacheable();
         return;
     }
     let head = FillHead {
@@ -59,7 +58,7 @@ pub(super) async fn run(
         Err((err, permit)) => {
             tracing::error!(key = %permit.key(), error = %err, "cannot start a fill; passing uncached");
             let _ = handback.send(fetched);
-            drop(permit);
+            permit.uncacheable();
         }
     }
 }

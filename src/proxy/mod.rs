@@ -21,7 +21,7 @@ use route::Route;
 use std::sync::Arc;
 use std::time::Instant;
 use target::{ConnInfo, HostRules, Target};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -36,17 +36,20 @@ pub struct Proxy {
     rules: Arc<HostRules>,
     tasks: TaskTracker,
     fills_cancel: CancellationToken,
+    fill_slots: Arc<Semaphore>,
 }
 
 impl Proxy {
-    /// A proxy over `store` and `upstream`. Fill tasks are spawned on `tasks`
-    /// and abandoned (entries not committed) when `fills_cancel` fires.
+    /// A proxy over `store` and `upstream`. Fill tasks are spawned on `tasks`,
+    /// at most `max_fills` at once, and abandoned (entries not committed)
+    /// when `fills_cancel` fires.
     pub fn new(
         store: Store,
         upstream: Upstream,
         rules: HostRules,
         tasks: TaskTracker,
         fills_cancel: CancellationToken,
+        max_fills: usize,
     ) -> Proxy {
         Proxy {
             store,
@@ -54,6 +57,7 @@ impl Proxy {
             rules: Arc::new(rules),
             tasks,
             fills_cancel,
+            fill_slots: Arc::new(Semaphore::new(max_fills)),
         }
     }
 
@@ -146,9 +150,16 @@ impl Proxy {
                 Lookup::Filling(mut watch) => match watch.started().await {
                     FillStart::Started(head) => return from_fill(req, &head, watch, false),
                     FillStart::Failed(failure) => return respond::fill_failed(&failure),
+                    FillStart::Uncacheable => return self.pass(req, target).await,
                     FillStart::Vacated => continue,
                 },
                 Lookup::Miss(permit) => {
+                    // Fills outlive their clients, so they need a bound of their own.
+                    let Ok(slot) = self.fill_slots.clone().try_acquire_owned() else {
+                        tracing::warn!(key = %key, "too many fills in progress; passing uncached");
+                        permit.uncacheable();
+                        return self.pass(req, target).await;
+                    };
                     // The fill task owns the fetch, so this client leaving (even
                     // before the upstream answers) cancels nothing.
                     let mut watch = permit.watch();
@@ -159,11 +170,14 @@ impl Proxy {
                         permit,
                         handback,
                         self.fills_cancel.clone(),
+                        slot,
                     );
                     self.tasks.spawn(job);
                     match watch.started().await {
                         FillStart::Started(head) => return from_fill(req, &head, watch, true),
-                        FillStart::Failed(failure) => {
+                        FillStart::Failed(failure) => return respond::fill_failed(&failure),
+                        FillStart::Uncacheable => {
+                            // Handed back before the state changed, so it is here.
                             if let Ok(fetched) = returned.try_recv() {
                                 return respond::passthrough(
                                     &req.method,
@@ -171,17 +185,9 @@ impl Proxy {
                                     CacheStatus::Pass,
                                 );
                             }
-                            return respond::fill_failed(&failure);
+                            return self.pass(req, target).await;
                         }
-                        FillStart::Vacated => {
-                            if let Ok(fetched) = returned.try_recv() {
-                                return respond::passthrough(
-                                    &req.method,
-                                    fetched,
-                                    CacheStatus::Pass,
-                                );
-                            }
-                        }
+                        FillStart::Vacated => continue,
                     }
                 }
             }

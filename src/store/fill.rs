@@ -10,6 +10,7 @@ use super::disk::{self, FILE_MODE};
 use super::meta::{unix_now, EntryMeta};
 use super::{CacheKey, Error, Inner};
 use bytes::Bytes;
+use rustix::fs::OFlags;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -42,6 +43,9 @@ pub enum FillState {
     Failed(Arc<FillFailure>),
     /// The permit was given up before starting: readers look up again.
     Vacated,
+    /// The answer is not cacheable (not a 200, or the store cannot take
+    /// it): readers fetch for themselves, uncached.
+    Uncacheable,
 }
 
 impl FillState {
@@ -54,6 +58,7 @@ impl FillState {
             FillState::Aborted => "aborted",
             FillState::Failed(_) => "failed",
             FillState::Vacated => "vacated",
+            FillState::Uncacheable => "uncacheable",
         }
     }
 }
@@ -127,11 +132,14 @@ impl FillPermit {
         let tmp_path = self.inner.tmp_path("part");
         let path = tmp_path.clone();
         let opened = tokio::task::spawn_blocking(move || {
+            // O_NOATIME: reads of a growing file must not dirty its inode
+            // (readers run on the runtime thread with RWF_NOWAIT).
             OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(FILE_MODE)
+                .custom_flags(OFlags::NOATIME.bits() as i32)
                 .open(&path)
         })
         .await;
@@ -166,6 +174,14 @@ impl FillPermit {
             expected_len,
             finished: false,
         })
+    }
+
+    /// Gives up because the answer cannot be cached: waiting readers fetch
+    /// for themselves, uncached.
+    pub fn uncacheable(mut self) {
+        self.done = true;
+        self.inner.forget_fill(&self.shared);
+        self.shared.state.send_replace(FillState::Uncacheable);
     }
 
     /// Gives up before any body: waiting readers answer `status` with `message`.

@@ -1,16 +1,20 @@
 //! `HotSet`: small committed entries kept in memory, so that a hit on one
 //! needs no blocking-pool round trip (open, stat, read metadata, read body).
 //!
-//! Bounded by total bytes; the oldest insertions go first. The store drops a
-//! key from here whenever it commits or removes that key, so the set never
-//! disagrees with what the store itself wrote. (Edits made to the directory
-//! behind the running server's back are not seen until restart.)
+//! Bounded by what the entries really occupy (body, key twice, metadata); the
+//! oldest insertions go first. The store drops a key whenever it commits or
+//! removes it; and an entry is trusted for [`TRUST`] only, after which the
+//! next hit re-opens the file, so edits made behind the server's back (an
+//! operator deleting or replacing a file) show within a second.
 
 use super::{CacheKey, EntryMeta};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long an entry is served from memory without looking at the disk.
+pub(crate) const TRUST: Duration = Duration::from_secs(1);
 
 /// One small entry, whole.
 #[derive(Clone)]
@@ -18,6 +22,18 @@ pub(crate) struct HotEntry {
     pub(crate) body: Bytes,
     pub(crate) meta: Option<Arc<EntryMeta>>,
     pub(crate) mtime: SystemTime,
+    /// When the file was last read from disk.
+    pub(crate) checked: Instant,
+}
+
+impl HotEntry {
+    fn cost(&self, key: &CacheKey) -> usize {
+        // The key is held twice: in the map and in the eviction queue.
+        self.body.len()
+            + 2 * key.approx_size()
+            + self.meta.as_ref().map_or(0, |m| m.approx_size())
+            + 64
+    }
 }
 
 struct Inner {
@@ -44,23 +60,24 @@ impl HotSet {
         }
     }
 
+    /// The entry, if present and checked against the disk within [`TRUST`].
     pub(crate) fn get(&self, key: &CacheKey) -> Option<HotEntry> {
-        self.inner
-            .lock()
-            .expect("hot set lock is never poisoned")
+        let inner = self.inner.lock().expect("hot set lock is never poisoned");
+        inner
             .map
             .get(key)
+            .filter(|e| e.checked.elapsed() < TRUST)
             .cloned()
     }
 
     pub(crate) fn insert(&self, key: CacheKey, entry: HotEntry) {
-        let cost = entry.body.len() + 256;
+        let cost = entry.cost(&key);
         if cost > self.budget {
             return;
         }
         let mut inner = self.inner.lock().expect("hot set lock is never poisoned");
         if let Some(old) = inner.map.insert(key.clone(), entry) {
-            inner.bytes -= old.body.len() + 256;
+            inner.bytes -= old.cost(&key);
         } else {
             inner.order.push_back(key);
         }
@@ -70,7 +87,7 @@ impl HotSet {
                 break;
             };
             if let Some(gone) = inner.map.remove(&oldest) {
-                inner.bytes -= gone.body.len() + 256;
+                inner.bytes -= gone.cost(&oldest);
             }
         }
     }
@@ -78,7 +95,7 @@ impl HotSet {
     pub(crate) fn remove(&self, key: &CacheKey) {
         let mut inner = self.inner.lock().expect("hot set lock is never poisoned");
         if let Some(gone) = inner.map.remove(key) {
-            inner.bytes -= gone.body.len() + 256;
+            inner.bytes -= gone.cost(key);
             inner.order.retain(|k| k != key);
         }
     }
@@ -98,12 +115,14 @@ mod tests {
             body: Bytes::from(vec![0u8; n]),
             meta: None,
             mtime: SystemTime::UNIX_EPOCH,
+            checked: Instant::now(),
         }
     }
 
     #[test]
     fn stays_within_its_budget_dropping_the_oldest() {
-        let hot = HotSet::new(3 * (1000 + 256));
+        let one = entry(1000).cost(&key("/f0"));
+        let hot = HotSet::new(3 * one);
         for i in 0..5 {
             hot.insert(key(&format!("/f{i}")), entry(1000));
         }
@@ -118,5 +137,32 @@ mod tests {
         );
         hot.insert(key("/f2"), entry(10));
         assert_eq!(hot.get(&key("/f2")).unwrap().body.len(), 10, "replaced");
+    }
+
+    #[test]
+    fn long_keys_count_against_the_budget() {
+        let long = |i: usize| key(&format!("/{}/{i}", "k".repeat(200)));
+        let hot = HotSet::new(64 * 1024);
+        for i in 0..10_000 {
+            hot.insert(long(i), entry(0));
+        }
+        let kept = (0..10_000).filter(|&i| hot.get(&long(i)).is_some()).count();
+        assert!(
+            kept * 2 * long(0).approx_size() <= 64 * 1024,
+            "{kept} empty entries kept"
+        );
+        assert!(kept > 0);
+    }
+
+    #[test]
+    fn entries_are_trusted_for_a_second_only() {
+        let hot = HotSet::new(1 << 20);
+        let mut old = entry(10);
+        old.checked = Instant::now() - TRUST - Duration::from_millis(1);
+        hot.insert(key("/old"), old);
+        assert!(
+            hot.get(&key("/old")).is_none(),
+            "stale: the next hit goes to the disk"
+        );
     }
 }

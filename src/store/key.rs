@@ -126,6 +126,15 @@ impl CacheKey {
         })
     }
 
+    /// Bytes this key occupies in memory, roughly (for budgets).
+    pub fn approx_size(&self) -> usize {
+        let ns = match &self.namespace {
+            Namespace::Mirrors => 0,
+            Namespace::Host(host) => host.len(),
+        };
+        64 + ns + self.segments.iter().map(|s| s.len() + 24).sum::<usize>()
+    }
+
     /// The namespace of this key.
     pub fn namespace(&self) -> &Namespace {
         &self.namespace

@@ -28,6 +28,16 @@ pub struct EntryMeta {
 }
 
 impl EntryMeta {
+    /// Bytes this metadata occupies in memory, roughly (for budgets).
+    pub fn approx_size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 48)
+            .sum();
+        128 + self.key.len() + self.sha256.len() + self.source.len() + headers
+    }
+
     /// The first value of header `name` (lower case), if recorded.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

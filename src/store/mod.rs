@@ -144,6 +144,8 @@ pub enum FillStart {
     Failed(Arc<FillFailure>),
     /// The leader gave up before starting; look up again.
     Vacated,
+    /// The answer is not cacheable; fetch it uncached.
+    Uncacheable,
 }
 
 impl FillWatch {
@@ -156,6 +158,7 @@ impl FillWatch {
         match state {
             FillState::Failed(failure) => FillStart::Failed(failure),
             FillState::Vacated => FillStart::Vacated,
+            FillState::Uncacheable => FillStart::Uncacheable,
             _ => match self.shared.head.get() {
                 Some(head) => FillStart::Started(head.clone()),
                 None => FillStart::Vacated,
@@ -396,13 +399,23 @@ fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opened, Error> {
     let rel = key.relative_path();
     // RESOLVE_BENEATH: whatever symlinks an operator placed, nothing outside
     // the root can be opened through a key.
-    let fd = match rustix::fs::openat2(
-        &inner.root_fd,
-        &rel,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    ) {
+    let open = |flags: OFlags| {
+        rustix::fs::openat2(
+            &inner.root_fd,
+            &rel,
+            flags,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    // O_NOATIME keeps reads (on the runtime thread, see reader.rs) from
+    // dirtying the inode; it is refused for files owned by someone else.
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let opened = match open(flags | OFlags::NOATIME) {
+        Err(rustix::io::Errno::PERM) => open(flags),
+        other => other,
+    };
+    let fd = match opened {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(Opened::Missing),
         Err(rustix::io::Errno::NOTDIR)
@@ -449,6 +462,7 @@ fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opened, Error> {
             body: body.clone(),
             meta: meta.clone(),
             mtime,
+            checked: std::time::Instant::now(),
         };
         inner.hot.insert(key.clone(), hot);
         return Ok(Opened::Entry(Entry {

@@ -88,7 +88,10 @@ impl BodyReader {
                             }
                             len
                         }
-                        FillState::Aborted | FillState::Failed(_) | FillState::Vacated => {
+                        FillState::Aborted
+                        | FillState::Failed(_)
+                        | FillState::Vacated
+                        | FillState::Uncacheable => {
                             return Err(io::Error::new(
                                 io::ErrorKind::ConnectionAborted,
                                 "upstream fetch failed",
