@@ -188,3 +188,57 @@ async fn syslog_gets_the_log_lines() {
     assert!(n.contains("listening"), "{n}");
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_grace_is_a_deadline_and_nothing_half_done_is_kept() {
+    let body = bytes_of(400 * 1024, 51);
+    // About 10 s upstream: far past the 1 s grace.
+    let origin = Origin::builder()
+        .route("/long.bin", Reply::file(body.clone()).throttle(40 * 1024))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_str().unwrap().to_string();
+    let args = [
+        "--source",
+        &origin.url(),
+        "--cache",
+        &cache,
+        "--shutdown-grace",
+        "1",
+    ];
+    let mut bin = Binary::start(&args).await;
+    let url = bin.url("/long.bin");
+    let download = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = std::time::Instant::now();
+    bin.signal(rustix::process::Signal::TERM);
+    let status = tokio::time::timeout(Duration::from_secs(10), bin.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "exited {:?} after SIGTERM",
+        asked.elapsed()
+    );
+    let cut = download.await.unwrap();
+    assert!(
+        cut.error.is_some(),
+        "the client sees the transfer cut short"
+    );
+    assert!(
+        !dir.path().join("long.bin").exists(),
+        "an unfinished fill is not committed"
+    );
+    let bin = Binary::start(&args).await;
+    assert!(support::app::tmp_files(dir.path()).is_empty());
+    origin.stop().await;
+    assert_eq!(
+        get(&bin.url("/long.bin")).await.status,
+        502,
+        "nothing cached, upstream gone"
+    );
+    bin.kill9().await;
+}
