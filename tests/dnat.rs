@@ -1,7 +1,9 @@
 //! Transparent interception for real: network namespaces made by the test (a
-//! client, a gateway running package-cache with an nft DNAT rule, and an
-//! upstream mirror), so that `SO_ORIGINAL_DST` differs from the listener.
-//! Nothing changes in the root namespace. Needs root, iproute2 and nft.
+//! client, a gateway running package-cache with the DNAT rule that
+//! contrib/dnat/package-cache-dnat installs, and an upstream mirror), so that
+//! `SO_ORIGINAL_DST` differs from the listener. Both the nft and iptables
+//! variants and their --delete are exercised. Nothing changes in the root
+//! namespace. Needs root, iproute2, nft and iptables.
 
 mod support;
 
@@ -110,26 +112,25 @@ impl Topology {
             "via",
             &format!("10.{n}.1.1"),
         ]);
-        // The rule contrib/ will ship: client port-80 traffic to the mirror goes to the proxy.
-        let rules = format!(
-            "table ip pcnat {{\n chain pre {{\n  type nat hook prerouting priority dstnat; policy accept;\n  \
-             iifname \"{p}h0\" tcp dport 80 dnat to 10.{n}.0.1:8080\n }}\n}}\n"
-        );
-        let mut nft = ns_exec(&gw, &["nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("nft");
-        use std::io::Write;
-        nft.stdin
-            .take()
-            .expect("stdin")
-            .write_all(rules.as_bytes())
-            .expect("rules written");
-        assert!(
-            nft.wait().expect("nft exits").success(),
-            "nft accepted the DNAT rule"
-        );
         t
+    }
+
+    /// Runs contrib/dnat/package-cache-dnat in the gateway with `args`.
+    fn dnat(&self, args: &[&str]) {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/dnat/package-cache-dnat"
+        );
+        let iif = format!("{}h0", self.prefix);
+        let to = format!("10.{}.0.1:8080", self.net);
+        let mirror = format!("10.{}.1.2", self.net);
+        let mut all = vec!["sh", script];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--iif", &iif, "--to", &to, &mirror]);
+        let status = ns_exec(&self.ns("gw"), &all)
+            .status()
+            .expect("dnat script runs");
+        assert!(status.success(), "package-cache-dnat {args:?}");
     }
 
     fn ns(&self, role: &str) -> String {
@@ -195,7 +196,13 @@ fn wait_port(ns: &str, addr: &str) {
 }
 
 fn wget(ns: &str, url: &str, host: Option<&str>) -> (bool, Vec<u8>, String) {
-    let mut args = vec!["wget", "-S", "-q", "-O", "-", "-T", "10", "-t", "1"];
+    wget_within(ns, url, host, "10")
+}
+
+/// As `wget`, giving up after `secs` (for requests expected to fail: without
+/// a DNAT rule the gateway, which does not forward, drops them).
+fn wget_within(ns: &str, url: &str, host: Option<&str>, secs: &str) -> (bool, Vec<u8>, String) {
+    let mut args = vec!["wget", "-S", "-q", "-O", "-", "-T", secs, "-t", "1"];
     let header;
     if let Some(h) = host {
         header = format!("--header=Host: {h}");
@@ -266,6 +273,7 @@ fn dnat_redirected_requests_are_cached_for_allowed_hosts_only() {
     );
     wait_port(&gw, &format!("10.{n}.0.1:8080"));
 
+    topo.dnat(&["--nft"]);
     // A plain wget to the mirror's own address, as a client behind the gateway would run it.
     let url = format!("http://{mirror_addr}/distfiles/ab/pkg-1.0.tar.gz");
     let (ok, out, headers) = wget(&cli, &url, None);
@@ -317,5 +325,22 @@ fn dnat_redirected_requests_are_cached_for_allowed_hosts_only() {
         format!("{mirror_addr}:80"),
         "orig_dst of the served request"
     );
+
+    // --delete undoes it: without the rule the client reaches the (stopped) mirror itself.
+    topo.dnat(&["--nft", "--delete"]);
+    let (ok, _, headers) = wget_within(&cli, &url, None, "2");
+    assert!(!ok, "no redirect after --delete: {headers}");
+    // The iptables variant redirects the same way, and its --delete undoes it too.
+    topo.dnat(&["--iptables"]);
+    let (ok, out, headers) = wget(&cli, &url, None);
+    assert!(ok, "{headers}");
+    assert_eq!(out, body.to_vec());
+    assert!(
+        headers.to_ascii_lowercase().contains("x-cache: hit"),
+        "{headers}"
+    );
+    topo.dnat(&["--iptables", "--delete"]);
+    let (ok, _, _) = wget_within(&cli, &url, None, "2");
+    assert!(!ok, "no redirect after the iptables --delete");
     let _ = &gw;
 }
