@@ -14,7 +14,9 @@ mod meta;
 mod reader;
 
 pub use fill::{Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
-pub use key::{CacheKey, KeyError, Namespace, HOSTS_DIR, STATE_DIR};
+pub use key::{
+    CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, STATE_DIR,
+};
 pub use meta::EntryMeta;
 pub use reader::BodyReader;
 

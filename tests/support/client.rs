@@ -123,9 +123,10 @@ pub async fn read_body(mut body: Incoming) -> (Vec<u8>, Option<String>) {
     }
 }
 
-/// GET `url` with extra headers; reads the whole body.
-pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Got {
-    let (parts, body, head_after) = open(url, headers).await;
+/// Sends `method url` with extra headers; reads the whole body.
+pub async fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
+    let (addr, path) = addr_of(url);
+    let (parts, body, head_after) = open_at(addr, &path, method, headers).await;
     let (body, error) = read_body(body).await;
     Got {
         status: parts.status,
@@ -134,25 +135,21 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Got {
         error,
         head_after,
     }
+}
+
+/// GET `url` with extra headers.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Got {
+    request("GET", url, headers).await
 }
 
 /// GET `url`.
 pub async fn get(url: &str) -> Got {
-    get_with(url, &[]).await
+    request("GET", url, &[]).await
 }
 
 /// HEAD `url`.
 pub async fn head(url: &str) -> Got {
-    let (addr, path) = addr_of(url);
-    let (parts, body, head_after) = open_at(addr, &path, "HEAD", &[]).await;
-    let (body, error) = read_body(body).await;
-    Got {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-        error,
-        head_after,
-    }
+    request("HEAD", url, &[]).await
 }
 
 /// Writes `request` bytes to `addr` and reads one response: its head and a
