@@ -6,6 +6,8 @@
 use super::{headers, respond, target::Target, via};
 use crate::store::{Committed, Fill, FillHead, FillPermit};
 use crate::upstream::{FetchRequest, Fetched, Upstream};
+use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{Method, StatusCode};
 use std::time::Instant;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -63,6 +65,38 @@ pub(super) async fn run(
     }
 }
 
+/// Most bytes gathered into one write.
+const BATCH: usize = 1 << 20;
+
+/// How gathering stopped.
+enum Gathered {
+    /// Nothing more is ready yet.
+    More,
+    /// The body ended cleanly.
+    End,
+    /// The body failed.
+    Failed(crate::upstream::BodyError),
+}
+
+/// `first` plus every chunk that is ready without waiting, up to [`BATCH`].
+fn gather(fetched: &mut Fetched, first: Bytes) -> (Vec<Bytes>, Gathered) {
+    let mut size = first.len();
+    let mut batch = vec![first];
+    while size < BATCH {
+        // The body's next frame is cancel-safe: a pending poll loses nothing.
+        match fetched.next_chunk().now_or_never() {
+            Some(Ok(Some(chunk))) => {
+                size += chunk.len();
+                batch.push(chunk);
+            }
+            Some(Ok(None)) => return (batch, Gathered::End),
+            Some(Err(err)) => return (batch, Gathered::Failed(err)),
+            None => break,
+        }
+    }
+    (batch, Gathered::More)
+}
+
 /// Drives one download into its fill to the end (or to failure), even when
 /// every reader has gone.
 async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
@@ -77,9 +111,22 @@ async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
         };
         match chunk {
             Ok(Some(data)) => {
-                if let Err(err) = fill.write(data).await {
+                // Take whatever else has already arrived, so that a fast
+                // upstream costs one write (and one reader wake-up) per batch,
+                // not per network read; a slow one still writes each chunk at once.
+                let (batch, end) = gather(&mut fetched, data);
+                if let Err(err) = fill.write(batch).await {
                     tracing::error!(key = %fill.key(), error = %err, "fill write failed; nothing committed");
                     return;
+                }
+                match end {
+                    Gathered::More => {}
+                    Gathered::End => break,
+                    Gathered::Failed(err) => {
+                        tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
+                            "upstream body failed; nothing committed");
+                        return;
+                    }
                 }
             }
             Ok(None) => break,

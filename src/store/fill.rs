@@ -238,10 +238,12 @@ impl Fill {
         &self.shared.key
     }
 
-    /// Appends `data`, then makes it visible to readers.
-    pub async fn write(&mut self, data: Bytes) -> Result<(), Error> {
+    /// Appends `chunks` in order (one trip to the blocking pool for all of
+    /// them), then makes them visible to readers.
+    pub async fn write(&mut self, chunks: Vec<Bytes>) -> Result<(), Error> {
+        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         if let Some(expected) = self.expected_len {
-            if self.written + data.len() as u64 > expected {
+            if self.written + len > expected {
                 return Err(Error::TooLong {
                     key: self.shared.key.to_string(),
                     expected,
@@ -254,9 +256,15 @@ impl Fill {
             .take()
             .expect("hasher is present between writes");
         let (hasher, result) = tokio::task::spawn_blocking(move || {
-            hasher.update(&data);
-            let result = (&*file).write_all(&data).map(|()| data.len());
-            (hasher, result)
+            let mut result = Ok(0);
+            for chunk in &chunks {
+                hasher.update(chunk);
+                if let Err(err) = (&*file).write_all(chunk) {
+                    result = Err(err);
+                    break;
+                }
+            }
+            (hasher, result.map(|_: usize| len as usize))
         })
         .await
         .map_err(Error::join)?;
