@@ -81,6 +81,10 @@ pub struct FillHead {
     pub content_length: Option<u64>,
     /// The URL the body comes from.
     pub source: String,
+    /// The sha256 an index lists for this file (lower-case hex). When set,
+    /// readers are kept one byte short of the end until the body matches it,
+    /// so a mismatch can never look like a complete download.
+    pub expected_sha256: Option<String>,
 }
 
 /// State shared between a fill's writer and its readers.
@@ -159,6 +163,7 @@ impl FillPermit {
         };
         let _ = self.shared.file.set(file.clone());
         let expected_len = head.content_length;
+        let hold_back = u64::from(head.expected_sha256.is_some());
         let _ = self.shared.head.set(Arc::new(head));
         self.shared
             .state
@@ -172,6 +177,7 @@ impl FillPermit {
             hasher: Some(Sha256::new()),
             written: 0,
             expected_len,
+            hold_back,
             finished: false,
         })
     }
@@ -214,6 +220,8 @@ pub struct Fill {
     hasher: Option<Sha256>,
     written: u64,
     expected_len: Option<u64>,
+    /// Bytes kept from readers until the digest is checked at commit.
+    hold_back: u64,
     finished: bool,
 }
 
@@ -276,7 +284,7 @@ impl Fill {
         })?;
         self.written += n as u64;
         self.shared.state.send_replace(FillState::Streaming {
-            written: self.written,
+            written: self.written.saturating_sub(self.hold_back),
         });
         Ok(())
     }
@@ -309,6 +317,15 @@ impl Fill {
             .get()
             .cloned()
             .expect("a started fill has a head");
+        if let Some(expected) = &head.expected_sha256 {
+            if *expected != sha256 {
+                return Err(Error::Digest {
+                    key: self.shared.key.to_string(),
+                    expected: expected.clone(),
+                    got: sha256,
+                });
+            }
+        }
         let inner = self.inner.clone();
         let key = self.shared.key.clone();
         let file = self.file.clone();

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 pub const STATE_DIR: &str = ".package-cache";
 /// Directory (under the cache root) holding per-host namespaces.
 pub const HOSTS_DIR: &str = ".package-cache-hosts";
+/// Directory (under the cache root) holding the namespaces of `--mirror` mounts.
+pub const MOUNTS_DIR: &str = ".package-cache-mounts";
 /// Longest request path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 2048;
 /// Longest single decoded path segment accepted (the usual `NAME_MAX`).
@@ -29,6 +31,8 @@ pub enum Namespace {
     /// One explicitly named upstream host (`host[:port]`, lower case),
     /// reached in forward-proxy or transparent mode.
     Host(String),
+    /// One `--mirror` mount (its validated name).
+    Mount(String),
 }
 
 /// Why a path cannot be a cache key.
@@ -130,7 +134,7 @@ impl CacheKey {
     pub fn approx_size(&self) -> usize {
         let ns = match &self.namespace {
             Namespace::Mirrors => 0,
-            Namespace::Host(host) => host.len(),
+            Namespace::Host(name) | Namespace::Mount(name) => name.len(),
         };
         64 + ns + self.segments.iter().map(|s| s.len() + 24).sum::<usize>()
     }
@@ -145,6 +149,7 @@ impl CacheKey {
         let mut path = match &self.namespace {
             Namespace::Mirrors => PathBuf::new(),
             Namespace::Host(host) => PathBuf::from(HOSTS_DIR).join(host),
+            Namespace::Mount(name) => PathBuf::from(MOUNTS_DIR).join(name),
         };
         for segment in &self.segments {
             path.push(OsStr::from_bytes(segment));
@@ -162,6 +167,9 @@ impl CacheKey {
         let ns = match &self.namespace {
             Namespace::Mirrors => "mirrors",
             Namespace::Host(host) => host.as_str(),
+            Namespace::Mount(name) => {
+                return format!("mount:{name}\n{}", self.relative_path_lossy())
+            }
         };
         format!("{ns}\n{}", self.relative_path_lossy())
     }
@@ -181,6 +189,7 @@ impl fmt::Display for CacheKey {
         match &self.namespace {
             Namespace::Mirrors => write!(f, "/{}", self.relative_path_lossy()),
             Namespace::Host(host) => write!(f, "{host}/{}", self.relative_path_lossy()),
+            Namespace::Mount(name) => write!(f, "/{name}/{}", self.relative_path_lossy()),
         }
     }
 }

@@ -7,17 +7,20 @@
 //! start-up) and `meta/<2 hex>/<sha256 of key>` (one JSON file per entry).
 
 mod disk;
+mod doc;
 mod fill;
 mod hot;
 mod key;
 mod meta;
 mod reader;
 
+pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use fill::{Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
 pub use key::{
-    CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, STATE_DIR,
+    CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, MOUNTS_DIR,
+    STATE_DIR,
 };
-pub use meta::EntryMeta;
+pub use meta::{unix_now, EntryMeta};
 pub use reader::BodyReader;
 
 use bytes::Bytes;
@@ -77,6 +80,16 @@ pub enum Error {
         key: String,
         /// Announced length.
         expected: u64,
+    },
+    /// The body does not have the sha256 its index lists.
+    #[error("body of {key} has sha256 {got}, the index lists {expected}")]
+    Digest {
+        /// The entry.
+        key: String,
+        /// The index's digest.
+        expected: String,
+        /// The body's.
+        got: String,
     },
     /// A blocking task panicked or was cancelled.
     #[error("blocking task failed: {0}")]
