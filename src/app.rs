@@ -50,6 +50,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rules = HostRules {
         sources: config.upstream.sources.clone(),
         transparent: config.upstream.transparent_hosts.clone(),
+        mounts: config.mounts.iter().cloned().map(Arc::new).collect(),
     };
     let proxy = Proxy::new(
         store.clone(),
@@ -58,6 +59,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks.clone(),
         hard_stop.clone(),
         config.upstream.max_fills,
+        &config.policy,
     );
     let limits = Limits {
         header_timeout: config.server.header_timeout,
@@ -78,7 +80,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
         tasks.spawn(serve);
         tracing::info!(addr = %addr, cache = %config.cache_dir.display(),
-            sources = config.upstream.sources.len(), "package-cache listening");
+            sources = config.upstream.sources.len(), mounts = config.mounts.len(), "package-cache listening");
     }
     Ok(Running {
         proxy_addr,

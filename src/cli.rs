@@ -94,6 +94,34 @@ pub struct Args {
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,
 
+    /// A named upstream mounted under /NAME/ (NAME=URL); repeat a NAME to add failover sources.
+    /// The names pypi, rubygems and gentoo pick their profile.
+    #[arg(long = "mirror", value_name = "NAME=URL")]
+    pub mirrors: Vec<String>,
+
+    /// The profile of a mount (NAME=pypi|rubygems|gentoo|generic), when its name does not say.
+    #[arg(long = "profile", value_name = "NAME=PROFILE")]
+    pub profiles: Vec<String>,
+
+    /// A host that a pypi mount's pages link files to (NAME=URL); those links are
+    /// rewritten to go through the cache. Repeatable.
+    #[arg(long = "files-host", value_name = "NAME=URL")]
+    pub files_hosts: Vec<String>,
+
+    /// Seconds an index document (simple page, /versions, /info/*, specs, layout.conf)
+    /// is served before it is revalidated upstream.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub index_ttl: u64,
+
+    /// Seconds a 404 from every upstream is remembered (0: not at all).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub negative_ttl: u64,
+
+    /// Request paths matching this glob (e.g. '/pypi/simple/private-*') are passed
+    /// through uncached. Repeatable.
+    #[arg(long = "no-cache", value_name = "GLOB")]
+    pub no_cache: Vec<String>,
+
     /// Seconds to let transfers finish on SIGTERM/SIGINT before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub shutdown_grace: u64,

@@ -29,6 +29,74 @@ pub enum Error {
     /// No cache directory was given and no default could be derived.
     #[error("no cache directory: pass --cache DIR")]
     NoCacheDir,
+    /// A `--mirror`, `--profile` or `--files-host` entry is malformed.
+    #[error("invalid {option} {value:?}: {reason}")]
+    Mount {
+        /// The option.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `--no-cache` pattern is not a valid glob.
+    #[error("invalid --no-cache pattern {pattern:?}: {reason}")]
+    Pattern {
+        /// The pattern given.
+        pattern: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+}
+
+/// What kind of repository a mount fronts: it decides which paths are
+/// mutable index documents and how artifacts are verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A PEP 503/691 simple index (pages rewritten to route files through the cache).
+    Pypi,
+    /// A RubyGems server (compact and legacy index).
+    Rubygems,
+    /// A Gentoo distfiles mirror (GLEP 75).
+    Gentoo,
+    /// Every path an immutable file.
+    Generic,
+}
+
+impl Profile {
+    fn parse(raw: &str) -> Option<Profile> {
+        match raw {
+            "pypi" => Some(Profile::Pypi),
+            "rubygems" => Some(Profile::Rubygems),
+            "gentoo" => Some(Profile::Gentoo),
+            "generic" => Some(Profile::Generic),
+            _ => None,
+        }
+    }
+}
+
+/// A named upstream mounted under `/NAME/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// The name: the first path segment, and its namespace in the cache.
+    pub name: String,
+    /// The repository kind.
+    pub profile: Profile,
+    /// Its sources, in failover order.
+    pub sources: Vec<SourceUrl>,
+    /// Hosts its index pages link files to (pypi).
+    pub files_hosts: Vec<SourceUrl>,
+}
+
+/// How long answers are trusted and what is never cached.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Index documents are revalidated after this.
+    pub index_ttl: Duration,
+    /// A 404 from every upstream is remembered this long (zero: never).
+    pub negative_ttl: Duration,
+    /// Request paths matching any of these globs are passed uncached.
+    pub no_cache: Vec<String>,
 }
 
 /// An upstream host as `host` or `host:port` (lower case, default port omitted).
@@ -166,6 +234,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Listener settings.
     pub server: ServerConfig,
+    /// Named upstreams mounted under `/NAME/`.
+    pub mounts: Vec<Mount>,
+    /// Freshness and no-cache rules.
+    pub policy: Policy,
 }
 
 impl Config {
@@ -191,7 +263,28 @@ impl Config {
                 max_connections: 256,
                 shutdown_grace: Duration::from_secs(2),
             },
+            mounts: Vec::new(),
+            policy: Policy {
+                index_ttl: Duration::from_secs(300),
+                negative_ttl: Duration::ZERO,
+                no_cache: Vec::new(),
+            },
         }
+    }
+
+    /// Mounts `url` under `/name/` with `profile` (tests); repeat to add failover sources.
+    pub fn with_mount(mut self, name: &str, profile: Profile, url: &str) -> Result<Config, Error> {
+        let source = SourceUrl::try_new(url)?;
+        match self.mounts.iter_mut().find(|m| m.name == name) {
+            Some(mount) => mount.sources.push(source),
+            None => self.mounts.push(Mount {
+                name: name.to_string(),
+                profile,
+                sources: vec![source],
+                files_hosts: Vec::new(),
+            }),
+        }
+        Ok(self)
     }
 
     /// Adds a source mirror (tests).
@@ -222,10 +315,80 @@ fn parse_resolve(raw: &str) -> Result<((String, u16), SocketAddr), Error> {
     Ok(((host.to_ascii_lowercase(), port), SocketAddr::new(ip, port)))
 }
 
+fn split_named<'a>(option: &'static str, raw: &'a str) -> Result<(&'a str, &'a str), Error> {
+    let bad = |reason: &str| Error::Mount {
+        option,
+        value: raw.to_string(),
+        reason: reason.to_string(),
+    };
+    let (name, value) = raw
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=VALUE"))?;
+    // The name is a path segment and a directory name.
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if !valid {
+        return Err(bad(
+            "NAME must be lower-case letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok((name, value))
+}
+
+fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
+    let mut mounts: Vec<Mount> = Vec::new();
+    for raw in &args.mirrors {
+        let (name, url) = split_named("--mirror", raw)?;
+        let source = SourceUrl::try_new(url)?;
+        match mounts.iter_mut().find(|m| m.name == name) {
+            Some(mount) => mount.sources.push(source),
+            None => mounts.push(Mount {
+                name: name.to_string(),
+                profile: Profile::parse(name).unwrap_or(Profile::Generic),
+                sources: vec![source],
+                files_hosts: Vec::new(),
+            }),
+        }
+    }
+    let unknown = |option: &'static str, raw: &str| Error::Mount {
+        option,
+        value: raw.to_string(),
+        reason: "no --mirror has that NAME".to_string(),
+    };
+    for raw in &args.profiles {
+        let (name, value) = split_named("--profile", raw)?;
+        let profile = Profile::parse(value).ok_or_else(|| Error::Mount {
+            option: "--profile",
+            value: raw.clone(),
+            reason: "PROFILE must be pypi, rubygems, gentoo or generic".to_string(),
+        })?;
+        let mount = mounts
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or_else(|| unknown("--profile", raw))?;
+        mount.profile = profile;
+    }
+    for raw in &args.files_hosts {
+        let (name, url) = split_named("--files-host", raw)?;
+        let source = SourceUrl::try_new(url)?;
+        let mount = mounts
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or_else(|| unknown("--files-host", raw))?;
+        mount.files_hosts.push(source);
+    }
+    Ok(mounts)
+}
+
 impl TryFrom<Args> for Config {
     type Error = Error;
 
     fn try_from(args: Args) -> Result<Config, Error> {
+        let mounts = mounts_from(&args)?;
         let sources = args
             .sources
             .iter()
@@ -246,8 +409,20 @@ impl TryFrom<Args> for Config {
             .cache
             .or_else(default_cache_dir)
             .ok_or(Error::NoCacheDir)?;
+        for pattern in &args.no_cache {
+            globset::Glob::new(pattern).map_err(|e| Error::Pattern {
+                pattern: pattern.clone(),
+                reason: e.kind().to_string(),
+            })?;
+        }
         let secs = Duration::from_secs;
         Ok(Config {
+            mounts,
+            policy: Policy {
+                index_ttl: secs(args.index_ttl),
+                negative_ttl: secs(args.negative_ttl),
+                no_cache: args.no_cache.clone(),
+            },
             cache_dir,
             upstream: UpstreamConfig {
                 sources,

@@ -19,6 +19,7 @@ pub mod app;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod mount;
 pub mod proxy;
 pub mod server;
 pub mod store;

@@ -24,6 +24,7 @@ pub(super) async fn run(
     handback: oneshot::Sender<Fetched>,
     cancel: CancellationToken,
     _slot: OwnedSemaphorePermit,
+    expected_sha256: Option<String>,
 ) {
     let fetch = FetchRequest {
         via: via(&target),
@@ -50,10 +51,20 @@ pub(super) async fn run(
         permit.uncacheable();
         return;
     }
+    if looks_like_a_portal(&fetched, permit.key()) {
+        // A login or captive-portal page in place of a package: pass it on
+        // once, never store it under the package's name.
+        tracing::warn!(key = %permit.key(), source = %fetched.url,
+            "upstream answered a file with an HTML page; not cached");
+        let _ = handback.send(fetched);
+        permit.uncacheable();
+        return;
+    }
     let head = FillHead {
         headers: headers::storable(&fetched.headers),
         content_length: fetched.content_length(),
         source: fetched.url.clone(),
+        expected_sha256,
     };
     match permit.start(head).await {
         Ok(fill) => pump(fetched, fill, cancel).await,
@@ -63,6 +74,23 @@ pub(super) async fn run(
             permit.uncacheable();
         }
     }
+}
+
+/// An HTML answer for a file whose name does not say HTML.
+fn looks_like_a_portal(fetched: &Fetched, key: &crate::store::CacheKey) -> bool {
+    let html = fetched
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            let t = t.trim_start().to_ascii_lowercase();
+            t.starts_with("text/html") || t.starts_with("application/xhtml")
+        });
+    if !html {
+        return false;
+    }
+    let name = String::from_utf8_lossy(key.file_name()).to_ascii_lowercase();
+    !(name.ends_with(".html") || name.ends_with(".htm") || name.ends_with(".xhtml"))
 }
 
 /// Most bytes gathered into one write.
@@ -143,6 +171,10 @@ async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
         Ok(Committed::Stored) => tracing::info!(key = %key, source = %fetched.url, bytes,
             elapsed_ms = started.elapsed().as_millis() as u64, "entry committed"),
         Ok(Committed::NotStored) => {}
+        Err(err @ crate::store::Error::Digest { .. }) => {
+            tracing::error!(key = %key, source = %fetched.url, error = %err,
+                "download does not match the digest its index lists; nothing committed")
+        }
         Err(err) => {
             tracing::warn!(key = %key, source = %fetched.url, error = %err, "fill incomplete; nothing committed")
         }

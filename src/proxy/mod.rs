@@ -3,15 +3,20 @@
 
 mod access;
 pub mod conditional;
+mod document;
 mod filler;
 pub mod headers;
+mod mounted;
+pub mod policy;
 pub mod respond;
 pub mod route;
 pub mod target;
 
 use crate::body::{self, Body};
+use crate::mount::MountUpstream;
 use crate::store::{
-    BodyReader, CacheKey, Entry, FillHead, FillStart, FillState, FillWatch, Lookup, Store,
+    BodyReader, CacheKey, Entry, FillFailure, FillHead, FillStart, FillState, FillWatch, Lookup,
+    Store,
 };
 use crate::upstream::{FetchRequest, Upstream, Via};
 use access::AccessRecord;
@@ -37,6 +42,7 @@ pub struct Proxy {
     tasks: TaskTracker,
     fills_cancel: CancellationToken,
     fill_slots: Arc<Semaphore>,
+    policy: Arc<policy::PolicyState>,
 }
 
 impl Proxy {
@@ -50,8 +56,10 @@ impl Proxy {
         tasks: TaskTracker,
         fills_cancel: CancellationToken,
         max_fills: usize,
+        policy: &crate::config::Policy,
     ) -> Proxy {
         Proxy {
+            policy: Arc::new(policy::PolicyState::new(policy)),
             store,
             upstream,
             rules: Arc::new(rules),
@@ -114,6 +122,14 @@ impl Proxy {
         if let Some(dst) = conn.and_then(ConnInfo::redirected_from) {
             tracing::debug!(orig_dst = %dst, host, "redirected connection");
         }
+        if let Target::Mount {
+            mount, path, query, ..
+        } = &target
+        {
+            return self
+                .mounted(req, mount.clone(), path, query.as_deref())
+                .await;
+        }
         match route::classify(&req.method, &target, &req.headers) {
             Route::Reject(reason) => {
                 tracing::warn!(method = %req.method, uri = %req.uri, ?reason, "request rejected");
@@ -123,16 +139,30 @@ impl Proxy {
                 tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");
                 self.pass(req, &target).await
             }
-            Route::Cache(key) => self.cached(req, &target, key).await,
+            Route::Cache(_) if self.policy.never_cache(target.path()) => {
+                tracing::debug!(uri = %req.uri, reason = "no-cache pattern", "passing uncached");
+                self.pass(req, &target).await
+            }
+            Route::Cache(key) => self.cached(req, &target, key, None).await,
         }
     }
 
+    /// Serves `key` through the cache; `expected_sha256` is what an index
+    /// lists for it (a fill is verified against it before it is committed).
     async fn cached(
         &self,
         req: &http::request::Parts,
         target: &Target,
         key: CacheKey,
+        expected_sha256: Option<String>,
     ) -> Response<Body> {
+        let canonical = key.canonical();
+        if self.policy.known_missing(&canonical) {
+            return respond::text(
+                http::StatusCode::NOT_FOUND,
+                "not found upstream (remembered)\n",
+            );
+        }
         for _ in 0..MAX_LOOKUPS {
             let lookup = match self.store.lookup(&key).await {
                 Ok(lookup) => lookup,
@@ -149,7 +179,7 @@ impl Proxy {
                 }
                 Lookup::Filling(mut watch) => match watch.started().await {
                     FillStart::Started(head) => return from_fill(req, &head, watch, false),
-                    FillStart::Failed(failure) => return respond::fill_failed(&failure),
+                    FillStart::Failed(failure) => return self.failed(&canonical, &failure),
                     FillStart::Uncacheable => return self.pass(req, target).await,
                     FillStart::Vacated => continue,
                 },
@@ -171,11 +201,12 @@ impl Proxy {
                         handback,
                         self.fills_cancel.clone(),
                         slot,
+                        expected_sha256.clone(),
                     );
                     self.tasks.spawn(job);
                     match watch.started().await {
                         FillStart::Started(head) => return from_fill(req, &head, watch, true),
-                        FillStart::Failed(failure) => return respond::fill_failed(&failure),
+                        FillStart::Failed(failure) => return self.failed(&canonical, &failure),
                         FillStart::Uncacheable => {
                             // Handed back before the state changed, so it is here.
                             if let Ok(fetched) = returned.try_recv() {
@@ -193,6 +224,13 @@ impl Proxy {
             }
         }
         respond::busy()
+    }
+
+    fn failed(&self, key: &str, failure: &FillFailure) -> Response<Body> {
+        if failure.status == 404 {
+            self.policy.remember_missing(key);
+        }
+        respond::fill_failed(failure)
     }
 
     async fn pass(&self, req: &http::request::Parts, target: &Target) -> Response<Body> {
@@ -219,6 +257,12 @@ fn via(target: &Target) -> Via<'_> {
         Target::Host { authority, .. } => Via::Host {
             https: false,
             authority,
+        },
+        Target::Mount {
+            mount, upstream, ..
+        } => match upstream {
+            MountUpstream::Sources => Via::List(&mount.sources),
+            MountUpstream::Files(i) => Via::List(std::slice::from_ref(&mount.files_hosts[*i])),
         },
     }
 }

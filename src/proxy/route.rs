@@ -14,6 +14,8 @@ pub enum PassReason {
     Query,
     /// It names a directory (ends in `/`).
     Directory,
+    /// It matches a `--no-cache` pattern.
+    Pattern,
 }
 
 impl PassReason {
@@ -23,6 +25,7 @@ impl PassReason {
             PassReason::Credentials => "credentials",
             PassReason::Query => "query",
             PassReason::Directory => "directory",
+            PassReason::Pattern => "no-cache pattern",
         }
     }
 }
@@ -55,6 +58,7 @@ pub fn classify(method: &Method, target: &Target, headers: &HeaderMap) -> Route 
     let namespace = match target {
         Target::Mirrors { .. } => Namespace::Mirrors,
         Target::Host { authority, .. } => Namespace::Host(authority.as_str().to_string()),
+        Target::Mount { mount, .. } => Namespace::Mount(mount.name.clone()),
     };
     // Validate the path even when passing, so hostile paths never reach an upstream.
     let key = match CacheKey::try_from_path(namespace, target.path()) {

@@ -3,9 +3,11 @@
 //! everything else goes to the `--source` mirrors whatever its `Host` says.
 //! Only hosts the operator allowed are ever fetched: never an open proxy.
 
-use crate::config::{Authority, SourceUrl};
+use crate::config::{Authority, Mount, SourceUrl};
+pub use crate::mount::MountUpstream;
 use http::Uri;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Addresses of the client connection, put in request extensions by the server.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +34,8 @@ pub struct HostRules {
     pub sources: Vec<SourceUrl>,
     /// Extra allowed hosts (`--transparent-host`).
     pub transparent: Vec<Authority>,
+    /// Named upstreams mounted under `/NAME/` (`--mirror`).
+    pub mounts: Vec<Arc<Mount>>,
 }
 
 impl HostRules {
@@ -51,6 +55,19 @@ pub enum Target {
         /// Raw query, if any.
         query: Option<String>,
     },
+    /// A `--mirror` mount. Its profile decides, later, which upstream
+    /// (`upstream`) and path a request goes to.
+    Mount {
+        /// The mount.
+        mount: Arc<Mount>,
+        /// Which of its upstreams.
+        upstream: MountUpstream,
+        /// Raw path on that upstream (after the mount's `/NAME` and, for a
+        /// files host, its `/files/AUTHORITY`).
+        path: String,
+        /// Raw query.
+        query: Option<String>,
+    },
     /// One allowed host, over plain HTTP.
     Host {
         /// The host.
@@ -66,14 +83,18 @@ impl Target {
     /// The raw path.
     pub fn path(&self) -> &str {
         match self {
-            Target::Mirrors { path, .. } | Target::Host { path, .. } => path,
+            Target::Mirrors { path, .. }
+            | Target::Host { path, .. }
+            | Target::Mount { path, .. } => path,
         }
     }
 
     /// The raw query.
     pub fn query(&self) -> Option<&str> {
         match self {
-            Target::Mirrors { query, .. } | Target::Host { query, .. } => query.as_deref(),
+            Target::Mirrors { query, .. }
+            | Target::Host { query, .. }
+            | Target::Mount { query, .. } => query.as_deref(),
         }
     }
 
@@ -133,7 +154,26 @@ pub fn parse(
             }
         }
     }
+    if let Some(target) = mounted(&path, &query, rules) {
+        return Ok(target);
+    }
     Ok(Target::Mirrors { path, query })
+}
+
+/// `/NAME` or `/NAME/...` for a configured mount.
+fn mounted(path: &str, query: &Option<String>, rules: &HostRules) -> Option<Target> {
+    let rest = path.strip_prefix('/')?;
+    let (name, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let mount = rules.mounts.iter().find(|m| m.name == name)?;
+    Some(Target::Mount {
+        mount: mount.clone(),
+        upstream: MountUpstream::Sources,
+        path: tail.to_string(),
+        query: query.clone(),
+    })
 }
 
 fn for_host(
@@ -188,6 +228,7 @@ mod tests {
         HostRules {
             sources: vec![SourceUrl::try_new("http://mirror.example/gentoo").unwrap()],
             transparent: vec![Authority::try_new("files.example", false).unwrap()],
+            mounts: Vec::new(),
         }
     }
 

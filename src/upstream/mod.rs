@@ -116,6 +116,8 @@ impl fmt::Display for Failed {
 pub enum Via<'a> {
     /// The `--source` mirrors in order.
     Sources,
+    /// These sources in order (a mount's).
+    List(&'a [SourceUrl]),
     /// One named host.
     Host {
         /// Scheme.
@@ -232,6 +234,7 @@ impl Upstream {
                 .iter()
                 .map(|s| s.url_for(req.path_and_query))
                 .collect(),
+            Via::List(list) => list.iter().map(|s| s.url_for(req.path_and_query)).collect(),
             Via::Host { https, authority } => {
                 let scheme = if https { "https" } else { "http" };
                 vec![format!(

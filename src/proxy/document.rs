@@ -1,0 +1,334 @@
+//! Index documents (PyPI pages, RubyGems `/versions` and `/info/*`, specs,
+//! Gentoo's `layout.conf`): served from the store while younger than the
+//! index TTL, then revalidated with a conditional request — one upstream
+//! request however many clients ask at once — and served stale, with `Age`
+//! and `Warning`, when the upstream cannot be reached. The client's own
+//! `Cache-Control` is not consulted: pip sends `max-age=0` on every request.
+//! PyPI pages are rewritten so that every file link leads through the cache.
+
+use super::respond::{self, CacheStatus, Representation};
+use super::target::Target;
+use super::{headers, via, Proxy};
+use crate::body::{self, Body};
+use crate::config::Mount;
+use crate::mount::{pypi, DocSpec};
+use crate::store::{unix_now, CacheKey, Doc, DocMeta, Namespace, MAX_DOC_LEN};
+use crate::upstream::{FetchRequest, Fetched};
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use sha2::{Digest, Sha256};
+
+/// What asking the upstream about a document gave.
+enum Refreshed {
+    /// The stored copy is still current.
+    NotModified,
+    /// A new version.
+    New(Doc),
+    /// An answer that is not a document (403, 3xx past the limit…): passed on.
+    Other(Fetched),
+}
+
+/// Why a refresh failed.
+enum RefreshError {
+    /// Every upstream said 404/410.
+    NotFound,
+    /// The upstream could not be reached or failed; (status, message) for a client with no stored copy.
+    Unreachable(StatusCode, String),
+}
+
+impl Proxy {
+    pub(super) async fn document(
+        &self,
+        req: &http::request::Parts,
+        target: &Target,
+        mount: &Mount,
+        spec: DocSpec,
+    ) -> Response<Body> {
+        if self.policy.known_missing(&spec.key) {
+            return respond::text(StatusCode::NOT_FOUND, "not found upstream (remembered)\n");
+        }
+        if let Some(doc) = self.stored_doc(&spec).await {
+            if self.is_fresh(&doc) {
+                return self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false);
+            }
+        }
+        let lock = self.policy.doc_lock(&spec.key);
+        let _guard = lock.lock().await;
+        // Whoever held the lock may have just refreshed it.
+        let stored = self.stored_doc(&spec).await;
+        if let Some(doc) = &stored {
+            if self.is_fresh(doc) {
+                return self.serve_doc(req, &spec, doc, CacheStatus::Hit, false);
+            }
+        }
+        match self.refresh(target, mount, &spec, stored.as_ref()).await {
+            Ok(Refreshed::NotModified) => {
+                let mut doc = stored.expect("304 only answers a conditional request");
+                doc.meta.validated_at = unix_now();
+                self.save_doc(doc.clone()).await;
+                self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false)
+            }
+            Ok(Refreshed::New(doc)) => {
+                self.policy
+                    .register_hashes(&spec.key, &doc.meta.hashes, true);
+                self.save_doc(doc.clone()).await;
+                self.serve_doc(req, &spec, &doc, CacheStatus::Miss, false)
+            }
+            Ok(Refreshed::Other(fetched)) => {
+                respond::passthrough(&req.method, fetched, CacheStatus::Pass)
+            }
+            Err(RefreshError::NotFound) => {
+                if let Err(err) = self.store.remove_doc(&spec.key).await {
+                    tracing::warn!(doc = %spec.path, error = %err, "cannot remove a document gone upstream");
+                }
+                self.policy.remember_missing(&spec.key);
+                respond::text(StatusCode::NOT_FOUND, "not found upstream\n")
+            }
+            Err(RefreshError::Unreachable(status, message)) => match stored {
+                Some(doc) => {
+                    tracing::warn!(mount = %mount.name, doc = %spec.path, error = %message,
+                        age_s = unix_now().saturating_sub(doc.meta.validated_at),
+                        "upstream unreachable; serving a stale index document");
+                    self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true)
+                }
+                None => respond::text(status, message),
+            },
+        }
+    }
+
+    fn is_fresh(&self, doc: &Doc) -> bool {
+        let age = unix_now().saturating_sub(doc.meta.validated_at);
+        age < self.policy.index_ttl.as_secs()
+    }
+
+    async fn stored_doc(&self, spec: &DocSpec) -> Option<Doc> {
+        match self.store.read_doc(&spec.key).await {
+            Ok(doc) => doc,
+            Err(err) => {
+                tracing::error!(doc = %spec.path, error = %err, "cannot read a stored document");
+                None
+            }
+        }
+    }
+
+    async fn save_doc(&self, doc: Doc) {
+        let key = doc.meta.key.clone();
+        if let Err(err) = self.store.write_doc(doc).await {
+            tracing::error!(doc = %key.replace('\n', " "), error = %err, "cannot store a document; served uncached");
+        }
+    }
+
+    async fn refresh(
+        &self,
+        target: &Target,
+        mount: &Mount,
+        spec: &DocSpec,
+        stored: Option<&Doc>,
+    ) -> Result<Refreshed, RefreshError> {
+        let mut request_headers = headers::fill_request();
+        if let Some(repr) = spec.repr {
+            request_headers.insert(
+                header::ACCEPT,
+                HeaderValue::from_static(repr.accept_header()),
+            );
+        }
+        if let Some(doc) = stored {
+            let validators = [
+                (header::IF_NONE_MATCH, &doc.meta.upstream_etag),
+                (header::IF_MODIFIED_SINCE, &doc.meta.upstream_last_modified),
+            ];
+            for (name, value) in validators {
+                if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                    request_headers.insert(name, v);
+                }
+            }
+        }
+        let fetch = FetchRequest {
+            via: via(target),
+            path_and_query: &spec.path,
+            method: Method::GET,
+            headers: request_headers,
+        };
+        let mut fetched = match self.upstream.fetch(fetch).await {
+            Ok(fetched) => fetched,
+            Err(failed) if failed.all_not_found() => return Err(RefreshError::NotFound),
+            Err(failed) => {
+                let (status, message) = respond::upstream_failed(&failed);
+                return Err(RefreshError::Unreachable(status, message));
+            }
+        };
+        if fetched.status == StatusCode::NOT_MODIFIED && stored.is_some() {
+            return Ok(Refreshed::NotModified);
+        }
+        if fetched.status != StatusCode::OK {
+            return Ok(Refreshed::Other(fetched));
+        }
+        let raw = read_whole(&mut fetched).await.map_err(|message| {
+            tracing::warn!(source = %fetched.url, error = %message, "index document fetch failed");
+            RefreshError::Unreachable(StatusCode::BAD_GATEWAY, format!("{message}\n"))
+        })?;
+        Ok(Refreshed::New(build_doc(mount, spec, &fetched, raw)))
+    }
+
+    fn serve_doc(
+        &self,
+        req: &http::request::Parts,
+        spec: &DocSpec,
+        doc: &Doc,
+        cache: CacheStatus,
+        stale: bool,
+    ) -> Response<Body> {
+        self.policy
+            .register_hashes(&spec.key, &doc.meta.hashes, false);
+        let mut stored: HeaderMap = headers::to_map(&doc.meta.headers);
+        let age = unix_now().saturating_sub(doc.meta.validated_at);
+        stored.insert(header::AGE, HeaderValue::from(age));
+        if stale {
+            stored.insert(
+                header::WARNING,
+                HeaderValue::from_static("111 package-cache \"Revalidation Failed\""),
+            );
+        }
+        if spec.repr.is_some() {
+            stored.insert(header::VARY, HeaderValue::from_static("Accept"));
+        }
+        let body = doc.body.clone();
+        let rep = Representation {
+            headers: stored,
+            len: Some(body.len() as u64),
+            cache,
+        };
+        respond::representation(&req.method, &req.headers, rep, move |start, end| {
+            body::full(body.slice(start as usize..end as usize))
+        })
+    }
+}
+
+async fn read_whole(fetched: &mut Fetched) -> Result<bytes::Bytes, String> {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match fetched.next_chunk().await {
+            Ok(Some(chunk)) => {
+                if (buf.len() + chunk.len()) as u64 > MAX_DOC_LEN {
+                    return Err(format!("index document larger than {MAX_DOC_LEN} bytes"));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+}
+
+/// The stored form of a fetched document: PyPI pages rewritten (with the
+/// digests they list), everything else byte for byte with its headers, so
+/// RubyGems' MD5 ETags keep matching their bodies.
+fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes) -> Doc {
+    let upstream_headers = headers::storable(&fetched.headers);
+    let header_value = |name: &str| {
+        upstream_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut meta = DocMeta {
+        key: spec.key.clone(),
+        headers: upstream_headers.clone(),
+        validated_at: unix_now(),
+        upstream_etag: header_value("etag"),
+        upstream_last_modified: header_value("last-modified"),
+        source: fetched.url.clone(),
+        hashes: Vec::new(),
+    };
+    if spec.repr.is_none() {
+        return Doc { meta, body: raw };
+    }
+    let Ok(page_url) = url::Url::parse(&fetched.url) else {
+        return Doc { meta, body: raw };
+    };
+    let is_json = header_value("content-type").is_some_and(|t| t.contains("json"));
+    let map = |link: &url::Url| proxy_path(mount, link);
+    let rewritten = if is_json {
+        pypi::rewrite_json(&raw, &page_url, &map)
+    } else {
+        pypi::rewrite_html(&raw, &page_url, &map)
+    };
+    let rewritten = match rewritten {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::warn!(source = %fetched.url, error = %err, "index page not rewritten; served as sent");
+            return Doc { meta, body: raw };
+        }
+    };
+    if rewritten.unmapped > 0 {
+        tracing::warn!(source = %fetched.url, links = rewritten.unmapped,
+            "index page links to hosts that are not configured (--files-host); those downloads bypass the cache");
+    }
+    let namespace = Namespace::Mount(mount.name.clone());
+    let prefix = format!("/{}", mount.name);
+    meta.hashes = rewritten
+        .hashes
+        .iter()
+        .filter_map(|(path, sha)| {
+            let rest = path.strip_prefix(&prefix)?;
+            let key = CacheKey::try_from_path(namespace.clone(), rest).ok()?;
+            Some((key.canonical(), sha.clone()))
+        })
+        .collect();
+    // The body changed, so the upstream's validator no longer names it.
+    let etag = format!(
+        "\"{}\"",
+        &hex::encode(Sha256::digest(&rewritten.body))[..32]
+    );
+    meta.headers
+        .retain(|(n, _)| n != "etag" && n != "content-length");
+    meta.headers.push(("etag".into(), etag));
+    Doc {
+        meta,
+        body: rewritten.body,
+    }
+}
+
+/// The proxy path for a link on a PyPI page: a file on the mount's sources or
+/// on a configured files host. Anything else stays as it is.
+fn proxy_path(mount: &Mount, link: &url::Url) -> Option<String> {
+    let https = match link.scheme() {
+        "http" => false,
+        "https" => true,
+        _ => return None,
+    };
+    let host = link.host_str()?;
+    let authority = match link.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let authority = crate::config::Authority::try_new(&authority, https).ok()?;
+    let tail = |prefix: &str| -> Option<String> {
+        let rest = link.path().strip_prefix(prefix)?;
+        if !rest.starts_with('/') {
+            return None;
+        }
+        Some(match link.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        })
+    };
+    for source in &mount.sources {
+        if source.https == https && source.authority == authority {
+            if let Some(rest) = tail(&source.prefix) {
+                return Some(format!("/{}{rest}", mount.name));
+            }
+        }
+    }
+    for files in &mount.files_hosts {
+        if files.https == https && files.authority == authority {
+            if let Some(rest) = tail(&files.prefix) {
+                return Some(format!(
+                    "/{}/files/{}{rest}",
+                    mount.name,
+                    authority.as_str()
+                ));
+            }
+        }
+    }
+    None
+}
