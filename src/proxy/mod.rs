@@ -312,6 +312,14 @@ fn from_fill(
     watch: FillWatch,
     leader: bool,
 ) -> Response<Body> {
+    if watch.state() == FillState::Aborted {
+        // Failed (cut short, or not the bytes its index lists) before this
+        // response began: say so, rather than start a body that must break.
+        return respond::text(
+            http::StatusCode::BAD_GATEWAY,
+            "the download failed; nothing was cached\n",
+        );
+    }
     // Every byte is on disk and its length checked; only the commit's fsync
     // and rename are left, so this is served from the cache.
     let cache = match watch.state() {
