@@ -495,6 +495,59 @@ mod tests {
         assert!(Authority::try_new(".hidden", false).is_err());
     }
 
+    fn args(extra: &[&str]) -> Result<Config, Error> {
+        use clap::Parser;
+        let mut argv = vec!["package-cache", "--cache", "/tmp/x"];
+        argv.extend_from_slice(extra);
+        Config::try_from(Args::parse_from(argv))
+    }
+
+    #[test]
+    fn mounts_collect_sources_profiles_and_files_hosts() {
+        let c = args(&[
+            "--mirror",
+            "pypi=http://a.example/",
+            "--mirror",
+            "pypi=http://b.example/",
+            "--files-host",
+            "pypi=https://files.example",
+            "--mirror",
+            "gems=http://g.example/",
+            "--profile",
+            "gems=rubygems",
+            "--mirror",
+            "tarballs=http://t.example/",
+        ])
+        .unwrap();
+        let names: Vec<_> = c
+            .mounts
+            .iter()
+            .map(|m| (m.name.as_str(), m.profile))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("pypi", Profile::Pypi),
+                ("gems", Profile::Rubygems),
+                ("tarballs", Profile::Generic)
+            ]
+        );
+        assert_eq!(c.mounts[0].sources.len(), 2);
+        assert!(c.mounts[0].files_hosts[0].https);
+        for bad in [
+            &["--mirror", "Pypi=http://a/"][..],
+            &["--mirror", ".x=http://a/"],
+            &["--mirror", "nourl"],
+            &["--mirror", "x=ftp://a/"],
+            &["--profile", "x=pypi"],
+            &["--mirror", "x=http://a/", "--profile", "x=cargo"],
+            &["--files-host", "nomount=http://f/"],
+            &["--no-cache", "a[b"],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn resolve_entries_parse() {
         let ((h, p), a) = parse_resolve("Mirror:80:127.0.0.1").unwrap();

@@ -8,6 +8,11 @@
 //! → a tracked fill task writes `store::Fill` and commits it
 //! → `proxy::respond` builds the response from a `store::BodyReader`.
 //!
+//! Index documents take a side path: `proxy::document` serves the stored copy
+//! (`store::Doc`) within the TTL, else revalidates it once for all clients,
+//! rewriting PyPI pages (`mount::pypi`) so that every file goes through the cache
+//! and the digests they list are enforced on the fills.
+//!
 //! The fill task, never a client's response body, drives the download, so one
 //! upstream fetch serves any number of readers at their own pace and a client
 //! that goes away never cancels or corrupts the entry.
