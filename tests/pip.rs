@@ -87,11 +87,9 @@ impl World {
         dir
     }
 
-    fn stop_upstreams(&self) -> impl std::future::Future<Output = ()> + '_ {
-        async move {
-            self.files.stop().await;
-            self.index.stop().await;
-        }
+    async fn stop_upstreams(&self) {
+        self.files.stop().await;
+        self.index.stop().await;
     }
 }
 
