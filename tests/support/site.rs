@@ -5,8 +5,6 @@
 //! `stop()` closes the listener and every connection (peers then see connection refused);
 //! `restart()` listens on the same address again. It does not follow `..` out of its root.
 
-mod md5;
-
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,7 +21,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::md5::md5_hex;
+/// Lower-case hex MD5 of `data` (rubygems.org's ETag for compact-index files).
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
 
 /// The PEP 691 JSON media type.
 pub const PYPI_JSON: &str = "application/vnd.pypi.simple.v1+json";
