@@ -364,3 +364,161 @@ async fn pypi_pages_are_rewritten_per_representation_and_digests_enforced() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_revalidation_is_shared_by_the_clients_queued_behind_it() {
+    let origin = Origin::builder()
+        .file("/versions", "created_at: x\n---\na 1.0 abc\n")
+        .route(
+            "/info/missing",
+            Reply::status(404).first_byte_delay(Duration::from_millis(300)),
+        )
+        .start()
+        .await;
+    let app = TestApp::start(|mut c| {
+        c.policy.index_ttl = Duration::from_secs(1);
+        c.upstream.idle_timeout = Duration::from_secs(1);
+        mount(c, "rubygems", Profile::Rubygems, &origin.url())
+    })
+    .await;
+    // Many clients asking for a document the upstream does not have: one request.
+    let storm = |path: &'static str| {
+        let url = app.url(path);
+        (0..8)
+            .map(move |_| {
+                let url = url.clone();
+                tokio::spawn(async move { get(&url).await })
+            })
+            .collect::<Vec<_>>()
+    };
+    for c in storm("/rubygems/info/missing") {
+        assert_eq!(c.await.unwrap().status, 404);
+    }
+    assert_eq!(
+        origin.hits("/info/missing"),
+        1,
+        "one upstream request for eight clients"
+    );
+
+    // A stored document whose upstream now hangs: one connection, everyone
+    // gets the stale copy.
+    let fresh = get(&app.url("/rubygems/versions")).await;
+    assert_eq!(fresh.status, 200);
+    let addr = origin.addr();
+    origin.stop().await;
+    let hang = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("rebind the upstream's port");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hang.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for c in storm("/rubygems/versions") {
+        let got = c.await.unwrap();
+        assert_eq!(
+            (got.status.as_u16(), got.body.clone()),
+            (200, fresh.body.clone())
+        );
+        assert!(got.header("warning").is_some());
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one attempt for eight clients"
+    );
+    holder.abort();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_html_page_never_replaces_an_index_document() {
+    let origin = Origin::builder()
+        .route(
+            "/versions",
+            Reply::file("<html>Sign in to the hotel wifi</html>")
+                .header("content-type", "text/html"),
+        )
+        .start()
+        .await;
+    let app = TestApp::start(|c| mount(c, "rubygems", Profile::Rubygems, &origin.url())).await;
+    for _ in 0..2 {
+        assert_eq!(get(&app.url("/rubygems/versions")).await.status, 502);
+    }
+    assert_eq!(origin.hits("/versions"), 2, "nothing was stored");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_cached_before_its_page_is_checked_when_the_page_is_seen() {
+    let served = bytes_of(30_000, 21);
+    let page = format!(
+        "<html><body><a href=\"/packages/late-1.0.whl#sha256={listed}\">late-1.0.whl</a>\n\
+         <a href=\"/packages/empty-1.0.whl#sha256={listed}\">empty-1.0.whl</a></body></html>\n",
+        listed = sha256(b"the bytes the index vouches for"),
+    );
+    let origin = Origin::builder()
+        .file("/packages/late-1.0.whl", served.clone())
+        .file("/packages/empty-1.0.whl", "")
+        .route(
+            "/simple/late/",
+            Reply::file(page).header("content-type", "text/html"),
+        )
+        .start()
+        .await;
+    let app = TestApp::start(|c| mount(c, "pypi", Profile::Pypi, &origin.url())).await;
+    let file = app.url("/pypi/packages/late-1.0.whl");
+    let early = get(&file).await;
+    assert_eq!(
+        (early.status.as_u16(), early.body.clone()),
+        (200, served.to_vec())
+    );
+    let stored = app
+        .cache
+        .join(".package-cache-mounts/pypi/packages/late-1.0.whl");
+    support::app::committed(&stored).await;
+    assert_eq!(get(&app.url("/pypi/simple/late/")).await.status, 200);
+    let (code, body, _) = curl(&["-sS", "--fail", &file]).await;
+    assert_ne!(code, 0, "the index now lists another digest");
+    assert!(body.len() < served.len());
+    assert_eq!(
+        origin.hits("/packages/late-1.0.whl"),
+        2,
+        "dropped and fetched again, verified"
+    );
+    assert!(!stored.exists());
+    // An empty body has no byte to hold back: refused outright.
+    let (code, body, _) = curl(&["-sS", "--fail", &app.url("/pypi/packages/empty-1.0.whl")]).await;
+    assert_ne!(code, 0);
+    assert!(body.is_empty());
+    assert!(!app
+        .cache
+        .join(".package-cache-mounts/pypi/packages/empty-1.0.whl")
+        .exists());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn dot_segments_in_directory_paths_are_refused() {
+    let origin = Origin::builder().start().await;
+    let app = TestApp::start(|c| mount(c, "gentoo", Profile::Gentoo, &origin.url())).await;
+    for path in [
+        "/gentoo/a/../../admin/",
+        "/gentoo/%2e%2e/x/",
+        "/gentoo/a/./",
+    ] {
+        let response = support::client::raw(
+            app.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(support::client::raw_status(&response), 400, "{path}");
+    }
+    assert_eq!(origin.total_hits(), 0);
+    app.stop().await;
+}

@@ -16,6 +16,7 @@ use crate::store::{unix_now, CacheKey, Doc, DocMeta, Namespace, MAX_DOC_LEN};
 use crate::upstream::{FetchRequest, Fetched};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
+use std::time::Instant;
 
 /// What asking the upstream about a document gave.
 enum Refreshed {
@@ -44,23 +45,39 @@ impl Proxy {
         spec: DocSpec,
     ) -> Response<Body> {
         if self.policy.known_missing(&spec.key) {
-            return respond::text(StatusCode::NOT_FOUND, "not found upstream (remembered)\n");
+            return respond::remembered_missing();
         }
         if let Some(doc) = self.stored_doc(&spec).await {
             if self.is_fresh(&doc) {
                 return self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false);
             }
         }
+        let arrived = Instant::now();
         let lock = self.policy.doc_lock(&spec.key);
         let _guard = lock.lock().await;
-        // Whoever held the lock may have just refreshed it.
+        // Whoever held the lock may have just refreshed it, or just failed
+        // to: either way its answer is ours, and the upstream is asked once.
         let stored = self.stored_doc(&spec).await;
         if let Some(doc) = &stored {
             if self.is_fresh(doc) {
                 return self.serve_doc(req, &spec, doc, CacheStatus::Hit, false);
             }
         }
-        match self.refresh(target, mount, &spec, stored.as_ref()).await {
+        if let Some(failure) = self.policy.doc_failure_since(&spec.key, arrived) {
+            return match stored {
+                Some(doc) => self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true),
+                None => respond::doc_failed(failure.status, &failure.message),
+            };
+        }
+        let outcome = self.refresh(target, mount, &spec, stored.as_ref()).await;
+        if let Err(err) = &outcome {
+            let (status, message) = match err {
+                RefreshError::NotFound => (404, "not found upstream\n".to_string()),
+                RefreshError::Unreachable(status, message) => (status.as_u16(), message.clone()),
+            };
+            self.policy.doc_failed(&spec.key, status, &message);
+        }
+        match outcome {
             Ok(Refreshed::NotModified) => {
                 let mut doc = stored.expect("304 only answers a conditional request");
                 doc.meta.validated_at = unix_now();
@@ -81,7 +98,7 @@ impl Proxy {
                     tracing::warn!(doc = %spec.path, error = %err, "cannot remove a document gone upstream");
                 }
                 self.policy.remember_missing(&spec.key);
-                respond::text(StatusCode::NOT_FOUND, "not found upstream\n")
+                respond::document_gone()
             }
             Err(RefreshError::Unreachable(status, message)) => match stored {
                 Some(doc) => {
@@ -90,7 +107,7 @@ impl Proxy {
                         "upstream unreachable; serving a stale index document");
                     self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true)
                 }
-                None => respond::text(status, message),
+                None => respond::doc_failed(status.as_u16(), &message),
             },
         }
     }
@@ -161,6 +178,15 @@ impl Proxy {
         }
         if fetched.status != StatusCode::OK {
             return Ok(Refreshed::Other(fetched));
+        }
+        if spec.repr.is_none() && headers::is_html(&fetched.headers) {
+            // A login or captive portal in place of /versions or layout.conf:
+            // a failed revalidation, never the new document.
+            tracing::warn!(source = %fetched.url, "upstream answered an index document with an HTML page; not stored");
+            return Err(RefreshError::Unreachable(
+                StatusCode::BAD_GATEWAY,
+                "upstream answered with an HTML page\n".into(),
+            ));
         }
         let raw = read_whole(&mut fetched).await.map_err(|message| {
             tracing::warn!(source = %fetched.url, error = %message, "index document fetch failed");

@@ -60,6 +60,20 @@ pub(super) async fn run(
         permit.uncacheable();
         return;
     }
+    if fetched.content_length() == Some(0)
+        && expected_sha256
+            .as_deref()
+            .is_some_and(|listed| listed != EMPTY_SHA256)
+    {
+        // No byte to hold back: refuse before anything looks complete.
+        tracing::error!(key = %permit.key(), source = %fetched.url,
+            "download does not match the digest its index lists (empty body); nothing committed");
+        permit.fail(
+            StatusCode::BAD_GATEWAY.as_u16(),
+            "package-cache: the upstream's file does not match the digest its index lists".into(),
+        );
+        return;
+    }
     let head = FillHead {
         headers: headers::storable(&fetched.headers),
         content_length: fetched.content_length(),
@@ -78,20 +92,16 @@ pub(super) async fn run(
 
 /// An HTML answer for a file whose name does not say HTML.
 fn looks_like_a_portal(fetched: &Fetched, key: &crate::store::CacheKey) -> bool {
-    let html = fetched
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| {
-            let t = t.trim_start().to_ascii_lowercase();
-            t.starts_with("text/html") || t.starts_with("application/xhtml")
-        });
+    let html = headers::is_html(&fetched.headers);
     if !html {
         return false;
     }
     let name = String::from_utf8_lossy(key.file_name()).to_ascii_lowercase();
     !(name.ends_with(".html") || name.ends_with(".htm") || name.ends_with(".xhtml"))
 }
+
+/// The sha256 of no bytes.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Most bytes gathered into one write.
 const BATCH: usize = 1 << 20;

@@ -107,6 +107,17 @@ pub fn to_map(stored: &[(String, String)]) -> HeaderMap {
     out
 }
 
+/// Whether a response is an HTML page (what a login or captive portal sends).
+pub fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            let t = t.trim_start().to_ascii_lowercase();
+            t.starts_with("text/html") || t.starts_with("application/xhtml")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,7 +139,7 @@ impl Proxy {
                 tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");
                 self.pass(req, &target).await
             }
-            Route::Cache(_) if self.policy.never_cache(target.path()) => {
+            Route::Cache(_) if self.policy.never_cache(req.uri.path()) => {
                 tracing::debug!(uri = %req.uri, reason = "no-cache pattern", "passing uncached");
                 self.pass(req, &target).await
             }
@@ -158,10 +158,7 @@ impl Proxy {
     ) -> Response<Body> {
         let canonical = key.canonical();
         if self.policy.known_missing(&canonical) {
-            return respond::text(
-                http::StatusCode::NOT_FOUND,
-                "not found upstream (remembered)\n",
-            );
+            return respond::remembered_missing();
         }
         for _ in 0..MAX_LOOKUPS {
             let lookup = match self.store.lookup(&key).await {
@@ -172,7 +169,23 @@ impl Proxy {
                 }
             };
             match lookup {
-                Lookup::Hit(entry) => return hit(req, &key, entry),
+                Lookup::Hit(entry) => {
+                    let stored = entry.meta.as_ref().map(|m| m.sha256.as_str());
+                    match (&expected_sha256, stored) {
+                        (Some(listed), Some(stored)) if listed != stored => {
+                            // Cached before its index was seen (or the index
+                            // changed): the index wins; fetch again, verified.
+                            tracing::error!(key = %key, stored, listed = %listed,
+                                "cached file does not match the digest its index lists; dropping it");
+                            if let Err(err) = self.store.discard(&key, &entry).await {
+                                tracing::error!(key = %key, error = %err, "cannot drop the entry; passing uncached");
+                                return self.pass(req, target).await;
+                            }
+                            continue;
+                        }
+                        _ => return hit(req, &key, entry),
+                    }
+                }
                 Lookup::Conflict => {
                     tracing::debug!(key = %key, "path conflicts with a cached entry; passing uncached");
                     return self.pass(req, target).await;
@@ -315,10 +328,7 @@ fn from_fill(
     if watch.state() == FillState::Aborted {
         // Failed (cut short, or not the bytes its index lists) before this
         // response began: say so, rather than start a body that must break.
-        return respond::text(
-            http::StatusCode::BAD_GATEWAY,
-            "the download failed; nothing was cached\n",
-        );
+        return respond::fill_aborted();
     }
     // Every byte is on disk and its length checked; only the commit's fsync
     // and rename are left, so this is served from the cache.

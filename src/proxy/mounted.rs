@@ -3,14 +3,14 @@
 //! streaming fill with the digest their index lists, and the rest is answered
 //! here.
 
-use super::route::{PassReason, RejectReason};
+use super::route::{self, PassReason, RejectReason};
 use super::target::Target;
 use super::{respond, Proxy};
 use crate::body::{self, Body};
 use crate::config::{Mount, Profile};
 use crate::mount::{self, rubygems, Class, MountUpstream};
 use crate::store::{CacheKey, KeyError, Namespace};
-use http::{header, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response};
 use std::sync::Arc;
 
 impl Proxy {
@@ -46,7 +46,7 @@ impl Proxy {
         match mount::classify(&mount, path, accept) {
             Class::Root => root(&req.method),
             Class::Redirect(location) => redirect(&location, query),
-            Class::NotFound => respond::text(StatusCode::NOT_FOUND, "not found on this mount\n"),
+            Class::NotFound => respond::not_on_mount(),
             Class::Pass => self.pass(req, &sources).await,
             Class::Document(spec) => {
                 if let Some(reason) = self.pass_reason(req, query) {
@@ -80,18 +80,11 @@ impl Proxy {
 
     /// Credentials, a query, or an operator pattern keep a request uncached.
     fn pass_reason(&self, req: &http::request::Parts, query: Option<&str>) -> Option<PassReason> {
-        if req.headers.contains_key(header::AUTHORIZATION)
-            || req.headers.contains_key(header::COOKIE)
-        {
-            return Some(PassReason::Credentials);
-        }
-        if query.is_some() {
-            return Some(PassReason::Query);
-        }
-        if self.policy.never_cache(req.uri.path()) {
-            return Some(PassReason::Pattern);
-        }
-        None
+        route::uncacheable(&req.headers, query).or_else(|| {
+            self.policy
+                .never_cache(req.uri.path())
+                .then_some(PassReason::Pattern)
+        })
     }
 
     /// The sha256 an index lists for the file at `path` of `mount`: from the
@@ -140,13 +133,8 @@ fn root(method: &Method) -> Response<Body> {
 }
 
 fn redirect(location: &str, query: Option<&str>) -> Response<Body> {
-    let target = match query {
-        Some(q) => format!("{location}?{q}"),
-        None => location.to_string(),
-    };
-    let mut response = respond::text(StatusCode::MOVED_PERMANENTLY, format!("see {target}\n"));
-    if let Ok(v) = HeaderValue::from_str(&target) {
-        response.headers_mut().insert(header::LOCATION, v);
+    match query {
+        Some(q) => respond::moved(&format!("{location}?{q}")),
+        None => respond::moved(location),
     }
-    response
 }

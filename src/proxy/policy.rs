@@ -23,6 +23,19 @@ pub struct PolicyState {
     doc_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     hashes: Mutex<HashMap<String, String>>,
     registered: Mutex<HashSet<String>>,
+    doc_failures: Mutex<HashMap<String, DocFailure>>,
+}
+
+/// The last failed revalidation of a document, for the clients that queued
+/// behind it: they share its answer instead of asking again.
+#[derive(Clone, Debug)]
+pub struct DocFailure {
+    /// When it failed.
+    pub at: Instant,
+    /// The status a client with no stored copy gets.
+    pub status: u16,
+    /// Why.
+    pub message: String,
 }
 
 impl PolicyState {
@@ -45,6 +58,7 @@ impl PolicyState {
             doc_locks: Mutex::new(HashMap::new()),
             hashes: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
+            doc_failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -99,6 +113,27 @@ impl PolicyState {
         let lock = Arc::new(tokio::sync::Mutex::new(()));
         map.insert(key.to_string(), Arc::downgrade(&lock));
         lock
+    }
+
+    /// Records that revalidating `key` failed just now.
+    pub fn doc_failed(&self, key: &str, status: u16, message: &str) {
+        let mut map = self.doc_failures.lock().expect("never poisoned");
+        if map.len() >= 1024 {
+            let cutoff = Instant::now() - Duration::from_secs(60);
+            map.retain(|_, f| f.at > cutoff);
+        }
+        let failure = DocFailure {
+            at: Instant::now(),
+            status,
+            message: message.to_string(),
+        };
+        map.insert(key.to_string(), failure);
+    }
+
+    /// The failure of a revalidation of `key` that ended after `since`.
+    pub fn doc_failure_since(&self, key: &str, since: Instant) -> Option<DocFailure> {
+        let map = self.doc_failures.lock().expect("never poisoned");
+        map.get(key).filter(|f| f.at >= since).cloned()
     }
 
     /// Records the digests a document lists. `fresh`: the document was just

@@ -255,3 +255,50 @@ pub fn passthrough(method: &Method, fetched: Fetched, cache: CacheStatus) -> Res
 fn value(s: String) -> HeaderValue {
     HeaderValue::try_from(s).expect("formatted header values are visible ASCII")
 }
+
+/// A path every upstream said 404 for within the negative TTL.
+pub fn remembered_missing() -> Response<Body> {
+    text(
+        StatusCode::NOT_FOUND,
+        "package-cache: not found upstream (remembered)",
+    )
+}
+
+/// An index document every upstream said 404 for.
+pub fn document_gone() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "package-cache: not found upstream")
+}
+
+/// A path a mount cannot fetch (a files host that is not configured).
+pub fn not_on_mount() -> Response<Body> {
+    text(
+        StatusCode::NOT_FOUND,
+        "package-cache: not a path this mount serves",
+    )
+}
+
+/// Another spelling of a canonical proxy path (`location`, query kept).
+pub fn moved(location: &str) -> Response<Body> {
+    let mut r = text(StatusCode::MOVED_PERMANENTLY, format!("see {location}"));
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// A joined fill that failed (cut short, or not the bytes its index lists)
+/// before this response began.
+pub fn fill_aborted() -> Response<Body> {
+    text(
+        StatusCode::BAD_GATEWAY,
+        "package-cache: the download failed; nothing was cached",
+    )
+}
+
+/// The answer a failed document revalidation gave, for a client with no stored copy.
+pub fn doc_failed(status: u16, message: &str) -> Response<Body> {
+    text(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        message.trim_end().to_string(),
+    )
+}

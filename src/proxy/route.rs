@@ -66,13 +66,22 @@ pub fn classify(method: &Method, target: &Target, headers: &HeaderMap) -> Route 
         Err(KeyError::Directory) => return Route::Pass(PassReason::Directory),
         Err(err) => return Route::Reject(RejectReason::Path(err)),
     };
+    match uncacheable(headers, target.query()) {
+        Some(reason) => Route::Pass(reason),
+        None => Route::Cache(key),
+    }
+}
+
+/// Why a request for a cacheable path must still pass uncached: the answer
+/// may be per-user (credentials) or per-query.
+pub fn uncacheable(headers: &HeaderMap, query: Option<&str>) -> Option<PassReason> {
     if headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE) {
-        return Route::Pass(PassReason::Credentials);
+        return Some(PassReason::Credentials);
     }
-    if target.query().is_some() {
-        return Route::Pass(PassReason::Query);
+    if query.is_some() {
+        return Some(PassReason::Query);
     }
-    Route::Cache(key)
+    None
 }
 
 #[cfg(test)]

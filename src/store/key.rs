@@ -93,7 +93,13 @@ impl CacheKey {
         {
             return Err(KeyError::Reserved);
         }
-        if rest.is_empty() || rest.ends_with('/') {
+        // A directory path is checked like any other before it is called a
+        // directory, so `/a/../` never reaches an upstream as a listing.
+        let (rest, directory) = match rest.strip_suffix('/') {
+            Some(stripped) => (stripped, true),
+            None => (rest, false),
+        };
+        if rest.is_empty() {
             return Err(KeyError::Directory);
         }
         let mut segments = Vec::new();
@@ -123,6 +129,9 @@ impl CacheKey {
         }
         if segments.len() > MAX_DEPTH {
             return Err(KeyError::TooLong);
+        }
+        if directory {
+            return Err(KeyError::Directory);
         }
         Ok(CacheKey {
             namespace,
@@ -240,6 +249,9 @@ mod tests {
             Err(KeyError::TooLong)
         );
         assert_eq!(key("/dir/"), Err(KeyError::Directory));
+        assert_eq!(key("/a/../"), Err(KeyError::DotSegment));
+        assert_eq!(key("/a/%2e%2e/b/"), Err(KeyError::DotSegment));
+        assert_eq!(key("/a//"), Err(KeyError::EmptySegment));
         assert_eq!(key("/"), Err(KeyError::Directory));
     }
 

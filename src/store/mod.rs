@@ -2,12 +2,15 @@
 //!
 //! Layout under the root (mode 0711, files 0644, as the VCAP package cache):
 //! `<path>` bodies of the `--source` mirrors (the package-cache 0.2 layout),
-//! `.package-cache-hosts/<host>/<path>` bodies fetched for named hosts, and
+//! `.package-cache-hosts/<host>/<path>` bodies fetched for named hosts,
+//! `.package-cache-mounts/<name>/<path>` bodies of `--mirror` mounts, and
 //! `.package-cache/` (0700) with `lock`, `tmp/` (fills in progress, cleared at
-//! start-up) and `meta/<2 hex>/<sha256 of key>` (one JSON file per entry).
+//! start-up), `meta/<2 hex>/<sha256 of key>` (one JSON file per entry) and
+//! `docs/<2 hex>/<sha256 of key>` (index documents, see `doc`).
 
 mod disk;
 mod doc;
+mod entry;
 mod fill;
 mod hot;
 mod key;
@@ -15,6 +18,8 @@ mod meta;
 mod reader;
 
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
+pub use entry::Entry;
+use entry::{open_entry_blocking, Opened};
 pub use fill::{Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
 pub use key::{
     CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, MOUNTS_DIR,
@@ -23,9 +28,8 @@ pub use key::{
 pub use meta::{unix_now, EntryMeta};
 pub use reader::BodyReader;
 
-use bytes::Bytes;
 use fill::FillShared;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -35,7 +39,6 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 use tokio::sync::watch;
 
 /// Entries up to this size are read whole when opened and kept in memory.
@@ -113,36 +116,6 @@ pub enum Lookup {
     /// The path cannot be an entry: a prefix of it is a file, or it is a
     /// directory (the `a` versus `a/b` case). Serve it uncached.
     Conflict,
-}
-
-/// A committed entry, opened. The descriptor stays valid if the entry is
-/// replaced or removed meanwhile.
-pub struct Entry {
-    file: Option<Arc<File>>,
-    /// Body length.
-    pub len: u64,
-    /// Recorded metadata; `None` for a plain file (a package-cache 0.2 entry).
-    pub meta: Option<Arc<EntryMeta>>,
-    /// The body file's modification time.
-    pub mtime: SystemTime,
-    small: Option<Bytes>,
-}
-
-impl Entry {
-    /// A reader over `[start, end)` of the body.
-    /// Only for entries without [`Entry::small_body`].
-    pub fn reader(&self, start: u64, end: u64) -> BodyReader {
-        let file = self
-            .file
-            .clone()
-            .expect("entries without a small body keep their file open");
-        BodyReader::fixed(file, self.len, start, end)
-    }
-
-    /// The whole body, when the entry is small enough to have been read at open.
-    pub fn small_body(&self) -> Option<&Bytes> {
-        self.small.as_ref()
-    }
 }
 
 /// A handle on a fill in progress, held by a request that joined it.
@@ -241,12 +214,6 @@ impl Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-}
-
-enum Opened {
-    Entry(Entry),
-    Missing,
-    Conflict,
 }
 
 impl Store {
@@ -401,6 +368,38 @@ impl Store {
             .len()
     }
 
+    /// Removes the committed entry `entry` of `key` (one its index no longer
+    /// vouches for), unless it has been replaced meanwhile. Readers holding it
+    /// open keep reading.
+    pub async fn discard(&self, key: &CacheKey, entry: &Entry) -> Result<(), Error> {
+        let Some(inode) = entry.meta.as_ref().map(|m| m.inode) else {
+            return Ok(());
+        };
+        self.inner.hot.remove(key);
+        let inner = self.inner.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            let path = inner.root.join(key.relative_path());
+            let io = |op| {
+                let path = path.clone();
+                move |source| Error::Io { op, path, source }
+            };
+            match fs::symlink_metadata(&path) {
+                Ok(md) if md.is_file() && md.ino() == inode => {
+                    fs::remove_file(&path).map_err(io("remove"))?;
+                    let _ = fs::remove_file(inner.meta_path(&key));
+                    inner.hot.remove(&key);
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io("stat")(e)),
+            }
+        })
+        .await
+        .map_err(Error::join)?
+    }
+
     async fn open_entry(&self, key: &CacheKey) -> Result<Opened, Error> {
         let inner = self.inner.clone();
         let key = key.clone();
@@ -408,91 +407,4 @@ impl Store {
             .await
             .map_err(Error::join)?
     }
-}
-
-fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opened, Error> {
-    let rel = key.relative_path();
-    // RESOLVE_BENEATH: whatever symlinks an operator placed, nothing outside
-    // the root can be opened through a key.
-    let open = |flags: OFlags| {
-        rustix::fs::openat2(
-            &inner.root_fd,
-            &rel,
-            flags,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-        )
-    };
-    // O_NOATIME keeps reads (on the runtime thread, see reader.rs) from
-    // dirtying the inode; it is refused for files owned by someone else.
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let opened = match open(flags | OFlags::NOATIME) {
-        Err(rustix::io::Errno::PERM) => open(flags),
-        other => other,
-    };
-    let fd = match opened {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(Opened::Missing),
-        Err(rustix::io::Errno::NOTDIR)
-        | Err(rustix::io::Errno::XDEV)
-        | Err(rustix::io::Errno::LOOP) => return Ok(Opened::Conflict),
-        Err(e) => {
-            return Err(Error::Io {
-                op: "open",
-                path: inner.root.join(&rel),
-                source: e.into(),
-            })
-        }
-    };
-    let file = File::from(fd);
-    let md = file.metadata().map_err(|source| Error::Io {
-        op: "stat",
-        path: inner.root.join(&rel),
-        source,
-    })?;
-    if !md.is_file() {
-        return Ok(Opened::Conflict);
-    }
-    let meta = disk::read_meta(&inner.meta_path(key))
-        .filter(|m| m.inode == md.ino() && m.size == md.len() && m.key == key.canonical())
-        .map(Arc::new);
-    let len = md.len();
-    let file = Arc::new(file);
-    let small = if len <= SMALL_ENTRY {
-        let mut buf = bytes::BytesMut::zeroed(len as usize);
-        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, 0).map_err(|source| {
-            Error::Io {
-                op: "read",
-                path: inner.root.join(&rel),
-                source,
-            }
-        })?;
-        Some(buf.freeze())
-    } else {
-        None
-    };
-    let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    if let Some(body) = &small {
-        let hot = hot::HotEntry {
-            body: body.clone(),
-            meta: meta.clone(),
-            mtime,
-            checked: std::time::Instant::now(),
-        };
-        inner.hot.insert(key.clone(), hot);
-        return Ok(Opened::Entry(Entry {
-            file: None,
-            len,
-            meta,
-            mtime,
-            small,
-        }));
-    }
-    Ok(Opened::Entry(Entry {
-        file: Some(file),
-        len,
-        meta,
-        mtime,
-        small,
-    }))
 }
