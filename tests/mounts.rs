@@ -377,6 +377,7 @@ async fn a_failed_revalidation_is_shared_by_the_clients_queued_behind_it() {
         .await;
     let app = TestApp::start(|mut c| {
         c.policy.index_ttl = Duration::from_secs(1);
+        c.policy.negative_ttl = Duration::from_secs(30);
         c.upstream.idle_timeout = Duration::from_secs(1);
         mount(c, "rubygems", Profile::Rubygems, &origin.url())
     })

@@ -349,7 +349,12 @@ async fn a_tampered_file_is_refused_through_the_cache_and_not_kept() {
 
 #[tokio::test]
 async fn an_html_only_upstream_works_through_the_cache() {
-    let world = World::start(&["--html-only", "--relative", RELATIVE]).await;
+    // PEP 503 HTML only, with the yanked file and the HTML-escaped
+    // data-requires-python (`&gt;=3.99`): pip must read them from the
+    // rewritten page and skip them as it does upstream.
+    let mut options = standard();
+    options.push("--html-only");
+    let world = World::start(&options).await;
     let proxy = world.proxy(&[]).await;
     let venv = world.venv("venv").await;
     let expected = resolve(&venv, &world.direct(), &["six", "iniconfig", "idna"]).await;
@@ -357,8 +362,26 @@ async fn an_html_only_upstream_works_through_the_cache() {
     let out = install(&venv, &proxy_index(&proxy), &["six", "iniconfig", "idna"]).await;
     assert!(out.ok(), "{}", out.text());
     assert_eq!(installed(&venv).await, expected);
+    assert!(
+        expected
+            .iter()
+            .all(|r| !r.starts_with("six==1.17") && !r.starts_with("idna==3.7")),
+        "{expected:?}"
+    );
     let files = world.files.log();
     assert!(!files.is_empty());
+    assert!(
+        files
+            .iter()
+            .all(|l| !l.path.ends_with(TOO_NEW) && !l.path.ends_with(YANKED)),
+        "{files:?}"
+    );
+    let page = world.index.requests_for("/simple/six/");
+    assert!(
+        page.iter()
+            .all(|l| l.content_type.as_deref() == Some("text/html")),
+        "{page:?}"
+    );
     assert!(
         files.iter().all(|l| l.ua().starts_with("package-cache/")),
         "{files:?}"
