@@ -16,6 +16,7 @@ use crate::store::{unix_now, CacheKey, Doc, DocMeta, Namespace, MAX_DOC_LEN};
 use crate::upstream::{FetchRequest, Fetched};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What asking the upstream about a document gave.
@@ -69,7 +70,7 @@ impl Proxy {
                 None => respond::doc_failed(failure.status, &failure.message),
             };
         }
-        let outcome = self.refresh(target, mount, &spec, stored.as_ref()).await;
+        let outcome = self.refresh(target, mount, &spec, stored.as_deref()).await;
         if let Err(err) = &outcome {
             let (status, message) = match err {
                 RefreshError::NotFound => (404, "not found upstream\n".to_string()),
@@ -79,12 +80,14 @@ impl Proxy {
         }
         match outcome {
             Ok(Refreshed::NotModified) => {
-                let mut doc = stored.expect("304 only answers a conditional request");
+                let mut doc = Doc::clone(&stored.expect("304 only answers a conditional request"));
                 doc.meta.validated_at = unix_now();
+                let doc = Arc::new(doc);
                 self.save_doc(doc.clone()).await;
                 self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false)
             }
             Ok(Refreshed::New(doc)) => {
+                let doc = Arc::new(doc);
                 self.policy
                     .register_hashes(&spec.key, &doc.meta.hashes, true);
                 self.save_doc(doc.clone()).await;
@@ -117,7 +120,7 @@ impl Proxy {
         age < self.policy.index_ttl.as_secs()
     }
 
-    async fn stored_doc(&self, spec: &DocSpec) -> Option<Doc> {
+    async fn stored_doc(&self, spec: &DocSpec) -> Option<Arc<Doc>> {
         match self.store.read_doc(&spec.key).await {
             Ok(doc) => doc,
             Err(err) => {
@@ -127,7 +130,7 @@ impl Proxy {
         }
     }
 
-    async fn save_doc(&self, doc: Doc) {
+    async fn save_doc(&self, doc: Arc<Doc>) {
         let key = doc.meta.key.clone();
         if let Err(err) = self.store.write_doc(doc).await {
             tracing::error!(doc = %key.replace('\n', " "), error = %err, "cannot store a document; served uncached");

@@ -2,7 +2,9 @@
 //! replaced whole when the upstream changes. Each is one file under
 //! `.package-cache/docs/<2 hex>/<sha256 of key>` holding its metadata and
 //! body together, so a replacement (temp file, fsync, rename) is atomic and a
-//! reader never pairs a new body with old headers.
+//! reader never pairs a new body with old headers. Only this process writes
+//! them, so the documents read or written lately are also kept in memory
+//! (RubyGems' `/versions` is tens of MB and asked for on every `bundle`).
 
 use super::disk;
 use super::{Error, Store};
@@ -13,10 +15,60 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Largest document accepted (RubyGems' full `/versions` is tens of MB).
 pub const MAX_DOC_LEN: u64 = 128 << 20;
 const MAX_HEAD_LEN: u32 = 16 << 20;
+/// Memory for documents kept whole.
+const MEMO_BUDGET: usize = 256 << 20;
+
+/// Documents kept in memory, by key, within [`MEMO_BUDGET`].
+#[derive(Default)]
+pub(super) struct DocMemo {
+    docs: std::collections::HashMap<String, Arc<Doc>>,
+    bytes: usize,
+}
+
+impl DocMemo {
+    fn get(&self, key: &str) -> Option<Arc<Doc>> {
+        self.docs.get(key).cloned()
+    }
+
+    fn put(&mut self, doc: Arc<Doc>) {
+        let size = doc.approx_size();
+        if size > MEMO_BUDGET / 4 {
+            self.remove(&doc.meta.key);
+            return;
+        }
+        if self.bytes + size > MEMO_BUDGET {
+            // Rare (a budget's worth of distinct documents): start over
+            // rather than keep recency for every hit.
+            self.docs.clear();
+            self.bytes = 0;
+        }
+        self.remove(&doc.meta.key);
+        self.bytes += size;
+        self.docs.insert(doc.meta.key.clone(), doc);
+    }
+
+    /// Puts a document read from disk, unless a newer one was written meanwhile.
+    fn offer(&mut self, doc: Arc<Doc>) {
+        let newer = self
+            .docs
+            .get(&doc.meta.key)
+            .is_some_and(|have| have.meta.validated_at >= doc.meta.validated_at);
+        if !newer {
+            self.put(doc);
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.docs.remove(key) {
+            self.bytes -= old.approx_size();
+        }
+    }
+}
 
 /// What is recorded with a document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -47,6 +99,18 @@ pub struct Doc {
     pub body: Bytes,
 }
 
+impl Doc {
+    fn approx_size(&self) -> usize {
+        let hashes: usize = self
+            .meta
+            .hashes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 48)
+            .sum();
+        self.body.len() + hashes + 512
+    }
+}
+
 impl Store {
     fn doc_path(&self, key: &str) -> PathBuf {
         let digest = hex::encode(Sha256::digest(key.as_bytes()));
@@ -58,20 +122,39 @@ impl Store {
             .join(digest)
     }
 
+    fn memo(&self) -> std::sync::MutexGuard<'_, DocMemo> {
+        self.inner
+            .docs
+            .lock()
+            .expect("document memo lock is never poisoned")
+    }
+
     /// The stored document for `key`, if any (a damaged file counts as none).
-    pub async fn read_doc(&self, key: &str) -> Result<Option<Doc>, Error> {
+    pub async fn read_doc(&self, key: &str) -> Result<Option<Arc<Doc>>, Error> {
+        if let Some(doc) = self.memo().get(key) {
+            return Ok(Some(doc));
+        }
         let path = self.doc_path(key);
-        let key = key.to_string();
-        tokio::task::spawn_blocking(move || read_blocking(&path, &key))
+        let owned = key.to_string();
+        let doc = tokio::task::spawn_blocking(move || read_blocking(&path, &owned))
             .await
-            .map_err(Error::join)?
+            .map_err(Error::join)??
+            .map(Arc::new);
+        if let Some(doc) = &doc {
+            self.memo().offer(doc.clone());
+        }
+        Ok(doc)
     }
 
     /// Stores `doc` under its key, replacing any earlier version atomically.
-    pub async fn write_doc(&self, doc: Doc) -> Result<(), Error> {
+    pub async fn write_doc(&self, doc: Arc<Doc>) -> Result<(), Error> {
         let path = self.doc_path(&doc.meta.key);
         let tmp = self.inner.tmp_path("doc");
-        tokio::task::spawn_blocking(move || {
+        // Until the new file is in place, readers must not see the old one from memory.
+        self.memo().remove(&doc.meta.key);
+        let written = doc.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let doc = written;
             let result = write_blocking(&doc, &path, &tmp);
             if result.is_err() {
                 let _ = fs::remove_file(&tmp);
@@ -83,11 +166,16 @@ impl Store {
             })
         })
         .await
-        .map_err(Error::join)?
+        .map_err(Error::join)?;
+        if result.is_ok() {
+            self.memo().put(doc);
+        }
+        result
     }
 
     /// Forgets the document for `key` (the upstream says it is gone).
     pub async fn remove_doc(&self, key: &str) -> Result<(), Error> {
+        self.memo().remove(key);
         let path = self.doc_path(key);
         tokio::task::spawn_blocking(move || match fs::remove_file(&path) {
             Ok(()) => Ok(()),

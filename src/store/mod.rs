@@ -175,6 +175,7 @@ pub(crate) struct Inner {
     meta_dir: PathBuf,
     fills: Mutex<HashMap<CacheKey, Arc<FillShared>>>,
     hot: hot::HotSet,
+    docs: Mutex<doc::DocMemo>,
     seq: AtomicU64,
     _lock: File,
 }
@@ -285,6 +286,7 @@ impl Store {
                 meta_dir,
                 fills: Mutex::new(HashMap::new()),
                 hot: hot::HotSet::new(HOT_BUDGET),
+                docs: Mutex::new(doc::DocMemo::default()),
                 seq: AtomicU64::new(0),
                 _lock: lock,
             }),
