@@ -3,6 +3,7 @@
 //! task tracker, and shuts everything down with a deadline.
 
 use crate::config::Config;
+use crate::privileges;
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
 use crate::server::{self, Limits};
@@ -31,6 +32,18 @@ pub struct Running {
 
 /// Starts the app described by `config`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    // Bind first (port 80 needs root), then drop root, then touch the cache,
+    // so that nothing in it belongs to root.
+    let listeners = bind(&config.server.host, config.server.port).await?;
+    if let Some((user, group)) = config.server.run_as.clone() {
+        let cache_dir = config.cache_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            privileges::drop_to(&user, group.as_deref(), &cache_dir)
+        })
+        .await
+        .context("dropping root")?
+        .context("dropping root")?;
+    }
     let store = Store::open(&config.cache_dir)
         .await
         .with_context(|| format!("opening cache directory {}", config.cache_dir.display()))?;
@@ -40,7 +53,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .context("setting up the upstream client")?
         .context("setting up the upstream client")?;
-    let listeners = bind(&config.server.host, config.server.port).await?;
     let proxy_addr = listeners[0]
         .local_addr()
         .context("reading the bound address")?;

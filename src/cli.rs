@@ -122,6 +122,14 @@ pub struct Args {
     #[arg(long = "no-cache", value_name = "GLOB")]
     pub no_cache: Vec<String>,
 
+    /// Once listening, run as this user (start as root to bind port 80).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// With --user: run with this group instead of the user's own.
+    #[arg(long, value_name = "NAME", requires = "user")]
+    pub group: Option<String>,
+
     /// Seconds to let transfers finish on SIGTERM/SIGINT before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub shutdown_grace: u64,

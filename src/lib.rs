@@ -25,6 +25,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod mount;
+pub mod privileges;
 pub mod proxy;
 pub mod server;
 pub mod store;

@@ -188,6 +188,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for transfers in flight.
     pub shutdown_grace: Duration,
+    /// Become this user (and group) once the listeners are bound.
+    pub run_as: Option<(String, Option<String>)>,
 }
 
 /// Everything the app needs to run.
@@ -227,6 +229,7 @@ impl Config {
                 client_timeout: Duration::from_secs(5),
                 max_connections: 256,
                 shutdown_grace: Duration::from_secs(2),
+                run_as: None,
             },
             mounts: Vec::new(),
             policy: Policy {
@@ -341,6 +344,7 @@ impl TryFrom<Args> for Config {
                 client_timeout: secs(args.client_timeout.max(1)),
                 max_connections: args.max_connections.max(1),
                 shutdown_grace: secs(args.shutdown_grace),
+                run_as: args.user.clone().map(|u| (u, args.group.clone())),
             },
         })
     }
