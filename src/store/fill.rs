@@ -8,6 +8,7 @@
 
 use super::disk::{self, FILE_MODE};
 use super::meta::{unix_now, EntryMeta};
+use super::spill::{Spill, WINDOW};
 use super::{CacheKey, Error, Inner};
 use bytes::Bytes;
 use rustix::fs::OFlags;
@@ -16,8 +17,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{watch, Notify};
 
 /// Progress of a fill, as seen by readers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +38,14 @@ pub enum FillState {
         /// Whether the entry is now in the cache.
         committed: bool,
     },
+    /// The disk refused the body after `on_disk` bytes: the rest is held in
+    /// memory for the readers (see `spill`); it will not be stored.
+    Spilling {
+        /// Bytes in the temporary file.
+        on_disk: u64,
+        /// Bytes received and readable so far (file plus memory).
+        received: u64,
+    },
     /// The body failed part-way: readers must end their responses uncleanly.
     Aborted,
     /// The fetch failed before any body: readers answer with this.
@@ -54,6 +63,7 @@ impl FillState {
         match self {
             FillState::Pending => "pending",
             FillState::Streaming { .. } => "streaming",
+            FillState::Spilling { .. } => "spilling",
             FillState::Complete { .. } => "complete",
             FillState::Aborted => "aborted",
             FillState::Failed(_) => "failed",
@@ -94,6 +104,16 @@ pub(crate) struct FillShared {
     pub(crate) head: OnceLock<Arc<FillHead>>,
     /// The temporary file, opened read-write; readers use positional reads.
     pub(crate) file: OnceLock<Arc<File>>,
+    /// Reader positions, and the bytes the disk refused (see `spill`).
+    pub(crate) spill: Mutex<Spill>,
+    /// Signalled when a reader frees held bytes or leaves.
+    pub(crate) drained: Notify,
+}
+
+impl FillShared {
+    pub(crate) fn spill(&self) -> std::sync::MutexGuard<'_, Spill> {
+        self.spill.lock().expect("spill lock is never poisoned")
+    }
 }
 
 impl FillShared {
@@ -103,6 +123,8 @@ impl FillShared {
             state: watch::channel(FillState::Pending).0,
             head: OnceLock::new(),
             file: OnceLock::new(),
+            spill: Mutex::new(Spill::default()),
+            drained: Notify::new(),
         })
     }
 }
@@ -178,6 +200,7 @@ impl FillPermit {
             written: 0,
             expected_len,
             hold_back,
+            spilled: false,
             finished: false,
         })
     }
@@ -222,6 +245,8 @@ pub struct Fill {
     expected_len: Option<u64>,
     /// Bytes kept from readers until the digest is checked at commit.
     hold_back: u64,
+    /// The disk refused a write: the rest goes to memory, nothing is stored.
+    spilled: bool,
     finished: bool,
 }
 
@@ -258,34 +283,77 @@ impl Fill {
                 });
             }
         }
+        if self.spilled {
+            return self.hold(chunks).await;
+        }
         let file = self.file.clone();
         let mut hasher = self
             .hasher
             .take()
             .expect("hasher is present between writes");
-        let (hasher, result) = tokio::task::spawn_blocking(move || {
-            let mut result = Ok(0);
-            for chunk in &chunks {
-                hasher.update(chunk);
+        let (hasher, chunks, result) = tokio::task::spawn_blocking(move || {
+            for (i, chunk) in chunks.iter().enumerate() {
                 if let Err(err) = (&*file).write_all(chunk) {
-                    result = Err(err);
-                    break;
+                    return (hasher, chunks, Err((err, i)));
                 }
+                hasher.update(chunk);
             }
-            (hasher, result.map(|_: usize| len as usize))
+            (hasher, chunks, Ok(()))
         })
         .await
         .map_err(Error::join)?;
         self.hasher = Some(hasher);
-        let n = result.map_err(|source| Error::Io {
-            op: "write",
-            path: self.tmp_path.clone(),
-            source,
-        })?;
-        self.written += n as u64;
-        self.shared.state.send_replace(FillState::Streaming {
-            written: self.written.saturating_sub(self.hold_back),
-        });
+        match result {
+            Ok(()) => {
+                self.written += len;
+                self.shared.state.send_replace(FillState::Streaming {
+                    written: self.written.saturating_sub(self.hold_back),
+                });
+                Ok(())
+            }
+            Err((err, failed_at)) => {
+                // Out of space or inodes (or a failing disk): this fill is
+                // not stored, but its readers still get every byte.
+                tracing::warn!(key = %self.shared.key, bytes_on_disk = self.written, error = %err,
+                    "the cache cannot take this file; streaming the rest uncached");
+                self.spilled = true;
+                self.inner.forget_fill(&self.shared);
+                self.shared.spill().start(self.written);
+                self.hold(chunks[failed_at..].to_vec()).await
+            }
+        }
+    }
+
+    /// Holds `chunks` in memory for the readers of a spilled fill, waiting
+    /// while the slowest reader is more than a window behind.
+    async fn hold(&mut self, chunks: Vec<Bytes>) -> Result<(), Error> {
+        for chunk in chunks {
+            loop {
+                let ahead = self.shared.spill().ahead_of_slowest();
+                match ahead {
+                    None => {
+                        return Err(Error::NoReaders {
+                            key: self.shared.key.to_string(),
+                        })
+                    }
+                    Some(ahead) if ahead <= WINDOW => break,
+                    Some(_) => self.shared.drained.notified().await,
+                }
+            }
+            if let Some(hasher) = self.hasher.as_mut() {
+                hasher.update(&chunk);
+            }
+            self.written += chunk.len() as u64;
+            let on_disk = {
+                let mut spill = self.shared.spill();
+                spill.push(chunk);
+                spill.on_disk().unwrap_or(0)
+            };
+            self.shared.state.send_replace(FillState::Spilling {
+                on_disk,
+                received: self.written.saturating_sub(self.hold_back),
+            });
+        }
         Ok(())
     }
 
@@ -325,6 +393,18 @@ impl Fill {
                     got: sha256,
                 });
             }
+        }
+        if self.spilled {
+            // Complete and verified, so readers end cleanly; not stored.
+            self.finished = true;
+            self.inner.forget_fill(&self.shared);
+            self.shared.state.send_replace(FillState::Complete {
+                len,
+                committed: false,
+            });
+            let path = self.tmp_path.clone();
+            tokio::task::spawn_blocking(move || fs::remove_file(path));
+            return Ok(Committed::NotStored);
         }
         let inner = self.inner.clone();
         let key = self.shared.key.clone();

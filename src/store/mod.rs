@@ -16,6 +16,7 @@ mod hot;
 mod key;
 mod meta;
 mod reader;
+mod spill;
 
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
@@ -93,6 +94,12 @@ pub enum Error {
         expected: String,
         /// The body's.
         got: String,
+    },
+    /// The disk refused a fill and every reader of it left.
+    #[error("every reader of {key} left while it was streamed uncached")]
+    NoReaders {
+        /// The entry.
+        key: String,
     },
     /// A blocking task panicked or was cancelled.
     #[error("blocking task failed: {0}")]

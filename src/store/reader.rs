@@ -19,10 +19,11 @@ pub const CHUNK: u64 = 256 * 1024;
 enum Source {
     /// A committed file of known length.
     Fixed { len: u64 },
-    /// A fill in progress.
+    /// A fill in progress; `id` is this reader's place in its spill registry.
     Growing {
         rx: watch::Receiver<FillState>,
-        _shared: Arc<FillShared>,
+        shared: Arc<FillShared>,
+        id: u64,
     },
 }
 
@@ -52,14 +53,12 @@ impl BodyReader {
         end: u64,
     ) -> BodyReader {
         let rx = shared.state.subscribe();
+        let id = shared.spill().register(start);
         BodyReader {
             file,
             pos: start,
             end,
-            source: Source::Growing {
-                rx,
-                _shared: shared,
-            },
+            source: Source::Growing { rx, shared, id },
         }
     }
 
@@ -76,6 +75,7 @@ impl BodyReader {
                     match state {
                         FillState::Pending => 0,
                         FillState::Streaming { written } => written,
+                        FillState::Spilling { received, .. } => received,
                         FillState::Complete { len, .. } => {
                             if self.pos >= len {
                                 if self.end == u64::MAX || self.end == len {
@@ -102,9 +102,13 @@ impl BodyReader {
             };
             let limit = readable.min(self.end);
             if self.pos < limit {
-                let n = (limit - self.pos).min(CHUNK) as usize;
-                let chunk = read_chunk(self.file.clone(), self.pos, n).await?;
+                let chunk = self.read_at(limit).await?;
                 self.pos += chunk.len() as u64;
+                if let Source::Growing { shared, id, .. } = &self.source {
+                    if shared.spill().advance(*id, self.pos) {
+                        shared.drained.notify_one();
+                    }
+                }
                 return Ok(Some(chunk));
             }
             match &mut self.source {
@@ -126,6 +130,27 @@ impl BodyReader {
         }
     }
 
+    /// The next bytes before `limit`: from the file, or from memory past the
+    /// point where the disk refused a spilled fill.
+    async fn read_at(&self, limit: u64) -> io::Result<Bytes> {
+        let mut limit = limit;
+        if let Source::Growing { shared, .. } = &self.source {
+            let spill = shared.spill();
+            if let Some(on_disk) = spill.on_disk() {
+                if self.pos >= on_disk {
+                    return spill
+                        .read(self.pos, (limit - self.pos).min(CHUNK))
+                        .ok_or_else(|| {
+                            io::Error::other("bytes of an uncached fill are no longer held")
+                        });
+                }
+                limit = limit.min(on_disk);
+            }
+        }
+        let n = (limit - self.pos).min(CHUNK) as usize;
+        read_chunk(self.file.clone(), self.pos, n).await
+    }
+
     /// The reader as a `Stream`, for a response body.
     pub fn into_stream(self) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         futures_util::stream::unfold(Some(self), |reader| async move {
@@ -136,6 +161,16 @@ impl BodyReader {
                 Err(err) => Some((Err(err), None)),
             }
         })
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        if let Source::Growing { shared, id, .. } = &self.source {
+            shared.spill().unregister(*id);
+            // A spilled fill may be waiting for this reader.
+            shared.drained.notify_one();
+        }
     }
 }
 
