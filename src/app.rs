@@ -3,12 +3,12 @@
 //! task tracker, and shuts everything down with a deadline.
 
 use crate::config::Config;
-use crate::privileges;
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
 use crate::server::{self, Limits};
 use crate::store::Store;
 use crate::upstream::Upstream;
+use crate::{evict, privileges};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -73,6 +73,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.upstream.max_fills,
         &config.policy,
     );
+    if let Some(max_size) = config.policy.max_size {
+        let limits = evict::Limits::new(max_size, &config.policy.pinned);
+        tasks.spawn(evict::run(store.clone(), limits, stop.clone(), |_| {}));
+    }
     let limits = Limits {
         header_timeout: config.server.header_timeout,
         client_timeout: config.server.client_timeout,

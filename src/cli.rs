@@ -122,6 +122,15 @@ pub struct Args {
     #[arg(long = "no-cache", value_name = "GLOB")]
     pub no_cache: Vec<String>,
 
+    /// Most bytes of cached files (K, M, G, T suffixes: powers of 1024); least recently
+    /// used files are evicted past it. Unlimited when not given.
+    #[arg(long, value_name = "SIZE", env = "PC_MAX_SIZE")]
+    pub max_size: Option<String>,
+
+    /// Cached files whose path matches this glob are never evicted. Repeatable.
+    #[arg(long = "pin", value_name = "GLOB")]
+    pub pins: Vec<String>,
+
     /// Once listening, run as this user (start as root to bind port 80).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,

@@ -24,6 +24,7 @@ pub mod app;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod evict;
 pub mod mount;
 pub mod privileges;
 pub mod proxy;

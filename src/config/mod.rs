@@ -43,8 +43,11 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A `--no-cache` pattern is not a valid glob.
-    #[error("invalid --no-cache pattern {pattern:?}: {reason}")]
+    /// A size is not a number with an optional K/M/G/T suffix.
+    #[error("invalid size {0:?}: expected a number of bytes with an optional K, M, G or T suffix")]
+    Size(String),
+    /// A `--no-cache` or `--pin` pattern is not a valid glob.
+    #[error("invalid pattern {pattern:?}: {reason}")]
     Pattern {
         /// The pattern given.
         pattern: String,
@@ -62,6 +65,10 @@ pub struct Policy {
     pub negative_ttl: Duration,
     /// Request paths matching any of these globs are passed uncached.
     pub no_cache: Vec<String>,
+    /// Most bytes of committed entries (`--max-size`); `None`: unlimited.
+    pub max_size: Option<u64>,
+    /// Entries matching these globs are never evicted.
+    pub pinned: Vec<String>,
 }
 
 /// An upstream host as `host` or `host:port` (lower case, default port omitted).
@@ -236,6 +243,8 @@ impl Config {
                 index_ttl: Duration::from_secs(300),
                 negative_ttl: Duration::ZERO,
                 no_cache: Vec::new(),
+                max_size: None,
+                pinned: Vec::new(),
             },
         }
     }
@@ -273,6 +282,29 @@ fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/package-cache"))
 }
 
+/// `10G`, `512M`, `64k`, `1000`: bytes, suffixes in powers of 1024.
+fn parse_size(raw: &str) -> Result<u64, Error> {
+    let bad = || Error::Size(raw.to_string());
+    let trimmed = raw.trim();
+    let (digits, shift) = match trimmed.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(bad()),
+            };
+            (&trimmed[..i], shift)
+        }
+        _ => (trimmed, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n && *v > 0)
+        .ok_or_else(bad)
+}
+
 fn parse_resolve(raw: &str) -> Result<((String, u16), SocketAddr), Error> {
     let bad = || Error::Resolve(raw.to_string());
     let (host, rest) = raw.split_once(':').ok_or_else(bad)?;
@@ -308,7 +340,8 @@ impl TryFrom<Args> for Config {
             .cache
             .or_else(default_cache_dir)
             .ok_or(Error::NoCacheDir)?;
-        for pattern in &args.no_cache {
+        let max_size = args.max_size.as_deref().map(parse_size).transpose()?;
+        for pattern in args.no_cache.iter().chain(&args.pins) {
             globset::Glob::new(pattern).map_err(|e| Error::Pattern {
                 pattern: pattern.clone(),
                 reason: e.kind().to_string(),
@@ -321,6 +354,8 @@ impl TryFrom<Args> for Config {
                 index_ttl: secs(args.index_ttl),
                 negative_ttl: secs(args.negative_ttl),
                 no_cache: args.no_cache.clone(),
+                max_size,
+                pinned: args.pins.clone(),
             },
             cache_dir,
             upstream: UpstreamConfig {
@@ -393,6 +428,17 @@ mod tests {
         assert!(Authority::try_new("", false).is_err());
         assert!(Authority::try_new("..", false).is_err());
         assert!(Authority::try_new(".hidden", false).is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("2T").unwrap(), 2 << 40);
+        for bad in ["", "G", "10X", "-1", "0", "1.5G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -13,19 +13,34 @@ use std::time::Instant;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-/// Fetches `target` for `permit`. A response that is not cached (not 200, or
-/// the store could not take it) is handed back to the leader through
-/// `handback` before the permit is released, so the leader can pass it on;
-/// waiters then fetch for themselves. `_slot` is held until the fill ends.
-pub(super) async fn run(
-    upstream: Upstream,
-    target: Target,
-    permit: FillPermit,
-    handback: oneshot::Sender<Fetched>,
-    cancel: CancellationToken,
-    _slot: OwnedSemaphorePermit,
-    expected_sha256: Option<String>,
-) {
+/// What a fill task needs to know: where to fetch, what to check, and
+/// the limits it runs under.
+pub(super) struct Job {
+    pub upstream: Upstream,
+    pub target: Target,
+    /// The sha256 an index lists for the file, checked before the commit.
+    pub expected_sha256: Option<String>,
+    /// A larger Content-Length passes uncached (`--max-size`).
+    pub max_entry: Option<u64>,
+    /// Fires on hard shutdown: the fill is abandoned, nothing committed.
+    pub cancel: CancellationToken,
+    /// Held until the fill ends (`--max-fills`).
+    pub slot: OwnedSemaphorePermit,
+}
+
+/// Fetches the job's target for `permit`. A response that is not cached
+/// (not 200, or the store could not take it) is handed back to the leader
+/// through `handback` before the permit is released, so the leader can pass
+/// it on; waiters then fetch for themselves.
+pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<Fetched>) {
+    let Job {
+        upstream,
+        target,
+        expected_sha256,
+        max_entry,
+        cancel,
+        slot: _slot,
+    } = job;
     let fetch = FetchRequest {
         via: via(&target),
         path_and_query: target.path(),
@@ -50,6 +65,15 @@ pub(super) async fn run(
         let _ = handback.send(fetched);
         permit.uncacheable();
         return;
+    }
+    if let (Some(len), Some(max)) = (fetched.content_length(), max_entry) {
+        if len > max {
+            tracing::info!(key = %permit.key(), bytes = len, max_size = max,
+                "larger than --max-size; passing uncached");
+            let _ = handback.send(fetched);
+            permit.uncacheable();
+            return;
+        }
     }
     if looks_like_a_portal(&fetched, permit.key()) {
         // A login or captive-portal page in place of a package: pass it on

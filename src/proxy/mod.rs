@@ -207,16 +207,15 @@ impl Proxy {
                     // before the upstream answers) cancels nothing.
                     let mut watch = permit.watch();
                     let (handback, mut returned) = oneshot::channel();
-                    let job = filler::run(
-                        self.upstream.clone(),
-                        target.clone(),
-                        permit,
-                        handback,
-                        self.fills_cancel.clone(),
+                    let job = filler::Job {
+                        upstream: self.upstream.clone(),
+                        target: target.clone(),
+                        expected_sha256: expected_sha256.clone(),
+                        max_entry: self.policy.max_entry,
+                        cancel: self.fills_cancel.clone(),
                         slot,
-                        expected_sha256.clone(),
-                    );
-                    self.tasks.spawn(job);
+                    };
+                    self.tasks.spawn(filler::run(job, permit, handback));
                     match watch.started().await {
                         FillStart::Started(head) => return from_fill(req, &head, watch, true),
                         FillStart::Failed(failure) => return self.failed(&canonical, &failure),

@@ -17,6 +17,8 @@ const MAX_HASHES: usize = 2_000_000;
 pub struct PolicyState {
     /// Index documents are revalidated after this.
     pub index_ttl: Duration,
+    /// A file larger than this can never be kept (`--max-size`).
+    pub max_entry: Option<u64>,
     negative_ttl: Duration,
     no_cache: GlobSet,
     negative: Mutex<HashMap<String, Instant>>,
@@ -52,6 +54,7 @@ impl PolicyState {
         }
         PolicyState {
             index_ttl: policy.index_ttl,
+            max_entry: policy.max_size,
             negative_ttl: policy.negative_ttl,
             no_cache: builder.build().unwrap_or_else(|_| GlobSet::empty()),
             negative: Mutex::new(HashMap::new()),
@@ -175,6 +178,8 @@ mod tests {
             index_ttl: Duration::from_secs(1),
             negative_ttl: Duration::from_secs(negative),
             no_cache: globs.iter().map(|s| s.to_string()).collect(),
+            max_size: None,
+            pinned: Vec::new(),
         })
     }
 

@@ -139,6 +139,26 @@ impl CacheKey {
         })
     }
 
+    /// A key from decoded path segments found on disk (the start-up scan);
+    /// `None` when they could not have come from a valid request path.
+    pub fn from_segments(namespace: Namespace, segments: Vec<Vec<u8>>) -> Option<CacheKey> {
+        let valid = !segments.is_empty()
+            && segments.len() <= MAX_DEPTH
+            && segments.iter().all(|s| {
+                !s.is_empty()
+                    && s != b"."
+                    && s != b".."
+                    && s.len() <= MAX_SEGMENT_LEN
+                    && !s
+                        .iter()
+                        .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
+            });
+        valid.then_some(CacheKey {
+            namespace,
+            segments,
+        })
+    }
+
     /// Bytes this key occupies in memory, roughly (for budgets).
     pub fn approx_size(&self) -> usize {
         let ns = match &self.namespace {

@@ -8,11 +8,13 @@
 //! start-up), `meta/<2 hex>/<sha256 of key>` (one JSON file per entry) and
 //! `docs/<2 hex>/<sha256 of key>` (index documents, see `doc`).
 
+mod commit;
 mod disk;
 mod doc;
 mod entry;
 mod fill;
 mod hot;
+mod index;
 mod key;
 mod meta;
 mod reader;
@@ -22,6 +24,7 @@ pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
 use entry::{open_entry_blocking, Opened};
 pub use fill::{Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
+pub use index::Indexed;
 pub use key::{
     CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, MOUNTS_DIR,
     STATE_DIR,
@@ -182,6 +185,7 @@ pub(crate) struct Inner {
     meta_dir: PathBuf,
     fills: Mutex<HashMap<CacheKey, Arc<FillShared>>>,
     hot: hot::HotSet,
+    index: Mutex<index::Index>,
     docs: Mutex<doc::DocMemo>,
     seq: AtomicU64,
     _lock: File,
@@ -203,6 +207,10 @@ impl Inner {
     fn meta_path(&self, key: &CacheKey) -> PathBuf {
         let digest = hex::encode(Sha256::digest(key.canonical().as_bytes()));
         self.meta_dir.join(&digest[..2]).join(&digest)
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, index::Index> {
+        self.index.lock().expect("index lock is never poisoned")
     }
 
     /// Removes `shared` from the fill map if it is still the current fill.
@@ -279,6 +287,7 @@ impl Store {
                 "removed temporary files left by an earlier run"
             );
         }
+        let index = index::Index::scan(&root);
         let root_fd = rustix::fs::open(
             &root,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -293,6 +302,7 @@ impl Store {
                 meta_dir,
                 fills: Mutex::new(HashMap::new()),
                 hot: hot::HotSet::new(HOT_BUDGET),
+                index: Mutex::new(index),
                 docs: Mutex::new(doc::DocMemo::default()),
                 seq: AtomicU64::new(0),
                 _lock: lock,
@@ -308,6 +318,7 @@ impl Store {
     /// Finds `key`: a committed entry, a fill to follow, or a permit to fill it.
     pub async fn lookup(&self, key: &CacheKey) -> Result<Lookup, Error> {
         if let Some(hot) = self.inner.hot.get(key) {
+            self.inner.index().touch(key);
             let len = hot.body.len() as u64;
             return Ok(Lookup::Hit(Entry {
                 file: None,
@@ -321,7 +332,10 @@ impl Store {
             return Ok(Lookup::Filling(watch));
         }
         match self.open_entry(key).await? {
-            Opened::Entry(entry) => return Ok(Lookup::Hit(entry)),
+            Opened::Entry(entry) => {
+                self.inner.index().touch(key);
+                return Ok(Lookup::Hit(entry));
+            }
             Opened::Conflict => return Ok(Lookup::Conflict),
             Opened::Missing => {}
         }
@@ -398,12 +412,62 @@ impl Store {
                     fs::remove_file(&path).map_err(io("remove"))?;
                     let _ = fs::remove_file(inner.meta_path(&key));
                     inner.hot.remove(&key);
+                    inner.index().forget(&key);
                     Ok(())
                 }
                 Ok(_) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(io("stat")(e)),
             }
+        })
+        .await
+        .map_err(Error::join)?
+    }
+
+    /// (bytes, entries) of committed entries.
+    pub fn usage(&self) -> (u64, u64) {
+        self.inner.index().usage()
+    }
+
+    /// Every committed entry with its size and last use (for eviction).
+    pub fn indexed(&self) -> Vec<Indexed> {
+        self.inner.index().snapshot()
+    }
+
+    /// Removes `key`'s committed body and metadata, unless a fill of it is in
+    /// progress. Readers that have it open keep reading. Returns the bytes freed.
+    pub async fn evict(&self, key: &CacheKey) -> Result<u64, Error> {
+        if self.join(key).is_some() {
+            return Ok(0);
+        }
+        let inner = self.inner.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            let path = inner.root.join(key.relative_path());
+            let size = match fs::symlink_metadata(&path) {
+                Ok(md) if md.is_file() => md.len(),
+                Ok(_) => 0,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    inner.index().forget(&key);
+                    return Ok(0);
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        op: "stat",
+                        path,
+                        source,
+                    })
+                }
+            };
+            fs::remove_file(&path).map_err(|source| Error::Io {
+                op: "evict",
+                path: path.clone(),
+                source,
+            })?;
+            let _ = fs::remove_file(inner.meta_path(&key));
+            inner.hot.remove(&key);
+            inner.index().forget(&key);
+            Ok(size)
         })
         .await
         .map_err(Error::join)?
