@@ -348,6 +348,9 @@ async fn gc_removes_orphans_and_empty_directories_but_not_live_fills_or_plain_fi
     let damaged = root.join(".package-cache/meta/00/damaged");
     std::fs::create_dir_all(damaged.parent().unwrap()).unwrap();
     std::fs::write(&damaged, b"{\"key\": ").unwrap();
+    let truncated_doc = root.join(".package-cache/docs/ab/truncated");
+    std::fs::create_dir_all(truncated_doc.parent().unwrap()).unwrap();
+    std::fs::write(&truncated_doc, [0, 0]).unwrap();
     let empty = root.join("distfiles/empty/deeper");
     std::fs::create_dir_all(&empty).unwrap();
     age(&empty);
@@ -369,12 +372,12 @@ async fn gc_removes_orphans_and_empty_directories_but_not_live_fills_or_plain_fi
     let summary = out.stdout.lines().last().unwrap();
     assert!(
         summary.starts_with(
-            "gc: removed 2 metadata files, 0 documents, 2 empty directories, 0 temporary files"
+            "gc: removed 2 metadata files, 1 documents, 2 empty directories, 0 temporary files"
         ) && summary.contains("a server is running"),
         "{}",
         out.stdout
     );
-    assert!(!orphan.exists() && !damaged.exists());
+    assert!(!orphan.exists() && !damaged.exists() && !truncated_doc.exists());
     assert!(!root.join("distfiles/empty").exists());
     assert!(
         fresh.exists(),

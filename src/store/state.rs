@@ -167,6 +167,13 @@ fn state_file<T>(
         path: path.clone(),
         source,
     })?;
+    if md.is_file() {
+        // Unreadable (permissions, I/O) is not damage: report it, so that
+        // nobody removes a file only because it could not be read.
+        if let Err(source) = File::open(&path) {
+            return Err(StateIssue { path, source });
+        }
+    }
     let parsed = if md.is_file() { parse(&path) } else { None };
     Ok(StateFile {
         size: md.len(),
