@@ -3,8 +3,11 @@
 //! A drop-in for the Python package-cache 0.2 (`--source`, `--cache`, `--host`,
 //! `--port`, `-v`, `--syslog`), plus what a deployment needs; every option
 //! also reads an environment variable so init scripts can pass settings.
+//! Without a subcommand it runs the server (0.2's command line); the
+//! maintenance subcommands (`stats`, `verify`, `gc`, `purge`) work on a cache
+//! directory, live or not, and exit.
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Log output format.
@@ -20,6 +23,10 @@ pub enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "package-cache", version, about, long_about = None)]
 pub struct Args {
+    /// A maintenance command; without one, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Upstream mirror URL (http:// or https://); repeat to add fallbacks, tried in order.
     #[arg(
         long = "source",
@@ -142,4 +149,69 @@ pub struct Args {
     /// Seconds to let transfers finish on SIGTERM/SIGINT before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub shutdown_grace: u64,
+}
+
+/// Maintenance commands: each works on a cache directory (also while a server
+/// serves from it) and exits.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Count entries and bytes per namespace, documents, metadata and temporary files.
+    Stats {
+        /// Which cache.
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every entry with a recorded sha256; move mismatches (body and
+    /// metadata) to .package-cache/quarantine/. Exits 1 if any mismatched.
+    Verify {
+        /// Which cache.
+        #[command(flatten)]
+        cache: CacheArg,
+    },
+    /// Remove metadata that belongs to no body, damaged documents, empty
+    /// directories, and (when no server runs) leftover temporary files.
+    Gc {
+        /// Which cache.
+        #[command(flatten)]
+        cache: CacheArg,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the entries (and index documents) whose request path matches a
+    /// glob: '/distfiles/foo-*', '/pypi/**', or HOST/PATH for named hosts.
+    Purge {
+        /// Which cache.
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Glob on the request path (`*` stays within one segment, `**` spans segments).
+        #[arg(value_name = "PATTERN")]
+        pattern: String,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+impl Command {
+    /// The cache directory option given to the subcommand.
+    pub fn cache(&self) -> Option<&PathBuf> {
+        match self {
+            Command::Stats { cache, .. }
+            | Command::Verify { cache }
+            | Command::Gc { cache, .. }
+            | Command::Purge { cache, .. } => cache.cache.as_ref(),
+        }
+    }
+}
+
+/// The `--cache DIR` of a maintenance command.
+#[derive(Debug, ClapArgs)]
+pub struct CacheArg {
+    /// Cache directory [default: the server's: /var/cache/package-cache as root, else ~/.cache/package-cache].
+    #[arg(long, value_name = "DIR", env = "PC_CACHE_DIR")]
+    pub cache: Option<PathBuf>,
 }

@@ -16,6 +16,9 @@
 //! The fill task, never a client's response body, drives the download, so one
 //! upstream fetch serves any number of readers at their own pace and a client
 //! that goes away never cancels or corrupts the entry.
+//!
+//! The maintenance subcommands (`maintain`: stats, verify, gc, purge) work on
+//! the cache directory through `store` alone, with blocking calls.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(rust_2018_idioms)]
@@ -25,6 +28,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod evict;
+pub mod maintain;
 pub mod mount;
 pub mod privileges;
 pub mod proxy;

@@ -1,14 +1,19 @@
 //! The `package-cache` binary: parse arguments, set up logging, run the app
-//! until SIGTERM or SIGINT.
+//! until SIGTERM or SIGINT; or run one maintenance subcommand and exit.
 
 use clap::Parser;
-use package_cache::cli::Args;
-use package_cache::config::Config;
+use package_cache::cli::{Args, Command};
+use package_cache::config::{default_cache_dir, Config};
+use package_cache::maintain::{self, Verdict};
 use package_cache::{app, telemetry};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(command) = &args.command {
+        return maintenance(command, args.cache.clone());
+    }
     let syslog = args.syslog.then_some(args.syslog_socket.as_path());
     // Held to the end of main: dropping it flushes the queued log lines.
     let _log_guard = match telemetry::init(args.verbose, args.log_format, syslog) {
@@ -51,5 +56,28 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Exit status: 0 clean, 1 when `verify` found mismatches, 2 on errors.
+fn maintenance(command: &Command, top_level_cache: Option<PathBuf>) -> ExitCode {
+    // `package-cache --cache DIR stats` works as well as `stats --cache DIR`.
+    let Some(root) = command
+        .cache()
+        .cloned()
+        .or(top_level_cache)
+        .or_else(default_cache_dir)
+    else {
+        eprintln!("package-cache: no cache directory: pass --cache DIR");
+        return ExitCode::from(2);
+    };
+    let stdout = std::io::stdout();
+    match maintain::run(command, &root, &mut stdout.lock()) {
+        Ok(Verdict::Clean) => ExitCode::SUCCESS,
+        Ok(Verdict::Failed) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("package-cache: {err}");
+            ExitCode::from(2)
+        }
     }
 }

@@ -271,8 +271,9 @@ impl Config {
     }
 }
 
-/// The default cache directory: persistent, never under /tmp.
-fn default_cache_dir() -> Option<PathBuf> {
+/// The default cache directory: persistent, never under /tmp
+/// (`/var/cache/package-cache` as root, else under `$XDG_CACHE_HOME` or `~/.cache`).
+pub fn default_cache_dir() -> Option<PathBuf> {
     if rustix::process::geteuid().is_root() {
         return Some(PathBuf::from("/var/cache/package-cache"));
     }

@@ -10,7 +10,6 @@ use super::disk;
 use super::{Error, Store};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -113,13 +112,7 @@ impl Doc {
 
 impl Store {
     fn doc_path(&self, key: &str) -> PathBuf {
-        let digest = hex::encode(Sha256::digest(key.as_bytes()));
-        self.inner
-            .root
-            .join(super::STATE_DIR)
-            .join("docs")
-            .join(&digest[..2])
-            .join(digest)
+        super::state::doc_file(&self.inner.root, key)
     }
 
     fn memo(&self) -> std::sync::MutexGuard<'_, DocMemo> {
@@ -202,19 +195,7 @@ fn read_blocking(path: &Path, key: &str) -> Result<Option<Doc>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(e)),
     };
-    let mut len = [0u8; 4];
-    if file.read_exact(&mut len).is_err() {
-        return Ok(None);
-    }
-    let head_len = u32::from_be_bytes(len);
-    if head_len > MAX_HEAD_LEN {
-        return Ok(None);
-    }
-    let mut head = vec![0; head_len as usize];
-    if file.read_exact(&mut head).is_err() {
-        return Ok(None);
-    }
-    let Ok(meta) = serde_json::from_slice::<DocMeta>(&head) else {
+    let Some(meta) = parse_head(&mut file) else {
         return Ok(None);
     };
     if meta.key != key {
@@ -226,6 +207,25 @@ fn read_blocking(path: &Path, key: &str) -> Result<Option<Doc>, Error> {
         meta,
         body: Bytes::from(body),
     }))
+}
+
+/// Reads the metadata at the start of a document file; `None` when the file
+/// is missing, truncated or not a document (for scans of the cache).
+pub(super) fn read_head(path: &Path) -> Option<DocMeta> {
+    parse_head(&mut File::open(path).ok()?)
+}
+
+/// The length-prefixed JSON head of a document file.
+fn parse_head(file: &mut File) -> Option<DocMeta> {
+    let mut len = [0u8; 4];
+    file.read_exact(&mut len).ok()?;
+    let head_len = u32::from_be_bytes(len);
+    if head_len > MAX_HEAD_LEN {
+        return None;
+    }
+    let mut head = vec![0; head_len as usize];
+    file.read_exact(&mut head).ok()?;
+    serde_json::from_slice::<DocMeta>(&head).ok()
 }
 
 fn write_blocking(doc: &Doc, path: &Path, tmp: &Path) -> std::io::Result<()> {

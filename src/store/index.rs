@@ -1,13 +1,11 @@
 //! The in-memory index of committed entries — size and last use — that
-//! `--max-size` eviction works from. Rebuilt at start-up by walking the
+//! `--max-size` eviction works from. Rebuilt at start-up by a `scan` of the
 //! namespaces (recency then comes from each file's mtime, its fetch time),
 //! then kept current by commits, hits and removals.
 
-use super::key::{CacheKey, Namespace, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
+use super::key::CacheKey;
+use super::scan::Scan;
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
@@ -73,37 +71,26 @@ impl Index {
             .collect()
     }
 
-    /// Walks the namespaces under `root` (blocking). Unreadable parts are
-    /// skipped: an index that misses a file only means it is not evicted.
+    /// Lists the committed entries under `root` (blocking). Parts that
+    /// cannot be read are skipped: an entry the index misses is only never
+    /// evicted.
     pub(crate) fn scan(root: &Path) -> Index {
         let mut index = Index::default();
-        walk(root, &mut Vec::new(), &mut |segments, md| {
-            let (namespace, rest) = match segments.first().map(Vec::as_slice) {
-                Some(first) if first == STATE_DIR.as_bytes() => return,
-                Some(first) if first == HOSTS_DIR.as_bytes() && segments.len() > 2 => (
-                    Namespace::Host(String::from_utf8_lossy(&segments[1]).into_owned()),
-                    &segments[2..],
-                ),
-                Some(first) if first == MOUNTS_DIR.as_bytes() && segments.len() > 2 => (
-                    Namespace::Mount(String::from_utf8_lossy(&segments[1]).into_owned()),
-                    &segments[2..],
-                ),
-                Some(first) if first == HOSTS_DIR.as_bytes() || first == MOUNTS_DIR.as_bytes() => {
-                    return
-                }
-                _ => (Namespace::Mirrors, segments),
-            };
-            let Some(key) = CacheKey::from_segments(namespace, rest.to_vec()) else {
-                return;
-            };
-            let mtime = md
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        let entries = match Scan::new(root).without_meta().entries() {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list the cache; eviction sees only new entries");
+                return index;
+            }
+        };
+        for entry in entries.flatten() {
+            let mtime = entry
+                .mtime
+                .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
-            index.insert(key, md.len(), mtime);
-        });
+            index.insert(entry.key, entry.size, mtime);
+        }
         index
     }
 }
@@ -113,31 +100,4 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn walk(
-    dir: &Path,
-    segments: &mut Vec<Vec<u8>>,
-    found: &mut impl FnMut(&[Vec<u8>], &fs::Metadata),
-) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if segments.is_empty() && name == OsStr::new(STATE_DIR) {
-            continue;
-        }
-        // symlink_metadata: never follow a link out of the cache.
-        let Ok(md) = fs::symlink_metadata(entry.path()) else {
-            continue;
-        };
-        segments.push(name.as_bytes().to_vec());
-        if md.is_dir() {
-            walk(&entry.path(), segments, found);
-        } else if md.is_file() {
-            found(segments, &md);
-        }
-        segments.pop();
-    }
 }

@@ -7,7 +7,7 @@ use percent_encoding::percent_decode_str;
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 /// Directory (under the cache root) holding the proxy's private state.
 pub const STATE_DIR: &str = ".package-cache";
@@ -113,18 +113,7 @@ impl CacheKey {
                 return Err(KeyError::ForbiddenByte);
             }
             let decoded: Vec<u8> = percent_decode_str(raw).collect();
-            if decoded == b"." || decoded == b".." {
-                return Err(KeyError::DotSegment);
-            }
-            if decoded
-                .iter()
-                .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
-            {
-                return Err(KeyError::ForbiddenByte);
-            }
-            if decoded.len() > MAX_SEGMENT_LEN {
-                return Err(KeyError::SegmentTooLong);
-            }
+            check_segment(&decoded)?;
             segments.push(decoded);
         }
         if segments.len() > MAX_DEPTH {
@@ -139,24 +128,62 @@ impl CacheKey {
         })
     }
 
-    /// A key from decoded path segments found on disk (the start-up scan);
-    /// `None` when they could not have come from a valid request path.
-    pub fn from_segments(namespace: Namespace, segments: Vec<Vec<u8>>) -> Option<CacheKey> {
-        let valid = !segments.is_empty()
-            && segments.len() <= MAX_DEPTH
-            && segments.iter().all(|s| {
-                !s.is_empty()
-                    && s != b"."
-                    && s != b".."
-                    && s.len() <= MAX_SEGMENT_LEN
-                    && !s
-                        .iter()
-                        .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
-            });
-        valid.then_some(CacheKey {
+    /// Validates decoded path segments as found on disk (a scan of the cache),
+    /// with the same rules as [`CacheKey::try_from_path`]: a file that no
+    /// request could name is not an entry.
+    pub fn try_from_segments(
+        namespace: Namespace,
+        segments: Vec<Vec<u8>>,
+    ) -> Result<CacheKey, KeyError> {
+        let Some(first) = segments.first() else {
+            return Err(KeyError::Directory);
+        };
+        if first.starts_with(STATE_DIR.as_bytes()) {
+            return Err(KeyError::Reserved);
+        }
+        if segments.len() > MAX_DEPTH
+            || segments.iter().map(|s| s.len() + 1).sum::<usize>() > MAX_PATH_LEN
+        {
+            return Err(KeyError::TooLong);
+        }
+        for segment in &segments {
+            check_segment(segment)?;
+        }
+        Ok(CacheKey {
             namespace,
             segments,
         })
+    }
+
+    /// The key whose body lives at `rel` (relative to the cache root), the
+    /// inverse of [`CacheKey::relative_path`]: `.package-cache-hosts/<host>/…`
+    /// and `.package-cache-mounts/<name>/…` name their namespaces, anything
+    /// else is in the mirrors' namespace.
+    pub fn try_from_relative(rel: &Path) -> Result<CacheKey, KeyError> {
+        let mut parts = Vec::new();
+        for component in rel.components() {
+            match component {
+                Component::Normal(part) => parts.push(part.as_bytes().to_vec()),
+                Component::CurDir | Component::ParentDir => return Err(KeyError::DotSegment),
+                Component::RootDir | Component::Prefix(_) => return Err(KeyError::EmptySegment),
+            }
+        }
+        let namespace = match parts.first().map(Vec::as_slice) {
+            Some(dir) if dir == HOSTS_DIR.as_bytes() || dir == MOUNTS_DIR.as_bytes() => {
+                let name = parts.get(1).ok_or(KeyError::Directory)?;
+                let name = String::from_utf8(name.clone()).map_err(|_| KeyError::ForbiddenByte)?;
+                check_segment(name.as_bytes())?;
+                let namespace = if dir == HOSTS_DIR.as_bytes() {
+                    Namespace::Host(name)
+                } else {
+                    Namespace::Mount(name)
+                };
+                parts.drain(..2);
+                namespace
+            }
+            _ => Namespace::Mirrors,
+        };
+        CacheKey::try_from_segments(namespace, parts)
     }
 
     /// Bytes this key occupies in memory, roughly (for budgets).
@@ -211,6 +238,26 @@ impl CacheKey {
             .collect();
         parts.join("/")
     }
+}
+
+/// The rules every decoded segment obeys (see [`CacheKey`]'s invariant).
+fn check_segment(decoded: &[u8]) -> Result<(), KeyError> {
+    if decoded.is_empty() {
+        return Err(KeyError::EmptySegment);
+    }
+    if decoded == b"." || decoded == b".." {
+        return Err(KeyError::DotSegment);
+    }
+    if decoded
+        .iter()
+        .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
+    {
+        return Err(KeyError::ForbiddenByte);
+    }
+    if decoded.len() > MAX_SEGMENT_LEN {
+        return Err(KeyError::SegmentTooLong);
+    }
+    Ok(())
 }
 
 impl fmt::Display for CacheKey {
@@ -273,6 +320,37 @@ mod tests {
         assert_eq!(key("/a/%2e%2e/b/"), Err(KeyError::DotSegment));
         assert_eq!(key("/a//"), Err(KeyError::EmptySegment));
         assert_eq!(key("/"), Err(KeyError::Directory));
+    }
+
+    #[test]
+    fn relative_paths_give_back_their_keys() {
+        for (ns, p) in [
+            (Namespace::Mirrors, "/distfiles/ab/foo-1.0.tar.gz"),
+            (Namespace::Mirrors, "/a%20b%25c.tgz"),
+            (Namespace::Host("a.example:8080".into()), "/x/y"),
+            (Namespace::Mount("pypi".into()), "/files/h/%C3%A9.whl"),
+        ] {
+            let key = CacheKey::try_from_path(ns, p).unwrap();
+            let back = CacheKey::try_from_relative(&key.relative_path()).unwrap();
+            assert_eq!(back, key, "{p}");
+            assert_eq!(back.canonical(), key.canonical());
+        }
+        for rel in [
+            ".package-cache/lock",
+            ".package-cache-hosts/h",
+            ".package-cache-other/x",
+            "a\\b",
+            "a/../b",
+        ] {
+            assert!(
+                CacheKey::try_from_relative(Path::new(rel)).is_err(),
+                "{rel}"
+            );
+        }
+        assert_eq!(
+            CacheKey::try_from_segments(Namespace::Mirrors, vec![b"a\nb".to_vec()]),
+            Err(KeyError::ForbiddenByte)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `.package-cache/` (0700) with `lock`, `tmp/` (fills in progress, cleared at
 //! start-up), `meta/<2 hex>/<sha256 of key>` (one JSON file per entry) and
 //! `docs/<2 hex>/<sha256 of key>` (index documents, see `doc`).
+//! `scan` and `state` list all of it for maintenance and start-up indexes.
 
 mod commit;
 mod disk;
@@ -18,7 +19,9 @@ mod index;
 mod key;
 mod meta;
 mod reader;
+mod scan;
 mod spill;
+mod state;
 
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
@@ -31,10 +34,14 @@ pub use key::{
 };
 pub use meta::{unix_now, EntryMeta};
 pub use reader::BodyReader;
+pub use scan::{meta_status, Entries, MetaStatus, Scan, ScanEntry, ScanError, ScanIssue};
+pub use state::{
+    doc_file, doc_files, meta_file, meta_files, probe_lock, quarantine_dir, quarantine_files,
+    tmp_files, LockProbe, StateFile, StateIssue,
+};
 
 use fill::FillShared;
 use rustix::fs::{Mode, OFlags};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
@@ -205,8 +212,7 @@ impl Inner {
     }
 
     fn meta_path(&self, key: &CacheKey) -> PathBuf {
-        let digest = hex::encode(Sha256::digest(key.canonical().as_bytes()));
-        self.meta_dir.join(&digest[..2]).join(&digest)
+        state::fan_out(&self.meta_dir, key.canonical().as_bytes())
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, index::Index> {
