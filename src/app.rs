@@ -1,8 +1,11 @@
 //! The composition root: opens the store, builds the upstream client, binds
-//! the listener and starts the server; owns the cancellation tokens and the
-//! task tracker, and shuts everything down with a deadline.
+//! the listeners and starts the proxy and admin servers; owns the metrics,
+//! the cancellation tokens and the task tracker, and shuts everything down
+//! with a deadline.
 
+use crate::admin::{Admin, CacheSize};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::privileges;
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
@@ -23,7 +26,10 @@ use tokio_util::task::TaskTracker;
 pub struct Running {
     /// Where the proxy listens.
     pub proxy_addr: SocketAddr,
+    /// Where the admin endpoints listen (the first address), unless `--admin off`.
+    pub admin_addr: Option<SocketAddr>,
     store: Store,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
     hard_stop: CancellationToken,
     tasks: TaskTracker,
@@ -35,6 +41,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Bind first (port 80 needs root), then drop root, then touch the cache,
     // so that nothing in it belongs to root.
     let listeners = bind(&config.server.host, config.server.port).await?;
+    let admin_listeners = match &config.server.admin {
+        Some(admin) => bind(&admin.host, admin.port)
+            .await
+            .context("binding the admin listener")?,
+        None => Vec::new(),
+    };
     if let Some((user, group)) = config.server.run_as.clone() {
         let cache_dir = config.cache_dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -48,11 +60,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("opening cache directory {}", config.cache_dir.display()))?;
     // Reads the system trust store and the CA file: blocking work.
+    let metrics = Arc::new(Metrics::new());
     let upstream_config = config.upstream.clone();
-    let upstream = tokio::task::spawn_blocking(move || Upstream::new(&upstream_config))
-        .await
-        .context("setting up the upstream client")?
-        .context("setting up the upstream client")?;
+    let upstream_metrics = metrics.clone();
+    let upstream =
+        tokio::task::spawn_blocking(move || Upstream::new(&upstream_config, upstream_metrics))
+            .await
+            .context("setting up the upstream client")?
+            .context("setting up the upstream client")?;
     let proxy_addr = listeners[0]
         .local_addr()
         .context("reading the bound address")?;
@@ -67,12 +82,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let proxy = Proxy::new(
         store.clone(),
         upstream,
+        metrics.clone(),
         rules,
         tasks.clone(),
         hard_stop.clone(),
-        config.upstream.max_fills,
-        &config.policy,
+        &config,
     );
+    // wired to the eviction index at merge
+    let cache_size: CacheSize = Arc::new(|| (0, 0));
+    let admin = Admin::new(metrics.clone(), store.clone(), cache_size, stop.clone());
+    let mut admin_addr = None;
+    // Logged before the proxy's line: a supervisor (or a test) that waits for
+    // "package-cache listening" then knows both ports.
+    for listener in admin_listeners {
+        let addr = listener.local_addr().context("reading the bound address")?;
+        admin_addr.get_or_insert(addr);
+        tasks.spawn(
+            admin
+                .clone()
+                .serve(listener, tasks.clone(), stop.clone(), hard_stop.clone()),
+        );
+        tracing::info!(addr = %addr, "admin listening");
+    }
     let limits = Limits {
         header_timeout: config.server.header_timeout,
         client_timeout: config.server.client_timeout,
@@ -96,7 +127,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     Ok(Running {
         proxy_addr,
+        admin_addr,
         store,
+        metrics,
         stop,
         hard_stop,
         tasks,
@@ -153,6 +186,11 @@ impl Running {
     /// The open store (tests inspect it).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The app's metrics (the eviction index records evictions here).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Stops accepting, lets transfers and fills finish for the grace period,
