@@ -51,6 +51,7 @@ th { color: var(--muted); font-weight: 600; font-size: .82rem; text-transform: u
 tr:last-child td { border-bottom: 0; }
 td.num, th.num { text-align: right; white-space: nowrap; }
 td.key { font-family: ui-monospace, monospace; font-size: .88rem; word-break: break-all; }
+td.origin { white-space: nowrap; word-break: normal; }
 .share { display: inline-block; width: 9rem; height: .55rem; background: var(--line);
   border-radius: 4px; overflow: hidden; vertical-align: middle; }
 .share > span { display: block; height: 100%; background: var(--bar); }
@@ -268,7 +269,7 @@ fn source_row(out: &mut String, h: &SourceHealth, now: SystemTime) -> std::fmt::
     };
     write!(
         out,
-        "<tr class=\"source\" data-source=\"{origin}\"><td class=\"key\">{origin}</td><td>{health}</td>\
+        "<tr class=\"source\" data-source=\"{origin}\"><td class=\"key origin\">{origin}</td><td>{health}</td>\
          <td class=\"num\">{}</td><td class=\"num errors\">{}</td><td class=\"num\">{}</td>\
          <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{last_error}</td></tr>",
         h.answers,

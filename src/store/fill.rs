@@ -90,7 +90,7 @@ pub struct FillHead {
 /// A fill in progress as the status page shows it: a copy, stale at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActiveFill {
-    /// The entry's canonical key.
+    /// The entry's key as logs show it (`/path`, `host/path`, `/mount/path`).
     pub key: String,
     /// Bytes written so far.
     pub written: u64,
@@ -121,7 +121,7 @@ impl FillShared {
             _ => 0,
         };
         ActiveFill {
-            key: self.key.canonical(),
+            key: self.key.to_string(),
             written,
             content_length: self.head.get().and_then(|h| h.content_length),
             readers: self.state.receiver_count(),
