@@ -203,7 +203,7 @@ impl Metrics {
         let r = &mut self.registry;
         r.register(
             "requests",
-            "Requests answered, by X-Cache (other: errors, redirects, refusals)",
+            "Requests, by X-Cache (other: errors, redirects, refusals, clients gone before an answer)",
             self.requests.clone(),
         );
         r.register_with_unit(

@@ -168,7 +168,12 @@ fn requests(out: &mut String, s: &Snapshot) -> std::fmt::Result {
         ("HIT", "hit", "from a stored file", r.hit),
         ("MISS", "miss", "streamed while downloading", r.miss),
         ("PASS", "pass", "fetched, not stored", r.pass),
-        ("other", "other", "errors, redirects, refusals", r.other),
+        (
+            "other",
+            "other",
+            "errors, redirects, refusals, clients gone",
+            r.other,
+        ),
     ];
     for (name, id, meaning, n) in rows {
         let share = if total == 0 {

@@ -3,11 +3,15 @@
 //! the status page as headless Chromium renders it, and the separation from
 //! the proxy port.
 
+#[path = "../support/mod.rs"]
 mod support;
 
+mod chromium;
+mod exposition;
+
+use chromium::{chromium, dump_dom, element, human};
+use exposition::{parse_exposition, Scrape};
 use package_cache::config::{Config, ListenAddr};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 use support::app::{committed, source, Binary, TestApp};
 use support::client::{self, bytes_of, get, request};
@@ -21,90 +25,6 @@ fn with_admin(config: Config) -> Config {
     let mut config = config;
     config.server.admin = Some(ListenAddr::loopback_any_port());
     config
-}
-
-/// One `/metrics` scrape: sample (`name{labels}`, exactly as exposed) → value.
-#[derive(Debug, PartialEq)]
-struct Scrape(BTreeMap<String, f64>);
-
-impl Scrape {
-    fn get(&self, sample: &str) -> f64 {
-        *self
-            .0
-            .get(sample)
-            .unwrap_or_else(|| panic!("no sample {sample} in {:#?}", self.0))
-    }
-
-    fn opt(&self, sample: &str) -> Option<f64> {
-        self.0.get(sample).copied()
-    }
-}
-
-/// Parses the OpenMetrics text strictly enough that a malformed line fails:
-/// every sample belongs to a family declared by `# TYPE`, names and labels
-/// have the exposition's syntax, values are numbers, and `# EOF` ends it.
-fn parse_exposition(text: &str) -> Scrape {
-    let mut families = Vec::new();
-    let mut samples = BTreeMap::new();
-    let mut lines = text.lines().peekable();
-    let name_ok = |n: &str| {
-        !n.is_empty()
-            && !n.starts_with(|c: char| c.is_ascii_digit())
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    };
-    while let Some(line) = lines.next() {
-        if line == "# EOF" {
-            assert!(lines.peek().is_none(), "text after # EOF");
-            return Scrape(samples);
-        }
-        if let Some(meta) = line.strip_prefix("# ") {
-            let mut parts = meta.splitn(3, ' ');
-            let (kind, name) = (parts.next().unwrap(), parts.next().expect("metadata name"));
-            assert!(name_ok(name), "bad family name in {line:?}");
-            match kind {
-                "TYPE" => {
-                    let t = parts.next().expect("a type");
-                    assert!(
-                        ["counter", "gauge", "histogram", "info", "unknown"].contains(&t),
-                        "{line:?}"
-                    );
-                    families.push(name.to_string());
-                }
-                "HELP" | "UNIT" => {}
-                _ => panic!("unknown metadata line {line:?}"),
-            }
-            continue;
-        }
-        let (sample, value) = line.rsplit_once(' ').expect("sample and value");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
-        let name = sample.split('{').next().unwrap();
-        assert!(name_ok(name), "bad sample name in {line:?}");
-        if let Some(labels) = sample.strip_prefix(name) {
-            if !labels.is_empty() {
-                let inner = labels
-                    .strip_prefix('{')
-                    .and_then(|l| l.strip_suffix('}'))
-                    .unwrap_or_else(|| panic!("bad labels in {line:?}"));
-                for pair in inner.split("\",") {
-                    let (k, v) = pair.split_once("=\"").expect("label=\"value\"");
-                    assert!(name_ok(k), "bad label name in {line:?}");
-                    assert!(!v.trim_end_matches('"').contains('"'), "{line:?}");
-                }
-            }
-        }
-        assert!(
-            families.iter().any(|f| name.starts_with(f.as_str())),
-            "sample {name} has no # TYPE"
-        );
-        assert!(
-            samples.insert(sample.to_string(), value).is_none(),
-            "duplicate sample {sample}"
-        );
-    }
-    panic!("exposition does not end with # EOF:\n{text}");
 }
 
 async fn scrape(app: &TestApp) -> Scrape {
@@ -418,110 +338,6 @@ async fn the_binary_logs_its_admin_address_and_honours_off() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-// ---- the status page in headless Chromium ----
-
-/// Chromium from `PATH`; `None` (skip) when absent, except under `CI`.
-fn chromium() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("chromium"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is required under CI (apt-get install chromium)"
-        );
-        eprintln!("skipping: chromium is not installed");
-    }
-    found
-}
-
-/// The DOM Chromium builds for `url` (`--dump-dom`). Chromium runs in its
-/// own process group with a private profile, and the whole group is killed
-/// if it takes longer than a minute.
-async fn dump_dom(chromium: &PathBuf, url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(chromium)
-        .args([
-            "--headless",
-            // Root (CI) cannot use the sandbox; the page is our own.
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-proxy-server",
-            "--disable-extensions",
-            "--disable-background-networking",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--dump-dom", url])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromium starts");
-    let pgid = rustix::process::Pid::from_raw(child.id().expect("a pid") as i32).expect("pid > 0");
-    let kill_group = || {
-        // Its renderer and zygote processes too; ESRCH once they are gone.
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-    };
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let read = async {
-        use tokio::io::AsyncReadExt;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (mut stdout, mut stderr) = (stdout, stderr);
-        let _ = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        let status = child.wait().await;
-        (status, out, err)
-    };
-    let result = tokio::time::timeout(Duration::from_secs(60), read).await;
-    kill_group();
-    let (status, out, err) = result.expect("chromium finished within 60 s (killed)");
-    let dom = String::from_utf8_lossy(&out).into_owned();
-    assert!(
-        status.as_ref().is_ok_and(|s| s.success()) && dom.contains("</html>"),
-        "chromium failed: {status:?}\n{}",
-        String::from_utf8_lossy(&err)
-    );
-    dom
-}
-
-/// `data-value` and text of the element with `id`, as serialised by Chromium.
-fn element(dom: &str, id: &str) -> (String, String) {
-    let at = dom
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id} in the DOM:\n{dom}"));
-    let open = dom[..at].rfind('<').unwrap();
-    let close = at + dom[at..].find('>').unwrap();
-    let attrs = &dom[open..close];
-    let value = attrs
-        .split("data-value=\"")
-        .nth(1)
-        .and_then(|v| v.split('"').next())
-        .unwrap_or_else(|| panic!("#{id} has no data-value: {attrs}"))
-        .to_string();
-    let text = dom[close + 1..][..dom[close + 1..].find('<').unwrap()].to_string();
-    (value, text)
-}
-
-/// The page's unit rules, restated: binary units, one decimal.
-fn human(n: f64) -> String {
-    if n < 1024.0 {
-        return format!("{n} B");
-    }
-    let mut v = n / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < 3 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", ["KiB", "MiB", "GiB", "TiB"][unit])
 }
 
 #[tokio::test]
