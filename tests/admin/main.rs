@@ -40,9 +40,9 @@ async fn scrape(app: &TestApp) -> Scrape {
     parse_exposition(std::str::from_utf8(&got.body).expect("utf-8"))
 }
 
-/// Scrapes until `done` holds (at most `SETTLE`), and returns that scrape.
-async fn scrape_until(app: &TestApp, done: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = tokio::time::Instant::now() + SETTLE;
+/// Scrapes until `done` holds (at most `limit`), and returns that scrape.
+async fn scrape_until(app: &TestApp, limit: Duration, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let s = scrape(app).await;
         if done(&s) {
@@ -80,7 +80,7 @@ async fn known_traffic(app: &TestApp) -> Scrape {
         assert_eq!(got.body.len(), SIZES[i].1);
     }
     assert_eq!(get(&app.url("/missing.bin")).await.status, 404);
-    scrape_until(app, |s| requests(s) == 9.0).await
+    scrape_until(app, SETTLE, |s| requests(s) == 9.0).await
 }
 
 async fn origin_with_files() -> Origin {
@@ -225,7 +225,11 @@ async fn a_fill_in_progress_shows_its_readers_and_progress() {
 
     // The readers leave; the fill goes on alone, then disappears from the page.
     drop((leader_body, follower_body));
-    let s = scrape_until(&app, |s| s.get("package_cache_fills_in_progress") == 0.0).await;
+    // The upstream needs about 4 s for the whole body, whoever reads it.
+    let s = scrape_until(&app, Duration::from_secs(15), |s| {
+        s.get("package_cache_fills_in_progress") == 0.0
+    })
+    .await;
     assert_eq!(s.get("package_cache_requests_total{cache=\"MISS\"}"), 2.0);
     let page = String::from_utf8(get(&app.admin_url("/")).await.body).unwrap();
     assert!(page.contains("No downloads in progress."), "{page}");
