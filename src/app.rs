@@ -1,8 +1,11 @@
 //! The composition root: opens the store, builds the upstream client, binds
-//! the listener and starts the server; owns the cancellation tokens and the
-//! task tracker, and shuts everything down with a deadline.
+//! the listeners and starts the proxy and admin servers; owns the metrics,
+//! the cancellation tokens and the task tracker, and shuts everything down
+//! with a deadline.
 
+use crate::admin::{Admin, CacheSize};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
 use crate::server::{self, Limits};
@@ -23,7 +26,10 @@ use tokio_util::task::TaskTracker;
 pub struct Running {
     /// Where the proxy listens.
     pub proxy_addr: SocketAddr,
+    /// Where the admin endpoints listen (the first address), unless `--admin off`.
+    pub admin_addr: Option<SocketAddr>,
     store: Store,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
     hard_stop: CancellationToken,
     tasks: TaskTracker,
@@ -35,6 +41,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Bind first (port 80 needs root), then drop root, then touch the cache,
     // so that nothing in it belongs to root.
     let listeners = bind(&config.server.host, config.server.port).await?;
+    let admin_listeners = match &config.server.admin {
+        Some(admin) => bind(&admin.host, admin.port)
+            .await
+            .context("binding the admin listener")?,
+        None => Vec::new(),
+    };
     if let Some((user, group)) = config.server.run_as.clone() {
         let cache_dir = config.cache_dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -48,11 +60,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("opening cache directory {}", config.cache_dir.display()))?;
     // Reads the system trust store and the CA file: blocking work.
+    let metrics = Arc::new(Metrics::new());
     let upstream_config = config.upstream.clone();
-    let upstream = tokio::task::spawn_blocking(move || Upstream::new(&upstream_config))
-        .await
-        .context("setting up the upstream client")?
-        .context("setting up the upstream client")?;
+    let upstream_metrics = metrics.clone();
+    let upstream =
+        tokio::task::spawn_blocking(move || Upstream::new(&upstream_config, upstream_metrics))
+            .await
+            .context("setting up the upstream client")?
+            .context("setting up the upstream client")?;
     let proxy_addr = listeners[0]
         .local_addr()
         .context("reading the bound address")?;
@@ -67,15 +82,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let proxy = Proxy::new(
         store.clone(),
         upstream,
+        metrics.clone(),
         rules,
         tasks.clone(),
         hard_stop.clone(),
-        config.upstream.max_fills,
-        &config.policy,
+        &config,
     );
     if let Some(max_size) = config.policy.max_size {
         let limits = evict::Limits::new(max_size, &config.policy.pinned);
-        tasks.spawn(evict::run(store.clone(), limits, stop.clone(), |_| {}));
+        let counted = metrics.clone();
+        tasks.spawn(evict::run(
+            store.clone(),
+            limits,
+            stop.clone(),
+            move |bytes| counted.evicted(bytes),
+        ));
+    }
+    let cache_size: CacheSize = {
+        let store = store.clone();
+        Arc::new(move || store.usage())
+    };
+    let admin = Admin::new(metrics.clone(), store.clone(), cache_size, stop.clone());
+    let mut admin_addr = None;
+    // Logged before the proxy's line: a supervisor (or a test) that waits for
+    // "package-cache listening" then knows both ports.
+    for listener in admin_listeners {
+        let addr = listener.local_addr().context("reading the bound address")?;
+        admin_addr.get_or_insert(addr);
+        tasks.spawn(
+            admin
+                .clone()
+                .serve(listener, tasks.clone(), stop.clone(), hard_stop.clone()),
+        );
+        tracing::info!(addr = %addr, "admin listening");
     }
     let limits = Limits {
         header_timeout: config.server.header_timeout,
@@ -100,7 +139,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     Ok(Running {
         proxy_addr,
+        admin_addr,
         store,
+        metrics,
         stop,
         hard_stop,
         tasks,
@@ -157,6 +198,11 @@ impl Running {
     /// The open store (tests inspect it).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The app's metrics (the eviction index records evictions here).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Stops accepting, lets transfers and fills finish for the grace period,

@@ -146,6 +146,15 @@ pub struct Args {
     #[arg(long, value_name = "NAME", requires = "user")]
     pub group: Option<String>,
 
+    /// Admin listener for /metrics, /healthz and the status page (HOST:PORT, or off).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "localhost:4001",
+        env = "PC_ADMIN"
+    )]
+    pub admin: String,
+
     /// Seconds to let transfers finish on SIGTERM/SIGINT before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub shutdown_grace: u64,

@@ -13,6 +13,9 @@
 //! rewriting PyPI pages (`mount::pypi`) so that every file goes through the cache
 //! and the digests they list are enforced on the fills.
 //!
+//! Beside the proxy port, `admin` serves `/metrics`, `/healthz` and a status
+//! page from the counters in `metrics`, which the proxy and upstream update.
+//!
 //! The fill task, never a client's response body, drives the download, so one
 //! upstream fetch serves any number of readers at their own pace and a client
 //! that goes away never cancels or corrupts the entry.
@@ -23,12 +26,14 @@
 #![warn(missing_docs)]
 #![deny(rust_2018_idioms)]
 
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod cli;
 pub mod config;
 pub mod evict;
 pub mod maintain;
+pub mod metrics;
 pub mod mount;
 pub mod privileges;
 pub mod proxy;

@@ -85,6 +85,7 @@ async fn a_second_server_on_the_same_cache_refuses_to_start() {
     let bin = Binary::start(&["--cache", &cache]).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
         .args(["--cache", &cache, "--host", "127.0.0.1", "--port", "0"])
+        .args(["--admin", "off"])
         .output();
     let out = tokio::time::timeout(Duration::from_secs(10), out)
         .await
@@ -171,6 +172,8 @@ async fn syslog_gets_the_log_lines() {
             "127.0.0.1",
             "--port",
             "0",
+            "--admin",
+            "off",
         ])
         .kill_on_drop(true)
         .spawn()

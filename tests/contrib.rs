@@ -64,6 +64,8 @@ async fn the_openrc_script_starts_a_working_cache_from_0_2_variables() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
         .args(args.split_whitespace())
         .args(["--syslog-socket", sock.to_str().unwrap()])
+        // Not the default admin port: tests run in parallel.
+        .args(["--admin", "off"])
         .kill_on_drop(true)
         .spawn()
         .unwrap();

@@ -263,6 +263,8 @@ fn dnat_redirected_requests_are_cached_for_allowed_hosts_only() {
             &format!("10.{n}.0.1"),
             "--port",
             "8080",
+            "--admin",
+            "off",
             "--cache",
             cache.path().join("c").to_str().unwrap(),
             &allowed,

@@ -122,6 +122,8 @@ async fn an_unknown_user_stops_the_start_with_a_clear_message() {
             "127.0.0.1",
             "--port",
             "0",
+            "--admin",
+            "off",
         ])
         .args(["--user", "no-such-user-pc"])
         .output()

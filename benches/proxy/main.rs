@@ -206,6 +206,7 @@ fn launch_ours(dir: &Path, upstream: SocketAddr, n: usize) -> Result<Target> {
     cmd.arg("--source").arg(format!("http://{upstream}/"));
     cmd.arg("--cache").arg(dir.join("ours-cache"));
     cmd.args(["--host", "127.0.0.1", "--port", &addr.port().to_string()]);
+    cmd.args(["--admin", "off"]);
     // Like for like: the nginx reference runs with `access_log off`, so by
     // default package-cache runs without its per-request line too.
     // BENCH_ACCESS_LOG=1 keeps it on (an explicit RUST_LOG wins either way).

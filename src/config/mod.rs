@@ -46,6 +46,9 @@ pub enum Error {
     /// A size is not a number with an optional K/M/G/T suffix.
     #[error("invalid size {0:?}: expected a number of bytes with an optional K, M, G or T suffix")]
     Size(String),
+    /// `--admin` is neither `HOST:PORT` nor `off`.
+    #[error("invalid --admin {0:?}: expected HOST:PORT or off")]
+    Admin(String),
     /// A `--no-cache` or `--pin` pattern is not a valid glob.
     #[error("invalid pattern {pattern:?}: {reason}")]
     Pattern {
@@ -180,6 +183,49 @@ pub struct UpstreamConfig {
     pub max_fills: usize,
 }
 
+/// Where a listener binds: a host (name or address, resolved at start) and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// Host name or IP address, IPv6 without brackets.
+    pub host: String,
+    /// Port (0 picks one).
+    pub port: u16,
+}
+
+impl ListenAddr {
+    /// `127.0.0.1:0` (tests).
+    pub fn loopback_any_port() -> ListenAddr {
+        ListenAddr {
+            host: "127.0.0.1".into(),
+            port: 0,
+        }
+    }
+
+    /// Parses `--admin`: `HOST:PORT` (`[V6]:PORT` for IPv6) or `off` (`None`).
+    pub fn try_admin(raw: &str) -> Result<Option<ListenAddr>, Error> {
+        if raw.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let bad = || Error::Admin(raw.to_string());
+        let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.strip_suffix(']').ok_or_else(bad)?,
+            // An unbracketed IPv6 address is ambiguous: its last group
+            // would be read as the port.
+            None if host.contains(':') => return Err(bad()),
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Some(ListenAddr {
+            host: host.to_string(),
+            port,
+        }))
+    }
+}
+
 /// Client-facing server settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -197,6 +243,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Become this user (and group) once the listeners are bound.
     pub run_as: Option<(String, Option<String>)>,
+    /// The admin listener (`/metrics`, `/healthz`, status page); `None`: off.
+    pub admin: Option<ListenAddr>,
 }
 
 /// Everything the app needs to run.
@@ -237,6 +285,7 @@ impl Config {
                 max_connections: 256,
                 shutdown_grace: Duration::from_secs(2),
                 run_as: None,
+                admin: None,
             },
             mounts: Vec::new(),
             policy: Policy {
@@ -348,6 +397,7 @@ impl TryFrom<Args> for Config {
                 reason: e.kind().to_string(),
             })?;
         }
+        let admin = ListenAddr::try_admin(&args.admin)?;
         let secs = Duration::from_secs;
         Ok(Config {
             mounts,
@@ -381,6 +431,7 @@ impl TryFrom<Args> for Config {
                 max_connections: args.max_connections.max(1),
                 shutdown_grace: secs(args.shutdown_grace),
                 run_as: args.user.clone().map(|u| (u, args.group.clone())),
+                admin,
             },
         })
     }
@@ -439,6 +490,25 @@ mod tests {
         assert_eq!(parse_size("2T").unwrap(), 2 << 40);
         for bad in ["", "G", "10X", "-1", "0", "1.5G", "99999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn admin_addresses_parse() {
+        let at = |host: &str, port| {
+            Some(ListenAddr {
+                host: host.into(),
+                port,
+            })
+        };
+        assert_eq!(
+            ListenAddr::try_admin("localhost:4001").unwrap(),
+            at("localhost", 4001)
+        );
+        assert_eq!(ListenAddr::try_admin("[::1]:0").unwrap(), at("::1", 0));
+        assert_eq!(ListenAddr::try_admin("off").unwrap(), None);
+        for bad in ["4001", "::1:4001", "host:", ":4001", "h:99999", "[::1:80"] {
+            assert!(ListenAddr::try_admin(bad).is_err(), "{bad}");
         }
     }
 

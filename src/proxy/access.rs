@@ -2,10 +2,13 @@
 //! finished or dropped, with the bytes actually sent and whether the body
 //! ended cleanly.
 
+use super::respond::CacheStatus;
 use crate::body::Body;
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -17,8 +20,8 @@ pub struct AccessRecord {
     pub target: http::Uri,
     /// Response status.
     pub status: u16,
-    /// X-Cache value.
-    pub cache: &'static str,
+    /// X-Cache value; `None` when the answer has none (errors, redirects).
+    pub cache: Option<CacheStatus>,
     /// Client address.
     pub peer: Option<std::net::SocketAddr>,
     /// Where the client meant to connect, when a DNAT rule sent it here.
@@ -30,22 +33,25 @@ pub struct AccessRecord {
     pub expected: Option<u64>,
 }
 
-/// Wraps a response body; logs once, on the end of stream or on drop.
+/// Wraps a response body; logs once and counts the request in the
+/// metrics once, on drop (hyper drops it after the end of stream too).
 pub struct LoggedBody {
     inner: Body,
     record: AccessRecord,
     bytes: u64,
     outcome: Option<&'static str>,
+    metrics: Arc<Metrics>,
 }
 
 impl LoggedBody {
     /// Wraps `inner`.
-    pub fn new(inner: Body, record: AccessRecord) -> LoggedBody {
+    pub fn new(inner: Body, record: AccessRecord, metrics: Arc<Metrics>) -> LoggedBody {
         LoggedBody {
             inner,
             record,
             bytes: 0,
             outcome: None,
+            metrics,
         }
     }
 }
@@ -93,15 +99,17 @@ impl Drop for LoggedBody {
             None => "client gone",
         };
         let r = &self.record;
+        self.metrics.request_served(r.cache, self.bytes);
+        let cache = r.cache.as_ref().map_or("-", CacheStatus::as_str);
         let elapsed_ms = r.started.elapsed().as_millis() as u64;
         let peer = r.peer.map(tracing::field::display);
         match r.orig_dst {
             None => {
-                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache = r.cache,
+                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache,
                 bytes = self.bytes, elapsed_ms, peer, outcome, "request")
             }
             Some(dst) => {
-                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache = r.cache,
+                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache,
                 bytes = self.bytes, elapsed_ms, peer, orig_dst = %dst, outcome, "request")
             }
         }
@@ -116,6 +124,7 @@ pub struct Unanswered {
     peer: Option<std::net::SocketAddr>,
     started: Instant,
     armed: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Unanswered {
@@ -125,6 +134,7 @@ impl Unanswered {
         target: &http::Uri,
         peer: Option<std::net::SocketAddr>,
         started: Instant,
+        metrics: Arc<Metrics>,
     ) -> Unanswered {
         Unanswered {
             method: method.clone(),
@@ -132,6 +142,7 @@ impl Unanswered {
             peer,
             started,
             armed: true,
+            metrics,
         }
     }
 
@@ -144,6 +155,7 @@ impl Unanswered {
 impl Drop for Unanswered {
     fn drop(&mut self) {
         if self.armed {
+            self.metrics.request_served(None, 0);
             tracing::info!(
                 method = %self.method,
                 path = %self.target,

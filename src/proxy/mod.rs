@@ -13,6 +13,8 @@ pub mod route;
 pub mod target;
 
 use crate::body::{self, Body};
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::mount::MountUpstream;
 use crate::store::{
     BodyReader, CacheKey, Entry, FillFailure, FillHead, FillStart, FillState, FillWatch, Lookup,
@@ -43,29 +45,32 @@ pub struct Proxy {
     fills_cancel: CancellationToken,
     fill_slots: Arc<Semaphore>,
     policy: Arc<policy::PolicyState>,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
     /// A proxy over `store` and `upstream`. Fill tasks are spawned on `tasks`,
-    /// at most `max_fills` at once, and abandoned (entries not committed)
-    /// when `fills_cancel` fires.
+    /// at most `config.upstream.max_fills` at once, and abandoned (entries not
+    /// committed) when `fills_cancel` fires. Every answered request, fill
+    /// started and fill joined is counted in `metrics`.
     pub fn new(
         store: Store,
         upstream: Upstream,
+        metrics: Arc<Metrics>,
         rules: HostRules,
         tasks: TaskTracker,
         fills_cancel: CancellationToken,
-        max_fills: usize,
-        policy: &crate::config::Policy,
+        config: &Config,
     ) -> Proxy {
         Proxy {
-            policy: Arc::new(policy::PolicyState::new(policy)),
+            policy: Arc::new(policy::PolicyState::new(&config.policy)),
             store,
             upstream,
             rules: Arc::new(rules),
             tasks,
             fills_cancel,
-            fill_slots: Arc::new(Semaphore::new(max_fills)),
+            fill_slots: Arc::new(Semaphore::new(config.upstream.max_fills)),
+            metrics,
         }
     }
 
@@ -74,8 +79,13 @@ impl Proxy {
         let started = Instant::now();
         let (parts, _body) = req.into_parts();
         let conn = parts.extensions.get::<ConnInfo>().copied();
-        let unanswered =
-            access::Unanswered::new(&parts.method, &parts.uri, conn.map(|c| c.peer), started);
+        let unanswered = access::Unanswered::new(
+            &parts.method,
+            &parts.uri,
+            conn.map(|c| c.peer),
+            started,
+            self.metrics.clone(),
+        );
         let response = self.dispatch(&parts, conn.as_ref()).await;
         unanswered.disarm();
         let cache = match response
@@ -83,10 +93,10 @@ impl Proxy {
             .get(respond::X_CACHE)
             .map(HeaderValue::as_bytes)
         {
-            Some(b"HIT") => "HIT",
-            Some(b"MISS") => "MISS",
-            Some(b"PASS") => "PASS",
-            _ => "-",
+            Some(b"HIT") => Some(CacheStatus::Hit),
+            Some(b"MISS") => Some(CacheStatus::Miss),
+            Some(b"PASS") => Some(CacheStatus::Pass),
+            _ => None,
         };
         let record = AccessRecord {
             method: parts.method.clone(),
@@ -102,7 +112,8 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
         };
-        response.map(|b| LoggedBody::new(b, record))
+        let metrics = self.metrics.clone();
+        response.map(|b| LoggedBody::new(b, record, metrics))
     }
 
     async fn dispatch(
@@ -190,12 +201,15 @@ impl Proxy {
                     tracing::debug!(key = %key, "path conflicts with a cached entry; passing uncached");
                     return self.pass(req, target).await;
                 }
-                Lookup::Filling(mut watch) => match watch.started().await {
-                    FillStart::Started(head) => return from_fill(req, &head, watch, false),
-                    FillStart::Failed(failure) => return self.failed(&canonical, &failure),
-                    FillStart::Uncacheable => return self.pass(req, target).await,
-                    FillStart::Vacated => continue,
-                },
+                Lookup::Filling(mut watch) => {
+                    self.metrics.fill_joined();
+                    match watch.started().await {
+                        FillStart::Started(head) => return from_fill(req, &head, watch, false),
+                        FillStart::Failed(failure) => return self.failed(&canonical, &failure),
+                        FillStart::Uncacheable => return self.pass(req, target).await,
+                        FillStart::Vacated => continue,
+                    }
+                }
                 Lookup::Miss(permit) => {
                     // Fills outlive their clients, so they need a bound of their own.
                     let Ok(slot) = self.fill_slots.clone().try_acquire_owned() else {
@@ -216,6 +230,7 @@ impl Proxy {
                         slot,
                     };
                     self.tasks.spawn(filler::run(job, permit, handback));
+                    self.metrics.fill_started();
                     match watch.started().await {
                         FillStart::Started(head) => return from_fill(req, &head, watch, true),
                         FillStart::Failed(failure) => return self.failed(&canonical, &failure),

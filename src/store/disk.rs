@@ -110,3 +110,15 @@ pub fn clear_dir(dir: &Path) -> io::Result<usize> {
     }
     Ok(removed)
 }
+
+/// Fails unless `dir` is a directory this process may create files in.
+/// `access(2)` asks with the real IDs, which are the effective ones here
+/// (`--user` changes both).
+pub(crate) fn check_writable_dir(dir: &Path) -> io::Result<()> {
+    use rustix::fs::Access;
+    rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK)?;
+    if !fs::metadata(dir)?.is_dir() {
+        return Err(io::Error::from(io::ErrorKind::NotADirectory));
+    }
+    Ok(())
+}

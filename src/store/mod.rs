@@ -26,7 +26,7 @@ mod state;
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
 use entry::{open_entry_blocking, Opened};
-pub use fill::{Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
+pub use fill::{ActiveFill, Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
 pub use index::Indexed;
 pub use key::{
     CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, MOUNTS_DIR,
@@ -395,6 +395,41 @@ impl Store {
             .lock()
             .expect("fill map lock is never poisoned")
             .len()
+    }
+
+    /// The fills in progress, sorted by key (for the status page).
+    pub fn active_fills(&self) -> Vec<ActiveFill> {
+        let shared: Vec<Arc<FillShared>> = self
+            .inner
+            .fills
+            .lock()
+            .expect("fill map lock is never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        // Read each fill's state outside the map lock: lookups wait on it.
+        let mut fills: Vec<ActiveFill> = shared.iter().map(|s| s.progress()).collect();
+        fills.sort_by(|a, b| a.key.cmp(&b.key));
+        fills
+    }
+
+    /// Whether fills can be written: the root and `tmp/` are directories this
+    /// process may write into. A cheap check (two `access` calls, off the
+    /// runtime) for health probes, not a guarantee that the disk has room.
+    pub async fn check_usable(&self) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            for dir in [&inner.root, &inner.tmp_dir] {
+                disk::check_writable_dir(dir).map_err(|source| Error::Io {
+                    op: "check",
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(Error::join)?
     }
 
     /// Removes the committed entry `entry` of `key` (one its index no longer

@@ -8,12 +8,14 @@
 pub mod client;
 
 use crate::config::{Authority, SourceUrl, UpstreamConfig};
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// `User-Agent` sent upstream.
 pub const USER_AGENT: &str = concat!("package-cache/", env!("CARGO_PKG_VERSION"));
@@ -69,6 +71,18 @@ impl Error {
     /// Whether the upstream said the file does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Status { status, .. } if *status == StatusCode::NOT_FOUND || *status == StatusCode::GONE)
+    }
+
+    /// A short name for the metrics' `kind` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Connect { .. } => "connect",
+            Error::Timeout { .. } => "timeout",
+            Error::Status { .. } if self.is_not_found() => "not_found",
+            Error::Status { .. } => "status",
+            Error::Body { .. } => "body",
+            Error::Redirect { .. } => "redirect",
+        }
     }
 
     /// Whether the upstream did not answer in time.
@@ -207,16 +221,19 @@ pub struct Upstream {
     sources: Vec<SourceUrl>,
     idle: Duration,
     max_redirects: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
-    /// Builds the client (reads certificate files).
-    pub fn new(config: &UpstreamConfig) -> Result<Upstream, client::Error> {
+    /// Builds the client (reads certificate files). Every attempt's latency
+    /// and failure is recorded in `metrics`, by the origin of the URL tried.
+    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream, client::Error> {
         Ok(Upstream {
             client: client::build(config)?,
             sources: config.sources.clone(),
             idle: config.idle_timeout,
             max_redirects: config.max_redirects,
+            metrics,
         })
     }
 
@@ -256,8 +273,9 @@ impl Upstream {
         };
         let mut attempts = Vec::new();
         for url in urls {
-            let started = std::time::Instant::now();
-            match self.fetch_one(url, &req).await {
+            let started = Instant::now();
+            let origin = origin_of(&url);
+            match self.fetch_one(url, &req, &origin, started).await {
                 Ok(fetched) => {
                     tracing::debug!(source = %fetched.url, status = fetched.status.as_u16(),
                         elapsed_ms = started.elapsed().as_millis() as u64, "upstream answered");
@@ -266,6 +284,7 @@ impl Upstream {
                 Err(err) => {
                     tracing::warn!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64,
                         "upstream failed; trying next");
+                    self.metrics.upstream_failed(&origin, &err);
                     attempts.push(err);
                 }
             }
@@ -273,7 +292,15 @@ impl Upstream {
         Err(Failed { attempts })
     }
 
-    async fn fetch_one(&self, mut url: String, req: &FetchRequest<'_>) -> Result<Fetched, Error> {
+    /// One source: `origin` labels its metrics; `started` is when the
+    /// attempt began (the head latency spans its redirects).
+    async fn fetch_one(
+        &self,
+        mut url: String,
+        req: &FetchRequest<'_>,
+        origin: &str,
+        started: Instant,
+    ) -> Result<Fetched, Error> {
         let mut headers = req.headers.clone();
         for _ in 0..=self.max_redirects {
             let mut request = Request::builder()
@@ -301,6 +328,9 @@ impl Upstream {
                 Ok(Ok(response)) => response,
             };
             let status = response.status();
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                self.metrics.upstream_answered(origin, started.elapsed());
+            }
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let next = redirect_target(&url, response.headers())?;
                 if !same_origin(&url, &next) {
@@ -348,6 +378,20 @@ impl Upstream {
     }
 }
 
+/// `scheme://host:port` of `url`, the port always spelled out, so that one
+/// source has one label however its URLs are written.
+fn origin_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}:{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port_or_known_default().unwrap_or(0)
+        ),
+        Err(_) => "invalid".to_string(),
+    }
+}
+
 fn same_origin(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
         (Ok(a), Ok(b)) => a.origin() == b.origin(),
@@ -382,6 +426,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::LOCATION, HeaderValue::from_str(l).unwrap());
         h
+    }
+
+    #[test]
+    fn origin_labels_spell_out_the_port() {
+        assert_eq!(origin_of("http://a/x?y"), "http://a:80");
+        assert_eq!(origin_of("https://A.example/x"), "https://a.example:443");
+        assert_eq!(origin_of("http://[::1]:8080/x"), "http://[::1]:8080");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct TestApp {
     running: Option<Running>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where the admin endpoints listen, when the config enables them.
+    pub admin: Option<SocketAddr>,
     /// The cache root.
     pub cache: PathBuf,
     _dir: Option<TempDir>,
@@ -38,6 +40,7 @@ impl TestApp {
         let running = app::start(config).await.expect("app starts");
         TestApp {
             addr: running.proxy_addr,
+            admin: running.admin_addr,
             running: Some(running),
             cache: cache.to_path_buf(),
             _dir: None,
@@ -47,6 +50,16 @@ impl TestApp {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `http://ADMIN{path}`; panics unless the admin listener is on.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin.expect("admin listener on"), path)
+    }
+
+    /// The running app (its metrics, its store).
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running until stopped")
     }
 
     /// Graceful shutdown.
@@ -94,21 +107,36 @@ pub struct Binary {
     pub child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin endpoints listen (`None` with `--admin off`).
+    pub admin: Option<SocketAddr>,
     /// Every stderr line so far (JSON log lines).
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
-    /// Starts `package-cache ARGS --host 127.0.0.1 --port 0 -v` and waits for
-    /// its "listening" log line to learn the port.
+    /// Starts `package-cache ARGS --host 127.0.0.1 --port 0` (and, unless ARGS
+    /// name `--admin`, `--admin 127.0.0.1:0`) and waits for its "listening"
+    /// log lines to learn the ports.
     pub async fn start(args: &[&str]) -> Binary {
         Binary::start_on("127.0.0.1", args).await
     }
 
     /// As `start`, listening on `host`.
     pub async fn start_on(host: &str, args: &[&str]) -> Binary {
+        // Never the default admin port: tests run in parallel.
+        let admin = if host.contains(':') {
+            format!("[{host}]:0")
+        } else {
+            format!("{host}:0")
+        };
+        let admin_args = if args.iter().any(|a| a.starts_with("--admin")) {
+            Vec::new()
+        } else {
+            vec!["--admin", admin.as_str()]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_package-cache"))
             .args(args)
+            .args(admin_args)
             .args(["--host", host, "--port", "0", "--log-format", "json"])
             .env("RUST_LOG", "package_cache=info")
             .stdin(Stdio::null())
@@ -119,15 +147,23 @@ impl Binary {
             .expect("spawn package-cache");
         let stderr = child.stderr.take().expect("piped stderr");
         let mut lines = BufReader::new(stderr).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(10), async {
+        let addr_of = |line: &str| -> SocketAddr {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json log line");
+            v["fields"]["addr"]
+                .as_str()
+                .expect("addr field")
+                .parse()
+                .expect("socket addr")
+        };
+        let (addr, admin) = tokio::time::timeout(Duration::from_secs(10), async {
+            // The admin line comes first (app::start logs it before the proxy's).
+            let mut admin = None;
             while let Some(line) = lines.next_line().await.expect("read stderr") {
+                if line.contains("admin listening") {
+                    admin.get_or_insert(addr_of(&line));
+                }
                 if line.contains("package-cache listening") {
-                    let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-                    return v["fields"]["addr"]
-                        .as_str()
-                        .expect("addr field")
-                        .parse()
-                        .expect("socket addr");
+                    return (addr_of(&line), admin);
                 }
             }
             panic!("package-cache exited before listening");
@@ -142,7 +178,12 @@ impl Binary {
                 sink.lock().unwrap().push(line);
             }
         });
-        Binary { child, addr, log }
+        Binary {
+            child,
+            addr,
+            admin,
+            log,
+        }
     }
 
     /// `http://ADDR{path}`.

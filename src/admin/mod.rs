@@ -1,0 +1,214 @@
+//! The admin listener: `/metrics` (OpenMetrics text), `/healthz` and the HTML
+//! status page, on a port of its own so that no mirrored path can collide
+//! with them. Owns its accept loop and routing; the numbers come from
+//! `Metrics`, the store and the cache-size provider, and the page from `page`.
+
+mod page;
+
+use crate::metrics::{Metrics, Sampled};
+use crate::store::Store;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Reports `(bytes, entries)` of the committed cache. Called on the runtime
+/// at every scrape and page view, so it must be cheap and never block.
+pub type CacheSize = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
+
+/// Connections the admin port serves at once; more are closed at accept.
+/// Scrapers and a browser need a handful; the bound keeps a stuck client
+/// from holding tasks.
+const MAX_CONNECTIONS: usize = 32;
+/// Time to send a request head, and to take each write of the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The admin endpoints' shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<State>,
+}
+
+struct State {
+    metrics: Arc<Metrics>,
+    store: Store,
+    cache_size: CacheSize,
+    /// Fires when the app starts shutting down: `/healthz` turns 503 so a
+    /// load balancer stops sending clients before the proxy port closes.
+    stopping: CancellationToken,
+}
+
+impl Admin {
+    /// Endpoints over `metrics` and `store`; `cache_size` is read at each
+    /// request; `stopping` is the app's stop token.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        store: Store,
+        cache_size: CacheSize,
+        stopping: CancellationToken,
+    ) -> Admin {
+        Admin {
+            inner: Arc::new(State {
+                metrics,
+                store,
+                cache_size,
+                stopping,
+            }),
+        }
+    }
+
+    /// Serves `listener` until `stop` fires, then lets open connections
+    /// finish; `hard_stop` ends whatever is left. Connection tasks go on `tasks`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+        hard_stop: CancellationToken,
+    ) {
+        let graceful = GracefulShutdown::new();
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %err, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %peer, "admin connection limit reached; closing");
+                continue;
+            };
+            let mut io = TimeoutStream::new(stream);
+            io.set_write_timeout(Some(IO_TIMEOUT));
+            let admin = self.clone();
+            let service = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(IO_TIMEOUT)
+                .serve_connection(TokioIo::new(Box::pin(io)), service);
+            let conn = graceful.watch(conn);
+            let hard_stop = hard_stop.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    result = conn => if let Err(err) = result {
+                        tracing::debug!(peer = %peer, error = %err, "admin connection ended with an error");
+                    },
+                    _ = hard_stop.cancelled() => {}
+                }
+                drop(slot);
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    }
+
+    /// Answers one admin request. Only GET and HEAD; unknown paths get 404.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        match req.uri().path() {
+            "/metrics" => self.metrics(),
+            "/healthz" => self.health().await,
+            "/" => self.page(),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn sampled(&self) -> Sampled {
+        let (cache_bytes, cache_entries) = (self.inner.cache_size)();
+        Sampled {
+            fills_in_progress: self.inner.store.fills_in_progress() as u64,
+            cache_bytes,
+            cache_entries,
+        }
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        match self.inner.metrics.encode(self.sampled()) {
+            Ok(body) => with_type(StatusCode::OK, body, OPENMETRICS),
+            Err(err) => {
+                tracing::error!(error = %err, "encoding metrics failed");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "encoding metrics failed\n",
+                )
+            }
+        }
+    }
+
+    async fn health(&self) -> Response<Full<Bytes>> {
+        if self.inner.stopping.is_cancelled() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        }
+        match self.inner.store.check_usable().await {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(err) => {
+                tracing::warn!(error = %err, "health check: cache directory unusable");
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cache directory unusable: {err}\n"),
+                )
+            }
+        }
+    }
+
+    fn page(&self) -> Response<Full<Bytes>> {
+        let view = page::View {
+            snapshot: self.inner.metrics.snapshot(),
+            sampled: self.sampled(),
+            fills: self.inner.store.active_fills(),
+            now: std::time::SystemTime::now(),
+        };
+        with_type(
+            StatusCode::OK,
+            page::render(&view),
+            "text/html; charset=utf-8",
+        )
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    with_type(status, body.into(), "text/plain; charset=utf-8")
+}
+
+fn with_type(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Every answer is a live reading: a cached one would be a lie.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
