@@ -367,7 +367,7 @@ async fn faulty_replies_fail_cleanly_while_other_downloads_complete() {
             .expect("in time")
             .expect("no panic");
         f.check(&got);
-        assert_eq!(origin.hits(f.path), n + 1, "{}: fetched afresh", f.path);
+        assert!(origin.hits(f.path) > n, "{}: fetched afresh", f.path);
     }
     assert_eq!(tmp_settled(&app).await, Vec::<std::path::PathBuf>::new());
     app.stop().await;
@@ -425,5 +425,39 @@ async fn bytes_past_content_length_are_never_a_response() {
         let again = get(&app.url(&victim)).await;
         assert_eq!(again.body, bytes_of(3000, 81 + i).to_vec(), "{victim}");
     }
+    app.stop().await;
+}
+
+/// A server may close an idle keep-alive connection just as the proxy sends the next request on
+/// it (Apache closes idle connections after 5 s; the proxy keeps pooled ones for 30 s). Nothing
+/// was answered and GET is idempotent, so it is safe to send again on a new connection
+/// (RFC 9112 §9.3.1); the client must not get a 502 for this.
+#[tokio::test]
+async fn a_pooled_connection_closed_under_a_request_is_not_a_failure() {
+    let (first, second) = (bytes_of(10_000, 90), bytes_of(10_000, 91));
+    let origin = Origin::builder()
+        .file("/first.bin", first.clone())
+        .file("/second.bin", second.clone())
+        .close_reused_connections()
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+    let got = get(&app.url("/first.bin")).await;
+    assert_eq!((got.status.as_u16(), got.body), (200, first.to_vec()));
+    committed(&app.cache.join("first.bin")).await;
+    // The fill has read the whole body, so its connection is back in the proxy's pool.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = timeout(LIMIT, get(&app.url("/second.bin")))
+        .await
+        .expect("in time");
+    assert_eq!(
+        (got.status.as_u16(), got.error.as_deref()),
+        (200, None),
+        "{:?} (upstream requests for it: {}, connections: {})",
+        String::from_utf8_lossy(&got.body),
+        origin.hits("/second.bin"),
+        origin.connections()
+    );
+    assert_eq!(got.body, second.to_vec());
     app.stop().await;
 }
