@@ -75,7 +75,7 @@ async fn kill_9_during_twenty_fills_then_restart_serves_only_whole_files() {
     bin.kill9().await;
 
     // Every reader either got the whole file cleanly or saw its body end with an error.
-    let mut cut = vec![false; FILES];
+    let mut cut = [false; FILES];
     for (i, reader) in readers {
         let got = timeout(LIMIT, reader)
             .await
@@ -103,7 +103,7 @@ async fn kill_9_during_twenty_fills_then_restart_serves_only_whole_files() {
     }
     // On disk after the crash: an entry in place is a whole one. A reader may be cut although
     // its fill had committed (the fill runs ahead of its slowest reader), never the reverse.
-    let mut committed = vec![false; FILES];
+    let mut committed = [false; FILES];
     for (i, body) in bodies.iter().enumerate() {
         if let Ok(on_disk) = std::fs::read(cache.join(&path(i)[1..])) {
             assert_eq!(sha256(&on_disk), sha256(body), "{}: partial entry", path(i));
@@ -117,7 +117,7 @@ async fn kill_9_during_twenty_fills_then_restart_serves_only_whole_files() {
          {cut_count} readers cut"
     );
     assert!(
-        unfinished >= FILES / 2 && unfinished < FILES,
+        (FILES / 2..FILES).contains(&unfinished),
         "the kill came mid-way: {unfinished} of {FILES} fills unfinished"
     );
 
