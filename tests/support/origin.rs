@@ -56,6 +56,8 @@ pub struct OriginBuilder {
     routes: HashMap<String, Reply>,
     fallback: Reply,
     tls: Option<TlsIdentity>,
+    keep_alive: Option<Duration>,
+    close_reused: bool,
 }
 
 /// One request as the origin received it, recorded when its head was complete.
@@ -83,6 +85,8 @@ impl Recorded {
 struct Shared {
     routes: HashMap<String, Reply>,
     fallback: Reply,
+    keep_alive: Option<Duration>,
+    close_reused: bool,
     requests: Mutex<Vec<Recorded>>,
     connections: AtomicUsize,
 }
@@ -114,6 +118,21 @@ impl OriginBuilder {
         self
     }
 
+    /// Closes a connection (FIN) that waits longer than `idle` for its next request head, as
+    /// real servers do; without it, idle keep-alive connections stay open until the origin stops.
+    pub fn keep_alive_timeout(mut self, idle: Duration) -> Self {
+        self.keep_alive = Some(idle);
+        self
+    }
+
+    /// Answers only the first request of each connection: a later request on a kept-alive
+    /// connection is read (and recorded), then the connection is closed (FIN) without an
+    /// answer, as when a server's keep-alive timeout fires just as a request arrives.
+    pub fn close_reused_connections(mut self) -> Self {
+        self.close_reused = true;
+        self
+    }
+
     /// Serves HTTPS with `identity` instead of plain HTTP.
     pub fn tls(mut self, identity: TlsIdentity) -> Self {
         self.tls = Some(identity);
@@ -131,6 +150,8 @@ impl OriginBuilder {
         let shared = Arc::new(Shared {
             routes: self.routes,
             fallback: self.fallback,
+            keep_alive: self.keep_alive,
+            close_reused: self.close_reused,
             requests: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
         });
@@ -165,6 +186,8 @@ impl Origin {
             routes: HashMap::new(),
             fallback: Reply::status(404),
             tls: None,
+            keep_alive: None,
+            close_reused: false,
         }
     }
 
@@ -285,8 +308,17 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, acceptor: Option<Tls
 /// Serves requests on one connection until a reply ends it, the peer closes, or an error.
 async fn serve<S: Transport>(mut io: S, shared: &Shared) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    loop {
-        let request = match read_request(&mut io, &mut buf).await {
+    for served in 0usize.. {
+        let idle = shared.keep_alive.filter(|_| buf.is_empty());
+        let next = read_request(&mut io, &mut buf);
+        let read = match idle {
+            Some(idle) => timeout(idle, next).await.ok(),
+            None => Some(next.await),
+        };
+        let Some(read) = read else {
+            return close_cleanly(io).await;
+        };
+        let request = match read {
             Ok(Some(Parsed::Request(request))) => request,
             Ok(None) | Err(_) => return,
             Ok(Some(Parsed::Bad(reply))) => {
@@ -313,6 +345,9 @@ async fn serve<S: Transport>(mut io: S, shared: &Shared) {
         let path = recorded.path().to_string();
         let head_only = recorded.method == Method::HEAD;
         shared.requests().push(recorded);
+        if shared.close_reused && served > 0 {
+            return close_cleanly(io).await;
+        }
         let reply = shared.routes.get(&path).unwrap_or(&shared.fallback);
         // A chunked request body is not parsed, so the connection cannot be reused after it.
         let close = close || chunked_body;

@@ -38,6 +38,8 @@ pub struct Reply {
     end: End,
     throttle: Option<u64>,
     first_byte_delay: Duration,
+    /// Sent byte for byte instead of a head and body; see [`Reply::raw`].
+    raw: Option<Bytes>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -119,6 +121,16 @@ impl Reply {
         reply
     }
 
+    /// Sends exactly `wire` (no head of its own, no framing, no Date), then closes cleanly (FIN),
+    /// also for HEAD. For malformed responses that the other constructors cannot produce: an
+    /// invalid status line, a header line without a colon, conflicting `Content-Length`s.
+    /// `first_byte_delay` applies; the other chaining methods do not.
+    pub fn raw(wire: impl Into<Bytes>) -> Self {
+        let mut reply = Self::new(StatusCode::OK, Bytes::new());
+        reply.raw = Some(wire.into());
+        reply
+    }
+
     fn new(status: StatusCode, body: Bytes) -> Self {
         Self {
             status,
@@ -131,6 +143,7 @@ impl Reply {
             end: End::Complete,
             throttle: None,
             first_byte_delay: Duration::ZERO,
+            raw: None,
         }
     }
 
@@ -257,6 +270,11 @@ where
     }
     if !reply.first_byte_delay.is_zero() {
         tokio::time::sleep(reply.first_byte_delay).await;
+    }
+    if let Some(wire) = &reply.raw {
+        io.write_all(wire).await?;
+        io.flush().await?;
+        return Ok(Outcome::Close);
     }
     io.write_all(&reply.head(ask)).await?;
     let close_delimited = matches!(reply.framing, Framing::CloseDelimited);
