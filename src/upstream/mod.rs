@@ -23,8 +23,9 @@ pub const USER_AGENT: &str = concat!("package-cache/", env!("CARGO_PKG_VERSION")
 /// One failed attempt against one upstream URL.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Connecting or sending the request failed (refused, reset, TLS, DNS).
-    #[error("{url}: {source}")]
+    /// Connecting or sending the request failed (refused, reset, TLS, DNS,
+    /// a malformed response head).
+    #[error("{url}: {}", causes(source))]
     Connect {
         /// The URL tried.
         url: String,
@@ -303,30 +304,7 @@ impl Upstream {
     ) -> Result<Fetched, Error> {
         let mut headers = req.headers.clone();
         for _ in 0..=self.max_redirects {
-            let mut request = Request::builder()
-                .method(req.method.clone())
-                .uri(url.as_str())
-                .body(Empty::<Bytes>::new())
-                .map_err(|_| Error::Redirect {
-                    url: url.clone(),
-                    reason: "not a valid URL",
-                })?;
-            *request.headers_mut() = headers.clone();
-            request
-                .headers_mut()
-                .entry(header::USER_AGENT)
-                .or_insert(HeaderValue::from_static(USER_AGENT));
-            let response = match tokio::time::timeout(self.idle, self.client.request(request)).await
-            {
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        url,
-                        secs: self.idle.as_secs(),
-                    })
-                }
-                Ok(Err(source)) => return Err(Error::Connect { url, source }),
-                Ok(Ok(response)) => response,
-            };
+            let response = self.send(&req.method, &url, &headers).await?;
             let status = response.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 self.metrics.upstream_answered(origin, started.elapsed());
@@ -390,6 +368,84 @@ fn origin_of(url: &str) -> String {
         ),
         Err(_) => "invalid".to_string(),
     }
+}
+
+impl Upstream {
+    /// Sends one request. A pooled connection that the upstream closed
+    /// under the request (its keep-alive timeout fired as the request went
+    /// out) answered nothing, and GET and HEAD are idempotent, so the request
+    /// goes again (RFC 9112 §9.3.1), at most twice more.
+    async fn send(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &HeaderMap,
+    ) -> Result<hyper::Response<Incoming>, Error> {
+        let mut retries = 0;
+        loop {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(url)
+                .body(Empty::<Bytes>::new())
+                .map_err(|_| Error::Redirect {
+                    url: url.to_string(),
+                    reason: "not a valid URL",
+                })?;
+            *request.headers_mut() = headers.clone();
+            request
+                .headers_mut()
+                .entry(header::USER_AGENT)
+                .or_insert(HeaderValue::from_static(USER_AGENT));
+            match tokio::time::timeout(self.idle, self.client.request(request)).await {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        url: url.to_string(),
+                        secs: self.idle.as_secs(),
+                    })
+                }
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(source)) if retries < 2 && closed_unanswered(&source) => {
+                    retries += 1;
+                    tracing::debug!(url, error = %source, "pooled connection closed under the request; sending again");
+                }
+                Ok(Err(source)) => {
+                    return Err(Error::Connect {
+                        url: url.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Whether a request failed because its (reused) connection closed before
+/// any response byte: nothing was answered, so nothing was done.
+fn closed_unanswered(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
+            return hyper_err.is_incomplete_message() || hyper_err.is_canceled();
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// An error and its causes, so a log says "invalid HTTP status-code parsed",
+/// not just "client error (SendRequest)".
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn same_origin(a: &str, b: &str) -> bool {
