@@ -8,10 +8,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
-use crate::server::{self, Limits};
+use crate::server::{self, Limits, Serving};
 use crate::store::Store;
 use crate::upstream::Upstream;
-use crate::{evict, privileges};
+use crate::{evict, privileges, tls};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,6 +29,8 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     /// Where the admin endpoints listen (the first address), unless `--admin off`.
     pub admin_addr: Option<SocketAddr>,
+    /// Where the TLS listener is (the first address), with `--tls-port`.
+    pub tls_addr: Option<SocketAddr>,
     store: Store,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -46,6 +49,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .context("binding the admin listener")?,
         None => Vec::new(),
+    };
+    let tls_listeners = match &config.server.tls {
+        Some(tls) => bind(&config.server.host, tls.port)
+            .await
+            .context("binding the TLS listener")?,
+        None => Vec::new(),
+    };
+    // Read while still root: the key is often readable by root only.
+    let certificate = match &config.server.tls {
+        Some(tls) => {
+            let (cert, key) = (tls.cert.clone(), tls.key.clone());
+            Some(
+                tokio::task::spawn_blocking(move || tls::Reloadable::load(&cert, &key))
+                    .await
+                    .context("loading the TLS certificate")?
+                    .context("loading the TLS certificate")?,
+            )
+        }
+        None => None,
     };
     if let Some((user, group)) = config.server.run_as.clone() {
         let cache_dir = config.cache_dir.clone();
@@ -122,24 +144,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_connections: config.server.max_connections,
     };
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let serving = Serving {
+        proxy: proxy.clone(),
+        limits,
+        slots,
+        tasks: tasks.clone(),
+        stop: stop.clone(),
+        hard_stop: hard_stop.clone(),
+    };
+    let mut tls_addr = None;
+    if let Some(certificate) = certificate {
+        let acceptor = TlsAcceptor::from(certificate.server_config());
+        for listener in tls_listeners {
+            let addr = listener.local_addr().context("reading the bound address")?;
+            tls_addr.get_or_insert(addr);
+            tasks.spawn(server::serve(
+                listener,
+                serving.clone(),
+                Some(acceptor.clone()),
+            ));
+            tracing::info!(addr = %addr, "tls listening");
+        }
+        tasks.spawn(reload_on_sighup(certificate, stop.clone()));
+    }
     for listener in listeners {
         let addr = listener.local_addr().context("reading the bound address")?;
-        let serve = server::serve(
-            listener,
-            proxy.clone(),
-            limits,
-            slots.clone(),
-            tasks.clone(),
-            stop.clone(),
-            hard_stop.clone(),
-        );
-        tasks.spawn(serve);
+        tasks.spawn(server::serve(listener, serving.clone(), None));
         tracing::info!(addr = %addr, cache = %config.cache_dir.display(),
             sources = config.upstream.sources.len(), mounts = config.mounts.len(), "package-cache listening");
     }
     Ok(Running {
         proxy_addr,
         admin_addr,
+        tls_addr,
         store,
         metrics,
         stop,
@@ -147,6 +184,33 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         grace: config.server.shutdown_grace,
     })
+}
+
+/// Reloads the TLS certificate on each SIGHUP until `stop` fires; a reload
+/// that fails keeps the certificate in use.
+async fn reload_on_sighup(certificate: Arc<tls::Reloadable>, stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(err) => {
+            tracing::warn!(error = %err, "no SIGHUP handler; the TLS certificate is never reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        let certificate = certificate.clone();
+        match tokio::task::spawn_blocking(move || certificate.reload()).await {
+            Ok(Ok(())) => tracing::info!("TLS certificate reloaded"),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "TLS certificate not reloaded; keeping the one in use")
+            }
+            Err(err) => tracing::error!(error = %err, "TLS certificate reload failed"),
+        }
+    }
 }
 
 /// Binds every address `host` resolves to (`localhost` is often both

@@ -138,6 +138,19 @@ pub struct Args {
     #[arg(long = "pin", value_name = "GLOB")]
     pub pins: Vec<String>,
 
+    /// Also serve HTTPS on this port (same --host), with --tls-cert and --tls-key;
+    /// SIGHUP reloads the certificate.
+    #[arg(long, value_name = "PORT", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_port: Option<u16>,
+
+    /// PEM certificate chain for the TLS listener.
+    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for the TLS listener.
+    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    pub tls_key: Option<PathBuf>,
+
     /// Once listening, run as this user (start as root to bind port 80).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,

@@ -10,7 +10,7 @@ use crate::proxy::Proxy;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,22 +38,31 @@ const BUSY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n\
 Content-Length: 37\r\nConnection: close\r\n\r\npackage-cache: too many connections\r\n";
 
-/// Serves `listener` until `stop` fires, admitting connections while `slots`
-/// (shared by every listener) has permits; then waits for open connections to
-/// finish; `hard_stop` closes whatever is left. Connection tasks go on `tasks`.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Proxy,
-    limits: Limits,
-    slots: Arc<Semaphore>,
-    tasks: TaskTracker,
-    stop: CancellationToken,
-    hard_stop: CancellationToken,
-) {
+/// What every connection of the proxy's listeners shares.
+#[derive(Clone)]
+pub struct Serving {
+    /// The request handler.
+    pub proxy: Proxy,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Connection slots, shared by every listener.
+    pub slots: Arc<Semaphore>,
+    /// Where connection tasks go.
+    pub tasks: TaskTracker,
+    /// Stops accepting; open connections finish.
+    pub stop: CancellationToken,
+    /// Closes what is left.
+    pub hard_stop: CancellationToken,
+}
+
+/// Serves `listener` until `stop` fires, admitting connections while
+/// `slots` has permits, over TLS when `tls` is given; then waits for open
+/// connections to finish; `hard_stop` closes whatever is left.
+pub async fn serve(listener: TcpListener, ctx: Serving, tls: Option<TlsAcceptor>) {
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = ctx.stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -63,47 +73,86 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
             tracing::warn!(peer = %peer, "connection limit reached; answering 503");
-            tasks.spawn(refuse(stream));
+            ctx.tasks.spawn(refuse(stream));
             continue;
         };
         let _ = stream.set_nodelay(true);
         let info = conn_info(&stream, peer);
         let mut io = TimeoutStream::new(stream);
-        io.set_write_timeout(Some(limits.client_timeout));
-        let io = TokioIo::new(Box::pin(io));
-        let handler = proxy.clone();
-        let service = service_fn(move |mut req| {
-            req.extensions_mut().insert(info);
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .keep_alive(true)
-            .serve_connection(io, service);
-        let conn = graceful.watch(conn);
-        let hard_stop = hard_stop.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                result = conn => if let Err(err) = result {
-                    // hyper answers these itself (400, 431, or a closed
-                    // connection); the handler never sees them.
-                    if err.is_parse() || err.is_parse_too_large() || err.is_timeout() {
-                        tracing::warn!(peer = %peer, error = %err, "bad or slow request refused");
-                    } else {
-                        tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+        io.set_write_timeout(Some(ctx.limits.client_timeout));
+        let io = Box::pin(io);
+        let watcher = graceful.watcher();
+        let (proxy, limits, hard_stop) = (ctx.proxy.clone(), ctx.limits, ctx.hard_stop.clone());
+        let tls = tls.clone();
+        ctx.tasks.spawn(async move {
+            match tls {
+                None => drive(TokioIo::new(io), proxy, info, limits, watcher, hard_stop).await,
+                // The handshake counts against the header timeout, so a
+                // client that opens a connection and says nothing is dropped.
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(stream)) => {
+                            drive(
+                                TokioIo::new(stream),
+                                proxy,
+                                info,
+                                limits,
+                                watcher,
+                                hard_stop,
+                            )
+                            .await
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(peer = %peer, error = %err, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     }
-                },
-                _ = hard_stop.cancelled() => {}
+                }
             }
             drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves HTTP/1.1 on one connection until it ends or `hard_stop` fires.
+async fn drive<I>(
+    io: I,
+    proxy: Proxy,
+    info: ConnInfo,
+    limits: Limits,
+    watcher: Watcher,
+    hard_stop: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let peer = info.peer;
+    let service = service_fn(move |mut req| {
+        req.extensions_mut().insert(info);
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    let conn = watcher.watch(conn);
+    tokio::select! {
+        result = conn => if let Err(err) = result {
+            // hyper answers these itself (400, 431, or a closed
+            // connection); the handler never sees them.
+            if err.is_parse() || err.is_parse_too_large() || err.is_timeout() {
+                tracing::warn!(peer = %peer, error = %err, "bad or slow request refused");
+            } else {
+                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+            }
+        },
+        _ = hard_stop.cancelled() => {}
+    }
 }
 
 async fn refuse(mut stream: TcpStream) {

@@ -104,6 +104,9 @@ fn pip(venv: &Path, args: &[&str]) -> Cmd {
         .args(["-m", "pip"])
         .args(args)
         .env_remove_prefixed("PIP_")
+        // requests lets these override pip's own --cert.
+        .env_remove_prefixed("REQUESTS_CA_BUNDLE")
+        .env_remove_prefixed("CURL_CA_BUNDLE")
         .env("PIP_CONFIG_FILE", "/dev/null")
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .env("PIP_NO_INPUT", "1")
@@ -437,4 +440,65 @@ async fn pages_keep_their_attributes_and_max_age_zero_does_not_reach_a_fresh_ups
         !location.contains(&world.index.addr().to_string()),
         "{location}"
     );
+}
+
+#[tokio::test]
+async fn pip_installs_over_the_tls_listener_verifying_its_certificate() {
+    let world = World::start(&standard()).await;
+    let identity = support::tls::TlsIdentity::generate();
+    let (cert, key, ca) = (
+        world.tmp.path().join("cert.pem"),
+        world.tmp.path().join("key.pem"),
+        world.tmp.path().join("ca.pem"),
+    );
+    identity.write_server_pem(&cert, &key);
+    std::fs::write(&ca, identity.ca_pem()).unwrap();
+    let proxy = world
+        .proxy(&[
+            "--tls-port",
+            "0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .await;
+    let line = proxy
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("tls listening"))
+        .expect("a tls listening line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let port = v["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    // `localhost` names the certificate; no --trusted-host, the CA verifies it.
+    let index = format!("https://localhost:{port}/pypi/simple/");
+    let venv = world.venv("tls").await;
+    let expected = resolve(&venv, &world.direct(), &["six", "idna"]).await;
+    let mut args = vec![
+        "install",
+        "--no-cache-dir",
+        "--cert",
+        ca.to_str().unwrap(),
+        "--index-url",
+        &index,
+    ];
+    args.extend_from_slice(&["six", "idna"]);
+    let out = pip(&venv, &args).run().await;
+    assert!(out.ok(), "{}", out.text());
+    assert_eq!(installed(&venv).await, expected);
+    // Without the CA, pip refuses the certificate.
+    let other = world.venv("untrusted").await;
+    let out = pip(
+        &other,
+        &["install", "--no-cache-dir", "--index-url", &index, "six"],
+    )
+    .run()
+    .await;
+    assert!(!out.ok(), "{}", out.text());
 }

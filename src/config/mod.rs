@@ -243,8 +243,21 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Become this user (and group) once the listeners are bound.
     pub run_as: Option<(String, Option<String>)>,
+    /// The optional HTTPS listener.
+    pub tls: Option<TlsListener>,
     /// The admin listener (`/metrics`, `/healthz`, status page); `None`: off.
     pub admin: Option<ListenAddr>,
+}
+
+/// The HTTPS listener: a port on the same host, and its certificate files.
+#[derive(Clone, Debug)]
+pub struct TlsListener {
+    /// Port (0 picks one).
+    pub port: u16,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Everything the app needs to run.
@@ -285,6 +298,7 @@ impl Config {
                 max_connections: 256,
                 shutdown_grace: Duration::from_secs(2),
                 run_as: None,
+                tls: None,
                 admin: None,
             },
             mounts: Vec::new(),
@@ -431,6 +445,14 @@ impl TryFrom<Args> for Config {
                 max_connections: args.max_connections.max(1),
                 shutdown_grace: secs(args.shutdown_grace),
                 run_as: args.user.clone().map(|u| (u, args.group.clone())),
+                tls: match (args.tls_port, &args.tls_cert, &args.tls_key) {
+                    (Some(port), Some(cert), Some(key)) => Some(TlsListener {
+                        port,
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }),
+                    _ => None,
+                },
                 admin,
             },
         })

@@ -155,10 +155,12 @@ impl Binary {
                 .parse()
                 .expect("socket addr")
         };
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (addr, admin) = tokio::time::timeout(Duration::from_secs(10), async {
             // The admin line comes first (app::start logs it before the proxy's).
             let mut admin = None;
             while let Some(line) = lines.next_line().await.expect("read stderr") {
+                log.lock().unwrap().push(line.clone());
                 if line.contains("admin listening") {
                     admin.get_or_insert(addr_of(&line));
                 }
@@ -171,7 +173,6 @@ impl Binary {
         .await
         .expect("package-cache starts in time");
         // Keep draining stderr so the child never blocks on a full pipe.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {

@@ -21,6 +21,8 @@ pub struct TlsIdentity {
     ca_der: CertificateDer<'static>,
     leaf_der: CertificateDer<'static>,
     leaf_key_pkcs8: Vec<u8>,
+    leaf_pem: String,
+    leaf_key_pem: String,
 }
 
 impl TlsIdentity {
@@ -64,12 +66,21 @@ impl TlsIdentity {
             ca_der: ca.der().clone(),
             leaf_der: leaf.der().clone(),
             leaf_key_pkcs8: leaf_key.serialize_der(),
+            leaf_pem: leaf.pem(),
+            leaf_key_pem: leaf_key.serialize_pem(),
         }
     }
 
     /// The CA certificate in PEM, e.g. to write to a file for a client's `--ca-file`.
     pub fn ca_pem(&self) -> String {
         self.ca_pem.clone()
+    }
+
+    /// Writes the leaf certificate and its key as PEM files (a server's
+    /// `--tls-cert` and `--tls-key`).
+    pub fn write_server_pem(&self, cert: &std::path::Path, key: &std::path::Path) {
+        std::fs::write(cert, &self.leaf_pem).expect("write the certificate");
+        std::fs::write(key, &self.leaf_key_pem).expect("write the key");
     }
 
     /// The CA certificate in DER, for a `RootCertStore`.
