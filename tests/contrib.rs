@@ -30,6 +30,25 @@ async fn the_openrc_script_starts_a_working_cache_from_0_2_variables() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
+    // As root (CI) the server drops to nobody, who must reach the cache;
+    // otherwise it "drops" to the user it already is.
+    let root = rustix::process::geteuid().is_root();
+    let id = |flag: &str| {
+        let mut cmd = std::process::Command::new("id");
+        cmd.arg(flag);
+        if root {
+            cmd.arg("nobody");
+        }
+        String::from_utf8(cmd.output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (user, group) = (id("-un"), id("-gn"));
+    if root {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     // What openrc-run would do: source conf.d, then the script, and use $command_args.
     let out = std::process::Command::new("sh")
         .args([
@@ -42,6 +61,8 @@ async fn the_openrc_script_starts_a_working_cache_from_0_2_variables() {
         .env("PORT", "0")
         .env("CACHE_DIR", &cache)
         .env("PC_OPTS", "-v --max-fills 8")
+        .env("PC_USER", &user)
+        .env("PC_GROUP", &group)
         .output()
         .unwrap();
     assert!(
@@ -55,6 +76,10 @@ async fn the_openrc_script_starts_a_working_cache_from_0_2_variables() {
         "{args}"
     );
     assert!(args.contains("--syslog"), "{args}");
+    assert!(
+        args.contains(&format!("--user {user} --group {group}")),
+        "{args}"
+    );
 
     let sock = dir.path().join("log.sock");
     let syslog = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
@@ -86,6 +111,25 @@ async fn the_openrc_script_starts_a_working_cache_from_0_2_variables() {
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .expect("addr in the log line");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    let want = String::from_utf8(
+        std::process::Command::new("id")
+            .args(["-u", &user])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        uid.split_whitespace().nth(2),
+        Some(want.trim()),
+        "runs as PC_USER: {uid}"
+    );
     let got = get(&format!("http://{addr}/distfiles/x.tar.gz")).await;
     assert_eq!(
         (got.status.as_u16(), got.body.as_slice()),
