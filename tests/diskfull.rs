@@ -39,18 +39,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn needs_root() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI runs as root: this test must run there"
-    );
-    eprintln!("skipped: needs root to mount a tmpfs");
-    false
-}
-
 /// Every body file under the cache root (outside the proxy's state) with its bytes.
 fn stored_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -74,7 +62,7 @@ fn stored_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[tokio::test]
 async fn out_of_space_streams_the_file_uncached_and_hits_keep_working() {
-    if !needs_root() {
+    if !support::needs_root("to mount a tmpfs") {
         return;
     }
     let fs = Tmpfs::mount("size=4m");
@@ -145,7 +133,7 @@ async fn out_of_space_streams_the_file_uncached_and_hits_keep_working() {
 
 #[tokio::test]
 async fn out_of_inodes_passes_files_through_uncached() {
-    if !needs_root() {
+    if !support::needs_root("to mount a tmpfs") {
         return;
     }
     let fs = Tmpfs::mount("size=64m,nr_inodes=24");

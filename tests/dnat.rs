@@ -219,12 +219,7 @@ fn wget_within(ns: &str, url: &str, host: Option<&str>, secs: &str) -> (bool, Ve
 
 #[test]
 fn dnat_redirected_requests_are_cached_for_allowed_hosts_only() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: this test must run there"
-        );
-        eprintln!("skipped: needs root for network namespaces");
+    if !support::needs_root("for network namespaces") {
         return;
     }
     let mut topo = Topology::up();

@@ -463,19 +463,7 @@ async fn pip_installs_over_the_tls_listener_verifying_its_certificate() {
             key.to_str().unwrap(),
         ])
         .await;
-    let line = proxy
-        .log_lines()
-        .into_iter()
-        .find(|l| l.contains("tls listening"))
-        .expect("a tls listening line");
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let port = v["fields"]["addr"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = proxy.tls_addr().port();
     // `localhost` names the certificate; no --trusted-host, the CA verifies it.
     let index = format!("https://localhost:{port}/pypi/simple/");
     let venv = world.venv("tls").await;

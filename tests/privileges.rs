@@ -18,18 +18,6 @@ fn id(args: &[&str]) -> u32 {
         .expect("a numeric id")
 }
 
-fn needs_root() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI runs as root: this test must run there"
-    );
-    eprintln!("skipped: needs root to change user");
-    false
-}
-
 /// Every thread's real, effective, saved and filesystem ids, from /proc.
 fn thread_ids(pid: u32) -> Vec<(String, String)> {
     let mut ids = Vec::new();
@@ -51,7 +39,7 @@ fn thread_ids(pid: u32) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn runs_as_the_named_user_and_group_once_listening() {
-    if !needs_root() {
+    if !support::needs_root("to change user") {
         return;
     }
     let uid = id(&["-u", "nobody"]);

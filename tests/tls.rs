@@ -12,17 +12,6 @@ use support::client::{bytes_of, curl, sha256};
 use support::origin::Origin;
 use support::tls::TlsIdentity;
 
-fn tls_port(app: &Binary) -> u16 {
-    let line = app
-        .log_lines()
-        .into_iter()
-        .find(|l| l.contains("tls listening"))
-        .expect("a tls listening line");
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr: std::net::SocketAddr = v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-    addr.port()
-}
-
 async fn fetch(port: u16, path: &str, ca: &Path) -> (i32, Vec<u8>, String) {
     let url = format!("https://localhost:{port}{path}");
     let resolve = format!("localhost:{port}:127.0.0.1");
@@ -75,7 +64,7 @@ async fn https_serves_the_cache_and_sighup_renews_the_certificate() {
         key.to_str().unwrap(),
     ])
     .await;
-    let port = tls_port(&app);
+    let port = app.tls_addr().port();
     let (code, got, err) = fetch(port, "/distfiles/a.tgz", &ca1).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(sha256(&got), sha256(&body));

@@ -192,6 +192,21 @@ impl Binary {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Where the TLS listener (`--tls-port`) listens, from its log line.
+    pub fn tls_addr(&self) -> SocketAddr {
+        let line = self
+            .log_lines()
+            .into_iter()
+            .find(|l| l.contains("tls listening"))
+            .expect("a tls listening line");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        v["fields"]["addr"]
+            .as_str()
+            .expect("addr field")
+            .parse()
+            .expect("socket addr")
+    }
+
     /// The log lines so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()

@@ -8,3 +8,17 @@ pub mod origin;
 pub mod raw;
 pub mod site;
 pub mod tls;
+
+/// Whether the test runs as root; without root it is skipped (with `why`
+/// printed), except under `CI`, which runs as root: there it fails.
+pub fn needs_root(why: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs as root: this test must run there"
+    );
+    eprintln!("skipped: needs root {why}");
+    false
+}
