@@ -204,7 +204,9 @@ impl Proxy {
                 Lookup::Filling(mut watch) => {
                     self.metrics.fill_joined();
                     match watch.started().await {
-                        FillStart::Started(head) => return from_fill(req, &head, watch, false),
+                        FillStart::Started(head) => {
+                            return from_fill(req, &head, watch, false).await
+                        }
                         FillStart::Failed(failure) => return self.failed(&canonical, &failure),
                         FillStart::Uncacheable => return self.pass(req, target).await,
                         FillStart::Vacated => continue,
@@ -232,7 +234,9 @@ impl Proxy {
                     self.tasks.spawn(filler::run(job, permit, handback));
                     self.metrics.fill_started();
                     match watch.started().await {
-                        FillStart::Started(head) => return from_fill(req, &head, watch, true),
+                        FillStart::Started(head) => {
+                            return from_fill(req, &head, watch, true).await
+                        }
                         FillStart::Failed(failure) => return self.failed(&canonical, &failure),
                         FillStart::Uncacheable => {
                             // Handed back before the state changed, so it is here.
@@ -333,13 +337,13 @@ fn legacy_headers(key: &CacheKey, entry: &Entry) -> HeaderMap {
 }
 
 /// `leader`: this request caused the fetch, so it is a miss whatever the progress.
-fn from_fill(
+async fn from_fill(
     req: &http::request::Parts,
     head: &FillHead,
-    watch: FillWatch,
+    mut watch: FillWatch,
     leader: bool,
 ) -> Response<Body> {
-    if watch.state() == FillState::Aborted {
+    if !watch.first_bytes().await {
         // Failed (cut short, or not the bytes its index lists) before this
         // response began: say so, rather than start a body that must break.
         return respond::fill_aborted();

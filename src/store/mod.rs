@@ -171,6 +171,28 @@ impl FillWatch {
         }
     }
 
+    /// Waits until the first bytes can be read, or the fill has ended.
+    /// False when it failed. A response should not begin before: hyper drops
+    /// the head of a response whose body fails on its first poll.
+    pub async fn first_bytes(&mut self) -> bool {
+        let ready = self.rx.wait_for(|s| match s {
+            FillState::Streaming { written } => *written > 0,
+            FillState::Spilling { received, .. } => *received > 0,
+            FillState::Pending => false,
+            _ => true,
+        });
+        match ready.await {
+            Ok(state) => !matches!(
+                *state,
+                FillState::Aborted
+                    | FillState::Failed(_)
+                    | FillState::Vacated
+                    | FillState::Uncacheable
+            ),
+            Err(_) => false,
+        }
+    }
+
     /// The current state (for logs and tests).
     pub fn state(&self) -> FillState {
         self.rx.borrow().clone()
