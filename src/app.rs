@@ -112,6 +112,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     if let Some(max_size) = config.policy.max_size {
         let limits = evict::Limits::new(max_size, &config.policy.pinned);
+        store.track_recency(true);
         let counted = metrics.clone();
         tasks.spawn(evict::run(
             store.clone(),

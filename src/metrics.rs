@@ -156,6 +156,11 @@ pub struct Metrics {
     evicted_bytes: Counter,
     notes: Mutex<BTreeMap<String, SourceNotes>>,
     started: Instant,
+    /// Handles on the series of `requests` (in `CACHE_LABELS` order) and of
+    /// `served_bytes` (cache, upstream): a counter clone shares its value, so
+    /// the per-request path takes no lock and hashes no labels.
+    hot_requests: Vec<Counter>,
+    hot_served: [Counter; 2],
 }
 
 fn head_histogram() -> Histogram {
@@ -187,6 +192,8 @@ impl Metrics {
             evicted_bytes: Counter::default(),
             notes: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
+            hot_requests: Vec::new(),
+            hot_served: Default::default(),
         };
         m.register()
     }
@@ -195,10 +202,11 @@ impl Metrics {
         // Zero series exist from the start, so a rate() over the first
         // scrapes sees 0 → n rather than a series appearing mid-way.
         for label in CACHE_LABELS {
-            let _ = self.requests.get_or_create(&[("cache", label)]);
+            let series = self.requests.get_or_create(&[("cache", label)]).clone();
+            self.hot_requests.push(series);
         }
-        for from in ["cache", "upstream"] {
-            let _ = self.served_bytes.get_or_create(&[("from", from)]);
+        for (i, from) in ["cache", "upstream"].into_iter().enumerate() {
+            self.hot_served[i] = self.served_bytes.get_or_create(&[("from", from)]).clone();
         }
         let r = &mut self.registry;
         r.register(
@@ -268,16 +276,21 @@ impl Metrics {
     /// neither from the cache nor from upstream; their bytes are not counted.
     pub fn request_served(&self, cache: Option<CacheStatus>, bytes: u64) {
         let (label, from) = match cache {
-            Some(CacheStatus::Hit) => ("HIT", Some("cache")),
-            Some(CacheStatus::Miss) => ("MISS", Some("upstream")),
-            Some(CacheStatus::Pass) => ("PASS", Some("upstream")),
+            Some(CacheStatus::Hit) => ("HIT", Some(0)),
+            Some(CacheStatus::Miss) => ("MISS", Some(1)),
+            Some(CacheStatus::Pass) => ("PASS", Some(1)),
             None => ("other", None),
         };
-        self.requests.get_or_create(&[("cache", label)]).inc();
+        match CACHE_LABELS.iter().position(|l| *l == label) {
+            Some(i) => {
+                self.hot_requests[i].inc();
+            }
+            None => {
+                self.requests.get_or_create(&[("cache", label)]).inc();
+            }
+        }
         if let Some(from) = from {
-            self.served_bytes
-                .get_or_create(&[("from", from)])
-                .inc_by(bytes);
+            self.hot_served[from].inc_by(bytes);
         }
     }
 

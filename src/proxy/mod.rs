@@ -167,8 +167,7 @@ impl Proxy {
         key: CacheKey,
         expected_sha256: Option<String>,
     ) -> Response<Body> {
-        let canonical = key.canonical();
-        if self.policy.known_missing(&canonical) {
+        if self.policy.may_know_missing() && self.policy.known_missing(&key.canonical()) {
             return respond::remembered_missing();
         }
         for _ in 0..MAX_LOOKUPS {
@@ -207,7 +206,7 @@ impl Proxy {
                         FillStart::Started(head) => {
                             return from_fill(req, &head, watch, false).await
                         }
-                        FillStart::Failed(failure) => return self.failed(&canonical, &failure),
+                        FillStart::Failed(failure) => return self.failed(&key, &failure),
                         FillStart::Uncacheable => return self.pass(req, target).await,
                         FillStart::Vacated => continue,
                     }
@@ -237,7 +236,7 @@ impl Proxy {
                         FillStart::Started(head) => {
                             return from_fill(req, &head, watch, true).await
                         }
-                        FillStart::Failed(failure) => return self.failed(&canonical, &failure),
+                        FillStart::Failed(failure) => return self.failed(&key, &failure),
                         FillStart::Uncacheable => {
                             // Handed back before the state changed, so it is here.
                             if let Ok(fetched) = returned.try_recv() {
@@ -257,9 +256,9 @@ impl Proxy {
         respond::busy()
     }
 
-    fn failed(&self, key: &str, failure: &FillFailure) -> Response<Body> {
+    fn failed(&self, key: &CacheKey, failure: &FillFailure) -> Response<Body> {
         if failure.status == 404 {
-            self.policy.remember_missing(key);
+            self.policy.remember_missing(&key.canonical());
         }
         respond::fill_failed(failure)
     }

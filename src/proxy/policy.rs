@@ -22,6 +22,8 @@ pub struct PolicyState {
     negative_ttl: Duration,
     no_cache: GlobSet,
     negative: Mutex<HashMap<String, Instant>>,
+    /// Whether `negative` may hold anything: hits skip its lock otherwise.
+    any_negative: std::sync::atomic::AtomicBool,
     doc_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     hashes: Mutex<HashMap<String, String>>,
     registered: Mutex<HashSet<String>>,
@@ -58,6 +60,7 @@ impl PolicyState {
             negative_ttl: policy.negative_ttl,
             no_cache: builder.build().unwrap_or_else(|_| GlobSet::empty()),
             negative: Mutex::new(HashMap::new()),
+            any_negative: std::sync::atomic::AtomicBool::new(false),
             doc_locks: Mutex::new(HashMap::new()),
             hashes: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
@@ -76,6 +79,9 @@ impl PolicyState {
 
     /// Whether every upstream said 404 for `key` within the negative TTL.
     pub fn known_missing(&self, key: &str) -> bool {
+        if !self.may_know_missing() {
+            return false;
+        }
         let mut map = self.negative.lock().expect("never poisoned");
         match map.get(key) {
             Some(until) if *until > Instant::now() => true,
@@ -85,6 +91,12 @@ impl PolicyState {
             }
             None => false,
         }
+    }
+
+    /// False when no 404 has been remembered since start-up (the common
+    /// case for a hit): then no key needs looking up.
+    pub fn may_know_missing(&self) -> bool {
+        self.any_negative.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Remembers that every upstream said 404 for `key`.
@@ -101,6 +113,8 @@ impl PolicyState {
             }
         }
         map.insert(key.to_string(), now + self.negative_ttl);
+        self.any_negative
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The lock that serialises revalidations of one document, so that many

@@ -215,6 +215,7 @@ pub(crate) struct Inner {
     fills: Mutex<HashMap<CacheKey, Arc<FillShared>>>,
     hot: hot::HotSet,
     index: Mutex<index::Index>,
+    track_recency: std::sync::atomic::AtomicBool,
     docs: Mutex<doc::DocMemo>,
     seq: AtomicU64,
     _lock: File,
@@ -331,6 +332,7 @@ impl Store {
                 fills: Mutex::new(HashMap::new()),
                 hot: hot::HotSet::new(HOT_BUDGET),
                 index: Mutex::new(index),
+                track_recency: std::sync::atomic::AtomicBool::new(false),
                 docs: Mutex::new(doc::DocMemo::default()),
                 seq: AtomicU64::new(0),
                 _lock: lock,
@@ -346,7 +348,7 @@ impl Store {
     /// Finds `key`: a committed entry, a fill to follow, or a permit to fill it.
     pub async fn lookup(&self, key: &CacheKey) -> Result<Lookup, Error> {
         if let Some(hot) = self.inner.hot.get(key) {
-            self.inner.index().touch(key);
+            self.touch(key);
             let len = hot.body.len() as u64;
             return Ok(Lookup::Hit(Entry {
                 file: None,
@@ -361,7 +363,7 @@ impl Store {
         }
         match self.open_entry(key).await? {
             Opened::Entry(entry) => {
-                self.inner.index().touch(key);
+                self.touch(key);
                 return Ok(Lookup::Hit(entry));
             }
             Opened::Conflict => return Ok(Lookup::Conflict),
@@ -485,6 +487,18 @@ impl Store {
         })
         .await
         .map_err(Error::join)?
+    }
+
+    /// Records hits for eviction's recency; off (a lock saved per hit)
+    /// unless eviction runs.
+    pub fn track_recency(&self, on: bool) {
+        self.inner.track_recency.store(on, Ordering::Relaxed);
+    }
+
+    fn touch(&self, key: &CacheKey) {
+        if self.inner.track_recency.load(Ordering::Relaxed) {
+            self.inner.index().touch(key);
+        }
     }
 
     /// (bytes, entries) of committed entries.
