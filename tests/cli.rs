@@ -83,20 +83,8 @@ async fn a_second_server_on_the_same_cache_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().to_str().unwrap().to_string();
     let bin = Binary::start(&["--cache", &cache]).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
-        .args(["--cache", &cache, "--host", "127.0.0.1", "--port", "0"])
-        .args(["--admin", "off"])
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(10), out)
-        .await
-        .expect("exits at once")
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("locked"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = support::app::refused_start(&["--cache", &cache]).await;
+    assert!(stderr.contains("locked"), "{stderr}");
     bin.kill9().await;
 }
 

@@ -102,23 +102,13 @@ async fn runs_as_the_named_user_and_group_once_listening() {
 #[tokio::test]
 async fn an_unknown_user_stops_the_start_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
-        .args([
-            "--cache",
-            dir.path().to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--admin",
-            "off",
-        ])
-        .args(["--user", "no-such-user-pc"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = support::app::refused_start(&[
+        "--cache",
+        dir.path().to_str().unwrap(),
+        "--user",
+        "no-such-user-pc",
+    ])
+    .await;
     assert!(
         stderr.contains("no user named \"no-such-user-pc\""),
         "{stderr}"

@@ -101,29 +101,18 @@ async fn a_bad_certificate_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("cert.pem");
     std::fs::write(&cert, "garbage").unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
-        .args([
-            "--cache",
-            dir.path().join("c").to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--admin",
-            "off",
-        ])
-        .args([
-            "--tls-port",
-            "0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            cert.to_str().unwrap(),
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let cache = dir.path().join("c");
+    let cert = cert.to_str().unwrap();
+    let stderr = support::app::refused_start(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--tls-port",
+        "0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        cert,
+    ])
+    .await;
     assert!(stderr.contains("loading the TLS certificate"), "{stderr}");
 }

@@ -329,19 +329,9 @@ async fn the_binary_logs_its_admin_address_and_honours_off() {
     assert_eq!(bin.admin, None);
     bin.kill9().await;
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
-        .args(["--cache", cache.to_str().unwrap(), "--admin", "4001"])
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(10), out)
-        .await
-        .expect("exits at once")
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--admin"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr =
+        support::app::refused_start(&["--cache", cache.to_str().unwrap(), "--admin", "4001"]).await;
+    assert!(stderr.contains("--admin"), "{stderr}");
 }
 
 #[tokio::test]

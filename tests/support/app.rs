@@ -101,6 +101,29 @@ pub fn source(config: Config, url: &str) -> Config {
     config.with_source(url).expect("valid source URL")
 }
 
+/// Runs the real binary with `args` on `127.0.0.1:0` (admin off unless
+/// `args` set it), expects it to refuse to start within 10 s, and returns
+/// what it printed on stderr.
+pub async fn refused_start(args: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_package-cache"));
+    command
+        .args(args)
+        .args(["--host", "127.0.0.1", "--port", "0"]);
+    if !args.iter().any(|a| a.starts_with("--admin")) {
+        command.args(["--admin", "off"]);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(10), command.kill_on_drop(true).output())
+        .await
+        .expect("exits at once")
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "started, but should not have: {stderr}"
+    );
+    stderr
+}
+
 /// The real binary, started as a child process with piped stderr.
 pub struct Binary {
     /// The child.
