@@ -446,23 +446,9 @@ async fn pages_keep_their_attributes_and_max_age_zero_does_not_reach_a_fresh_ups
 async fn pip_installs_over_the_tls_listener_verifying_its_certificate() {
     let world = World::start(&standard()).await;
     let identity = support::tls::TlsIdentity::generate();
-    let (cert, key, ca) = (
-        world.tmp.path().join("cert.pem"),
-        world.tmp.path().join("key.pem"),
-        world.tmp.path().join("ca.pem"),
-    );
-    identity.write_server_pem(&cert, &key);
-    std::fs::write(&ca, identity.ca_pem()).unwrap();
-    let proxy = world
-        .proxy(&[
-            "--tls-port",
-            "0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ])
-        .await;
+    let (tls_args, ca) = identity.write_listener_files(world.tmp.path(), "pip");
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let proxy = world.proxy(&tls_args).await;
     let port = proxy.tls_addr().port();
     // `localhost` names the certificate; no --trusted-host, the CA verifies it.
     let index = format!("https://localhost:{port}/pypi/simple/");

@@ -45,25 +45,13 @@ async fn https_serves_the_cache_and_sighup_renews_the_certificate() {
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let (ca1, ca2) = (dir.path().join("ca1.pem"), dir.path().join("ca2.pem"));
+    let origin_url = origin.url();
     let first = TlsIdentity::generate();
-    first.write_server_pem(&cert, &key);
-    std::fs::write(&ca1, first.ca_pem()).unwrap();
+    let (tls_args, ca1) = first.write_listener_files(dir.path(), "first");
     let cache = dir.path().join("cache");
-    let app = Binary::start(&[
-        "--source",
-        &origin.url(),
-        "--cache",
-        cache.to_str().unwrap(),
-        "--tls-port",
-        "0",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ])
-    .await;
+    let mut args = vec!["--source", &origin_url, "--cache", cache.to_str().unwrap()];
+    args.extend(tls_args.iter().map(String::as_str));
+    let app = Binary::start(&args).await;
     let port = app.tls_addr().port();
     let (code, got, err) = fetch(port, "/distfiles/a.tgz", &ca1).await;
     assert_eq!(code, 0, "{err}");
@@ -75,8 +63,7 @@ async fn https_serves_the_cache_and_sighup_renews_the_certificate() {
 
     // Renewal: a new certificate from another CA, then SIGHUP.
     let second = TlsIdentity::generate();
-    second.write_server_pem(&cert, &key);
-    std::fs::write(&ca2, second.ca_pem()).unwrap();
+    let (_, ca2) = second.write_listener_files(dir.path(), "second");
     app.signal(rustix::process::Signal::HUP);
     wait_for_log(&app, "TLS certificate reloaded").await;
     let (code, got, err) = fetch(port, "/distfiles/a.tgz", &ca2).await;
@@ -88,7 +75,7 @@ async fn https_serves_the_cache_and_sighup_renews_the_certificate() {
     assert_ne!(code, 0, "the old CA no longer verifies the new certificate");
 
     // A broken renewal keeps the certificate in use.
-    std::fs::write(&key, "not a key").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
     app.signal(rustix::process::Signal::HUP);
     wait_for_log(&app, "TLS certificate not reloaded").await;
     let (code, _, err) = fetch(port, "/distfiles/a.tgz", &ca2).await;

@@ -83,6 +83,29 @@ impl TlsIdentity {
         std::fs::write(key, &self.leaf_key_pem).expect("write the key");
     }
 
+    /// Writes `cert.pem`, `key.pem` and `ca-NAME.pem` (the CA, for clients)
+    /// into `dir`; returns the server's `--tls-*` arguments (port 0) and the
+    /// CA file.
+    pub fn write_listener_files(
+        &self,
+        dir: &std::path::Path,
+        name: &str,
+    ) -> (Vec<String>, std::path::PathBuf) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        self.write_server_pem(&cert, &key);
+        let ca = dir.join(format!("ca-{name}.pem"));
+        std::fs::write(&ca, &self.ca_pem).expect("write the CA");
+        let args = [
+            "--tls-port",
+            "0",
+            "--tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--tls-key",
+            key.to_str().expect("utf-8"),
+        ];
+        (args.map(str::to_string).to_vec(), ca)
+    }
+
     /// The CA certificate in DER, for a `RootCertStore`.
     pub fn ca_der(&self) -> CertificateDer<'static> {
         self.ca_der.clone()
