@@ -275,20 +275,14 @@ impl Metrics {
     /// access log line is written). `cache` is `None` for answers that are
     /// neither from the cache nor from upstream; their bytes are not counted.
     pub fn request_served(&self, cache: Option<CacheStatus>, bytes: u64) {
-        let (label, from) = match cache {
-            Some(CacheStatus::Hit) => ("HIT", Some(0)),
-            Some(CacheStatus::Miss) => ("MISS", Some(1)),
-            Some(CacheStatus::Pass) => ("PASS", Some(1)),
-            None => ("other", None),
+        // Indexes into CACHE_LABELS and into (cache, upstream).
+        let (series, from) = match cache {
+            Some(CacheStatus::Hit) => (0, Some(0)),
+            Some(CacheStatus::Miss) => (1, Some(1)),
+            Some(CacheStatus::Pass) => (2, Some(1)),
+            None => (3, None),
         };
-        match CACHE_LABELS.iter().position(|l| *l == label) {
-            Some(i) => {
-                self.hot_requests[i].inc();
-            }
-            None => {
-                self.requests.get_or_create(&[("cache", label)]).inc();
-            }
-        }
+        self.hot_requests[series].inc();
         if let Some(from) = from {
             self.hot_served[from].inc_by(bytes);
         }

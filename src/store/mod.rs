@@ -463,30 +463,9 @@ impl Store {
         let Some(inode) = entry.meta.as_ref().map(|m| m.inode) else {
             return Ok(());
         };
+        // Whatever is on disk, the copy held in memory is the one refused.
         self.inner.hot.remove(key);
-        let inner = self.inner.clone();
-        let key = key.clone();
-        tokio::task::spawn_blocking(move || {
-            let path = inner.root.join(key.relative_path());
-            let io = |op| {
-                let path = path.clone();
-                move |source| Error::Io { op, path, source }
-            };
-            match fs::symlink_metadata(&path) {
-                Ok(md) if md.is_file() && md.ino() == inode => {
-                    fs::remove_file(&path).map_err(io("remove"))?;
-                    let _ = fs::remove_file(inner.meta_path(&key));
-                    inner.hot.remove(&key);
-                    inner.index().forget(&key);
-                    Ok(())
-                }
-                Ok(_) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io("stat")(e)),
-            }
-        })
-        .await
-        .map_err(Error::join)?
+        self.remove(key, Some(inode)).await.map(|_| ())
     }
 
     /// Records hits for eviction's recency; off (a lock saved per hit)
@@ -517,37 +496,17 @@ impl Store {
         if self.join(key).is_some() {
             return Ok(0);
         }
+        self.remove(key, None).await
+    }
+
+    /// Unlinks `key`'s body (only if it is still inode `inode`, when given)
+    /// and its metadata, and forgets it. Returns the bytes freed.
+    async fn remove(&self, key: &CacheKey, inode: Option<u64>) -> Result<u64, Error> {
         let inner = self.inner.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || {
-            let path = inner.root.join(key.relative_path());
-            let size = match fs::symlink_metadata(&path) {
-                Ok(md) if md.is_file() => md.len(),
-                Ok(_) => 0,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    inner.index().forget(&key);
-                    return Ok(0);
-                }
-                Err(source) => {
-                    return Err(Error::Io {
-                        op: "stat",
-                        path,
-                        source,
-                    })
-                }
-            };
-            fs::remove_file(&path).map_err(|source| Error::Io {
-                op: "evict",
-                path: path.clone(),
-                source,
-            })?;
-            let _ = fs::remove_file(inner.meta_path(&key));
-            inner.hot.remove(&key);
-            inner.index().forget(&key);
-            Ok(size)
-        })
-        .await
-        .map_err(Error::join)?
+        tokio::task::spawn_blocking(move || remove_blocking(&inner, &key, inode))
+            .await
+            .map_err(Error::join)?
     }
 
     async fn open_entry(&self, key: &CacheKey) -> Result<Opened, Error> {
@@ -557,4 +516,35 @@ impl Store {
             .await
             .map_err(Error::join)?
     }
+}
+
+fn remove_blocking(inner: &Inner, key: &CacheKey, inode: Option<u64>) -> Result<u64, Error> {
+    let path = inner.root.join(key.relative_path());
+    let md = match fs::symlink_metadata(&path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            inner.index().forget(key);
+            return Ok(0);
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                op: "stat",
+                path,
+                source,
+            })
+        }
+    };
+    // Only a file, and only the one meant: one committed meanwhile stays.
+    if !md.is_file() || inode.is_some_and(|ino| ino != md.ino()) {
+        return Ok(0);
+    }
+    fs::remove_file(&path).map_err(|source| Error::Io {
+        op: "remove",
+        path: path.clone(),
+        source,
+    })?;
+    let _ = fs::remove_file(inner.meta_path(key));
+    inner.hot.remove(key);
+    inner.index().forget(key);
+    Ok(md.len())
 }
