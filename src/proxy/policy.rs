@@ -159,9 +159,11 @@ impl PolicyState {
     pub fn register_hashes(&self, doc_key: &str, hashes: &[(String, String)], fresh: bool) {
         {
             let mut seen = self.registered.lock().expect("never poisoned");
-            if !seen.insert(doc_key.to_string()) && !fresh {
+            // Every hit of a page comes here: no allocation once it is known.
+            if seen.contains(doc_key) && !fresh {
                 return;
             }
+            seen.insert(doc_key.to_string());
         }
         let mut map = self.hashes.lock().expect("never poisoned");
         if map.len() + hashes.len() > MAX_HASHES {
