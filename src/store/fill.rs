@@ -176,10 +176,7 @@ impl FillPermit {
 
     /// A watch on this fill, for the request that holds the permit.
     pub fn watch(&self) -> super::FillWatch {
-        super::FillWatch {
-            shared: self.shared.clone(),
-            rx: self.shared.state.subscribe(),
-        }
+        super::FillWatch::new(self.shared.clone())
     }
 
     /// Creates the temporary file and publishes `head`; readers may start.

@@ -139,6 +139,8 @@ pub enum Lookup {
 pub struct FillWatch {
     shared: Arc<FillShared>,
     rx: watch::Receiver<FillState>,
+    /// Bytes seen written (in the file, or held in memory) by [`FillWatch::first_bytes`].
+    seen: u64,
 }
 
 /// What a joined fill turned out to be, once it left `Pending`.
@@ -154,6 +156,15 @@ pub enum FillStart {
 }
 
 impl FillWatch {
+    pub(crate) fn new(shared: Arc<FillShared>) -> FillWatch {
+        let rx = shared.state.subscribe();
+        FillWatch {
+            shared,
+            rx,
+            seen: 0,
+        }
+    }
+
     /// Waits until the fill has left `Pending`.
     pub async fn started(&mut self) -> FillStart {
         let state = match self.rx.wait_for(|s| *s != FillState::Pending).await {
@@ -181,16 +192,17 @@ impl FillWatch {
             FillState::Pending => false,
             _ => true,
         });
-        match ready.await {
-            Ok(state) => !matches!(
-                *state,
-                FillState::Aborted
-                    | FillState::Failed(_)
-                    | FillState::Vacated
-                    | FillState::Uncacheable
-            ),
-            Err(_) => false,
-        }
+        let seen = match ready.await {
+            Ok(state) => match *state {
+                FillState::Streaming { written } => Some(written),
+                FillState::Spilling { received, .. } => Some(received),
+                FillState::Complete { len, .. } => Some(len),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        self.seen = seen.unwrap_or(0);
+        seen.is_some()
     }
 
     /// The current state (for logs and tests).
@@ -202,7 +214,13 @@ impl FillWatch {
     /// Only meaningful after [`FillWatch::started`] returned `Started`.
     pub fn reader(&self, start: u64, end: u64) -> Option<BodyReader> {
         let file = self.shared.file.get()?.clone();
-        Some(BodyReader::growing(self.shared.clone(), file, start, end))
+        Some(BodyReader::growing(
+            self.shared.clone(),
+            file,
+            start,
+            end,
+            self.seen,
+        ))
     }
 }
 
@@ -376,11 +394,7 @@ impl Store {
                 .lock()
                 .expect("fill map lock is never poisoned");
             if let Some(shared) = fills.get(key) {
-                let rx = shared.state.subscribe();
-                return Ok(Lookup::Filling(FillWatch {
-                    shared: shared.clone(),
-                    rx,
-                }));
+                return Ok(Lookup::Filling(FillWatch::new(shared.clone())));
             }
             let shared = FillShared::new(key.clone());
             fills.insert(key.clone(), shared.clone());
@@ -406,10 +420,7 @@ impl Store {
             .lock()
             .expect("fill map lock is never poisoned");
         let shared = fills.get(key)?;
-        Some(FillWatch {
-            shared: shared.clone(),
-            rx: shared.state.subscribe(),
-        })
+        Some(FillWatch::new(shared.clone()))
     }
 
     /// Number of fills in progress.

@@ -20,10 +20,12 @@ enum Source {
     /// A committed file of known length.
     Fixed { len: u64 },
     /// A fill in progress; `id` is this reader's place in its spill registry.
+    /// `seen`: bytes known to be readable, also after the fill fails.
     Growing {
         rx: watch::Receiver<FillState>,
         shared: Arc<FillShared>,
         id: u64,
+        seen: u64,
     },
 }
 
@@ -51,6 +53,7 @@ impl BodyReader {
         file: Arc<File>,
         start: u64,
         end: u64,
+        seen: u64,
     ) -> BodyReader {
         let rx = shared.state.subscribe();
         let id = shared.spill().register(start);
@@ -58,7 +61,12 @@ impl BodyReader {
             file,
             pos: start,
             end,
-            source: Source::Growing { rx, shared, id },
+            source: Source::Growing {
+                rx,
+                shared,
+                id,
+                seen,
+            },
         }
     }
 
@@ -70,12 +78,18 @@ impl BodyReader {
             }
             let readable = match &mut self.source {
                 Source::Fixed { len } => *len,
-                Source::Growing { rx, .. } => {
+                Source::Growing { rx, seen, .. } => {
                     let state = rx.borrow_and_update().clone();
                     match state {
                         FillState::Pending => 0,
-                        FillState::Streaming { written } => written,
-                        FillState::Spilling { received, .. } => received,
+                        FillState::Streaming { written } => {
+                            *seen = written;
+                            written
+                        }
+                        FillState::Spilling { received, .. } => {
+                            *seen = received;
+                            received
+                        }
                         FillState::Complete { len, .. } => {
                             if self.pos >= len {
                                 if self.end == u64::MAX || self.end == len {
@@ -88,15 +102,24 @@ impl BodyReader {
                             }
                             len
                         }
+                        // The descriptor keeps what was written readable, so the
+                        // bytes already seen go out before the error: a response
+                        // whose body fails on its first poll loses its head too.
                         FillState::Aborted
                         | FillState::Failed(_)
                         | FillState::Vacated
-                        | FillState::Uncacheable => {
+                        | FillState::Uncacheable
+                            if self.pos >= *seen =>
+                        {
                             return Err(io::Error::new(
                                 io::ErrorKind::ConnectionAborted,
                                 "upstream fetch failed",
                             ));
                         }
+                        FillState::Aborted
+                        | FillState::Failed(_)
+                        | FillState::Vacated
+                        | FillState::Uncacheable => *seen,
                     }
                 }
             };
