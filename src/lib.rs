@@ -29,6 +29,7 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod evict;
