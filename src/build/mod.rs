@@ -16,6 +16,7 @@ pub mod job;
 pub mod journal;
 pub mod kind;
 pub mod privhelper;
+pub mod queue;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;

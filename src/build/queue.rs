@@ -1,0 +1,483 @@
+//! `BuildQueue`: the table of jobs, the bounded queue in front of the
+//! workers, and the rules that join identical requests into one job and
+//! cancel a job only when every waiter has. Every state change is written to
+//! the journal in order by one writer; a submit answers only once its record
+//! is on disk, so an accepted job survives a crash.
+
+use super::job::{ErrorClass, Job, JobError, JobId, JobState, Waiter};
+use super::journal::Journal;
+use super::spec::Spec;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Why a queue operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The queue holds `queue_size` jobs already.
+    #[error("the build queue is full ({0} jobs waiting); retry later")]
+    Full(usize),
+    /// No job with that id.
+    #[error("no such job")]
+    NotFound,
+    /// The token names no waiter of this job.
+    #[error("only a submitter of this job (its token) or the operator may cancel it")]
+    NotAllowed,
+    /// The job record could not be written.
+    #[error("cannot write the job record: {0}")]
+    Journal(#[source] std::io::Error),
+    /// The app is shutting down.
+    #[error("the build queue is shutting down")]
+    Stopping,
+}
+
+/// What `submit` did.
+pub struct Submitted {
+    /// The job, as it stands.
+    pub job: Job,
+    /// The new waiter's token (for cancelling).
+    pub token: String,
+    /// True when an identical unfinished job was joined.
+    pub joined: bool,
+}
+
+struct Slot {
+    job: Job,
+    cancel: CancellationToken,
+    state: watch::Sender<JobState>,
+}
+
+#[derive(Default)]
+struct Table {
+    jobs: HashMap<JobId, Slot>,
+    /// Unfinished jobs by `Spec::key`.
+    by_key: HashMap<String, JobId>,
+    queued: usize,
+}
+
+struct Inner {
+    table: Mutex<Table>,
+    ready: mpsc::UnboundedSender<JobId>,
+    writes: mpsc::UnboundedSender<Write>,
+    queue_size: usize,
+    keep_finished: usize,
+}
+
+/// The job table and queue. Cheap to clone.
+#[derive(Clone)]
+pub struct BuildQueue {
+    inner: Arc<Inner>,
+}
+
+/// The workers' end of the queue: job ids in submission order.
+pub type Ready = mpsc::UnboundedReceiver<JobId>;
+
+/// A job a worker took, with the token that cancels it.
+pub struct Taken {
+    /// The job as it was taken (state `Fetching`).
+    pub job: Job,
+    /// Fires when every waiter has cancelled, or at shutdown.
+    pub cancel: CancellationToken,
+}
+
+impl BuildQueue {
+    /// A queue over `journal`, with the records it already holds: unfinished
+    /// jobs go back in the queue in submission order; the oldest finished
+    /// records past `keep_finished` are dropped. Returns the workers' end.
+    /// The journal writer runs on a blocking thread until the queue is dropped.
+    pub fn open(
+        journal: Journal,
+        loaded: Vec<Job>,
+        queue_size: usize,
+        keep_finished: usize,
+    ) -> (BuildQueue, Ready) {
+        let (ready, ready_rx) = mpsc::unbounded_channel();
+        let (writes, mut writes_rx) = mpsc::unbounded_channel::<Write>();
+        // One writer, in order: the last record written is the latest state.
+        // It ends when the last sender (the queue) is dropped.
+        std::thread::Builder::new()
+            .name("build-journal".into())
+            .spawn(move || {
+                while let Some(write) = writes_rx.blocking_recv() {
+                    match write {
+                        Write::Save(job, ack) => {
+                            let result = journal.save(&job);
+                            if let Err(err) = &result {
+                                tracing::error!(job_id = %job.id, error = %err, "cannot write the job record");
+                            }
+                            if let Some(ack) = ack {
+                                let _ = ack.send(result);
+                            }
+                        }
+                        Write::Remove(id) => {
+                            if let Err(err) = journal.remove(&id) {
+                                tracing::warn!(job_id = %id, error = %err, "cannot remove an old job record");
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("spawning the journal writer thread");
+        let mut table = Table::default();
+        let mut finished = Vec::new();
+        for mut job in loaded {
+            let was = job.state;
+            job.requeue();
+            if job.state == JobState::Queued {
+                if was != JobState::Queued {
+                    tracing::info!(job_id = %job.id, was = was.as_str(), "restarting an interrupted build");
+                }
+                table.queued += 1;
+                table.by_key.insert(job.spec.key(), job.id.clone());
+                let _ = ready.send(job.id.clone());
+                let _ = writes.send(Write::Save(job.clone(), None));
+            } else {
+                finished.push(job.id.clone());
+            }
+            let (state, _) = watch::channel(job.state);
+            table.jobs.insert(
+                job.id.clone(),
+                Slot {
+                    job,
+                    cancel: CancellationToken::new(),
+                    state,
+                },
+            );
+        }
+        let queue = BuildQueue {
+            inner: Arc::new(Inner {
+                table: Mutex::new(table),
+                ready,
+                writes,
+                queue_size,
+                keep_finished,
+            }),
+        };
+        queue.forget_old();
+        (queue, ready_rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.table.lock().expect("job table lock is never poisoned")
+    }
+
+    /// Drops the oldest finished records beyond `keep_finished`.
+    fn forget_old(&self) {
+        let mut table = self.lock();
+        let mut finished: Vec<(u64, JobId)> = table
+            .jobs
+            .values()
+            .filter(|slot| slot.job.state.is_finished())
+            .map(|slot| (slot.job.created, slot.job.id.clone()))
+            .collect();
+        if finished.len() <= self.inner.keep_finished {
+            return;
+        }
+        finished.sort();
+        let excess = finished.len() - self.inner.keep_finished;
+        for (_, id) in finished.into_iter().take(excess) {
+            table.jobs.remove(&id);
+            let _ = self.inner.writes.send(Write::Remove(id));
+        }
+    }
+
+    /// Queues `spec` as a new job, or joins the unfinished job with the same
+    /// key. `prepare` fills in a new job's source fields; `same_source`
+    /// decides whether a local source may join an existing job (its sha256
+    /// must match). Answers once the record is on disk.
+    pub async fn submit(
+        &self,
+        spec: Spec,
+        source_sha256: Option<String>,
+        source_path: Option<std::path::PathBuf>,
+    ) -> Result<Submitted, Error> {
+        let (waiter, token) = Waiter::issue();
+        let (snapshot, joined) = {
+            let mut table = self.lock();
+            let key = spec.key();
+            if let Some(id) = table.by_key.get(&key).cloned() {
+                let slot = table.jobs.get_mut(&id).expect("by_key names a job in the table");
+                if slot.job.source_sha256 == source_sha256 {
+                    slot.job.waiters.push(waiter);
+                    (slot.job.clone(), true)
+                } else {
+                    // The same SHA1 with other bytes: never merge them.
+                    return Err(Error::NotAllowed);
+                }
+            } else {
+                if table.queued >= self.inner.queue_size {
+                    return Err(Error::Full(table.queued));
+                }
+                let mut job = Job::new(spec, waiter);
+                job.source_sha256 = source_sha256;
+                job.source_path = source_path;
+                table.queued += 1;
+                table.by_key.insert(key, job.id.clone());
+                let (state, _) = watch::channel(JobState::Queued);
+                table.jobs.insert(
+                    job.id.clone(),
+                    Slot {
+                        job: job.clone(),
+                        cancel: CancellationToken::new(),
+                        state,
+                    },
+                );
+                (job, false)
+            }
+        };
+        let (ack, acked) = oneshot::channel();
+        self.inner
+            .writes
+            .send(Write::Save(snapshot.clone(), Some(ack)))
+            .map_err(|_| Error::Stopping)?;
+        match acked.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(Error::Journal(err)),
+            Err(_) => return Err(Error::Stopping),
+        }
+        if !joined {
+            self.inner
+                .ready
+                .send(snapshot.id.clone())
+                .map_err(|_| Error::Stopping)?;
+        }
+        Ok(Submitted {
+            job: snapshot,
+            token,
+            joined,
+        })
+    }
+
+    /// A copy of job `id`.
+    pub fn get(&self, id: &JobId) -> Option<Job> {
+        self.lock().jobs.get(id).map(|slot| slot.job.clone())
+    }
+
+    /// Jobs (newest first) in `state` if given: page `page` (from 1) of
+    /// `per_page`, and the total that matched.
+    pub fn list(&self, state: Option<JobState>, page: usize, per_page: usize) -> (Vec<Job>, usize) {
+        let table = self.lock();
+        let mut jobs: Vec<&Job> = table
+            .jobs
+            .values()
+            .map(|slot| &slot.job)
+            .filter(|job| state.is_none_or(|s| job.state == s))
+            .collect();
+        jobs.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
+        let total = jobs.len();
+        let start = page.saturating_sub(1).saturating_mul(per_page);
+        let page = jobs.into_iter().skip(start).take(per_page).cloned().collect();
+        (page, total)
+    }
+
+    /// Number of jobs in each state, and how many wait in the queue.
+    pub fn counts(&self) -> (Vec<(JobState, usize)>, usize) {
+        let table = self.lock();
+        let counts = JobState::ALL
+            .into_iter()
+            .map(|s| (s, table.jobs.values().filter(|slot| slot.job.state == s).count()))
+            .collect();
+        (counts, table.queued)
+    }
+
+    /// Follows job `id`'s state.
+    pub fn watch(&self, id: &JobId) -> Option<watch::Receiver<JobState>> {
+        self.lock().jobs.get(id).map(|slot| slot.state.subscribe())
+    }
+
+    /// Cancels for the waiter holding `token`, or for every waiter when
+    /// `operator` is true. The job stops when no waiter is left.
+    pub fn cancel(&self, id: &JobId, token: Option<&str>, operator: bool) -> Result<Job, Error> {
+        let mut table = self.lock();
+        let table = &mut *table;
+        let slot = table.jobs.get_mut(id).ok_or(Error::NotFound)?;
+        if slot.job.state.is_finished() {
+            return Ok(slot.job.clone());
+        }
+        let last = if operator {
+            slot.job.waiters.iter_mut().for_each(|w| w.cancelled = true);
+            true
+        } else {
+            match token.and_then(|t| slot.job.cancel_waiter(t)) {
+                Some(last) => last,
+                None => return Err(Error::NotAllowed),
+            }
+        };
+        if last {
+            if slot.job.state == JobState::Queued {
+                // Never started: finish it here; the worker will skip it.
+                slot.job.advance(JobState::Cancelled);
+                table.queued -= 1;
+                table.by_key.remove(&slot.job.spec.key());
+                slot.state.send_replace(JobState::Cancelled);
+            }
+            slot.cancel.cancel();
+        }
+        let snapshot = slot.job.clone();
+        let _ = self.inner.writes.send(Write::Save(snapshot.clone(), None));
+        Ok(snapshot)
+    }
+
+    /// Takes job `id` for a worker: `None` if it was cancelled (or is gone).
+    pub fn take(&self, id: &JobId) -> Option<Taken> {
+        let mut table = self.lock();
+        let table = &mut *table;
+        let slot = table.jobs.get_mut(id)?;
+        if slot.job.state != JobState::Queued {
+            return None;
+        }
+        table.queued -= 1;
+        slot.job.advance(JobState::Fetching);
+        slot.state.send_replace(JobState::Fetching);
+        let _ = self.inner.writes.send(Write::Save(slot.job.clone(), None));
+        Some(Taken {
+            job: slot.job.clone(),
+            cancel: slot.cancel.clone(),
+        })
+    }
+
+    /// Moves a running job to `next` (a stage, or its end), with `update`
+    /// applied to its record first. Finishing frees its key.
+    pub fn advance(&self, id: &JobId, next: JobState, update: impl FnOnce(&mut Job)) {
+        let finished = {
+            let mut table = self.lock();
+            let table = &mut *table;
+            let Some(slot) = table.jobs.get_mut(id) else {
+                return;
+            };
+            update(&mut slot.job);
+            if !slot.job.advance(next) {
+                tracing::warn!(job_id = %id, from = slot.job.state.as_str(), to = next.as_str(), "illegal job move ignored");
+                return;
+            }
+            slot.state.send_replace(next);
+            let _ = self.inner.writes.send(Write::Save(slot.job.clone(), None));
+            if next.is_finished() {
+                let key = slot.job.spec.key();
+                table.by_key.remove(&key);
+            }
+            next.is_finished()
+        };
+        if finished {
+            self.forget_old();
+        }
+    }
+
+    /// Fails a running job.
+    pub fn fail(&self, id: &JobId, class: ErrorClass, message: String, log_tail: String) {
+        self.advance(id, JobState::Failed, |job| {
+            job.error = Some(JobError { class, message });
+            job.log_tail = log_tail;
+        });
+    }
+}
+
+/// One job for the journal writer.
+enum Write {
+    /// Write this record; say when it is on disk.
+    Save(Job, Option<oneshot::Sender<std::io::Result<()>>>),
+    /// Delete this record.
+    Remove(JobId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::spec::Source;
+
+    fn spec(name: &str) -> Spec {
+        Spec {
+            kind: "gem".into(),
+            runtime: "ruby31".into(),
+            source: Source::Remote {
+                name: name.into(),
+                version: "1.0".into(),
+                platform: None,
+            },
+        }
+    }
+
+    fn open(dir: &std::path::Path, size: usize) -> (BuildQueue, Ready) {
+        let journal = Journal::open(dir).unwrap();
+        let loaded = journal.load().unwrap();
+        BuildQueue::open(journal, loaded, size, 100)
+    }
+
+    #[tokio::test]
+    async fn identical_requests_join_and_the_queue_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, mut ready) = open(dir.path(), 2);
+        let a = queue.submit(spec("a"), None, None).await.unwrap();
+        let again = queue.submit(spec("a"), None, None).await.unwrap();
+        assert!(again.joined);
+        assert_eq!(again.job.id, a.job.id);
+        assert_eq!(again.job.waiters.len(), 2);
+        queue.submit(spec("b"), None, None).await.unwrap();
+        assert!(matches!(
+            queue.submit(spec("c"), None, None).await,
+            Err(Error::Full(2))
+        ));
+        assert_eq!(ready.recv().await, Some(a.job.id.clone()));
+        let taken = queue.take(&a.job.id).unwrap();
+        assert_eq!(taken.job.state, JobState::Fetching);
+        // A taken job no longer counts against the bound.
+        queue.submit(spec("c"), None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_job_stops_when_its_last_waiter_cancels() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _ready) = open(dir.path(), 8);
+        let first = queue.submit(spec("a"), None, None).await.unwrap();
+        let second = queue.submit(spec("a"), None, None).await.unwrap();
+        let id = first.job.id.clone();
+        assert!(matches!(
+            queue.cancel(&id, Some("wrong"), false),
+            Err(Error::NotAllowed)
+        ));
+        let job = queue.cancel(&id, Some(&first.token), false).unwrap();
+        assert_eq!(job.state, JobState::Queued, "one waiter is left");
+        let job = queue.cancel(&id, Some(&second.token), false).unwrap();
+        assert_eq!(job.state, JobState::Cancelled);
+        assert!(queue.take(&id).is_none(), "a worker skips it");
+        // The key is free again: a new request makes a new job.
+        let third = queue.submit(spec("a"), None, None).await.unwrap();
+        assert!(!third.joined);
+        let job = queue.cancel(&third.job.id, None, true).unwrap();
+        assert_eq!(job.state, JobState::Cancelled, "the operator cancels for all");
+    }
+
+    #[tokio::test]
+    async fn unfinished_jobs_are_requeued_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (running, queued, done) = {
+            let (queue, _ready) = open(dir.path(), 8);
+            let running = queue.submit(spec("a"), None, None).await.unwrap().job.id;
+            let queued = queue.submit(spec("b"), None, None).await.unwrap().job.id;
+            let done = queue.submit(spec("c"), None, None).await.unwrap().job.id;
+            queue.take(&running).unwrap();
+            queue.advance(&running, JobState::Building, |_| {});
+            queue.take(&done).unwrap();
+            queue.fail(&done, ErrorClass::Client, "no such gem".into(), String::new());
+            // Let the writer catch up: a submit answers after its record.
+            queue.submit(spec("d"), None, None).await.unwrap();
+            (running, queued, done)
+        };
+        let (queue, mut ready) = open(dir.path(), 8);
+        let mut again = Vec::new();
+        while let Ok(id) = ready.try_recv() {
+            again.push(id);
+        }
+        assert_eq!(again.len(), 3);
+        assert!(again.contains(&running) && again.contains(&queued));
+        assert_eq!(queue.get(&running).unwrap().state, JobState::Queued);
+        let failed = queue.get(&done).unwrap();
+        assert_eq!(failed.state, JobState::Failed);
+        assert_eq!(failed.error.unwrap().message, "no such gem");
+        let (page, total) = queue.list(Some(JobState::Queued), 1, 2);
+        assert_eq!((page.len(), total), (2, 3));
+        let (page, _) = queue.list(Some(JobState::Queued), 2, 2);
+        assert_eq!(page.len(), 1);
+    }
+}
