@@ -179,3 +179,79 @@ fn conn_info(stream: &TcpStream, peer: SocketAddr) -> ConnInfo {
         orig_dst,
     }
 }
+
+/// Limits of a small side listener (admin, build API).
+#[derive(Clone, Copy, Debug)]
+pub struct SmallLimits {
+    /// For log lines: which listener.
+    pub what: &'static str,
+    /// Connections served at once; more are closed at accept, so a stuck
+    /// client cannot hold tasks.
+    pub max_connections: usize,
+    /// Time to send a request head, and to take each write of the answer.
+    pub io_timeout: Duration,
+}
+
+/// Serves a side listener with `handle` until `stop` fires, then lets open
+/// connections finish; `hard_stop` ends whatever is left. Connection tasks go
+/// on `tasks`. Unlike the proxy port there is no 503 page: these listeners
+/// face operators and scrapers, not fleets.
+pub async fn serve_small<H, F, B>(
+    listener: TcpListener,
+    limits: SmallLimits,
+    handle: H,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+) where
+    H: Fn(hyper::Request<hyper::body::Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let what = limits.what;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = what, error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(listener = what, peer = %peer, "connection limit reached; closing");
+            continue;
+        };
+        let mut io = TimeoutStream::new(stream);
+        io.set_write_timeout(Some(limits.io_timeout));
+        let handle = handle.clone();
+        let service = service_fn(move |req| {
+            let answer = handle(req, peer);
+            async move { Ok::<_, Infallible>(answer.await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.io_timeout)
+            .serve_connection(TokioIo::new(Box::pin(io)), service);
+        let conn = graceful.watch(conn);
+        let hard_stop = hard_stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                result = conn => if let Err(err) = result {
+                    tracing::debug!(listener = what, peer = %peer, error = %err, "connection ended with an error");
+                },
+                _ = hard_stop.cancelled() => {}
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}

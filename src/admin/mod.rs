@@ -6,20 +6,14 @@
 mod page;
 
 use crate::metrics::{Metrics, Sampled};
+use crate::server;
 use crate::store::Store;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -79,50 +73,23 @@ impl Admin {
         stop: CancellationToken,
         hard_stop: CancellationToken,
     ) {
-        let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %err, "admin accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(peer = %peer, "admin connection limit reached; closing");
-                continue;
-            };
-            let mut io = TimeoutStream::new(stream);
-            io.set_write_timeout(Some(IO_TIMEOUT));
-            let admin = self.clone();
-            let service = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(IO_TIMEOUT)
-                .serve_connection(TokioIo::new(Box::pin(io)), service);
-            let conn = graceful.watch(conn);
-            let hard_stop = hard_stop.clone();
-            tasks.spawn(async move {
-                tokio::select! {
-                    result = conn => if let Err(err) = result {
-                        tracing::debug!(peer = %peer, error = %err, "admin connection ended with an error");
-                    },
-                    _ = hard_stop.cancelled() => {}
-                }
-                drop(slot);
-            });
-        }
-        drop(listener);
-        graceful.shutdown().await;
+        let limits = server::SmallLimits {
+            what: "admin",
+            max_connections: MAX_CONNECTIONS,
+            io_timeout: IO_TIMEOUT,
+        };
+        server::serve_small(
+            listener,
+            limits,
+            move |req, _peer| {
+                let admin = self.clone();
+                async move { admin.handle(req).await }
+            },
+            tasks,
+            stop,
+            hard_stop,
+        )
+        .await
     }
 
     /// Answers one admin request. Only GET and HEAD; unknown paths get 404.

@@ -40,7 +40,10 @@ pub struct Artifacts {
 }
 
 fn dir_with_mode(path: &Path, mode: u32) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(mode).create(path)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)?;
     // An existing directory keeps its mode unless we set it: the modes are the
     // whole "read but not list" mechanism.
     fs::set_permissions(path, Permissions::from_mode(mode))
@@ -132,8 +135,18 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(valid_name("thin-1.2.11@ruby31.tgz"));
-        assert!(valid_name("0123456789abcdef0123456789abcdef01234567@py311.tgz"));
-        for bad in ["thin.tgz", "@r.tgz", "a@.tgz", "../a@r.tgz", ".a@r.tgz", "a/b@r.tgz", "a@r.tar"] {
+        assert!(valid_name(
+            "0123456789abcdef0123456789abcdef01234567@py311.tgz"
+        ));
+        for bad in [
+            "thin.tgz",
+            "@r.tgz",
+            "a@.tgz",
+            "../a@r.tgz",
+            ".a@r.tgz",
+            "a/b@r.tgz",
+            "a@r.tar",
+        ] {
             assert!(!valid_name(bad), "{bad}");
         }
     }

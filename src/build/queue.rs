@@ -131,7 +131,7 @@ impl BuildQueue {
                 table.queued += 1;
                 table.by_key.insert(job.spec.key(), job.id.clone());
                 let _ = ready.send(job.id.clone());
-                let _ = writes.send(Write::Save(job.clone(), None));
+                let _ = writes.send(Write::Save(Box::new(job.clone()), None));
             } else {
                 finished.push(job.id.clone());
             }
@@ -159,7 +159,10 @@ impl BuildQueue {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.inner.table.lock().expect("job table lock is never poisoned")
+        self.inner
+            .table
+            .lock()
+            .expect("job table lock is never poisoned")
     }
 
     /// Drops the oldest finished records beyond `keep_finished`.
@@ -197,7 +200,10 @@ impl BuildQueue {
             let mut table = self.lock();
             let key = spec.key();
             if let Some(id) = table.by_key.get(&key).cloned() {
-                let slot = table.jobs.get_mut(&id).expect("by_key names a job in the table");
+                let slot = table
+                    .jobs
+                    .get_mut(&id)
+                    .expect("by_key names a job in the table");
                 if slot.job.source_sha256 == source_sha256 {
                     slot.job.waiters.push(waiter);
                     (slot.job.clone(), true)
@@ -229,7 +235,7 @@ impl BuildQueue {
         let (ack, acked) = oneshot::channel();
         self.inner
             .writes
-            .send(Write::Save(snapshot.clone(), Some(ack)))
+            .send(Write::Save(Box::new(snapshot.clone()), Some(ack)))
             .map_err(|_| Error::Stopping)?;
         match acked.await {
             Ok(Ok(())) => {}
@@ -267,7 +273,12 @@ impl BuildQueue {
         jobs.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
         let total = jobs.len();
         let start = page.saturating_sub(1).saturating_mul(per_page);
-        let page = jobs.into_iter().skip(start).take(per_page).cloned().collect();
+        let page = jobs
+            .into_iter()
+            .skip(start)
+            .take(per_page)
+            .cloned()
+            .collect();
         (page, total)
     }
 
@@ -276,7 +287,16 @@ impl BuildQueue {
         let table = self.lock();
         let counts = JobState::ALL
             .into_iter()
-            .map(|s| (s, table.jobs.values().filter(|slot| slot.job.state == s).count()))
+            .map(|s| {
+                (
+                    s,
+                    table
+                        .jobs
+                        .values()
+                        .filter(|slot| slot.job.state == s)
+                        .count(),
+                )
+            })
             .collect();
         (counts, table.queued)
     }
@@ -315,7 +335,10 @@ impl BuildQueue {
             slot.cancel.cancel();
         }
         let snapshot = slot.job.clone();
-        let _ = self.inner.writes.send(Write::Save(snapshot.clone(), None));
+        let _ = self
+            .inner
+            .writes
+            .send(Write::Save(Box::new(snapshot.clone()), None));
         Ok(snapshot)
     }
 
@@ -330,7 +353,10 @@ impl BuildQueue {
         table.queued -= 1;
         slot.job.advance(JobState::Fetching);
         slot.state.send_replace(JobState::Fetching);
-        let _ = self.inner.writes.send(Write::Save(slot.job.clone(), None));
+        let _ = self
+            .inner
+            .writes
+            .send(Write::Save(Box::new(slot.job.clone()), None));
         Some(Taken {
             job: slot.job.clone(),
             cancel: slot.cancel.clone(),
@@ -352,7 +378,10 @@ impl BuildQueue {
                 return;
             }
             slot.state.send_replace(next);
-            let _ = self.inner.writes.send(Write::Save(slot.job.clone(), None));
+            let _ = self
+                .inner
+                .writes
+                .send(Write::Save(Box::new(slot.job.clone()), None));
             if next.is_finished() {
                 let key = slot.job.spec.key();
                 table.by_key.remove(&key);
@@ -376,7 +405,7 @@ impl BuildQueue {
 /// One job for the journal writer.
 enum Write {
     /// Write this record; say when it is on disk.
-    Save(Job, Option<oneshot::Sender<std::io::Result<()>>>),
+    Save(Box<Job>, Option<oneshot::Sender<std::io::Result<()>>>),
     /// Delete this record.
     Remove(JobId),
 }
@@ -445,7 +474,11 @@ mod tests {
         let third = queue.submit(spec("a"), None, None).await.unwrap();
         assert!(!third.joined);
         let job = queue.cancel(&third.job.id, None, true).unwrap();
-        assert_eq!(job.state, JobState::Cancelled, "the operator cancels for all");
+        assert_eq!(
+            job.state,
+            JobState::Cancelled,
+            "the operator cancels for all"
+        );
     }
 
     #[tokio::test]
@@ -459,7 +492,12 @@ mod tests {
             queue.take(&running).unwrap();
             queue.advance(&running, JobState::Building, |_| {});
             queue.take(&done).unwrap();
-            queue.fail(&done, ErrorClass::Client, "no such gem".into(), String::new());
+            queue.fail(
+                &done,
+                ErrorClass::Client,
+                "no such gem".into(),
+                String::new(),
+            );
             // Let the writer catch up: a submit answers after its record.
             queue.submit(spec("d"), None, None).await.unwrap();
             (running, queued, done)
