@@ -35,11 +35,13 @@ use bytes::Bytes;
 use futures_util::Stream;
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use name::{hand_in, random_entry_name, HandedIn};
+pub use name::{hand_in, random_entry_name, HandedIn, MAX_ENTRY_LEN};
 
 /// Mode of the inbox directory itself: others may traverse it, not list it.
 pub const INBOX_MODE: u32 = 0o711;
@@ -134,6 +136,13 @@ pub enum Error {
         /// The entry name.
         entry: String,
     },
+    /// Another process holds a write lease on the entry (`F_SETLEASE`): an
+    /// open that waited would stall for the lease-break time, so it fails at once.
+    #[error("inbox entry {entry:?} is leased by another process; release it and retry")]
+    Busy {
+        /// The entry name.
+        entry: String,
+    },
     /// The source is larger than `max_size`.
     #[error("source is larger than the limit of {limit} bytes")]
     TooBig {
@@ -198,6 +207,9 @@ pub struct Inbox {
     public_fd: OwnedFd,
     private_fd: OwnedFd,
     config: InboxConfig,
+    // Names of private files being written, which a sweep must leave alone
+    // however long their writer stalls (a slow upload).
+    in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Inbox {
@@ -217,6 +229,7 @@ impl Inbox {
             public_fd,
             private_fd,
             config,
+            in_flight: Arc::default(),
         })
     }
 
@@ -267,7 +280,9 @@ impl Inbox {
     /// Blocking. Removes entries of `public/` whose ctime is older than
     /// `stale_after` (directories with their contents), and files of
     /// `private/` older than that whose path is not in `keep` (compared as
-    /// [`Source::path`] gives it). Returns how many were removed. An entry
+    /// [`Source::path`] gives it) and that no take or upload is still
+    /// writing. Returns how many were removed. So the caller lists every
+    /// [`Source`] it still needs in `keep`. An entry
     /// that cannot be removed is logged and skipped; only an unreadable
     /// directory is an error.
     ///

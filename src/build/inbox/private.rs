@@ -5,8 +5,10 @@ use super::name::random_hex;
 use super::{Error, Inbox, Source};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The digests of every byte written to a private copy, in order.
 pub(super) struct Digests {
@@ -44,6 +46,7 @@ pub(super) struct PrivateFile {
     name: String,
     path: PathBuf,
     armed: bool,
+    in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
 impl PrivateFile {
@@ -55,10 +58,12 @@ impl PrivateFile {
             random_hex().map_err(Error::io("naming a file in", &inbox.private))?
         );
         let path = inbox.private.join(&name);
+        lock(&inbox.in_flight).insert(name.clone());
         Ok(PrivateFile {
             name,
             path,
             armed: true,
+            in_flight: Arc::clone(&inbox.in_flight),
         })
     }
 
@@ -142,6 +147,7 @@ impl PrivateFile {
 
 impl Drop for PrivateFile {
     fn drop(&mut self) {
+        lock(&self.in_flight).remove(&self.name);
         if !self.armed {
             return;
         }
@@ -155,6 +161,16 @@ impl Drop for PrivateFile {
             }
         }
     }
+}
+
+/// Whether a private file of this name is being written.
+pub(super) fn is_in_flight(inbox: &Inbox, name: &str) -> bool {
+    lock(&inbox.in_flight).contains(name)
+}
+
+fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    // The set stays consistent whatever panicked while holding it.
+    set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn unlink(path: &Path) -> io::Result<()> {

@@ -4,6 +4,7 @@
 //! change it while it is removed; removal works on descriptors and never
 //! follows a symlink, so it cannot reach outside the entry.
 
+use super::private::is_in_flight;
 use super::Inbox;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, Dir, Mode, OFlags, StatxFlags, StatxTimestamp};
@@ -23,8 +24,8 @@ pub(super) fn sweep(inbox: &Inbox, keep: &[PathBuf]) -> io::Result<usize> {
         .unwrap_or(UNIX_EPOCH);
     let public = sweep_dir(&inbox.public_fd, &inbox.public, cutoff, |_| false)?;
     let private = sweep_dir(&inbox.private_fd, &inbox.private, cutoff, |name| {
-        let path = inbox.private.join(name);
-        keep.contains(&path)
+        keep.contains(&inbox.private.join(name))
+            || name.to_str().is_some_and(|name| is_in_flight(inbox, name))
     })?;
     Ok(public + private)
 }

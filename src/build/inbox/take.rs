@@ -60,6 +60,8 @@ fn open_entry(inbox: &Inbox, entry: &str) -> Result<File, Error> {
         Err(Errno::NOENT) => Err(Error::Missing { entry }),
         Err(Errno::LOOP) => Err(Error::Symlink { entry }),
         Err(Errno::ACCESS) | Err(Errno::PERM) => Err(Error::Unreadable { entry }),
+        // O_NONBLOCK turns a client's write lease from a 45 s stall into EAGAIN.
+        Err(Errno::AGAIN) => Err(Error::Busy { entry }),
         // A socket, or a device node without a driver behind it.
         Err(Errno::NXIO) | Err(Errno::NODEV) => Err(Error::NotRegular {
             entry,
