@@ -281,10 +281,9 @@ impl Inbox {
     /// `stale_after` (directories with their contents), and files of
     /// `private/` older than that whose path is not in `keep` (compared as
     /// [`Source::path`] gives it) and that no take or upload is still
-    /// writing. Returns how many were removed. So the caller lists every
-    /// [`Source`] it still needs in `keep`. An entry
-    /// that cannot be removed is logged and skipped; only an unreadable
-    /// directory is an error.
+    /// writing. Returns how many were removed. So the caller lists in `keep`
+    /// every [`Source`] it still needs. An entry that cannot be removed is
+    /// logged and skipped; only an unreadable directory is an error.
     ///
     /// ctime, not mtime, because a client can set its file's mtime to any
     /// value (`touch -d`, `cp -p`) but not its ctime.
