@@ -19,3 +19,4 @@ pub mod privhelper;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
+pub mod step;
