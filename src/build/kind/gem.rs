@@ -28,6 +28,7 @@ const INSTALL_SCRIPT: &str = r#"
 reqs, install, source = ARGV
 rake = Dir.glob(File.join(reqs, "rake-*.gem")).max
 if rake
+  require "fileutils"
   require "rubygems/package"
   require "shellwords"
   package = Gem::Package.new(rake)
