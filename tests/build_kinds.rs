@@ -12,7 +12,7 @@
 mod support;
 
 use package_cache::build::archive;
-use package_cache::build::fetch::Fetcher;
+use package_cache::build::fetch::{Fetcher, Timeouts};
 use package_cache::build::kind::{Error, JobDirs, Kind};
 use package_cache::build::runtime::{Family, Runtime};
 use package_cache::build::step::Step;
@@ -125,7 +125,18 @@ impl World {
             c
         })
         .await;
-        let fetcher = Fetcher::new(app.addr, Some("pypi".into()), Some("rubygems".into()));
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(5),
+            head: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            total: Duration::from_secs(120),
+        };
+        let fetcher = Fetcher::with_timeouts(
+            app.addr,
+            Some("pypi".into()),
+            Some("rubygems".into()),
+            timeouts,
+        );
         World {
             tmp,
             files,
@@ -712,4 +723,64 @@ async fn an_install_dir_without_a_package_is_a_build_failure() {
             "{err}"
         );
     }
+}
+
+#[tokio::test]
+async fn local_sources_are_named_for_their_tools_and_build() {
+    const SHA1: &str = "0123456789abcdef0123456789abcdef01234567";
+    let rt = ruby().await;
+    let py = python().await;
+    let mut world = World::start(&[], None).await;
+    let fx = fixtures().await;
+    let local = |kind: Kind, from: PathBuf, job: &str| {
+        let root = world.job(job);
+        let name = kind.local_source_name(SHA1, &from).expect("a source");
+        let dirs = JobDirs::new(&root, &name);
+        std::fs::copy(&from, &dirs.source).expect("copy source");
+        dirs
+    };
+    let gem = local(Kind::Gem, fx.join("gems/repo/gems/pcpure-1.0.0.gem"), "gem");
+    assert_eq!(gem.source.file_name().unwrap(), &*format!("{SHA1}.gem"));
+    let sdist = local(
+        Kind::Pip,
+        fx.join("pypi/packages/pc_flit-1.0.tar.gz"),
+        "sdist",
+    );
+    assert_eq!(
+        sdist.source.file_name().unwrap(),
+        &*format!("{SHA1}.tar.gz")
+    );
+    for step in Kind::Pip
+        .fetch_steps(&py, &world.fetcher, &sdist)
+        .await
+        .expect("steps")
+    {
+        run(&step, &sdist.root.join("fetch.log")).await;
+    }
+    assert!(Kind::Gem
+        .fetch_steps(&rt, &world.fetcher, &gem)
+        .await
+        .expect("steps")
+        .is_empty());
+    world.stop().await;
+    build(Kind::Gem, &rt, &gem).await;
+    build(Kind::Pip, &py, &sdist).await;
+
+    // The wrong kind of file, and the wrong runtime for the type.
+    let err = Kind::Gem
+        .local_source_name(SHA1, &sdist.source)
+        .expect_err("an sdist is no gem");
+    assert!(
+        matches!(err, Error::BadSource { .. }) && err.is_client(),
+        "{err}"
+    );
+    let err = Kind::Pip
+        .local_source_name(SHA1, &gem.source)
+        .expect_err("a gem is no sdist");
+    assert!(err.is_client(), "{err}");
+    let err = Kind::Pip
+        .fetch_steps(&rt, &world.fetcher, &sdist)
+        .await
+        .expect_err("ruby cannot build pip packages");
+    assert!(matches!(err, Error::BadRequest(_)), "{err}");
 }

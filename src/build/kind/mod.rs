@@ -209,6 +209,45 @@ impl Kind {
         }
     }
 
+    /// Blocking. The file name a local source gets in `source/`: `SHA1.gem` for
+    /// a gem (`gem install` takes an argument for a file only when it ends in
+    /// `.gem`), `SHA1.tar.gz` or `SHA1.zip` for an sdist, by its first bytes (pip
+    /// picks its unpacker by the extension). A file that is not of that format
+    /// is [`Error::BadSource`]. `sha1` must be 40 lower-case hex digits.
+    pub fn local_source_name(&self, sha1: &str, source: &Path) -> Result<String, Error> {
+        if sha1.len() != 40 || !sha1.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(Error::BadRequest(format!(
+                "{sha1:?} is not a sha1 in lower-case hex"
+            )));
+        }
+        let mut head = [0u8; 262];
+        let mut file = std::fs::File::open(source).map_err(Error::io(source))?;
+        let mut len = 0;
+        while len < head.len() {
+            match std::io::Read::read(&mut file, &mut head[len..]).map_err(Error::io(source))? {
+                0 => break,
+                n => len += n,
+            }
+        }
+        let head = &head[..len];
+        let extension = match self {
+            // A .gem is a plain (ustar) tar.
+            Kind::Gem if head.get(257..262) == Some(b"ustar") => "gem",
+            Kind::Pip if head.starts_with(&[0x1f, 0x8b]) => "tar.gz",
+            Kind::Pip if head.starts_with(b"PK\x03\x04") => "zip",
+            _ => {
+                return Err(Error::BadSource {
+                    path: source.to_path_buf(),
+                    reason: match self {
+                        Kind::Gem => "not a .gem (tar) file".into(),
+                        Kind::Pip => "not a .tar.gz or .zip sdist".into(),
+                    },
+                })
+            }
+        };
+        Ok(format!("{sha1}.{extension}"))
+    }
+
     /// Steps of the fetching stage after the source is there (network: true),
     /// e.g. pip download of build-system.requires (only binary wheels) into
     /// reqs/ via the proxy's pypi mount. May be empty.
