@@ -12,7 +12,7 @@
 mod support;
 
 use package_cache::build::archive;
-use package_cache::build::fetch::{Fetcher, Timeouts};
+use package_cache::build::fetch::{self, Fetcher, Timeouts};
 use package_cache::build::kind::{Error, JobDirs, Kind};
 use package_cache::build::runtime::{Family, Runtime};
 use package_cache::build::step::Step;
@@ -437,6 +437,37 @@ async fn a_remote_gem_comes_through_the_cache_after_its_info_and_a_tampered_one_
         .collect();
     left.sort();
     assert_eq!(left, ["pcplat-1.0.0-x86_64-linux.gem", "pcpure-1.0.0.gem"]);
+
+    // The fetcher's own classes: too big is the request's fault, a dead proxy is not.
+    let err = world
+        .fetcher
+        .get_bytes("/rubygems/info/pcpure", None, 10)
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(err, fetch::Error::TooBig { limit: 10, .. }) && err.is_client(),
+        "{err}"
+    );
+    let err = world
+        .fetcher
+        .get_bytes("/rubygems/gems/nothing-1.0.gem", None, 1 << 20)
+        .await
+        .expect_err("no such file");
+    assert!(err.is_not_found() && err.is_client(), "{err}");
+    let dead = Fetcher::new(
+        "127.0.0.1:9".parse().unwrap(),
+        None,
+        Some("rubygems".into()),
+    );
+    let err = dead
+        .download("/rubygems/info/pcpure", &dest.join("x"), 1 << 20)
+        .await
+        .expect_err("nobody listens on the discard port");
+    assert!(
+        matches!(err, fetch::Error::Request { .. }) && !err.is_client(),
+        "{err}"
+    );
+    assert!(!dest.join("x").exists() && !dest.join(".x.part").exists());
 
     // Without a rubygems mount, remote gems cannot be fetched: the request's fault.
     let none = Fetcher::new(world.fetcher.proxy(), None, None);

@@ -108,6 +108,12 @@ pub enum Error {
         /// Where it pointed.
         location: String,
     },
+    /// The path does not make a valid request URI (a link from an index page).
+    #[error("{url}: not a valid request")]
+    BadUrl {
+        /// What was asked for.
+        url: String,
+    },
     /// The proxy has no mount of the kind needed.
     #[error("no {profile} mount is configured for builds")]
     NoMount {
@@ -136,6 +142,7 @@ impl Error {
             | Error::Body { .. }
             | Error::Timeout { .. }
             | Error::Redirect { .. }
+            | Error::BadUrl { .. }
             | Error::Io { .. } => false,
         }
     }
@@ -310,9 +317,7 @@ impl Fetcher {
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);
             }
-            let request = request
-                .body(Empty::new())
-                .map_err(|_| Failure::Redirect(path.clone()))?;
+            let request = request.body(Empty::new()).map_err(|_| Failure::BadUrl)?;
             let response = tokio::time::timeout(self.timeouts.head, self.client.request(request))
                 .await
                 .map_err(|_| Failure::Timeout("response"))?
@@ -402,6 +407,7 @@ enum Failure {
     Timeout(&'static str),
     TooBig,
     Redirect(String),
+    BadUrl,
     Io(std::io::Error),
 }
 
@@ -416,6 +422,7 @@ impl Failure {
             Failure::Timeout(what) => Error::Timeout { url, what },
             Failure::TooBig => Error::TooBig { url, limit },
             Failure::Redirect(location) => Error::Redirect { url, location },
+            Failure::BadUrl => Error::BadUrl { url },
             Failure::Io(source) => Error::Io {
                 path: file.to_path_buf(),
                 source,
