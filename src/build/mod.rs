@@ -20,3 +20,4 @@ pub mod queue;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
+pub mod step;

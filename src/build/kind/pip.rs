@@ -1,1 +1,456 @@
-//! (being written)
+//! `pip`: a Python sdist chosen from the pypi mount's PEP 691 page and fetched
+//! at the page's (proxy) link, so the proxy enforces the page's sha256. Its
+//! `build-system.requires` are downloaded as wheels only (no code of theirs
+//! runs outside the sandbox) through the same mount, then pip builds and
+//! installs the sdist offline with build isolation fed from those wheels.
+
+use super::{base_env, entries, sdist, Error, JobDirs, MAX_SOURCE_SIZE};
+use crate::build::fetch::Fetcher;
+use crate::build::runtime::Runtime;
+use crate::build::step::Step;
+use crate::mount::pypi::normalize_name;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// PEP 691 JSON, which every pypi mount page is available as.
+const PEP_691_JSON: &str = "application/vnd.pypi.simple.v1+json";
+/// Upper bound of a project page (the largest on pypi.org are a few MiB).
+const MAX_PAGE: u64 = 64 * 1024 * 1024;
+/// PEP 517's default when an sdist has no `[build-system]`.
+const DEFAULT_REQUIRES: [&str; 2] = ["setuptools>=40.8.0", "wheel"];
+/// Bounds on `build-system.requires`, which comes from the untrusted sdist.
+const MAX_REQUIREMENTS: usize = 64;
+const MAX_REQUIREMENT_LEN: usize = 512;
+
+/// Removes `*.dist-info/direct_url.json` (and its RECORD line) from the
+/// target dir (ARGV[1]): pip records the source's `file://` URL there, a path
+/// in this job's directory, which would make every artifact differ.
+const NORMALIZE_SCRIPT: &str = r#"
+import os, sys
+target = sys.argv[1]
+for name in sorted(os.listdir(target)):
+    info = os.path.join(target, name)
+    if not name.endswith(".dist-info") or os.path.islink(info) or not os.path.isdir(info):
+        continue
+    direct = os.path.join(info, "direct_url.json")
+    if not os.path.lexists(direct):
+        continue
+    os.remove(direct)
+    record = os.path.join(info, "RECORD")
+    if os.path.isfile(record) and not os.path.islink(record):
+        with open(record, encoding="utf-8", newline="") as f:
+            lines = f.readlines()
+        with open(record, "w", encoding="utf-8", newline="") as f:
+            f.writelines(l for l in lines if not l.startswith(name + "/direct_url.json,"))
+"#;
+
+pub(super) async fn fetch_remote(
+    fetcher: &Fetcher,
+    name: &str,
+    version: &str,
+    platform: Option<&str>,
+    dest_dir: &Path,
+) -> Result<PathBuf, Error> {
+    if let Some(platform) = platform {
+        return Err(Error::BadRequest(format!(
+            "pip packages have no platform (got {platform:?})"
+        )));
+    }
+    let mount = fetcher.pypi_mount()?;
+    let project = normalize_name(name);
+    let page = match fetcher
+        .get_bytes(
+            &format!("/{mount}/simple/{project}/"),
+            Some(PEP_691_JSON),
+            MAX_PAGE,
+        )
+        .await
+    {
+        Ok(page) => page,
+        Err(e) if e.is_not_found() => {
+            return Err(Error::NoSuchPackage {
+                name: name.to_string(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let page: serde_json::Value = serde_json::from_slice(&page)
+        .map_err(|e| Error::Index(format!("/{mount}/simple/{project}/ is not JSON: {e}")))?;
+    let Some(file) = choose_sdist(&page, name, version) else {
+        return Err(Error::NoSuchVersion {
+            name: name.to_string(),
+            version: version.to_string(),
+            what: "sdist",
+        });
+    };
+    let path = proxy_path(mount, &file.url).ok_or_else(|| {
+        Error::Index(format!(
+            "{}: link {:?} does not go through the cache (is its files host configured?)",
+            file.filename, file.url
+        ))
+    })?;
+    let dest = dest_dir.join(&file.filename);
+    let got = fetcher.download(&path, &dest, MAX_SOURCE_SIZE).await?;
+    if let Some(expected) = &file.sha256 {
+        if got.sha256 != *expected {
+            let _ = tokio::fs::remove_file(&dest).await;
+            return Err(Error::Index(format!(
+                "{} has sha256 {}, the index lists {expected}",
+                file.filename, got.sha256
+            )));
+        }
+    }
+    Ok(dest)
+}
+
+pub(super) async fn fetch_steps(
+    rt: &Runtime,
+    fetcher: &Fetcher,
+    dirs: &JobDirs,
+) -> Result<Vec<Step>, Error> {
+    let source = dirs.source.clone();
+    let pyproject = tokio::task::spawn_blocking(move || sdist::pyproject(&source))
+        .await
+        .map_err(|e| Error::Io {
+            path: dirs.source.clone(),
+            source: std::io::Error::other(e),
+        })??;
+    let requirements = build_requires(pyproject.as_deref()).map_err(|reason| Error::BadSource {
+        path: dirs.source.clone(),
+        reason,
+    })?;
+    let mount = fetcher.pypi_mount()?;
+    let mut args: Vec<OsString> = vec![
+        "-m".into(),
+        "pip".into(),
+        "download".into(),
+        "--only-binary=:all:".into(),
+        "--dest".into(),
+        dirs.reqs.clone().into(),
+        "--index-url".into(),
+        fetcher.url(&format!("/{mount}/simple/")).into(),
+        "--no-cache-dir".into(),
+        "--disable-pip-version-check".into(),
+        "--no-input".into(),
+        // The requirements come from the sdist: never options.
+        "--".into(),
+    ];
+    args.extend(requirements.into_iter().map(OsString::from));
+    Ok(vec![Step {
+        program: rt.interpreter.clone(),
+        args,
+        env: pip_env(rt, dirs),
+        cwd: dirs.tmp.clone(),
+        network: true,
+    }])
+}
+
+pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
+    let install: Vec<OsString> = vec![
+        "-m".into(),
+        "pip".into(),
+        "install".into(),
+        "--no-deps".into(),
+        "--no-index".into(),
+        "--find-links".into(),
+        dirs.reqs.clone().into(),
+        "--target".into(),
+        dirs.install.clone().into(),
+        "--no-compile".into(),
+        "--no-cache-dir".into(),
+        "--disable-pip-version-check".into(),
+        "--no-input".into(),
+        dirs.source.clone().into(),
+    ];
+    let normalize: Vec<OsString> = vec![
+        "-I".into(),
+        "-c".into(),
+        NORMALIZE_SCRIPT.into(),
+        dirs.install.clone().into(),
+    ];
+    [install, normalize]
+        .into_iter()
+        .map(|args| Step {
+            program: rt.interpreter.clone(),
+            args,
+            env: pip_env(rt, dirs),
+            cwd: dirs.tmp.clone(),
+            network: false,
+        })
+        .collect()
+}
+
+pub(super) fn verify_install(dirs: &JobDirs) -> Result<(), Error> {
+    let found = entries(&dirs.install)?.into_iter().any(|(name, is_dir)| {
+        is_dir
+            && name.ends_with(".dist-info")
+            && std::fs::symlink_metadata(dirs.install.join(&name).join("METADATA"))
+                .map(|m| m.is_file())
+                .unwrap_or(false)
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(Error::NotInstalled(format!(
+            "no *.dist-info with METADATA in {}",
+            dirs.install.display()
+        )))
+    }
+}
+
+/// pip's environment: no configuration files (`PIP_CONFIG_FILE=/dev/null`
+/// disables them all, /etc/pip.conf included), no prompts, no bytecode.
+fn pip_env(rt: &Runtime, dirs: &JobDirs) -> Vec<(OsString, OsString)> {
+    let mut env = base_env(rt, dirs);
+    env.extend([
+        ("PIP_CONFIG_FILE".into(), "/dev/null".into()),
+        ("PIP_NO_INPUT".into(), "1".into()),
+        ("PIP_ROOT_USER_ACTION".into(), "ignore".into()),
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+    ]);
+    env
+}
+
+/// A release file on a project page.
+#[derive(Debug, PartialEq, Eq)]
+struct PageFile {
+    filename: String,
+    url: String,
+    sha256: Option<String>,
+}
+
+/// The sdist of `version` on a PEP 691 page: a `.tar.gz` (else a `.zip`) whose
+/// name is `PROJECT-VERSION.EXT` with PROJECT normalising (PEP 503) to `name`'s
+/// normal form — legacy spellings like `zope.interface-5.0.tar.gz` included —
+/// and VERSION exactly `version` (which begins with a digit). The file name is never split at a dash: the
+/// version is stripped from its end and the rest compared whole.
+fn choose_sdist(page: &serde_json::Value, name: &str, version: &str) -> Option<PageFile> {
+    let project = normalize_name(name);
+    // PEP 440 versions begin with a digit; this also keeps a name's dashed
+    // tail (`python` + `dateutil-2.8.2`) from passing for a version.
+    if !version.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let files = page.get("files")?.as_array()?;
+    let mut best: Option<(bool, PageFile)> = None;
+    for file in files {
+        let (Some(filename), Some(url)) = (
+            file.get("filename").and_then(|f| f.as_str()),
+            file.get("url").and_then(|u| u.as_str()),
+        ) else {
+            continue;
+        };
+        let (stem, tar) = if let Some(stem) = filename.strip_suffix(".tar.gz") {
+            (stem, true)
+        } else if let Some(stem) = filename.strip_suffix(".zip") {
+            (stem, false)
+        } else {
+            continue;
+        };
+        let Some(prefix) = stem
+            .strip_suffix(version)
+            .and_then(|rest| rest.strip_suffix('-'))
+        else {
+            continue;
+        };
+        if normalize_name(prefix) != project || !super::valid_field(filename) {
+            continue;
+        }
+        if best.as_ref().is_some_and(|(is_tar, _)| *is_tar || !tar) {
+            continue;
+        }
+        let sha256 = file
+            .get("hashes")
+            .and_then(|h| h.get("sha256"))
+            .and_then(|h| h.as_str())
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase);
+        best = Some((
+            tar,
+            PageFile {
+                filename: filename.to_string(),
+                url: url.to_string(),
+                sha256,
+            },
+        ));
+    }
+    best.map(|(_, file)| file)
+}
+
+/// The proxy path of a page link: the mount rewrites links it can serve to
+/// root-relative `/MOUNT/...` paths; anything else does not go through the cache.
+fn proxy_path(mount: &str, url: &str) -> Option<String> {
+    let path = url.split('#').next().unwrap_or(url);
+    let inside = path
+        .strip_prefix('/')?
+        .strip_prefix(mount)?
+        .strip_prefix('/')?;
+    (!inside.is_empty() && !path.starts_with("//")).then(|| path.to_string())
+}
+
+/// `build-system.requires` of a pyproject.toml (`None`: the sdist has none),
+/// PEP 517's default when there is no `[build-system]`, and `wheel` added
+/// beside setuptools: setuptools before 70.1 asks for it through
+/// `get_requires_for_build_wheel`, which cannot be asked before the build.
+fn build_requires(pyproject: Option<&str>) -> Result<Vec<String>, String> {
+    let default = || DEFAULT_REQUIRES.iter().map(|s| s.to_string()).collect();
+    let Some(text) = pyproject else {
+        return Ok(default());
+    };
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("pyproject.toml: {}", e.message()))?;
+    let Some(build_system) = table.get("build-system") else {
+        return Ok(default());
+    };
+    let requires = build_system
+        .as_table()
+        .ok_or("pyproject.toml: build-system is not a table")?
+        .get("requires")
+        .ok_or("pyproject.toml: build-system has no requires (PEP 518)")?
+        .as_array()
+        .ok_or("pyproject.toml: build-system.requires is not a list")?;
+    if requires.len() > MAX_REQUIREMENTS {
+        return Err(format!(
+            "pyproject.toml: more than {MAX_REQUIREMENTS} build requirements"
+        ));
+    }
+    let mut out = Vec::new();
+    for requirement in requires {
+        let requirement = requirement
+            .as_str()
+            .ok_or("pyproject.toml: build-system.requires holds a non-string")?
+            .trim();
+        let valid = !requirement.is_empty()
+            && requirement.len() <= MAX_REQUIREMENT_LEN
+            && !requirement.starts_with('-')
+            && !requirement.chars().any(char::is_control);
+        if !valid {
+            return Err(format!(
+                "pyproject.toml: unusable build requirement {requirement:?}"
+            ));
+        }
+        out.push(requirement.to_string());
+    }
+    let named = |name: &str| out.iter().any(|r| requirement_name(r) == name);
+    if named("setuptools") && !named("wheel") {
+        out.push("wheel".to_string());
+    }
+    Ok(out)
+}
+
+/// The normalised project name a requirement string starts with.
+fn requirement_name(requirement: &str) -> String {
+    let end = requirement
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        .unwrap_or(requirement.len());
+    normalize_name(&requirement[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn page() -> serde_json::Value {
+        let sha = "A".repeat(64);
+        json!({"files": [
+            {"filename": "six-1.16.0-py2.py3-none-any.whl", "url": "/pypi/files/h/six-1.16.0-py2.py3-none-any.whl", "hashes": {}},
+            {"filename": "six-1.16.0.zip", "url": "/pypi/files/h/six-1.16.0.zip", "hashes": {}},
+            {"filename": "six-1.16.0.tar.gz", "url": "/pypi/files/h/six-1.16.0.tar.gz#sha256=x", "hashes": {"sha256": sha}},
+            {"filename": "six-1.16.0.1.tar.gz", "url": "/pypi/files/h/six-1.16.0.1.tar.gz", "hashes": {}},
+            {"filename": "Zope.Interface-5.0.tar.gz", "url": "/pypi/z.tar.gz", "hashes": {}},
+            {"filename": "python-dateutil-2.8.2.tar.gz", "url": "/pypi/d.tar.gz", "hashes": {}},
+            {"filename": "flit_core-3.9.0.zip", "url": "/pypi/f.zip"},
+            {"filename": "sixer-1.16.0.tar.gz", "url": "/pypi/sixer.tar.gz", "hashes": {}},
+        ]})
+    }
+
+    #[test]
+    fn the_sdist_is_chosen_by_whole_name_and_version() {
+        let six = choose_sdist(&page(), "six", "1.16.0").unwrap();
+        assert_eq!(six.filename, "six-1.16.0.tar.gz", "tar.gz before zip");
+        assert_eq!(six.sha256, Some("a".repeat(64)));
+        assert_eq!(
+            choose_sdist(&page(), "Six", "1.16.0.1").unwrap().filename,
+            "six-1.16.0.1.tar.gz"
+        );
+        assert_eq!(
+            choose_sdist(&page(), "zope-interface", "5.0")
+                .unwrap()
+                .filename,
+            "Zope.Interface-5.0.tar.gz"
+        );
+        assert_eq!(
+            choose_sdist(&page(), "python_dateutil", "2.8.2")
+                .unwrap()
+                .filename,
+            "python-dateutil-2.8.2.tar.gz"
+        );
+        assert_eq!(
+            choose_sdist(&page(), "flit-core", "3.9.0")
+                .unwrap()
+                .filename,
+            "flit_core-3.9.0.zip"
+        );
+        assert_eq!(choose_sdist(&page(), "six", "1.16"), None);
+        assert_eq!(choose_sdist(&page(), "six", "0-1.16.0"), None);
+        assert_eq!(choose_sdist(&page(), "python", "dateutil-2.8.2"), None);
+        assert_eq!(choose_sdist(&json!({}), "six", "1.16.0"), None);
+    }
+
+    #[test]
+    fn only_links_through_the_mount_are_followed() {
+        assert_eq!(
+            proxy_path("pypi", "/pypi/files/h:1/p/six.tar.gz#sha256=ab").as_deref(),
+            Some("/pypi/files/h:1/p/six.tar.gz")
+        );
+        for bad in [
+            "https://files.example/p/six.tar.gz",
+            "//pypi/x",
+            "/other/x",
+            "/pypi/",
+            "/pypix/a",
+            "../../p/six.tar.gz",
+        ] {
+            assert_eq!(proxy_path("pypi", bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn build_requirements_from_pyproject() {
+        assert_eq!(build_requires(None).unwrap(), DEFAULT_REQUIRES);
+        assert_eq!(
+            build_requires(Some("[project]\nname = 'x'\n")).unwrap(),
+            DEFAULT_REQUIRES
+        );
+        assert_eq!(
+            build_requires(Some(
+                "[build-system]\nrequires = ['flit_core >=3.2,<4']\nbuild-backend = 'flit_core.buildapi'\n"
+            ))
+            .unwrap(),
+            vec!["flit_core >=3.2,<4"]
+        );
+        assert_eq!(
+            build_requires(Some("[build-system]\nrequires = ['Setuptools>=61']\n")).unwrap(),
+            vec!["Setuptools>=61", "wheel"]
+        );
+        assert_eq!(
+            build_requires(Some(
+                "[build-system]\nrequires = ['setuptools', 'wheel>0.3']\n"
+            ))
+            .unwrap(),
+            vec!["setuptools", "wheel>0.3"]
+        );
+        for bad in [
+            "[build-system]\nbuild-backend = 'x'\n",
+            "[build-system]\nrequires = 'setuptools'\n",
+            "[build-system]\nrequires = [1]\n",
+            "[build-system]\nrequires = ['--index-url=http://evil/']\n",
+            "[build-system]\nrequires = [\"a\\nb\"]\n",
+            "build-system = 3\n",
+            "not toml [",
+        ] {
+            assert!(build_requires(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

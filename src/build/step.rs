@@ -1,0 +1,25 @@
+//! `Step`: one command of a build, as a package type describes it and the
+//! sandbox runs it. A plain value: no I/O here; the sandbox decides how the
+//! command is isolated, this only says what to run, where and with what.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// One command to run isolated.
+///
+/// The environment is the whole environment: the sandbox clears it first and
+/// adds nothing, so `HOME`, `TMPDIR`, `PATH` and `LANG` are the caller's to set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// Absolute path of the executable (e.g. the runtime's interpreter).
+    pub program: PathBuf,
+    /// Arguments, without the program name.
+    pub args: Vec<OsString>,
+    /// The whole environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// `false`: a new network namespace (no network at all). `true`: the host
+    /// network (the fetching stage talks to the proxy on loopback).
+    pub network: bool,
+}
