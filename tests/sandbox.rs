@@ -12,7 +12,7 @@ use package_cache::build::sandbox::{
     Error, Limits, Sandbox, SandboxConfig, StartOptions, TOOL_DIRS,
 };
 use sandbox_fixture::{limits, processes_of, run, sh, within, Layout, ESCAPEE};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,13 @@ async fn writes_outside_the_job_dir_fail_and_tmp_is_private() {
         return;
     }
     let l = Layout::new();
+    // A work root the build uids cannot reach is refused at start, saying why.
+    std::fs::set_permissions(&l.top, std::fs::Permissions::from_mode(0o700)).unwrap();
+    match within(30, Sandbox::start(l.config(62101, limits()), None)).await {
+        Err(Error::Unavailable(reason)) => assert!(reason.contains("cd into"), "{reason}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    std::fs::set_permissions(&l.top, std::fs::Permissions::from_mode(0o711)).unwrap();
     let sandbox = within(30, Sandbox::start(l.config(62101, limits()), None))
         .await
         .unwrap();

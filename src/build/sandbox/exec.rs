@@ -114,8 +114,13 @@ impl Executor {
         .unwrap_or_default();
         match outcome {
             Ok(outcome) if outcome.success() => Ok(()),
-            Ok(outcome) => Err(format!("the probe {outcome}: {}", printed.trim())),
-            Err(err) => Err(format!("the probe failed: {err}")),
+            Ok(outcome) => Err(format!(
+                "the probe step (cd into {} as uid {}) {outcome}: {}",
+                self.work_root.display(),
+                self.uids.start,
+                printed.trim()
+            )),
+            Err(err) => Err(format!("the probe step failed: {err}")),
         }
     }
 
