@@ -53,6 +53,7 @@ pub fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(false)
         .try_init();
     let channel = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => fd,
