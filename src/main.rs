@@ -2,6 +2,7 @@
 //! until SIGTERM or SIGINT; or run one maintenance subcommand and exit.
 
 use clap::Parser;
+use package_cache::build::privhelper;
 use package_cache::cli::{Args, Command};
 use package_cache::config::{default_cache_dir, Config};
 use package_cache::maintain::{self, Verdict};
@@ -10,6 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(privhelper::ARG.as_ref()) {
+        return privhelper::main();
+    }
     let args = Args::parse();
     if let Some(command) = &args.command {
         return maintenance(command, args.cache.clone());

@@ -1,0 +1,388 @@
+//! The command line that isolates one step: which util-linux tools exist
+//! (absolute paths, found once at start) and the argument vector that chains
+//! them. Pure apart from the search for the tools; spawning lives in `exec`.
+//!
+//! The chain, run as root: `unshare` (new PID, mount, IPC and, without
+//! network, network namespaces) → `sh` as the namespace's init (private tmpfs
+//! mounts, then waits for the step and reaps orphans) → `setpriv` (the lease's
+//! uid and gid, no groups, no capabilities, no new privileges) → `prlimit` →
+//! `env -i` (exactly the step's environment) → the program.
+
+use super::{Limits, Step};
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Where the tools are looked for: fixed directories, never `$PATH`, so the
+/// server's environment cannot pick what runs as root.
+pub const TOOL_DIRS: &[&str] = &["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+
+/// Mount points that get a private tmpfs inside the sandbox (those that exist
+/// as real directories at start): the world-writable directories of a usual
+/// host, where a build could otherwise leave files for the next build of its uid.
+const PRIVATE_TMP: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
+
+/// The namespace's init: mounts the private tmpfs (binding the work root back
+/// in when a tmpfs covers it), then runs the rest of the chain as a child and
+/// exits with its status. As PID 1 it reaps orphans while it waits, and its
+/// exit (or its death with `unshare`) kills every process left in the
+/// namespace. A step killed by a signal therefore reports 128+N, as in any shell.
+const INIT_SCRIPT: &str = r#"set -e
+root=$1 mount=$2 rebind=$3 size=$4
+shift 4
+exec 3<"$root"
+while [ "$1" != -- ]; do
+  "$mount" -t tmpfs -o "mode=1777,nosuid,nodev,size=$size" tmpfs "$1"
+  shift
+done
+shift
+if [ "$rebind" = 1 ]; then
+  "$mount" --no-canonicalize --bind --mkdir /proc/self/fd/3 "$root"
+fi
+exec 3<&-
+set +e
+"$@"
+"#;
+
+/// The tools a sandbox runs, by absolute path.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    /// util-linux `unshare`; `None` when only the insecure mode is possible.
+    pub unshare: Option<PathBuf>,
+    /// util-linux `setpriv`.
+    pub setpriv: Option<PathBuf>,
+    /// util-linux `mount`.
+    pub mount: Option<PathBuf>,
+    /// util-linux `prlimit`.
+    pub prlimit: Option<PathBuf>,
+    /// coreutils `env`.
+    pub env: Option<PathBuf>,
+    /// A POSIX shell.
+    pub sh: Option<PathBuf>,
+    /// Private tmpfs mount points that exist on this host.
+    pub private_tmp: Vec<PathBuf>,
+}
+
+impl Tools {
+    /// Looks for each tool in `dirs` (the first executable regular file wins).
+    pub fn find(dirs: &[PathBuf]) -> Tools {
+        let find = |name: &str| {
+            dirs.iter().map(|dir| dir.join(name)).find(|path| {
+                std::fs::metadata(path)
+                    .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+            })
+        };
+        let private_tmp = PRIVATE_TMP
+            .iter()
+            .map(PathBuf::from)
+            .filter(|dir| std::fs::symlink_metadata(dir).is_ok_and(|meta| meta.is_dir()))
+            .collect();
+        Tools {
+            unshare: find("unshare"),
+            setpriv: find("setpriv"),
+            mount: find("mount"),
+            prlimit: find("prlimit"),
+            env: find("env"),
+            sh: find("sh"),
+            private_tmp,
+        }
+    }
+
+    /// The tools for isolated steps, or the names of those missing.
+    pub fn isolated(&self) -> Result<Isolated<'_>, String> {
+        match (
+            &self.unshare,
+            &self.setpriv,
+            &self.mount,
+            &self.prlimit,
+            &self.env,
+            &self.sh,
+        ) {
+            (Some(unshare), Some(setpriv), Some(mount), Some(prlimit), Some(env), Some(sh)) => {
+                Ok(Isolated {
+                    unshare,
+                    setpriv,
+                    mount,
+                    limited: Limited { prlimit, env },
+                    sh,
+                    private_tmp: &self.private_tmp,
+                })
+            }
+            _ => Err(self.missing(&["unshare", "setpriv", "mount", "prlimit", "env", "sh"])),
+        }
+    }
+
+    /// The tools for insecure steps (limits only), or the names of those missing.
+    pub fn limited(&self) -> Result<Limited<'_>, String> {
+        match (&self.prlimit, &self.env) {
+            (Some(prlimit), Some(env)) => Ok(Limited { prlimit, env }),
+            _ => Err(self.missing(&["prlimit", "env"])),
+        }
+    }
+
+    fn missing(&self, names: &[&str]) -> String {
+        let have = |name: &str| match name {
+            "unshare" => self.unshare.is_some(),
+            "setpriv" => self.setpriv.is_some(),
+            "mount" => self.mount.is_some(),
+            "prlimit" => self.prlimit.is_some(),
+            "env" => self.env.is_some(),
+            _ => self.sh.is_some(),
+        };
+        let missing: Vec<&str> = names.iter().copied().filter(|n| !have(n)).collect();
+        format!("missing {} (util-linux, coreutils)", missing.join(", "))
+    }
+}
+
+/// Everything an isolated step needs.
+pub struct Isolated<'a> {
+    unshare: &'a Path,
+    setpriv: &'a Path,
+    mount: &'a Path,
+    limited: Limited<'a>,
+    sh: &'a Path,
+    private_tmp: &'a [PathBuf],
+}
+
+/// What an insecure step needs: limits and a cleared environment.
+pub struct Limited<'a> {
+    prlimit: &'a Path,
+    env: &'a Path,
+}
+
+/// Checks what `env -i` and `execve` could misread: the program must be an
+/// absolute path without `=` (env would take it for a variable), variable
+/// names must be non-empty without `=`, and nothing may hold a NUL byte.
+pub fn validate(step: &Step) -> Result<(), String> {
+    let nul = |s: &[u8]| s.contains(&0);
+    let program = step.program.as_os_str().as_bytes();
+    if !step.program.is_absolute() || program.contains(&b'=') || nul(program) {
+        return Err(format!(
+            "program {:?}: not an absolute path without '='",
+            step.program
+        ));
+    }
+    if step.args.iter().any(|arg| nul(arg.as_bytes())) {
+        return Err("an argument holds a NUL byte".into());
+    }
+    for (name, value) in &step.env {
+        let name = name.as_bytes();
+        if name.is_empty() || name.contains(&b'=') || nul(name) || nul(value.as_bytes()) {
+            return Err(format!(
+                "environment variable {:?}: bad name or value",
+                String::from_utf8_lossy(name)
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Limited<'_> {
+    /// `prlimit … -- env -i -- NAME=VALUE… program args…`.
+    pub fn argv(&self, step: &Step, limits: &Limits) -> Vec<OsString> {
+        let cpu = limits.cpu.as_secs() + u64::from(limits.cpu.subsec_nanos() > 0);
+        let mut argv: Vec<OsString> = vec![
+            self.prlimit.into(),
+            format!("--cpu={}", cpu.max(1)).into(),
+            format!("--as={}", limits.memory).into(),
+            format!("--fsize={}", limits.file_size).into(),
+            format!("--nproc={}", limits.processes).into(),
+            "--core=0".into(),
+            "--".into(),
+            self.env.into(),
+            "-i".into(),
+            "--".into(),
+        ];
+        for (name, value) in &step.env {
+            let mut pair = name.clone().into_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            argv.push(OsString::from_vec(pair));
+        }
+        argv.push(step.program.clone().into());
+        argv.extend(step.args.iter().cloned());
+        argv
+    }
+}
+
+impl Isolated<'_> {
+    /// The whole chain for `step` as `uid` (gid = uid). `work_root` must be
+    /// canonical: it is re-bound at the same path when a private tmpfs covers it.
+    pub fn argv(&self, uid: u32, step: &Step, limits: &Limits, work_root: &Path) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec![
+            self.unshare.into(),
+            "--pid".into(),
+            "--fork".into(),
+            "--kill-child".into(),
+            "--mount-proc".into(),
+            "--ipc".into(),
+        ];
+        if !step.network {
+            argv.push("--net".into());
+        }
+        let rebind = self
+            .private_tmp
+            .iter()
+            .any(|dir| work_root.starts_with(dir));
+        argv.extend([
+            "--".into(),
+            self.sh.into(),
+            "-c".into(),
+            INIT_SCRIPT.into(),
+            "sh".into(),
+            work_root.into(),
+            self.mount.into(),
+            if rebind { "1" } else { "0" }.into(),
+            limits.file_size.max(1 << 20).to_string().into(),
+        ]);
+        argv.extend(self.private_tmp.iter().map(OsString::from));
+        argv.extend([
+            "--".into(),
+            self.setpriv.into(),
+            format!("--reuid={uid}").into(),
+            format!("--regid={uid}").into(),
+            "--clear-groups".into(),
+            "--no-new-privs".into(),
+            "--inh-caps=-all".into(),
+            "--ambient-caps=-all".into(),
+            "--bounding-set=-all".into(),
+            "--".into(),
+        ]);
+        argv.extend(self.limited.argv(step, limits));
+        argv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn step() -> Step {
+        Step {
+            program: "/usr/bin/python3".into(),
+            args: vec!["-c".into(), "print(1)".into()],
+            env: vec![("HOME".into(), "/w/home".into())],
+            cwd: "/w".into(),
+            network: false,
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            cpu: Duration::from_millis(1500),
+            memory: 1 << 30,
+            file_size: 1 << 20,
+            processes: 64,
+            wall: Duration::from_secs(60),
+        }
+    }
+
+    fn tools() -> Tools {
+        let p = |name: &str| Some(PathBuf::from(format!("/usr/bin/{name}")));
+        Tools {
+            unshare: p("unshare"),
+            setpriv: p("setpriv"),
+            mount: p("mount"),
+            prlimit: p("prlimit"),
+            env: p("env"),
+            sh: Some("/bin/sh".into()),
+            private_tmp: vec!["/tmp".into(), "/dev/shm".into()],
+        }
+    }
+
+    fn strings(argv: &[OsString]) -> Vec<String> {
+        argv.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn missing_tools_are_named() {
+        let empty = tempfile::tempdir().unwrap();
+        let tools = Tools::find(&[empty.path().to_path_buf()]);
+        let err = tools.isolated().err().expect("nothing found");
+        assert!(
+            err.contains("unshare, setpriv, mount, prlimit, env, sh"),
+            "{err}"
+        );
+        assert!(tools.limited().is_err());
+    }
+
+    #[test]
+    fn the_chain_drops_everything_and_ends_with_the_program() {
+        let tools = tools();
+        let argv = strings(&tools.isolated().unwrap().argv(
+            62100,
+            &step(),
+            &limits(),
+            Path::new("/var/cache/w"),
+        ));
+        assert_eq!(argv[0], "/usr/bin/unshare");
+        assert!(argv.contains(&"--net".to_string()));
+        for flag in [
+            "--reuid=62100",
+            "--regid=62100",
+            "--clear-groups",
+            "--no-new-privs",
+            "--bounding-set=-all",
+            "--cpu=2",
+            "--fsize=1048576",
+            "--nproc=64",
+        ] {
+            assert!(argv.contains(&flag.to_string()), "{flag} in {argv:?}");
+        }
+        let at = argv.iter().position(|a| a == "/var/cache/w").unwrap();
+        assert_eq!(
+            &argv[at..at + 6],
+            [
+                "/var/cache/w",
+                "/usr/bin/mount",
+                "0",
+                "1048576",
+                "/tmp",
+                "/dev/shm"
+            ]
+        );
+        assert_eq!(
+            &argv[argv.len() - 4..],
+            ["HOME=/w/home", "/usr/bin/python3", "-c", "print(1)"]
+        );
+    }
+
+    #[test]
+    fn network_keeps_the_host_network_and_a_tmp_work_root_is_rebound() {
+        let tools = tools();
+        let mut step = step();
+        step.network = true;
+        let argv = strings(&tools.isolated().unwrap().argv(
+            1,
+            &step,
+            &limits(),
+            Path::new("/tmp/x/w"),
+        ));
+        assert!(!argv.contains(&"--net".to_string()));
+        let at = argv.iter().position(|a| a == "/tmp/x/w").unwrap();
+        assert_eq!(argv[at + 2], "1");
+    }
+
+    #[test]
+    fn validation_refuses_what_env_would_misread() {
+        assert!(validate(&step()).is_ok());
+        let mut bad = step();
+        bad.program = "python3".into();
+        assert!(validate(&bad).is_err());
+        bad.program = "/opt/a=b/python".into();
+        assert!(validate(&bad).is_err());
+        let mut bad = step();
+        bad.env.push(("A=B".into(), "c".into()));
+        assert!(validate(&bad).is_err());
+        let mut bad = step();
+        bad.env.push(("".into(), "c".into()));
+        assert!(validate(&bad).is_err());
+        let mut bad = step();
+        bad.args.push(OsString::from_vec(b"a\0b".to_vec()));
+        assert!(validate(&bad).is_err());
+    }
+}

@@ -1,0 +1,358 @@
+//! The build sandbox with real processes, in this process (the server
+//! stays root): ownership hand-over and take-back, writes outside the job
+//! refused, no network, the wall-clock limit and cancellation killing a
+//! setsid + double-fork escapee, resource limits, the insecure fallback.
+//! Needs root. Build uids 62100..62106, one per test so that parallel tests
+//! never clear each other's processes (tests/sandbox_helper.rs has 62106..62108).
+
+mod sandbox_fixture;
+mod support;
+
+use package_cache::build::sandbox::{
+    Error, Limits, Sandbox, SandboxConfig, StartOptions, TOOL_DIRS,
+};
+use sandbox_fixture::{limits, processes_of, run, sh, within, Layout, ESCAPEE};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn a_step_writes_in_its_handed_over_dir_as_the_lease_uid_and_gives_it_back() {
+    if !support::needs_root("to change owners and uids") {
+        return;
+    }
+    // Under /tmp: the work root is bound back into the private /tmp.
+    let l = Layout::under_tmp();
+    let sandbox = within(30, Sandbox::start(l.config(62100, limits()), None))
+        .await
+        .unwrap();
+    assert!(!sandbox.is_insecure());
+    let lease = sandbox.lease().await;
+    assert_eq!(lease.uid(), 62100);
+    let dirs = [l.install.clone()];
+    within(30, sandbox.hand_over(&lease, &dirs)).await.unwrap();
+    let mut step = sh(
+        "echo hello; mkdir sub && echo x > sub/f && echo y > out.txt; /usr/bin/env",
+        &l.install,
+    );
+    step.env.push(("MARK".into(), "on".into()));
+    let outcome = run(&sandbox, &lease, &step, &l.log).await;
+    assert!(outcome.success(), "{outcome}: {}", l.log_text());
+    for made in ["out.txt", "sub", "sub/f"] {
+        let meta = std::fs::symlink_metadata(l.install.join(made)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (62100, 62100), "{made}");
+    }
+    let log = l.log_text();
+    assert!(log.starts_with("hello\n"), "{log}");
+    let mut env: Vec<&str> = log.lines().skip(1).collect();
+    env.sort_unstable();
+    // The whole environment is the step's (the shell adds only PWD).
+    assert_eq!(
+        env,
+        [
+            format!("HOME={}", l.install.display()).as_str(),
+            "MARK=on",
+            "PATH=/usr/bin:/bin",
+            format!("PWD={}", l.install.display()).as_str()
+        ]
+    );
+    within(30, sandbox.take_back(&lease, &dirs)).await.unwrap();
+    for made in ["", "out.txt", "sub", "sub/f"] {
+        let meta = std::fs::symlink_metadata(l.install.join(made)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{made}");
+    }
+}
+
+#[tokio::test]
+async fn writes_outside_the_job_dir_fail_and_tmp_is_private() {
+    if !support::needs_root("to run as a build uid") {
+        return;
+    }
+    let l = Layout::new();
+    // A work root the build uids cannot reach is refused at start, saying why.
+    std::fs::set_permissions(&l.top, std::fs::Permissions::from_mode(0o700)).unwrap();
+    match within(30, Sandbox::start(l.config(62101, limits()), None)).await {
+        Err(Error::Unavailable(reason)) => assert!(reason.contains("cd into"), "{reason}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    std::fs::set_permissions(&l.top, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let sandbox = within(30, Sandbox::start(l.config(62101, limits()), None))
+        .await
+        .unwrap();
+    let lease = sandbox.lease().await;
+    within(
+        30,
+        sandbox.hand_over(&lease, std::slice::from_ref(&l.install)),
+    )
+    .await
+    .unwrap();
+    let targets = [
+        l.job.join("escaped"),
+        l.top.join("private/escaped"),
+        l.work.join("escaped"),
+        l.top.join("escaped"),
+    ];
+    for target in &targets {
+        let step = sh(&format!("echo x > '{}'", target.display()), &l.install);
+        let outcome = run(&sandbox, &lease, &step, &l.log).await;
+        assert!(!outcome.success(), "{}: {outcome}", target.display());
+        assert!(!target.exists(), "{}", target.display());
+    }
+    let log = l.log_text();
+    assert_eq!(
+        log.matches("Permission denied").count(),
+        targets.len(),
+        "{log}"
+    );
+    // The world-writable directories are fresh tmpfs: what the host has there
+    // is not seen, and nothing written there shows outside.
+    let name = format!("sandbox-test-{}", std::process::id());
+    for dir in ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"] {
+        let dir = Path::new(dir);
+        if !dir.is_dir() {
+            continue;
+        }
+        let host = dir.join(format!("{name}-host"));
+        std::fs::write(&host, "host").unwrap();
+        let inside = dir.join(&name);
+        let script = format!(
+            "test ! -e {} && echo x > {}",
+            host.display(),
+            inside.display()
+        );
+        let outcome = run(&sandbox, &lease, &sh(&script, &l.install), &l.log).await;
+        std::fs::remove_file(&host).unwrap();
+        assert!(
+            outcome.success(),
+            "{}: {outcome}: {}",
+            dir.display(),
+            l.log_text()
+        );
+        assert!(!inside.exists(), "{}", inside.display());
+    }
+}
+
+#[tokio::test]
+async fn without_network_a_step_cannot_connect_to_loopback() {
+    if !support::needs_root("for a network namespace") {
+        return;
+    }
+    let l = Layout::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let acceptor = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = tx.send(stream);
+        }
+    });
+    let sandbox = within(30, Sandbox::start(l.config(62102, limits()), None))
+        .await
+        .unwrap();
+    let lease = sandbox.lease().await;
+    let mut step = sh("", &l.job);
+    step.program = "/bin/bash".into();
+    step.args = vec![
+        "-c".into(),
+        format!("exec 3<>/dev/tcp/127.0.0.1/{port}").into(),
+    ];
+    let outcome = run(&sandbox, &lease, &step, &l.log).await;
+    assert!(!outcome.success(), "{outcome}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        accepted.try_recv().is_err(),
+        "the listener saw a connection"
+    );
+    step.network = true;
+    let outcome = run(&sandbox, &lease, &step, &l.log).await;
+    assert!(outcome.success(), "{outcome}: {}", l.log_text());
+    within(5, accepted.recv()).await.expect("one connection");
+    acceptor.abort();
+}
+
+#[tokio::test]
+async fn the_wall_clock_limit_kills_a_setsid_double_fork_escapee() {
+    if !support::needs_root("to run as a build uid") {
+        return;
+    }
+    let l = Layout::new();
+    let limits = Limits {
+        wall: Duration::from_secs(2),
+        ..limits()
+    };
+    let sandbox = within(30, Sandbox::start(l.config(62103, limits), None))
+        .await
+        .unwrap();
+    let lease = sandbox.lease().await;
+    let step = sh(ESCAPEE, &l.job);
+    let started = Instant::now();
+    let watcher = tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        processes_of(62103)
+    });
+    let outcome = run(&sandbox, &lease, &step, &l.log).await;
+    let took = started.elapsed();
+    eprintln!("timed out and cleared after {took:?}");
+    let during = watcher.await.unwrap();
+    assert!(
+        during.iter().filter(|p| p.starts_with("sleep 300")).count() >= 2,
+        "{during:?}"
+    );
+    assert!(outcome.timed_out && !outcome.success(), "{outcome:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(processes_of(62103), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn cancelling_kills_every_process_of_the_step() {
+    if !support::needs_root("to run as a build uid") {
+        return;
+    }
+    let l = Layout::new();
+    let sandbox = within(30, Sandbox::start(l.config(62104, limits()), None))
+        .await
+        .unwrap();
+    let lease = sandbox.lease().await;
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let result = within(
+        30,
+        sandbox.run(&lease, &sh(ESCAPEE, &l.job), &l.log, &cancel),
+    )
+    .await;
+    eprintln!("cancelled and cleared after {:?}", started.elapsed());
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(processes_of(62104), Vec::<String>::new());
+    canceller.await.unwrap();
+}
+
+#[tokio::test]
+async fn file_size_memory_cpu_and_process_limits_hold() {
+    if !support::needs_root("to run as a build uid") {
+        return;
+    }
+    let l = Layout::new();
+    let limits = Limits {
+        cpu: Duration::from_secs(1),
+        memory: 256 << 20,
+        file_size: 1 << 20,
+        processes: 6,
+        wall: Duration::from_secs(20),
+    };
+    let sandbox = within(30, Sandbox::start(l.config(62105, limits), None))
+        .await
+        .unwrap();
+    let lease = sandbox.lease().await;
+    within(
+        30,
+        sandbox.hand_over(&lease, std::slice::from_ref(&l.install)),
+    )
+    .await
+    .unwrap();
+    let cases = [
+        ("head -c 2000000 /dev/zero > big", false),
+        ("head -c 500000 /dev/zero > small", true),
+        ("dd if=/dev/zero of=/dev/null bs=512M count=1", false),
+        ("dd if=/dev/zero of=/dev/null bs=1M count=1", true),
+        (
+            "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 2 & done; wait",
+            false,
+        ),
+    ];
+    for (script, ok) in cases {
+        let outcome = run(&sandbox, &lease, &sh(script, &l.install), &l.log).await;
+        assert_eq!(
+            outcome.success(),
+            ok,
+            "{script}: {outcome}: {}",
+            l.log_text()
+        );
+    }
+    assert!(std::fs::metadata(l.install.join("big")).unwrap().len() <= 1 << 20);
+    let started = Instant::now();
+    let outcome = run(
+        &sandbox,
+        &lease,
+        &sh("while :; do :; done", &l.install),
+        &l.log,
+    )
+    .await;
+    // SIGKILL at the CPU limit, reported by the namespace's init as 128+9.
+    assert_eq!(
+        (outcome.code, outcome.timed_out),
+        (Some(137), false),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn insecure_mode_runs_as_the_server_with_limits_only_when_allowed() {
+    if !support::needs_root("so that only missing tools stop isolation") {
+        return;
+    }
+    let l = Layout::new();
+    // Tools without unshare: isolation is impossible.
+    let tools = l.top.join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    for (name, dirs) in [
+        ("prlimit", TOOL_DIRS),
+        ("env", TOOL_DIRS),
+        ("sh", TOOL_DIRS),
+    ] {
+        let found = dirs
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.exists())
+            .unwrap();
+        std::os::unix::fs::symlink(found, tools.join(name)).unwrap();
+    }
+    let options = StartOptions {
+        helper: None,
+        tool_dirs: vec![tools],
+    };
+    let limits = Limits {
+        wall: Duration::from_secs(1),
+        ..limits()
+    };
+    let refused = Sandbox::start_with(l.config(62105, limits.clone()), None, options.clone()).await;
+    match refused {
+        Err(Error::Unavailable(reason)) => assert!(reason.contains("missing unshare"), "{reason}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let config = SandboxConfig {
+        insecure: true,
+        ..l.config(62105, limits)
+    };
+    let sandbox = within(30, Sandbox::start_with(config, None, options))
+        .await
+        .unwrap();
+    assert!(sandbox.is_insecure());
+    let lease = sandbox.lease().await;
+    assert_eq!(lease.uid(), 0);
+    let outcome = run(&sandbox, &lease, &sh("/usr/bin/id -u", &l.job), &l.log).await;
+    assert!(
+        outcome.success() && l.log_text() == "0\n",
+        "{outcome}: {}",
+        l.log_text()
+    );
+    let started = Instant::now();
+    let outcome = run(
+        &sandbox,
+        &lease,
+        &sh("sleep 300 & sleep 300", &l.job),
+        &l.log,
+    )
+    .await;
+    assert!(
+        outcome.timed_out && started.elapsed() < Duration::from_secs(4),
+        "{outcome:?}"
+    );
+}
