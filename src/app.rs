@@ -4,7 +4,12 @@
 //! with a deadline.
 
 use crate::admin::{Admin, CacheSize};
-use crate::config::Config;
+use crate::api::Api;
+use crate::build::fetch::Fetcher;
+use crate::build::runtime::Runtime;
+use crate::build::sandbox::{self, Sandbox, SandboxConfig};
+use crate::build::{self, Builds};
+use crate::config::{Config, Profile};
 use crate::metrics::Metrics;
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
@@ -31,6 +36,10 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// Where the TLS listener is (the first address), with `--tls-port`.
     pub tls_addr: Option<SocketAddr>,
+    /// Where the build API listens (the first address), unless `--api off`.
+    pub api_addr: Option<SocketAddr>,
+    /// The build queue.
+    pub builds: Builds,
     store: Store,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -56,6 +65,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .context("binding the TLS listener")?,
         None => Vec::new(),
     };
+    let api_listeners = match &config.build.api {
+        Some(api) => bind(&api.host, api.port)
+            .await
+            .context("binding the build API listener")?,
+        None => Vec::new(),
+    };
+    // Set up while still root: the sandbox's helper must stay root.
+    let sandbox = start_sandbox(&config).await;
     // Read while still root: the key is often readable by root only.
     let certificate = match &config.server.tls {
         Some(tls) => {
@@ -121,11 +138,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             move |bytes| counted.evicted(bytes),
         ));
     }
+    let builds = start_builds(&config, sandbox, proxy_addr, &tasks, stop.clone()).await?;
+    let mut api_addr = None;
+    for listener in api_listeners {
+        let addr = listener.local_addr().context("reading the bound address")?;
+        api_addr.get_or_insert(addr);
+        let api = Api::new(builds.clone(), config.build.api_token.clone());
+        tasks.spawn(api.serve(listener, tasks.clone(), stop.clone(), hard_stop.clone()));
+        tracing::info!(addr = %addr, "build API listening");
+    }
     let cache_size: CacheSize = {
         let store = store.clone();
         Arc::new(move || store.usage())
     };
-    let admin = Admin::new(metrics.clone(), store.clone(), cache_size, stop.clone());
+    let admin = Admin::new(
+        metrics.clone(),
+        store.clone(),
+        cache_size,
+        builds.clone(),
+        stop.clone(),
+    );
     let mut admin_addr = None;
     // Logged before the proxy's line: a supervisor (or a test) that waits for
     // "package-cache listening" then knows both ports.
@@ -178,6 +210,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         proxy_addr,
         admin_addr,
         tls_addr,
+        api_addr,
+        builds,
         store,
         metrics,
         stop,
@@ -185,6 +219,114 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         grace: config.server.shutdown_grace,
     })
+}
+
+/// The build sandbox, or why builds cannot run.
+async fn start_sandbox(config: &Config) -> Result<Sandbox, String> {
+    let build = &config.build;
+    if build.runtimes.is_empty() {
+        return Err("no runtime is configured (--runtime NAME=INTERPRETER)".into());
+    }
+    let drop_to = match &config.server.run_as {
+        Some((user, group)) => {
+            let (user, group) = (user.clone(), group.clone());
+            match tokio::task::spawn_blocking(move || privileges::resolve(&user, group.as_deref()))
+                .await
+            {
+                Ok(Ok(ids)) => Some(ids),
+                Ok(Err(err)) => return Err(err.to_string()),
+                Err(err) => return Err(err.to_string()),
+            }
+        }
+        None => None,
+    };
+    let (cache_dir, root) = (config.cache_dir.clone(), build_root(&config.cache_dir));
+    match tokio::task::spawn_blocking(move || build::prepare_work_root(&cache_dir, &root, drop_to))
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(format!("preparing the build directory: {err}")),
+        Err(err) => return Err(err.to_string()),
+    }
+    let sandbox_config = SandboxConfig {
+        uids: build.uids.clone(),
+        limits: sandbox::Limits {
+            cpu: build.cpu,
+            memory: build.memory,
+            file_size: build.file_size,
+            processes: build.processes,
+            wall: build.timeout,
+        },
+        insecure: build.insecure,
+        work_root: build_root(&config.cache_dir).join("work"),
+    };
+    match Sandbox::start(sandbox_config, drop_to).await {
+        Ok(sandbox) => Ok(sandbox),
+        Err(err) => {
+            tracing::error!(error = %err, "builds are refused: the sandbox cannot be set up (--insecure-builds runs them unisolated)");
+            Err(err.to_string())
+        }
+    }
+}
+
+/// `<cache>/.package-cache/build`.
+pub fn build_root(cache_dir: &std::path::Path) -> std::path::PathBuf {
+    cache_dir.join(".package-cache").join("build")
+}
+
+/// Probes the runtimes and starts the build queue.
+async fn start_builds(
+    config: &Config,
+    sandbox: Result<Sandbox, String>,
+    proxy_addr: SocketAddr,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> anyhow::Result<Builds> {
+    let build = &config.build;
+    let mut runtimes = Vec::new();
+    for (name, path) in &build.runtimes {
+        let runtime = Runtime::probe(name, path)
+            .await
+            .with_context(|| format!("runtime {name} ({})", path.display()))?;
+        tracing::info!(runtime = %name, interpreter = %path.display(), family = runtime.family.as_str(), "runtime ready");
+        runtimes.push(runtime);
+    }
+    // Sources are fetched through this very proxy, over loopback when it
+    // listens on every address.
+    let fetch_addr = if proxy_addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if proxy_addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, proxy_addr.port())
+    } else {
+        proxy_addr
+    };
+    let mount_of = |profile: Profile| {
+        config
+            .mounts
+            .iter()
+            .find(|m| m.profile == profile)
+            .map(|m| m.name.clone())
+    };
+    let fetcher = Fetcher::new(
+        fetch_addr,
+        mount_of(Profile::Pypi),
+        mount_of(Profile::Rubygems),
+    );
+    let settings = build::Settings {
+        root: build_root(&config.cache_dir),
+        concurrency: build.concurrency,
+        queue_size: build.queue_size,
+        keep_finished: 10_000,
+        max_source: build.max_source,
+        inbox_per_user: build.inbox_quota,
+        inbox_stale: build.inbox_stale,
+    };
+    Builds::start(settings, runtimes, sandbox, fetcher, tasks, stop)
+        .await
+        .context("starting the build queue")
 }
 
 /// Reloads the TLS certificate on each SIGHUP until `stop` fires; a reload

@@ -171,6 +171,87 @@ pub struct Args {
     /// Seconds to let transfers finish on SIGTERM/SIGINT before exiting.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub shutdown_grace: u64,
+
+    /// The build queue's settings.
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// Options of the build queue and its API.
+#[derive(Debug, ClapArgs)]
+pub struct BuildArgs {
+    /// A runtime builds can target (NAME=INTERPRETER, e.g. ruby31=/usr/bin/ruby,
+    /// py311=/usr/bin/python3.11); repeatable. Without one, builds are off.
+    #[arg(
+        long = "runtime",
+        value_name = "NAME=PATH",
+        env = "PC_RUNTIMES",
+        value_delimiter = ' '
+    )]
+    pub runtimes: Vec<String>,
+
+    /// The build API listener (HOST:PORT, or off).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "localhost:4002",
+        env = "PC_API"
+    )]
+    pub api: String,
+
+    /// A file holding a token that writes to the API (submit, upload, cancel,
+    /// load) must send as `Authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+
+    /// Builds running at once [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub build_concurrency: Option<usize>,
+
+    /// Jobs waiting at most; more are refused with 503 and Retry-After.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub build_queue: usize,
+
+    /// The uids builds run as (FIRST-LAST, one per concurrent build; gid = uid).
+    #[arg(long, default_value = "61000-61063", value_name = "FIRST-LAST")]
+    pub build_uids: String,
+
+    /// Wall-clock limit of one build step, seconds.
+    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    pub build_timeout: u64,
+
+    /// CPU-time limit of one build step, seconds.
+    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    pub build_cpu: u64,
+
+    /// Address-space limit of each build process (K, M, G suffixes).
+    #[arg(long, default_value = "4G", value_name = "SIZE")]
+    pub build_memory: String,
+
+    /// Largest file a build may write (K, M, G suffixes).
+    #[arg(long, default_value = "1G", value_name = "SIZE")]
+    pub build_file_size: String,
+
+    /// Processes (and threads) of one build uid at most.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub build_processes: u64,
+
+    /// Largest source accepted (inbox, upload, or download), K/M/G suffixes.
+    #[arg(long, default_value = "512M", value_name = "SIZE")]
+    pub max_source: String,
+
+    /// Bytes of inbox files one user may have waiting (K/M/G suffixes).
+    #[arg(long, default_value = "1G", value_name = "SIZE")]
+    pub inbox_quota: String,
+
+    /// Inbox files (and unclaimed uploads) older than this many seconds are removed.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub inbox_stale: u64,
+
+    /// Run builds without isolation (as the server's own user, limits and
+    /// timeout only) when the sandbox cannot be set up. Only for trusted sources.
+    #[arg(long)]
+    pub insecure_builds: bool,
 }
 
 /// Maintenance commands: each works on a cache directory (also while a server
@@ -216,6 +297,12 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Ask the build API for a package built for a runtime; prints the
+    /// artifact's name (with --wait, once it is built).
+    Build(BuildCmd),
+    /// Hand a local source in through the inbox and ask for it to be built.
+    #[command(subcommand)]
+    Inbox(InboxCmd),
 }
 
 impl Command {
@@ -226,8 +313,79 @@ impl Command {
             | Command::Verify { cache }
             | Command::Gc { cache, .. }
             | Command::Purge { cache, .. } => cache.cache.as_ref(),
+            Command::Inbox(InboxCmd::Add { cache, .. }) => cache.cache.as_ref(),
+            Command::Build(_) => None,
         }
     }
+}
+
+/// Where the build API is, and its token.
+#[derive(Debug, ClapArgs)]
+pub struct ApiArgs {
+    /// The build API's URL.
+    #[arg(
+        long = "api",
+        value_name = "URL",
+        default_value = "http://localhost:4002",
+        env = "PC_API_URL"
+    )]
+    pub url: String,
+    /// A file holding the API's write token.
+    #[arg(long, value_name = "FILE", env = "PC_API_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Wait until the build ends, showing its progress.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `package-cache build`.
+#[derive(Debug, ClapArgs)]
+pub struct BuildCmd {
+    /// The package type: gem or pip.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: String,
+    /// The runtime to build for.
+    #[arg(long)]
+    pub runtime: String,
+    /// The package name (remote builds).
+    #[arg(long, required_unless_present = "local")]
+    pub name: Option<String>,
+    /// The version (remote builds).
+    #[arg(long, required_unless_present = "local")]
+    pub version: Option<String>,
+    /// A gem's platform (remote builds).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Build this local file instead, uploaded over HTTP.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "version", "platform"])]
+    pub local: Option<PathBuf>,
+    /// The API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `package-cache inbox …`.
+#[derive(Debug, Subcommand)]
+pub enum InboxCmd {
+    /// Hash FILE, copy it into the inbox under a random name, ask for it to
+    /// be built, and print the artifact's name.
+    Add {
+        /// The source file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The package type: gem or pip.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+        /// The runtime to build for.
+        #[arg(long)]
+        runtime: String,
+        /// The server's cache directory (the inbox is inside it).
+        #[command(flatten)]
+        cache: CacheArg,
+        /// The API.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// The `--cache DIR` of a maintenance command.

@@ -27,10 +27,12 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod body;
 pub mod build;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod evict;
 pub mod maintain;

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use package_cache::build::privhelper;
-use package_cache::cli::{Args, Command};
+use package_cache::cli::{Args, Command, InboxCmd};
 use package_cache::config::{default_cache_dir, Config};
 use package_cache::maintain::{self, Verdict};
 use package_cache::{app, telemetry};
@@ -15,8 +15,12 @@ fn main() -> ExitCode {
         return privhelper::main();
     }
     let args = Args::parse();
-    if let Some(command) = &args.command {
-        return maintenance(command, args.cache.clone());
+    match &args.command {
+        Some(command @ (Command::Build(_) | Command::Inbox(_))) => {
+            return client(command, args.cache.clone())
+        }
+        Some(command) => return maintenance(command, args.cache.clone()),
+        None => {}
     }
     let syslog = args.syslog.then_some(args.syslog_socket.as_path());
     // Held to the end of main: dropping it flushes the queued log lines.
@@ -60,6 +64,58 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The build client: exit status 0 when built (or submitted), 1 when the
+/// build failed, 2 when the request could not be made.
+fn client(command: &Command, top_level_cache: Option<PathBuf>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("package-cache: cannot start the runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let result = runtime.block_on(async {
+        match command {
+            Command::Build(cmd) => package_cache::client::build(cmd, &mut stdout).await,
+            Command::Inbox(InboxCmd::Add {
+                file,
+                kind,
+                runtime,
+                cache,
+                api,
+            }) => {
+                let Some(root) = cache
+                    .cache
+                    .clone()
+                    .or(top_level_cache)
+                    .or_else(default_cache_dir)
+                else {
+                    return Err(package_cache::client::Error::Io(
+                        "no cache directory: pass --cache DIR".into(),
+                    ));
+                };
+                package_cache::client::inbox_add(file, kind, runtime, &root, api, &mut stdout).await
+            }
+            _ => unreachable!("only client commands come here"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err @ package_cache::client::Error::Failed { .. }) => {
+            eprintln!("package-cache: {err}");
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("package-cache: {err}");
+            ExitCode::from(2)
+        }
     }
 }
 

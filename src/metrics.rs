@@ -36,7 +36,7 @@ const ERROR_KINDS: [&str; 6] = [
 ];
 
 /// Values owned elsewhere, read at the moment of a scrape.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Sampled {
     /// `Store::fills_in_progress`.
     pub fills_in_progress: u64,
@@ -44,6 +44,10 @@ pub struct Sampled {
     pub cache_bytes: u64,
     /// Number of committed entries (from the cache-size provider).
     pub cache_entries: u64,
+    /// Build jobs waiting for a worker.
+    pub build_queue_depth: u64,
+    /// Build jobs by state (`queued`, …, `cancelled`), as the job table holds them.
+    pub build_jobs: Vec<(&'static str, u64)>,
 }
 
 /// What the status page shows about one upstream source.
@@ -154,6 +158,8 @@ pub struct Metrics {
     cache_entries: U64Gauge,
     evictions: Counter,
     evicted_bytes: Counter,
+    build_queue_depth: U64Gauge,
+    build_jobs: Family<[(&'static str, &'static str); 1], U64Gauge>,
     notes: Mutex<BTreeMap<String, SourceNotes>>,
     started: Instant,
     /// Handles on the series of `requests` (in `CACHE_LABELS` order) and of
@@ -190,6 +196,8 @@ impl Metrics {
             cache_entries: U64Gauge::default(),
             evictions: Counter::default(),
             evicted_bytes: Counter::default(),
+            build_queue_depth: U64Gauge::default(),
+            build_jobs: Family::default(),
             notes: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             hot_requests: Vec::new(),
@@ -268,6 +276,16 @@ impl Metrics {
             Unit::Bytes,
             self.evicted_bytes.clone(),
         );
+        r.register(
+            "build_queue_depth",
+            "Build jobs waiting for a worker",
+            self.build_queue_depth.clone(),
+        );
+        r.register(
+            "build_jobs",
+            "Build jobs in the job table, by state",
+            self.build_jobs.clone(),
+        );
         self
     }
 
@@ -339,6 +357,12 @@ impl Metrics {
         self.fills_in_progress.set(sampled.fills_in_progress);
         self.cache_bytes.set(sampled.cache_bytes);
         self.cache_entries.set(sampled.cache_entries);
+        self.build_queue_depth.set(sampled.build_queue_depth);
+        for (state, count) in &sampled.build_jobs {
+            self.build_jobs
+                .get_or_create(&[("state", *state)])
+                .set(*count);
+        }
         let mut out = String::with_capacity(4096);
         text::encode(&mut out, &self.registry)?;
         Ok(out)

@@ -47,9 +47,13 @@ fn sys(op: &'static str) -> impl FnOnce(nix::Error) -> Error {
     }
 }
 
-/// Becomes `user` (and `group`, else the user's primary group), first
-/// creating `cache_dir` for them if it does not exist. Blocking.
-pub fn drop_to(user: &str, group: Option<&str>, cache_dir: &Path) -> Result<(), Error> {
+/// The uid and gid `drop_to` would switch to. Blocking.
+pub fn resolve(user: &str, group: Option<&str>) -> Result<(u32, u32), Error> {
+    let (account, gid) = lookup(user, group)?;
+    Ok((account.uid.as_raw(), gid.as_raw()))
+}
+
+fn lookup(user: &str, group: Option<&str>) -> Result<(User, Gid), Error> {
     let account = User::from_name(user)
         .map_err(sys("looking up the user"))?
         .ok_or_else(|| Error::Unknown {
@@ -68,6 +72,13 @@ pub fn drop_to(user: &str, group: Option<&str>, cache_dir: &Path) -> Result<(), 
         }
         None => account.gid,
     };
+    Ok((account, gid))
+}
+
+/// Becomes `user` (and `group`, else the user's primary group), first
+/// creating `cache_dir` for them if it does not exist. Blocking.
+pub fn drop_to(user: &str, group: Option<&str>, cache_dir: &Path) -> Result<(), Error> {
+    let (account, gid) = lookup(user, group)?;
     let me = Uid::effective();
     if me == account.uid && Gid::effective() == gid {
         return Ok(());

@@ -5,6 +5,7 @@
 
 mod page;
 
+use crate::build::Builds;
 use crate::metrics::{Metrics, Sampled};
 use crate::server;
 use crate::store::Store;
@@ -40,18 +41,20 @@ struct State {
     metrics: Arc<Metrics>,
     store: Store,
     cache_size: CacheSize,
+    builds: Builds,
     /// Fires when the app starts shutting down: `/healthz` turns 503 so a
     /// load balancer stops sending clients before the proxy port closes.
     stopping: CancellationToken,
 }
 
 impl Admin {
-    /// Endpoints over `metrics` and `store`; `cache_size` is read at each
-    /// request; `stopping` is the app's stop token.
+    /// Endpoints over `metrics`, `store` and `builds`; `cache_size` is read
+    /// at each request; `stopping` is the app's stop token.
     pub fn new(
         metrics: Arc<Metrics>,
         store: Store,
         cache_size: CacheSize,
+        builds: Builds,
         stopping: CancellationToken,
     ) -> Admin {
         Admin {
@@ -59,6 +62,7 @@ impl Admin {
                 metrics,
                 store,
                 cache_size,
+                builds,
                 stopping,
             }),
         }
@@ -111,10 +115,16 @@ impl Admin {
 
     fn sampled(&self) -> Sampled {
         let (cache_bytes, cache_entries) = (self.inner.cache_size)();
+        let (jobs, queued) = self.inner.builds.counts();
         Sampled {
             fills_in_progress: self.inner.store.fills_in_progress() as u64,
             cache_bytes,
             cache_entries,
+            build_queue_depth: queued as u64,
+            build_jobs: jobs
+                .into_iter()
+                .map(|(s, n)| (s.as_str(), n as u64))
+                .collect(),
         }
     }
 

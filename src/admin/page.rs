@@ -87,10 +87,25 @@ fn write_page(out: &mut String, v: &View) -> std::fmt::Result {
     fills(out, v)?;
     upstreams(out, v)?;
     cache(out, v)?;
-    out.push_str(
-        "<h2>Build queue</h2><p class=\"empty\" id=\"build-queue\">No build queue: \
-         package-cache does not build packages yet.</p></main></body></html>\n",
-    );
+    build_queue(out, v)?;
+    out.push_str("</main></body></html>\n");
+    Ok(())
+}
+
+fn build_queue(out: &mut String, v: &View) -> std::fmt::Result {
+    let depth = v.sampled.build_queue_depth;
+    write!(
+        out,
+        "<h2>Build queue</h2><table id=\"build-queue\"><tbody>\
+         <tr><td>waiting for a worker</td><td class=\"num\" id=\"build-queue-depth\" data-value=\"{depth}\">{depth}</td></tr>"
+    )?;
+    for (state, count) in &v.sampled.build_jobs {
+        write!(
+            out,
+            "<tr><td>{state}</td><td class=\"num\" id=\"build-jobs-{state}\" data-value=\"{count}\">{count}</td></tr>"
+        )?;
+    }
+    out.push_str("</tbody></table>");
     Ok(())
 }
 

@@ -3,10 +3,11 @@
 //! source through the proxy, build it in a sandbox and commit a deterministic
 //! archive. Owns the job records and the artifacts; never imports `proxy`.
 //!
-//! Flow: `api` → `BuildQueue::submit` → `worker` (fetch → `sandbox` build →
-//! `archive`) → `artifacts::commit`. `spec` validates what a client asked for,
-//! `job` holds the states, `journal` keeps records across restarts, `inbox`
-//! takes in local sources from untrusted clients, `kind` knows each package type.
+//! Flow: `api` → `Builds::submit` (validate `spec`, take in a local source
+//! through `inbox`, reuse an artifact built for the same ABI) → `queue` →
+//! `worker` (fetch with `kind` through `fetch`, build in `sandbox`,
+//! `archive`) → `artifacts`. `job` holds the states, `journal` keeps them
+//! across restarts, `runtime` knows each interpreter's ABI.
 
 pub mod archive;
 pub mod artifacts;
@@ -21,3 +22,605 @@ pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 pub mod step;
+mod worker;
+
+pub use worker::prepare_work_root;
+
+use artifacts::{ArtifactMeta, Artifacts};
+use fetch::Fetcher;
+use inbox::Inbox;
+use job::{ErrorClass, Job, JobId, JobState};
+use kind::Kind;
+use queue::BuildQueue;
+use runtime::Runtime;
+use sandbox::Sandbox;
+use spec::{BuildRequest, LocalHandle, Source, Spec};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What the build queue needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `<cache>/.package-cache/build`.
+    pub root: PathBuf,
+    /// Builds running at once.
+    pub concurrency: usize,
+    /// Jobs waiting at most; more get 503.
+    pub queue_size: usize,
+    /// Finished job records kept.
+    pub keep_finished: usize,
+    /// Largest source accepted (inbox, upload, remote download).
+    pub max_source: u64,
+    /// Bytes of inbox files one uid may have waiting.
+    pub inbox_per_user: u64,
+    /// Inbox files older than this are removed.
+    pub inbox_stale: Duration,
+}
+
+/// Why a build request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong.
+    #[error(transparent)]
+    Spec(#[from] spec::Error),
+    /// No runtime of that name is configured.
+    #[error("unknown runtime {0:?} (configured: {1})")]
+    UnknownRuntime(String, String),
+    /// No package type of that name.
+    #[error("unknown package type {0:?} (known: gem, pip)")]
+    UnknownKind(String),
+    /// The type does not build for the runtime's language.
+    #[error("a {kind} package cannot be built for runtime {runtime:?}, which is {family}")]
+    WrongFamily {
+        /// The package type.
+        kind: &'static str,
+        /// The runtime.
+        runtime: String,
+        /// Its language.
+        family: &'static str,
+    },
+    /// The queue refused the job.
+    #[error(transparent)]
+    Queue(#[from] queue::Error),
+    /// A local source was refused.
+    #[error(transparent)]
+    Inbox(#[from] inbox::Error),
+    /// No upload with that id.
+    #[error("no upload {0:?} (uploads are kept for a limited time)")]
+    NoUpload(String),
+    /// The runtime could not be probed.
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    /// A VCAP file name names no release on the index.
+    #[error(transparent)]
+    Kind(#[from] kind::Error),
+    /// Builds cannot run here (isolation unavailable, or no runtimes).
+    #[error("builds are disabled: {0}")]
+    Disabled(String),
+    /// A blocking `PUT /load` build failed.
+    #[error("{message}")]
+    Failed {
+        /// Whose fault.
+        class: ErrorClass,
+        /// Why.
+        message: String,
+    },
+    /// Reading or writing the build directories failed.
+    #[error("build storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How the API answers an `Error`; `api` maps these to status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400.
+    BadRequest,
+    /// 404.
+    NotFound,
+    /// 403.
+    Forbidden,
+    /// 409.
+    Conflict,
+    /// 413.
+    TooLarge,
+    /// 503 with Retry-After.
+    Busy,
+    /// 503: builds cannot run.
+    Unavailable,
+    /// A blocking build failed for the request's reasons.
+    BuildFailed,
+    /// 500.
+    Server,
+}
+
+impl Error {
+    /// How to answer it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Spec(_)
+            | Error::UnknownRuntime(..)
+            | Error::UnknownKind(_)
+            | Error::WrongFamily { .. } => ErrorKind::BadRequest,
+            Error::Queue(queue::Error::Full(_)) => ErrorKind::Busy,
+            Error::Queue(queue::Error::NotFound) => ErrorKind::NotFound,
+            Error::Queue(queue::Error::NotAllowed) => ErrorKind::Forbidden,
+            Error::Queue(queue::Error::Conflict) => ErrorKind::Conflict,
+            Error::Queue(queue::Error::Stopping) => ErrorKind::Unavailable,
+            Error::Queue(queue::Error::Journal(_)) => ErrorKind::Server,
+            Error::Inbox(inbox::Error::TooBig { .. }) => ErrorKind::TooLarge,
+            Error::Inbox(err) if err.is_client() => ErrorKind::BadRequest,
+            Error::Inbox(_) => ErrorKind::Server,
+            Error::NoUpload(_) => ErrorKind::BadRequest,
+            Error::Runtime(_) => ErrorKind::Server,
+            Error::Kind(err) if err.is_client() => ErrorKind::BadRequest,
+            Error::Kind(_) => ErrorKind::Server,
+            Error::Disabled(_) => ErrorKind::Unavailable,
+            Error::Failed {
+                class: ErrorClass::Client,
+                ..
+            } => ErrorKind::BuildFailed,
+            Error::Failed { .. } => ErrorKind::Server,
+            Error::Io(_) => ErrorKind::Server,
+        }
+    }
+}
+
+/// What a submit did.
+pub enum Outcome {
+    /// The artifact was already built for this runtime's ABI.
+    Exists(ArtifactMeta),
+    /// A job was queued, or an identical one joined.
+    Queued(Box<queue::Submitted>),
+}
+
+/// What a blocking VCAP load did.
+pub enum LoadOutcome {
+    /// The artifact was there already.
+    Existed,
+    /// It was built now.
+    Built,
+}
+
+/// How long an upload waits for the build request that names it.
+const UPLOAD_TTL: Duration = Duration::from_secs(600);
+
+/// The build service: the API's one handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Builds {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    /// The operator's token (cancels any job, sees local jobs in listings),
+    /// kept in `operator.token` (0600) for whoever can read the server's files.
+    operator_token: String,
+    queue: BuildQueue,
+    artifacts: Artifacts,
+    inbox: Arc<Inbox>,
+    runtimes: HashMap<String, Runtime>,
+    /// Why builds cannot run, when they cannot.
+    disabled: Option<String>,
+    uploads: Mutex<HashMap<String, (inbox::Source, Instant)>>,
+    worker: worker::Context,
+}
+
+/// The directories under the build root.
+fn paths(root: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    (
+        root.join("jobs"),
+        root.join("work"),
+        root.join("logs"),
+        root.join("inbox"),
+    )
+}
+
+impl Builds {
+    /// Opens the build root (creating its directories with their modes),
+    /// loads the job records, and starts `settings.concurrency` workers on
+    /// `tasks` until `stop`. `sandbox` is `Err(why)` when isolation is not
+    /// available: then every submit is refused with that reason.
+    pub async fn start(
+        settings: Settings,
+        runtimes: Vec<Runtime>,
+        sandbox: Result<Sandbox, String>,
+        fetcher: Fetcher,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> std::io::Result<Builds> {
+        let root = settings.root.clone();
+        let inbox_config = inbox::InboxConfig {
+            max_size: settings.max_source,
+            per_user_bytes: settings.inbox_per_user,
+            stale_after: settings.inbox_stale,
+        };
+        let (artifacts, journal, loaded, inbox, operator_token) =
+            tokio::task::spawn_blocking(move || {
+                worker::make_dirs(&root)?;
+                let operator_token = operator_token(&root.join("operator.token"))?;
+                let (jobs, _, _, inbox) = paths(&root);
+                let artifacts = Artifacts::open(&root)?;
+                let journal = journal::Journal::open(&jobs)?;
+                let loaded = journal.load()?;
+                let inbox = Inbox::open(&inbox, inbox_config).map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>((artifacts, journal, loaded, inbox, operator_token))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+        let (queue, ready) =
+            BuildQueue::open(journal, loaded, settings.queue_size, settings.keep_finished);
+        let (_, work, logs, _) = paths(&settings.root);
+        let disabled = match (&sandbox, runtimes.is_empty()) {
+            (Err(why), _) => Some(why.clone()),
+            (Ok(_), true) => Some("no runtime is configured (--runtime NAME=INTERPRETER)".into()),
+            (Ok(_), false) => None,
+        };
+        let runtimes: HashMap<String, Runtime> =
+            runtimes.into_iter().map(|r| (r.name.clone(), r)).collect();
+        let context = worker::Context {
+            queue: queue.clone(),
+            artifacts: artifacts.clone(),
+            runtimes: runtimes.clone(),
+            sandbox: sandbox.ok(),
+            fetcher,
+            work,
+            logs,
+        };
+        let builds = Builds {
+            inner: Arc::new(Inner {
+                settings,
+                operator_token,
+                queue,
+                artifacts,
+                inbox: Arc::new(inbox),
+                runtimes,
+                disabled,
+                uploads: Mutex::new(HashMap::new()),
+                worker: context,
+            }),
+        };
+        worker::spawn(
+            &builds.inner.worker,
+            ready,
+            builds.inner.settings.concurrency,
+            tasks,
+            stop.clone(),
+        );
+        tasks.spawn(builds.clone().sweep(stop));
+        Ok(builds)
+    }
+
+    /// Whether `token` is the operator's.
+    pub fn is_operator(&self, token: &str) -> bool {
+        let expected = job::token_hash(&self.inner.operator_token);
+        job::token_hash(token) == expected
+    }
+
+    fn resolve(&self, spec: &Spec) -> Result<(Kind, &Runtime), Error> {
+        let kind = Kind::parse(&spec.kind).ok_or_else(|| Error::UnknownKind(spec.kind.clone()))?;
+        let runtime = self.inner.runtimes.get(&spec.runtime).ok_or_else(|| {
+            let mut names: Vec<&str> = self.inner.runtimes.keys().map(String::as_str).collect();
+            names.sort();
+            Error::UnknownRuntime(spec.runtime.clone(), names.join(", "))
+        })?;
+        if kind.family() != runtime.family {
+            return Err(Error::WrongFamily {
+                kind: kind.as_str(),
+                runtime: runtime.name.clone(),
+                family: runtime.family.as_str(),
+            });
+        }
+        Ok((kind, runtime))
+    }
+
+    /// Validates `request`, takes in a local source, and answers with the
+    /// existing artifact or a queued (or joined) job.
+    pub async fn submit(&self, request: BuildRequest) -> Result<Outcome, Error> {
+        let (spec, handle) = request.validate()?;
+        self.submit_spec(spec, handle).await
+    }
+
+    async fn submit_spec(&self, spec: Spec, handle: Option<LocalHandle>) -> Result<Outcome, Error> {
+        let (_, runtime) = self.resolve(&spec)?;
+        if let Some(why) = &self.inner.disabled {
+            return Err(Error::Disabled(why.clone()));
+        }
+        let abi = runtime.abi().await?;
+        let source = match (&spec.source, handle) {
+            (Source::Local { sha1 }, Some(handle)) => Some(self.take_local(sha1, handle).await?),
+            _ => None,
+        };
+        let name = spec.artifact_name();
+        let artifacts = self.inner.artifacts.clone();
+        let existing = tokio::task::spawn_blocking(move || artifacts.lookup(&name))
+            .await
+            .map_err(std::io::Error::other)?;
+        let sha256 = source.as_ref().map(|s| s.sha256.clone());
+        if let Some(meta) = existing {
+            // A local artifact is reused only for the same bytes (sha256 as
+            // well as SHA1), and any artifact only for the same ABI.
+            if meta.abi == abi.0 && meta.source_sha256 == sha256 {
+                discard(source).await;
+                return Ok(Outcome::Exists(meta));
+            }
+        }
+        let path = source.as_ref().map(|s| s.path.clone());
+        match self.inner.queue.submit(spec, sha256, path).await {
+            Ok(submitted) => {
+                if submitted.joined {
+                    discard(source).await;
+                }
+                Ok(Outcome::Queued(Box::new(submitted)))
+            }
+            Err(err) => {
+                discard(source).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn take_local(&self, sha1: &str, handle: LocalHandle) -> Result<inbox::Source, Error> {
+        match handle {
+            LocalHandle::Inbox(entry) => {
+                let inbox = self.inner.inbox.clone();
+                let sha1 = sha1.to_string();
+                Ok(
+                    tokio::task::spawn_blocking(move || inbox.take(&entry, &sha1))
+                        .await
+                        .map_err(std::io::Error::other)??,
+                )
+            }
+            LocalHandle::Upload(id) => {
+                let mut uploads = self
+                    .inner
+                    .uploads
+                    .lock()
+                    .expect("uploads lock is never poisoned");
+                match uploads.remove(&id) {
+                    Some((source, _)) if source.sha1 == sha1 => Ok(source),
+                    Some(entry) => {
+                        uploads.insert(id.clone(), entry);
+                        Err(Error::NoUpload(id))
+                    }
+                    None => Err(Error::NoUpload(id)),
+                }
+            }
+        }
+    }
+
+    /// Receives an uploaded local source; the returned id goes in the build
+    /// request's `upload` field.
+    pub async fn upload(
+        &self,
+        sha1: &str,
+        body: std::pin::Pin<
+            Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>,
+        >,
+    ) -> Result<String, Error> {
+        if !spec::valid_sha1(sha1) {
+            return Err(spec::Error::BadSha1(sha1.chars().take(64).collect()).into());
+        }
+        let source = self.inner.inbox.upload(sha1, body).await?;
+        let id = job::random_hex(16);
+        self.inner
+            .uploads
+            .lock()
+            .expect("uploads lock is never poisoned")
+            .insert(id.clone(), (source, Instant::now()));
+        Ok(id)
+    }
+
+    /// A copy of job `id`.
+    pub fn get(&self, id: &JobId) -> Option<Job> {
+        self.inner.queue.get(id)
+    }
+
+    /// A page of jobs, newest first, and the number that matched.
+    pub fn list(&self, state: Option<JobState>, page: usize, per_page: usize) -> (Vec<Job>, usize) {
+        self.inner.queue.list(state, page, per_page)
+    }
+
+    /// Cancels job `id` for the waiter holding `token`, or for all when `operator`.
+    pub fn cancel(&self, id: &JobId, token: Option<&str>, operator: bool) -> Result<Job, Error> {
+        Ok(self.inner.queue.cancel(id, token, operator)?)
+    }
+
+    /// The end of the job's log: the saved tail once finished, else the
+    /// live log file's last lines.
+    pub async fn log_tail(&self, job: &Job) -> String {
+        if job.state.is_finished() {
+            return job.log_tail.clone();
+        }
+        let path = self.inner.worker.log_path(&job.id);
+        tokio::task::spawn_blocking(move || worker::tail(&path))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Opens artifact `name` for download, with its record.
+    pub async fn open_artifact(&self, name: &str) -> Option<(tokio::fs::File, ArtifactMeta)> {
+        let artifacts = self.inner.artifacts.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let meta = artifacts.lookup(&name)?;
+            let file = std::fs::File::open(artifacts.path(&name)).ok()?;
+            Some((tokio::fs::File::from_std(file), meta))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Job counts by state, and the queue depth (for metrics).
+    pub fn counts(&self) -> (Vec<(JobState, usize)>, usize) {
+        self.inner.queue.counts()
+    }
+
+    /// VCAP's `PUT /load/LOCATION/TYPE/NAME/RUNTIME`: `NAME` is the remote
+    /// file name (`thin-1.2.11.gem`) or the inbox entry `SHA1.EXT`. Waits
+    /// for the build.
+    pub async fn load(
+        &self,
+        location: &str,
+        kind: &str,
+        name: &str,
+        runtime: &str,
+    ) -> Result<LoadOutcome, Error> {
+        let parsed = Kind::parse(kind).ok_or_else(|| Error::UnknownKind(kind.to_string()))?;
+        let (source, handle) = match spec::Location::parse(location) {
+            Some(spec::Location::Remote) => {
+                let release = parsed
+                    .resolve_file_name(&self.inner.worker.fetcher, name)
+                    .await?;
+                (
+                    Source::Remote {
+                        name: release.name,
+                        version: release.version,
+                        platform: release.platform,
+                    },
+                    None,
+                )
+            }
+            Some(spec::Location::Local) => {
+                let sha1 = name.split_once('.').map_or(name, |(stem, _)| stem);
+                if !spec::valid_sha1(sha1) {
+                    return Err(spec::Error::BadSha1(name.chars().take(64).collect()).into());
+                }
+                if !spec::valid_field(name) {
+                    return Err(spec::Error::BadField {
+                        field: "name",
+                        value: name.chars().take(200).collect(),
+                    }
+                    .into());
+                }
+                (
+                    Source::Local {
+                        sha1: sha1.to_string(),
+                    },
+                    Some(LocalHandle::Inbox(name.to_string())),
+                )
+            }
+            None => {
+                return Err(spec::Error::BadLocation(location.chars().take(64).collect()).into())
+            }
+        };
+        if !spec::valid_field(runtime) {
+            return Err(spec::Error::BadField {
+                field: "runtime",
+                value: runtime.chars().take(200).collect(),
+            }
+            .into());
+        }
+        let spec = Spec {
+            kind: parsed.as_str().to_string(),
+            runtime: runtime.to_string(),
+            source,
+        };
+        let submitted = match self.submit_spec(spec, handle).await? {
+            Outcome::Exists(_) => return Ok(LoadOutcome::Existed),
+            Outcome::Queued(submitted) => submitted,
+        };
+        let id = submitted.job.id.clone();
+        let Some(mut state) = self.inner.queue.watch(&id) else {
+            return Err(queue::Error::NotFound.into());
+        };
+        let _ = state.wait_for(|s| s.is_finished()).await;
+        let job = self.inner.queue.get(&id).ok_or(queue::Error::NotFound)?;
+        match (job.state, job.error) {
+            (JobState::Complete, _) => Ok(LoadOutcome::Built),
+            (_, Some(error)) => Err(Error::Failed {
+                class: error.class,
+                message: error.message,
+            }),
+            (state, None) => Err(Error::Failed {
+                class: ErrorClass::Server,
+                message: format!("the build ended {}", state.as_str()),
+            }),
+        }
+    }
+
+    /// Every minute: stale inbox files and unclaimed uploads go.
+    async fn sweep(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let expired: Vec<inbox::Source> = {
+                let mut uploads = self
+                    .inner
+                    .uploads
+                    .lock()
+                    .expect("uploads lock is never poisoned");
+                let old: Vec<String> = uploads
+                    .iter()
+                    .filter(|(_, (_, at))| at.elapsed() > UPLOAD_TTL)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                old.iter()
+                    .filter_map(|id| uploads.remove(id))
+                    .map(|(s, _)| s)
+                    .collect()
+            };
+            for source in expired {
+                discard(Some(source)).await;
+            }
+            let keep = self.inner.queue.source_paths();
+            let inbox = self.inner.inbox.clone();
+            let uploads: Vec<PathBuf> = self
+                .inner
+                .uploads
+                .lock()
+                .expect("uploads lock is never poisoned")
+                .values()
+                .map(|(s, _)| s.path.clone())
+                .collect();
+            match tokio::task::spawn_blocking(move || {
+                let keep: Vec<PathBuf> = keep.into_iter().chain(uploads).collect();
+                inbox.sweep(&keep)
+            })
+            .await
+            {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(removed = n, "inbox: stale files removed"),
+                Ok(Err(err)) => tracing::warn!(error = %err, "inbox sweep failed"),
+                Err(err) => tracing::warn!(error = %err, "inbox sweep failed"),
+            }
+        }
+    }
+}
+
+/// Reads the operator token at `path`, creating it (0600) the first time. Blocking.
+fn operator_token(path: &Path) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    let token = job::random_hex(24);
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(token)
+}
+
+/// Deletes a taken-in source that no job will read.
+async fn discard(source: Option<inbox::Source>) {
+    if let Some(source) = source {
+        let _ = tokio::fs::remove_file(&source.path).await;
+    }
+}

@@ -21,6 +21,9 @@ pub enum Error {
     /// No job with that id.
     #[error("no such job")]
     NotFound,
+    /// An unfinished job has the same SHA1 but other bytes.
+    #[error("a job for this SHA1 with different bytes (sha256) is running; not merging them")]
+    Conflict,
     /// The token names no waiter of this job.
     #[error("only a submitter of this job (its token) or the operator may cancel it")]
     NotAllowed,
@@ -209,7 +212,7 @@ impl BuildQueue {
                     (slot.job.clone(), true)
                 } else {
                     // The same SHA1 with other bytes: never merge them.
-                    return Err(Error::NotAllowed);
+                    return Err(Error::Conflict);
                 }
             } else {
                 if table.queued >= self.inner.queue_size {
@@ -299,6 +302,16 @@ impl BuildQueue {
             })
             .collect();
         (counts, table.queued)
+    }
+
+    /// The local sources that unfinished jobs will read.
+    pub fn source_paths(&self) -> Vec<std::path::PathBuf> {
+        self.lock()
+            .jobs
+            .values()
+            .filter(|slot| !slot.job.state.is_finished())
+            .filter_map(|slot| slot.job.source_path.clone())
+            .collect()
     }
 
     /// Follows job `id`'s state.

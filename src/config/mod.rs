@@ -3,9 +3,11 @@
 //! Built from `cli::Args` with `TryFrom` (every user error is reported here,
 //! before anything starts) or with `Config::for_test` in tests.
 
+mod build;
 mod mounts;
 
 use crate::cli::Args;
+pub use build::BuildConfig;
 use http::uri::{Scheme, Uri};
 use mounts::mounts_from;
 pub use mounts::{Mount, Profile};
@@ -46,9 +48,19 @@ pub enum Error {
     /// A size is not a number with an optional K/M/G/T suffix.
     #[error("invalid size {0:?}: expected a number of bytes with an optional K, M, G or T suffix")]
     Size(String),
-    /// `--admin` is neither `HOST:PORT` nor `off`.
-    #[error("invalid --admin {0:?}: expected HOST:PORT or off")]
-    Admin(String),
+    /// A listener option is neither `HOST:PORT` nor `off`.
+    #[error("invalid {0} {1:?}: expected HOST:PORT or off")]
+    Listen(&'static str, String),
+    /// A build option is malformed.
+    #[error("invalid {option} {value:?}: {reason}")]
+    Build {
+        /// The option.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A `--no-cache` or `--pin` pattern is not a valid glob.
     #[error("invalid pattern {pattern:?}: {reason}")]
     Pattern {
@@ -203,10 +215,15 @@ impl ListenAddr {
 
     /// Parses `--admin`: `HOST:PORT` (`[V6]:PORT` for IPv6) or `off` (`None`).
     pub fn try_admin(raw: &str) -> Result<Option<ListenAddr>, Error> {
+        ListenAddr::try_listen("--admin", raw)
+    }
+
+    /// Parses a listener option: `HOST:PORT` (`[V6]:PORT` for IPv6) or `off` (`None`).
+    pub fn try_listen(option: &'static str, raw: &str) -> Result<Option<ListenAddr>, Error> {
         if raw.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
-        let bad = || Error::Admin(raw.to_string());
+        let bad = || Error::Listen(option, raw.to_string());
         let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         let host = match host.strip_prefix('[') {
@@ -273,6 +290,8 @@ pub struct Config {
     pub mounts: Vec<Mount>,
     /// Freshness and no-cache rules.
     pub policy: Policy,
+    /// The build queue.
+    pub build: BuildConfig,
 }
 
 impl Config {
@@ -309,6 +328,7 @@ impl Config {
                 max_size: None,
                 pinned: Vec::new(),
             },
+            build: BuildConfig::for_test(),
         }
     }
 
@@ -412,8 +432,10 @@ impl TryFrom<Args> for Config {
             })?;
         }
         let admin = ListenAddr::try_admin(&args.admin)?;
+        let build = BuildConfig::try_from_args(&args.build)?;
         let secs = Duration::from_secs;
         Ok(Config {
+            build,
             mounts,
             policy: Policy {
                 index_ttl: secs(args.index_ttl),

@@ -19,6 +19,9 @@ use std::time::{Duration, SystemTime};
 /// an error: it is counted and reported.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The command is not a maintenance command.
+    #[error("not a maintenance command")]
+    NotMaintenance,
     /// The cache directory cannot be walked.
     #[error(transparent)]
     Scan(#[from] crate::store::ScanError),
@@ -64,6 +67,7 @@ pub fn run(command: &Command, root: &Path, out: &mut dyn Write) -> Result<Verdic
         Command::Purge {
             pattern, dry_run, ..
         } => purge::run(root, pattern, *dry_run, out),
+        Command::Build(_) | Command::Inbox(_) => Err(Error::NotMaintenance),
     }
 }
 

@@ -313,6 +313,10 @@ impl Store {
                 Err(e) => return Err(io("create", dir)(e)),
             }
         }
+        // Traversable, not listable: local clients open built artifacts under
+        // `build/artifacts/` by exact name; everything else in here is 0700.
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o711))
+            .map_err(io("chmod", &state))?;
         let lock_path = state.join("lock");
         let lock = OpenOptions::new()
             .read(true)

@@ -71,6 +71,25 @@ pub(super) async fn fetch_remote(
     fetch_gem(fetcher, mount, name, &info, &file_name, dest_dir).await
 }
 
+/// Whether `/info/NAME` lists `token` (`VERSION[-PLATFORM]`) as a release;
+/// then its version and platform. A version never holds a dash, so the
+/// first dash of a listed token starts its platform.
+pub(super) async fn release_in_info(
+    fetcher: &Fetcher,
+    name: &str,
+    token: &str,
+) -> Result<Option<(String, Option<String>)>, Error> {
+    let mount = fetcher.rubygems_mount()?;
+    let info = info(fetcher, mount, name).await?;
+    if !listed(&info, token) {
+        return Ok(None);
+    }
+    Ok(Some(match token.split_once('-') {
+        Some((version, platform)) => (version.to_string(), Some(platform.to_string())),
+        None => (token.to_string(), None),
+    }))
+}
+
 pub(super) async fn fetch_steps(fetcher: &Fetcher, dirs: &JobDirs) -> Result<Vec<Step>, Error> {
     let source = dirs.source.clone();
     let extensions = tokio::task::spawn_blocking(move || extensions(&source))

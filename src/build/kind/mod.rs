@@ -7,6 +7,9 @@
 
 pub mod gem;
 pub mod pip;
+mod release;
+
+pub use release::Release;
 mod sdist;
 
 use crate::build::fetch::{self, Fetcher};

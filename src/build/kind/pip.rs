@@ -103,6 +103,32 @@ pub(super) async fn fetch_remote(
     Ok(dest)
 }
 
+/// Whether the index page of `name` lists `file` as the sdist of `version`.
+pub(super) async fn has_sdist(
+    fetcher: &Fetcher,
+    name: &str,
+    version: &str,
+    file: &str,
+) -> Result<bool, Error> {
+    let mount = fetcher.pypi_mount()?;
+    let project = normalize_name(name);
+    let page = match fetcher
+        .get_bytes(
+            &format!("/{mount}/simple/{project}/"),
+            Some(PEP_691_JSON),
+            MAX_PAGE,
+        )
+        .await
+    {
+        Ok(page) => page,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let page: serde_json::Value = serde_json::from_slice(&page)
+        .map_err(|e| Error::Index(format!("/{mount}/simple/{project}/ is not JSON: {e}")))?;
+    Ok(choose_sdist(&page, name, version).is_some_and(|chosen| chosen.filename == file))
+}
+
 pub(super) async fn fetch_steps(
     rt: &Runtime,
     fetcher: &Fetcher,

@@ -23,7 +23,6 @@ pub use lease::Lease;
 use crate::build::privhelper;
 use lease::Pool;
 use serde::{Deserialize, Serialize};
-use std::ffi::OsString;
 use std::fmt;
 use std::ops::Range;
 use std::os::fd::OwnedFd;
@@ -33,24 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// One command to run isolated.
-#[derive(Clone, Debug)]
-pub struct Step {
-    /// Absolute path of the executable (e.g. the runtime's interpreter). It
-    /// must not live under `/tmp`, `/var/tmp`, `/dev/shm` or `/run/lock`,
-    /// which the step sees as empty private tmpfs.
-    pub program: PathBuf,
-    /// Arguments after the program name.
-    pub args: Vec<OsString>,
-    /// The whole environment: nothing else is passed and nothing is added.
-    pub env: Vec<(OsString, OsString)>,
-    /// Working directory: the work root or a directory below it, reached
-    /// without following symlinks.
-    pub cwd: PathBuf,
-    /// False: a new network namespace (only a loopback, down). True: the host
-    /// network (the fetch stage talks to the proxy on loopback).
-    pub network: bool,
-}
+/// One command to run isolated (defined beside the package types, which
+/// write them). Its `program` must not live under `/tmp`, `/var/tmp`,
+/// `/dev/shm` or `/run/lock` (private tmpfs in the step), and its `cwd` must
+/// be the work root or below it, reached without following symlinks.
+pub use crate::build::step::Step;
 
 /// Resource limits of one step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

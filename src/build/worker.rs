@@ -1,0 +1,493 @@
+//! The workers: each takes a job from the queue and runs its stages —
+//! fetching (the source through the proxy, then the build requirements),
+//! building (the kind's steps in the sandbox, no network), archiving (a
+//! deterministic tgz of the install directory only, committed with its
+//! record) — moving the job's state at each, and cleans up after every end.
+//! A shutdown leaves the job unfinished in the journal, so it runs again.
+
+use super::artifacts::{ArtifactMeta, Artifacts};
+use super::fetch::Fetcher;
+use super::job::{now, ErrorClass, Job, JobId, JobState};
+use super::kind::{JobDirs, Kind};
+use super::queue::{BuildQueue, Ready};
+use super::runtime::Runtime;
+use super::sandbox::{Lease, Sandbox};
+use super::spec::Source;
+use std::collections::HashMap;
+use std::fs::{self, Permissions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Bytes of the build log kept in a finished job's record.
+const TAIL: u64 = 4096;
+
+/// What the workers share.
+#[derive(Clone)]
+pub struct Context {
+    pub queue: BuildQueue,
+    pub artifacts: Artifacts,
+    pub runtimes: HashMap<String, Runtime>,
+    pub sandbox: Option<Sandbox>,
+    pub fetcher: Fetcher,
+    /// `work/`: one directory per running job.
+    pub work: PathBuf,
+    /// `logs/`: one log per job.
+    pub logs: PathBuf,
+}
+
+impl Context {
+    pub fn log_path(&self, id: &JobId) -> PathBuf {
+        self.logs.join(format!("{id}.log"))
+    }
+}
+
+/// A failure: whose fault, and what to tell the client.
+type Failure = (ErrorClass, String);
+
+fn client(message: impl Into<String>) -> Failure {
+    (ErrorClass::Client, message.into())
+}
+
+fn server(message: impl Into<String>) -> Failure {
+    (ErrorClass::Server, message.into())
+}
+
+/// Creates the directories the sandbox needs before it starts — the cache
+/// root, `.package-cache`, the build root and `work/`, each traversable
+/// (0711) so build uids can reach their job — owned by `owner` when the
+/// server is about to drop root to it. Blocking.
+pub fn prepare_work_root(
+    cache_dir: &Path,
+    build_root: &Path,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    let state = build_root.parent().unwrap_or(build_root).to_path_buf();
+    for dir in [
+        cache_dir.to_path_buf(),
+        state,
+        build_root.to_path_buf(),
+        build_root.join("work"),
+    ] {
+        let created = match fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => true,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(err) => return Err(err),
+        };
+        let meta = fs::symlink_metadata(&dir)?;
+        if !meta.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        if created || meta.permissions().mode() & 0o111 != 0o111 {
+            let mode = if dir == cache_dir {
+                meta.permissions().mode() | 0o711
+            } else {
+                0o711
+            };
+            fs::set_permissions(&dir, Permissions::from_mode(mode & 0o7777))?;
+        }
+        if let Some((uid, gid)) = owner {
+            nix::unistd::chown(
+                &dir,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(io::Error::from)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the build root's directories with their modes and empties the
+/// scratch ones (a crash leaves half-built trees there). Blocking.
+pub(crate) fn make_dirs(root: &Path) -> io::Result<()> {
+    for (dir, mode) in [
+        (root.to_path_buf(), 0o711),
+        (root.join("work"), 0o711),
+        (root.join("logs"), 0o700),
+        (root.join("tmp"), 0o700),
+    ] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(&dir)?;
+        fs::set_permissions(&dir, Permissions::from_mode(mode))?;
+    }
+    for scratch in [root.join("work"), root.join("tmp")] {
+        for entry in fs::read_dir(&scratch)? {
+            let path = entry?.path();
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            if let Err(err) = removed {
+                tracing::warn!(path = %path.display(), error = %err, "cannot remove a leftover build file");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The last `TAIL` bytes of a log, from a line start. Blocking.
+pub(crate) fn tail(path: &Path) -> String {
+    let Ok(mut file) = fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(TAIL);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    if start > 0 {
+        if let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
+            bytes.drain(..=newline);
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Starts `n` workers on `tasks`, sharing `ready`, until `stop`.
+pub(crate) fn spawn(
+    context: &Context,
+    ready: Ready,
+    n: usize,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) {
+    let ready = Arc::new(tokio::sync::Mutex::new(ready));
+    for _ in 0..n.max(1) {
+        let (context, ready, stop) = (context.clone(), ready.clone(), stop.clone());
+        tasks.spawn(async move {
+            loop {
+                let id = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    id = async { ready.lock().await.recv().await } => match id {
+                        Some(id) => id,
+                        None => return,
+                    },
+                };
+                run_one(&context, id, &stop).await;
+            }
+        });
+    }
+}
+
+async fn run_one(context: &Context, id: JobId, stop: &CancellationToken) {
+    let Some(taken) = context.queue.take(&id) else {
+        return;
+    };
+    let job = taken.job;
+    let kill = taken.cancel.child_token();
+    tracing::info!(job_id = %id, artifact = %job.artifact, "build started");
+    let started = std::time::Instant::now();
+    let result = tokio::select! {
+        result = stages(context, &job, &kill) => result,
+        _ = stop.cancelled() => {
+            // Left unfinished in the journal: the next start runs it again.
+            // Dropping the stages kills the sandboxed processes.
+            kill.cancel();
+            tracing::info!(job_id = %id, "build interrupted by shutdown; it runs again at the next start");
+            return;
+        }
+    };
+    let log_tail = {
+        let path = context.log_path(&id);
+        tokio::task::spawn_blocking(move || tail(&path))
+            .await
+            .unwrap_or_default()
+    };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(meta) => {
+            tracing::info!(job_id = %id, artifact = %meta.name, bytes = meta.size, elapsed_ms, "build complete");
+            context.queue.advance(&id, JobState::Complete, |job| {
+                job.artifact_sha256 = Some(meta.sha256.clone());
+                job.log_tail = log_tail;
+            });
+        }
+        Err(_) if taken.cancel.is_cancelled() => {
+            tracing::info!(job_id = %id, elapsed_ms, "build cancelled");
+            context.queue.advance(&id, JobState::Cancelled, |job| {
+                job.log_tail = log_tail;
+            });
+        }
+        Err((class, message)) => {
+            tracing::warn!(job_id = %id, class = ?class, error = %message, elapsed_ms, "build failed");
+            context.queue.fail(&id, class, message, log_tail);
+        }
+    }
+    if let Some(source) = &job.source_path {
+        let _ = tokio::fs::remove_file(source).await;
+    }
+}
+
+/// Every stage of one job; the job's directory is removed at the end,
+/// whatever happened.
+async fn stages(
+    context: &Context,
+    job: &Job,
+    kill: &CancellationToken,
+) -> Result<ArtifactMeta, Failure> {
+    let kind = Kind::parse(&job.spec.kind)
+        .ok_or_else(|| client(format!("unknown type {:?}", job.spec.kind)))?;
+    let runtime = context.runtimes.get(&job.spec.runtime).ok_or_else(|| {
+        client(format!(
+            "runtime {:?} is no longer configured",
+            job.spec.runtime
+        ))
+    })?;
+    let sandbox = context
+        .sandbox
+        .as_ref()
+        .ok_or_else(|| server("builds are disabled on this server"))?;
+    let abi = runtime
+        .abi()
+        .await
+        .map_err(|err| server(format!("probing runtime {}: {err}", runtime.name)))?;
+    let root = context.work.join(job.id.as_str());
+    let log = context.log_path(&job.id);
+    let lease = tokio::select! {
+        lease = sandbox.lease() => lease,
+        _ = kill.cancelled() => return Err(client("cancelled")),
+    };
+    let result = build_in(
+        context, job, kind, runtime, sandbox, &lease, &root, &log, kill,
+    )
+    .await;
+    // Whatever happened: no process of the build's uid is left, the tree is
+    // the server's again, and then it goes.
+    let handed = [
+        root.join("reqs"),
+        root.join("install"),
+        root.join("home"),
+        root.join("tmp"),
+    ];
+    if let Err(err) = sandbox.take_back(&lease, &handed).await {
+        tracing::warn!(job_id = %job.id, error = %err, "cannot take the build directory back");
+    }
+    drop(lease);
+    let doomed = root.clone();
+    let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(doomed)).await;
+    let abi = abi.0;
+    let (tmp, sha256) = result?;
+    context.queue.advance(&job.id, JobState::Archiving, |_| {});
+    let meta = ArtifactMeta {
+        name: job.artifact.clone(),
+        sha256,
+        size: fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0),
+        abi,
+        source_sha256: job.source_sha256.clone(),
+        built: now(),
+        job: job.id.to_string(),
+    };
+    let artifacts = context.artifacts.clone();
+    let committed = meta.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = artifacts.commit(&tmp, &committed);
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    })
+    .await
+    .map_err(|err| server(format!("committing the artifact: {err}")))?
+    .map_err(|err| server(format!("committing the artifact: {err}")))?;
+    Ok(meta)
+}
+
+/// Fetching and building inside the job's directory; returns the archive
+/// (in the build root's `tmp/`) and its sha256.
+#[allow(clippy::too_many_arguments)]
+async fn build_in(
+    context: &Context,
+    job: &Job,
+    kind: Kind,
+    runtime: &Runtime,
+    sandbox: &Sandbox,
+    lease: &Lease,
+    root: &Path,
+    log: &Path,
+    kill: &CancellationToken,
+) -> Result<(PathBuf, String), Failure> {
+    let layout = root.to_path_buf();
+    let log_file = log.to_path_buf();
+    tokio::task::spawn_blocking(move || job_tree(&layout, &log_file))
+        .await
+        .map_err(|err| server(err.to_string()))?
+        .map_err(|err| server(format!("preparing the build directory: {err}")))?;
+    let source_dir = root.join("source");
+    let source = match &job.spec.source {
+        Source::Remote {
+            name,
+            version,
+            platform,
+        } => kind
+            .fetch_remote(
+                &context.fetcher,
+                name,
+                version,
+                platform.as_deref(),
+                &source_dir,
+            )
+            .await
+            .map_err(|err| {
+                (
+                    class_of(err.is_client()),
+                    format!("fetching the source: {err}"),
+                )
+            })?,
+        Source::Local { sha1 } => {
+            let from = job
+                .source_path
+                .clone()
+                .ok_or_else(|| server("the local source is missing"))?;
+            let (sha1, dir) = (sha1.clone(), source_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                let name = kind
+                    .local_source_name(&sha1, &from)
+                    .map_err(|err| (class_of(err.is_client()), err.to_string()))?;
+                let to = dir.join(name);
+                fs::copy(&from, &to)
+                    .and_then(|_| fs::set_permissions(&to, Permissions::from_mode(0o644)))
+                    .map_err(|err| {
+                        server(format!(
+                            "the local source is gone ({err}); hand it in again"
+                        ))
+                    })?;
+                Ok::<_, Failure>(to)
+            })
+            .await
+            .map_err(|err| server(err.to_string()))??
+        }
+    };
+    let dirs = JobDirs {
+        root: root.to_path_buf(),
+        source,
+        reqs: root.join("reqs"),
+        install: root.join("install"),
+        home: root.join("home"),
+        tmp: root.join("tmp"),
+    };
+    // Before the hand-over: a kind may download into reqs/ itself, as the server.
+    let fetch_steps = kind
+        .fetch_steps(runtime, &context.fetcher, &dirs)
+        .await
+        .map_err(|err| {
+            (
+                class_of(err.is_client()),
+                format!("fetching build requirements: {err}"),
+            )
+        })?;
+    let handed = [
+        dirs.reqs.clone(),
+        dirs.install.clone(),
+        dirs.home.clone(),
+        dirs.tmp.clone(),
+    ];
+    sandbox
+        .hand_over(lease, &handed)
+        .await
+        .map_err(|err| server(format!("handing the build directory over: {err}")))?;
+    for step in &fetch_steps {
+        run(
+            sandbox,
+            lease,
+            step,
+            log,
+            kill,
+            "fetching build requirements",
+        )
+        .await?;
+    }
+    context.queue.advance(&job.id, JobState::Building, |_| {});
+    for step in kind.build_steps(runtime, &dirs) {
+        run(sandbox, lease, &step, log, kill, "the build").await?;
+    }
+    kind.verify_install(&dirs)
+        .map_err(|err| client(format!("the build installed nothing usable: {err}")))?;
+    sandbox
+        .take_back(lease, &handed)
+        .await
+        .map_err(|err| server(format!("taking the build directory back: {err}")))?;
+    let tmp = root
+        .parent()
+        .and_then(Path::parent)
+        .map(|build_root| build_root.join("tmp").join(format!("{}.tgz", job.id)))
+        .ok_or_else(|| server("the build directory has no root"))?;
+    let (install, out) = (dirs.install.clone(), tmp.clone());
+    let sha256 = tokio::task::spawn_blocking(move || super::archive::write_tgz(&install, &out))
+        .await
+        .map_err(|err| server(err.to_string()))?
+        .map_err(|err| {
+            let _ = fs::remove_file(&tmp);
+            client(format!("archiving the install directory: {err}"))
+        })?;
+    Ok((tmp, sha256))
+}
+
+fn class_of(is_client: bool) -> ErrorClass {
+    if is_client {
+        ErrorClass::Client
+    } else {
+        ErrorClass::Server
+    }
+}
+
+async fn run(
+    sandbox: &Sandbox,
+    lease: &Lease,
+    step: &super::step::Step,
+    log: &Path,
+    kill: &CancellationToken,
+    what: &str,
+) -> Result<(), Failure> {
+    let outcome = sandbox
+        .run(lease, step, log, kill)
+        .await
+        .map_err(|err| server(format!("{what}: {err}")))?;
+    if outcome.success() {
+        return Ok(());
+    }
+    if kill.is_cancelled() {
+        return Err(client("cancelled"));
+    }
+    if outcome.timed_out {
+        return Err(client(format!("{what} took too long and was stopped")));
+    }
+    Err(client(match (outcome.code, outcome.signal) {
+        (Some(code), _) => format!("{what} failed (exit status {code}); see the log"),
+        (_, Some(signal)) => format!("{what} was killed by signal {signal}; see the log"),
+        _ => format!("{what} failed; see the log"),
+    }))
+}
+
+/// A fresh job tree: `source/` for the server, the rest to hand over; an
+/// empty log. Blocking.
+fn job_tree(root: &Path, log: &Path) -> io::Result<()> {
+    if root.exists() {
+        fs::remove_dir_all(root)?;
+    }
+    fs::DirBuilder::new().mode(0o711).create(root)?;
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(root.join("source"))?;
+    for dir in ["reqs", "install", "home", "tmp"] {
+        fs::DirBuilder::new().mode(0o700).create(root.join(dir))?;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(log)?;
+    Ok(())
+}
