@@ -16,7 +16,6 @@ use package_cache::build::fetch::{self, Fetcher, Timeouts};
 use package_cache::build::kind::{Error, JobDirs, Kind};
 use package_cache::build::runtime::{Family, Runtime};
 use package_cache::build::step::Step;
-use package_cache::config::{Profile, SourceUrl};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,56 +23,17 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::app::TestApp;
-use support::cmd::Cmd;
-use support::fixtures::{copy_tree, script};
-use support::site::Site;
-use tempfile::TempDir;
+use support::build_world::{fixtures, Upstreams};
 
 const PYTHON: &str = "/usr/bin/python3";
 const RUBY: &str = "/usr/bin/ruby";
 /// Per step; a cold pip build here takes a few seconds.
 const STEP_LIMIT: Duration = Duration::from_secs(300);
 
-/// The shared sources (`make_fixtures.sh`), built once into
-/// `CARGO_TARGET_TMPDIR/client-fixtures/build-kinds` under a file lock, as the other client
-/// fixtures are. Read-only: copy before changing anything.
-async fn fixtures() -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("client-fixtures");
-    std::fs::create_dir_all(&root).expect("fixture root");
-    let done = root.join("build-kinds");
-    let lock_path = root.join("build-kinds.lock");
-    let lock = tokio::task::spawn_blocking(move || {
-        let file = File::create(&lock_path).expect("fixture lock file");
-        file.lock().expect("lock fixture");
-        file
-    });
-    let lock = tokio::time::timeout(Duration::from_secs(600), lock)
-        .await
-        .expect("fixture lock within 10 minutes")
-        .expect("lock task");
-    if !done.join(".complete").exists() {
-        let work = root.join("build-kinds.partial");
-        let _ = std::fs::remove_dir_all(&work);
-        Cmd::new(script("build/make_fixtures.sh"))
-            .args([&work])
-            .limit(Duration::from_secs(600))
-            .ok()
-            .await;
-        std::fs::write(work.join(".complete"), b"").expect("mark complete");
-        let _ = std::fs::remove_dir_all(&done);
-        std::fs::rename(&work, &done).expect("publish fixture");
-    }
-    drop(lock);
-    done
-}
-
 /// A files host (127.0.0.2) with the sdists and build-requirement wheels, a PEP 503/691
 /// index (127.0.0.1) linking to it, a gem source, and the proxy mounting both.
 struct World {
-    tmp: TempDir,
-    files: Site,
-    index: Site,
-    gems: Site,
+    upstreams: Upstreams,
     app: Option<TestApp>,
     fetcher: Fetcher,
 }
@@ -82,49 +42,8 @@ impl World {
     /// `index_options` as for `mk_simple_index.py`; `tamper` replaces that gem file's bytes
     /// (with pcpure's) after indexing, so it no longer matches `/info`.
     async fn start(index_options: &[&str], tamper: Option<&str>) -> World {
-        let fx = fixtures().await;
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let files = Site::start(&fx.join("pypi"), "127.0.0.2").await;
-        let index_root = tmp.path().join("index");
-        Cmd::new("python3")
-            .args([
-                script("mk_simple_index.py").as_os_str(),
-                fx.join("pypi/packages").as_os_str(),
-                index_root.as_os_str(),
-            ])
-            .args([format!("{}/packages", files.url())])
-            .args(index_options)
-            .limit(Duration::from_secs(60))
-            .ok()
-            .await;
-        let index = Site::start(&index_root, "127.0.0.1").await;
-        let repo = tmp.path().join("gems");
-        copy_tree(&fx.join("gems/repo"), &repo).await;
-        if let Some(gem) = tamper {
-            let other = std::fs::read(repo.join("gems/pcpure-1.0.0.gem")).expect("pcpure");
-            std::fs::write(repo.join("gems").join(gem), other).expect("tamper");
-        }
-        let gems = Site::start(&repo, "127.0.0.1").await;
-        let (index_url, files_url, gems_url) = (
-            format!("{}/", index.url()),
-            files.url(),
-            format!("{}/", gems.url()),
-        );
-        let app = TestApp::start(move |c| {
-            let mut c = c
-                .with_mount("pypi", Profile::Pypi, &index_url)
-                .and_then(|c| c.with_mount("rubygems", Profile::Rubygems, &gems_url))
-                .expect("valid mounts");
-            let pypi = c
-                .mounts
-                .iter_mut()
-                .find(|m| m.name == "pypi")
-                .expect("pypi");
-            pypi.files_hosts
-                .push(SourceUrl::try_new(&files_url).expect("files host"));
-            c
-        })
-        .await;
+        let upstreams = Upstreams::start(index_options, tamper).await;
+        let app = TestApp::start(|c| upstreams.mount(c)).await;
         let timeouts = Timeouts {
             connect: Duration::from_secs(5),
             head: Duration::from_secs(60),
@@ -138,10 +57,7 @@ impl World {
             timeouts,
         );
         World {
-            tmp,
-            files,
-            index,
-            gems,
+            upstreams,
             app: Some(app),
             fetcher,
         }
@@ -149,7 +65,7 @@ impl World {
 
     /// A fresh job directory `work/<job>` with `source/`, `reqs/`, `install/`, `home/`, `tmp/`.
     fn job(&self, job: &str) -> PathBuf {
-        let root = self.tmp.path().join("work").join(job);
+        let root = self.upstreams.tmp.path().join("work").join(job);
         for dir in ["source", "reqs", "install", "home", "tmp"] {
             std::fs::create_dir_all(root.join(dir)).expect("job dir");
         }
@@ -189,9 +105,7 @@ impl World {
         if let Some(app) = self.app.take() {
             app.stop().await;
         }
-        self.files.stop().await;
-        self.index.stop().await;
-        self.gems.stop().await;
+        self.upstreams.stop().await;
     }
 }
 
@@ -376,12 +290,12 @@ async fn a_remote_gem_comes_through_the_cache_after_its_info_and_a_tampered_one_
 
     let got = fetch("pcpure", "1.0.0", None).await.expect("pcpure");
     assert_eq!(got, dest.join("pcpure-1.0.0.gem"));
-    let original = world.gems.root().join("gems/pcpure-1.0.0.gem");
+    let original = world.upstreams.gems.root().join("gems/pcpure-1.0.0.gem");
     assert_eq!(
         std::fs::read(&got).unwrap(),
         std::fs::read(&original).unwrap()
     );
-    let log = world.gems.log();
+    let log = world.upstreams.gems.log();
     let position = |path: &str| log.iter().position(|l| l.path == path);
     assert!(
         position("/info/pcpure") < position("/gems/pcpure-1.0.0.gem")
@@ -394,7 +308,14 @@ async fn a_remote_gem_comes_through_the_cache_after_its_info_and_a_tampered_one_
     );
     // Again: from the cache.
     fetch("pcpure", "1.0.0", None).await.expect("pcpure again");
-    assert_eq!(world.gems.requests_for("/gems/pcpure-1.0.0.gem").len(), 1);
+    assert_eq!(
+        world
+            .upstreams
+            .gems
+            .requests_for("/gems/pcpure-1.0.0.gem")
+            .len(),
+        1
+    );
 
     // A platform gem: VERSION-PLATFORM is one field of /info, never split.
     let plat = fetch("pcplat", "1.0.0", Some("x86_64-linux"))
@@ -489,18 +410,25 @@ async fn a_remote_sdist_is_chosen_from_the_json_page_and_hash_checked() {
     // The project's name in any spelling; the file named as the index names it.
     let got = fetch("pc.pure", "1.0", None).await.expect("pc.pure");
     assert_eq!(got, dest.join("pc_pure-1.0.tar.gz"));
-    let original = world.files.root().join("packages/pc_pure-1.0.tar.gz");
+    let original = world
+        .upstreams
+        .files
+        .root()
+        .join("packages/pc_pure-1.0.tar.gz");
     assert_eq!(
         std::fs::read(&got).unwrap(),
         std::fs::read(&original).unwrap()
     );
-    let page = world.index.requests_for("/simple/pc-pure/");
+    let page = world.upstreams.index.requests_for("/simple/pc-pure/");
     assert_eq!(page.len(), 1);
     assert_eq!(
         page[0].content_type.as_deref(),
         Some("application/vnd.pypi.simple.v1+json")
     );
-    let file = world.files.requests_for("/packages/pc_pure-1.0.tar.gz");
+    let file = world
+        .upstreams
+        .files
+        .requests_for("/packages/pc_pure-1.0.tar.gz");
     assert_eq!(file.len(), 1, "through the proxy's files-host route");
     assert!(file[0].ua().starts_with("package-cache/"));
     let got = fetch("PC_Native", "1.0", None).await.expect("pc_native");
@@ -630,7 +558,7 @@ async fn a_rakefile_gem_builds_with_rake_fetched_through_the_cache() {
         .fetch(Kind::Gem, &rt, ("pcrake", "1.0.0", None), "a")
         .await;
     assert_eq!(files_in(&dirs.reqs), ["rake-13.0.6.gem"]);
-    let log = world.gems.log();
+    let log = world.upstreams.gems.log();
     let position = |path: &str| log.iter().position(|l| l.path == path);
     assert!(
         position("/info/rake").is_some()

@@ -162,6 +162,8 @@ async fn syslog_gets_the_log_lines() {
             "0",
             "--admin",
             "off",
+            "--api",
+            "off",
         ])
         .kill_on_drop(true)
         .spawn()

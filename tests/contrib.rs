@@ -90,7 +90,7 @@ async fn the_openrc_script_starts_a_working_cache_from_0_2_variables() {
         .args(args.split_whitespace())
         .args(["--syslog-socket", sock.to_str().unwrap()])
         // Not the default admin port: tests run in parallel.
-        .args(["--admin", "off"])
+        .args(["--admin", "off", "--api", "off"])
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -99,7 +99,7 @@ async fn the_openrc_script_starts_a_working_cache_from_0_2_variables() {
         loop {
             let n = syslog.recv(&mut buf).expect("a syslog line");
             let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if line.contains("listening") {
+            if line.contains("package-cache listening") {
                 return line;
             }
         }

@@ -260,6 +260,8 @@ fn dnat_redirected_requests_are_cached_for_allowed_hosts_only() {
             "8080",
             "--admin",
             "off",
+            "--api",
+            "off",
             "--cache",
             cache.path().join("c").to_str().unwrap(),
             &allowed,

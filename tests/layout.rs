@@ -26,7 +26,18 @@ async fn modes_let_local_clients_open_but_not_list_and_entries_survive_restart()
     assert_eq!(mode(&cache.join("distfiles")), 0o711);
     assert_eq!(mode(&cache.join("distfiles/ab")), 0o711);
     assert_eq!(mode(&entry), 0o644);
-    assert_eq!(mode(&cache.join(".package-cache")), 0o700, "private state");
+    // Traversable for built artifacts (by exact name); its own parts are private.
+    assert_eq!(mode(&cache.join(".package-cache")), 0o711);
+    assert_eq!(
+        mode(&cache.join(".package-cache/tmp")),
+        0o700,
+        "private state"
+    );
+    assert_eq!(
+        mode(&cache.join(".package-cache/meta")),
+        0o700,
+        "private state"
+    );
     app.stop().await;
 
     origin.stop().await;

@@ -389,6 +389,10 @@ async fn chromium_renders_the_numbers_metrics_reports() {
         value.parse::<f64>().unwrap(),
         m.get("package_cache_fills_in_progress")
     );
-    assert!(dom.contains("No build queue"), "the build queue section");
+    let (value, _) = element(&dom, "build-queue-depth");
+    assert_eq!(
+        value.parse::<f64>().unwrap(),
+        m.get("package_cache_build_queue_depth")
+    );
     app.stop().await;
 }

@@ -19,6 +19,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// Where the admin endpoints listen, when the config enables them.
     pub admin: Option<SocketAddr>,
+    /// Where the build API listens, when the config enables it.
+    pub api: Option<SocketAddr>,
     /// The cache root.
     pub cache: PathBuf,
     _dir: Option<TempDir>,
@@ -28,6 +30,13 @@ impl TestApp {
     /// Starts with a fresh temporary cache; `configure` adjusts the test config.
     pub async fn start(configure: impl FnOnce(Config) -> Config) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
+        // Traversable (not listable), as /var/cache is: build uids and local
+        // clients reach their paths inside the cache by name.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("chmod temp dir");
         let cache = dir.path().join("cache");
         let mut app = TestApp::start_in(&cache, configure).await;
         app._dir = Some(dir);
@@ -41,6 +50,7 @@ impl TestApp {
         TestApp {
             addr: running.proxy_addr,
             admin: running.admin_addr,
+            api: running.api_addr,
             running: Some(running),
             cache: cache.to_path_buf(),
             _dir: None,
@@ -55,6 +65,11 @@ impl TestApp {
     /// `http://ADMIN{path}`; panics unless the admin listener is on.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin.expect("admin listener on"), path)
+    }
+
+    /// `http://API{path}`; panics unless the build API is on.
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api.expect("build API on"), path)
     }
 
     /// The running app (its metrics, its store).
@@ -112,6 +127,9 @@ pub async fn refused_start(args: &[&str]) -> String {
     if !args.iter().any(|a| a.starts_with("--admin")) {
         command.args(["--admin", "off"]);
     }
+    if !args.iter().any(|a| a.starts_with("--api")) {
+        command.args(["--api", "off"]);
+    }
     let out = tokio::time::timeout(Duration::from_secs(10), command.kill_on_drop(true).output())
         .await
         .expect("exits at once")
@@ -152,11 +170,15 @@ impl Binary {
         } else {
             format!("{host}:0")
         };
-        let admin_args = if args.iter().any(|a| a.starts_with("--admin")) {
+        let mut admin_args = if args.iter().any(|a| a.starts_with("--admin")) {
             Vec::new()
         } else {
             vec!["--admin", admin.as_str()]
         };
+        // Never the default API port either.
+        if !args.iter().any(|a| a.starts_with("--api")) {
+            admin_args.extend(["--api", admin.as_str()]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_package-cache"))
             .args(args)
             .args(admin_args)
@@ -217,11 +239,20 @@ impl Binary {
 
     /// Where the TLS listener (`--tls-port`) listens, from its log line.
     pub fn tls_addr(&self) -> SocketAddr {
+        self.listening("tls listening")
+    }
+
+    /// Where the build API listens, from its log line.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.listening("build API listening")
+    }
+
+    fn listening(&self, what: &str) -> SocketAddr {
         let line = self
             .log_lines()
             .into_iter()
-            .find(|l| l.contains("tls listening"))
-            .expect("a tls listening line");
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("a {what:?} line"));
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         v["fields"]["addr"]
             .as_str()

@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 
+pub mod api;
 pub mod app;
+pub mod build_world;
 pub mod client;
 pub mod cmd;
 pub mod fixtures;

@@ -1,0 +1,872 @@
+//! The build queue end to end, through its HTTP API and its command-line
+//! client: real builds of the fixture gems and sdists with Debian's ruby and
+//! python3, in the real sandbox, with sources fetched through the proxy from
+//! local upstreams. Each test has its own build uids (62300 + 10·n), since
+//! tests run at once and a uid is never shared by two sandboxes.
+
+mod support;
+
+use package_cache::config::Config;
+use serde_json::{json, Value};
+use sha1::{Digest as _, Sha1};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::api::{call, post};
+use support::app::TestApp;
+use support::build_world::Upstreams;
+use support::client::sha256;
+use support::cmd::Cmd;
+use support::needs_root;
+
+/// Every build here ends within this.
+const BUILD_LIMIT: Duration = Duration::from_secs(240);
+
+fn runtimes(c: &mut Config, uid_base: u32) {
+    c.build.runtimes = vec![
+        ("ruby31".into(), "/usr/bin/ruby".into()),
+        ("py311".into(), "/usr/bin/python3".into()),
+    ];
+    c.build.uids = uid_base..uid_base + 8;
+    c.build.concurrency = 2;
+}
+
+async fn start(up: &Upstreams, uid_base: u32, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    TestApp::start(|c| {
+        let mut c = up.mount(c);
+        runtimes(&mut c, uid_base);
+        tweak(&mut c);
+        c
+    })
+    .await
+}
+
+fn gem(name: &str, version: &str) -> Value {
+    json!({"location": "remote", "type": "gem", "name": name, "version": version, "runtime": "ruby31"})
+}
+
+fn sdist(name: &str, version: &str) -> Value {
+    json!({"location": "remote", "type": "pip", "name": name, "version": version, "runtime": "py311"})
+}
+
+/// Polls job `id` until it is finished; returns its record.
+async fn finished(app: &TestApp, id: &str) -> Value {
+    let until = Instant::now() + BUILD_LIMIT;
+    loop {
+        let job = call(
+            "GET",
+            &app.api_url(&format!("/api/v1/builds/{id}")),
+            "",
+            &[],
+        )
+        .await;
+        assert_eq!(job.status, 200, "{job:?}");
+        if matches!(
+            job.json["state"].as_str(),
+            Some("complete" | "failed" | "cancelled")
+        ) {
+            return job.json;
+        }
+        assert!(
+            Instant::now() < until,
+            "job {id} still {} after {BUILD_LIMIT:?}",
+            job.json["state"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls job `id` until its state is `state`.
+async fn reaches(app: &TestApp, id: &str, state: &str) {
+    let until = Instant::now() + BUILD_LIMIT;
+    loop {
+        let job = call(
+            "GET",
+            &app.api_url(&format!("/api/v1/builds/{id}")),
+            "",
+            &[],
+        )
+        .await;
+        if job.json["state"] == state {
+            return;
+        }
+        assert!(
+            !matches!(
+                job.json["state"].as_str(),
+                Some("complete" | "failed" | "cancelled")
+            ),
+            "job {id} ended {} before {state}: {}",
+            job.json["state"],
+            job.json
+        );
+        assert!(Instant::now() < until, "job {id} never {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Submits and waits: the finished record, which must be complete.
+async fn built(app: &TestApp, request: &Value) -> Value {
+    let answer = post(&app.api_url("/api/v1/builds"), request).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let job = finished(app, answer.json["id"].as_str().expect("id")).await;
+    assert_eq!(job["state"], "complete", "{job:#}");
+    job
+}
+
+fn artifacts(app: &TestApp) -> PathBuf {
+    app.cache.join(".package-cache/build/artifacts")
+}
+
+/// Member paths of a .tgz.
+fn members(tgz: &[u8]) -> Vec<String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    archive
+        .entries()
+        .expect("a tar")
+        .map(|e| {
+            e.expect("an entry")
+                .path()
+                .expect("a path")
+                .display()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Runs `sh -c script` as `uid` (gid = uid, no groups): (exit code, stdout+stderr).
+async fn as_user(uid: u32, script: &str) -> (i32, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("setpriv")
+            .args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+            ])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("setpriv runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_4xx_answers() {
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62300, |c| c.build.api_token = None).await;
+    let url = app.api_url("/api/v1/builds");
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("bad JSON", b"{not json".to_vec(), 400, "bad JSON"),
+        ("unknown field", br#"{"location":"remote","type":"gem","name":"a","version":"1","runtime":"ruby31","extra":1}"#.to_vec(), 400, "unknown field"),
+        ("unknown runtime", serde_json::to_vec(&json!({"location":"remote","type":"gem","name":"a","version":"1","runtime":"ruby99"})).unwrap(), 400, "unknown runtime"),
+        ("wrong family", serde_json::to_vec(&json!({"location":"remote","type":"pip","name":"a","version":"1","runtime":"ruby31"})).unwrap(), 400, "cannot be built"),
+        ("unknown type", serde_json::to_vec(&json!({"location":"remote","type":"npm","name":"a","version":"1","runtime":"ruby31"})).unwrap(), 400, "unknown package type"),
+        ("path in a name", serde_json::to_vec(&gem("../../etc", "1")).unwrap(), 400, "not a valid value"),
+        ("leading dot", serde_json::to_vec(&gem("a", ".1")).unwrap(), 400, "not a valid value"),
+        ("no version", serde_json::to_vec(&json!({"location":"remote","type":"gem","name":"a","runtime":"ruby31"})).unwrap(), 400, "needs the field"),
+        ("local without sha1", serde_json::to_vec(&json!({"location":"local","type":"gem","name":"a","runtime":"ruby31","inbox":"x"})).unwrap(), 400, "SHA1"),
+        ("oversized", vec![b' '; 20_000], 413, "too large"),
+    ];
+    for (what, body, status, says) in cases {
+        let answer = call("POST", &url, body, &[]).await;
+        assert_eq!(answer.status, status, "{what}: {answer:?}");
+        let message = answer.json.as_str().unwrap_or_default();
+        assert!(
+            message.contains(says),
+            "{what}: {message:?} should say {says:?}"
+        );
+    }
+    let missing = call(
+        "GET",
+        &app.api_url(&format!("/api/v1/builds/{}", "0".repeat(32))),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    let traversal = call(
+        "GET",
+        &app.api_url("/api/v1/artifacts/..%2F..%2Fjobs"),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(traversal.status, 404);
+    let bad_filter = call(
+        "GET",
+        &app.api_url("/api/v1/builds?state=sleeping"),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(bad_filter.status, 400);
+    let bad_page = call(
+        "GET",
+        &app.api_url("/api/v1/builds?per_page=100000"),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(bad_page.status, 400);
+    let method = call("PATCH", &url, "", &[]).await;
+    assert_eq!(method.status, 405);
+    app.stop().await;
+
+    // With a token, writes need it; reads do not.
+    let app = start(&up, 62300, |c| c.build.api_token = Some("s3cret".into())).await;
+    let url = app.api_url("/api/v1/builds");
+    let body = serde_json::to_vec(&gem("pcpure", "1.0.0")).unwrap();
+    let refused = call("POST", &url, body.clone(), &[]).await;
+    assert_eq!(refused.status, 401, "{refused:?}");
+    let wrong = call("POST", &url, body, &[("authorization", "Bearer nope")]).await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(call("GET", &url, "", &[]).await.status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn remote_gems_and_sdists_build_once_and_are_read_by_name_only() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62310, |_| {}).await;
+    let gem_job = built(&app, &gem("pcpure", "1.0.0")).await;
+    assert_eq!(gem_job["artifact"], "pcpure-1.0.0@ruby31.tgz");
+    assert!(gem_job["started"].as_u64() >= gem_job["created"].as_u64());
+    let pip_job = built(&app, &sdist("pc_pure", "1.0")).await;
+    assert_eq!(pip_job["artifact"], "pc-pure-1.0@py311.tgz");
+    let plat = built(
+        &app,
+        &json!({"location": "remote", "type": "gem", "name": "pcplat",
+        "version": "1.0.0", "platform": "x86_64-linux", "runtime": "ruby31"}),
+    )
+    .await;
+    assert_eq!(plat["artifact"], "pcplat-1.0.0-x86_64-linux@ruby31.tgz");
+
+    // Downloadable over HTTP, with the recorded sha256; only the install tree.
+    for job in [&gem_job, &pip_job] {
+        let name = job["artifact"].as_str().unwrap();
+        let got = call(
+            "GET",
+            &app.api_url(&format!("/api/v1/artifacts/{name}")),
+            "",
+            &[],
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            sha256(&got.bytes),
+            job["sha256"].as_str().unwrap(),
+            "{name}"
+        );
+        let files = members(&got.bytes);
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.starts_with("source") || f.starts_with("home")),
+            "{files:?}"
+        );
+        if name.starts_with("pcpure") {
+            assert!(
+                files.iter().any(|f| f.starts_with("gems/pcpure-1.0.0")),
+                "{files:?}"
+            );
+            assert!(files
+                .iter()
+                .any(|f| f.starts_with("specifications/pcpure-1.0.0.gemspec")));
+            assert!(
+                !files.iter().any(|f| f.starts_with("doc/")),
+                "no documents: {files:?}"
+            );
+        } else {
+            assert!(files.iter().any(|f| f.contains(".dist-info")), "{files:?}");
+        }
+    }
+    // Asked again: 200 with the artifact, no new job.
+    let again = post(&app.api_url("/api/v1/builds"), &gem("pcpure", "1.0.0")).await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.json["sha256"], gem_job["sha256"]);
+    assert_eq!(up.gems.requests_for("/gems/pcpure-1.0.0.gem").len(), 1);
+    // Nothing left behind: no work trees, no archives in progress.
+    let build = app.cache.join(".package-cache/build");
+    for scratch in ["work", "tmp"] {
+        let left: Vec<_> = std::fs::read_dir(build.join(scratch)).unwrap().collect();
+        assert!(left.is_empty(), "{scratch}: {left:?}");
+    }
+
+    // Two different non-root users: read by exact name, never list, never write.
+    let dir = artifacts(&app);
+    let name = gem_job["artifact"].as_str().unwrap();
+    for uid in [62318, 62319] {
+        let (code, out) = as_user(uid, &format!("sha256sum '{}'", dir.join(name).display())).await;
+        assert_eq!(code, 0, "uid {uid} reads by name: {out}");
+        assert!(
+            out.starts_with(gem_job["sha256"].as_str().unwrap()),
+            "{out}"
+        );
+        let (code, out) = as_user(uid, &format!("ls '{}'", dir.display())).await;
+        assert_ne!(code, 0, "uid {uid} must not list: {out}");
+        let (code, out) = as_user(
+            uid,
+            &format!("echo x > '{}/evil@ruby31.tgz'", dir.display()),
+        )
+        .await;
+        assert_ne!(code, 0, "uid {uid} must not write: {out}");
+        let (code, out) = as_user(uid, &format!("echo x >> '{}'", dir.join(name).display())).await;
+        assert_ne!(code, 0, "uid {uid} must not change an artifact: {out}");
+        let (code, out) = as_user(uid, &format!("ls '{}'", build.join("jobs").display())).await;
+        assert_ne!(code, 0, "uid {uid} must not read job records: {out}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn identical_requests_join_one_build() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62320, |_| {}).await;
+    let url = app.api_url("/api/v1/builds");
+    let answers = futures_util::future::join_all(
+        (0..8).map(|_| async { post(&url, &sdist("pc_native", "1.0")).await }),
+    )
+    .await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|a| {
+            assert_eq!(a.status, 202, "{a:?}");
+            a.json["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one job for eight identical requests");
+    let tokens: std::collections::BTreeSet<&str> = answers
+        .iter()
+        .map(|a| a.json["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 8, "each waiter gets its own cancel token");
+    let id = ids.into_iter().next().unwrap();
+    let job = finished(&app, &id).await;
+    assert_eq!(job["state"], "complete", "{job:#}");
+    assert_eq!(job["waiters"], 8);
+    let listed = call("GET", &app.api_url("/api/v1/builds"), "", &[]).await;
+    assert_eq!(listed.json["total"], 1, "{}", listed.json);
+    assert_eq!(
+        up.files
+            .requests_for("/packages/pc_native-1.0.tar.gz")
+            .len(),
+        1
+    );
+    let got = call(
+        "GET",
+        &app.api_url(&format!(
+            "/api/v1/artifacts/{}",
+            job["artifact"].as_str().unwrap()
+        )),
+        "",
+        &[],
+    )
+    .await;
+    assert!(
+        members(&got.bytes).iter().any(|f| f.ends_with(".so")),
+        "a native extension was built"
+    );
+    app.stop().await;
+}
+
+/// An sdist whose build runs `code` (Python) from setup.py, as a .tar.gz.
+fn sdist_running(name: &str, code: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        let files = [
+            ("pyproject.toml", "[build-system]\nrequires = [\"setuptools>=40.8.0\"]\nbuild-backend = \"setuptools.build_meta\"\n".to_string()),
+            ("setup.py", format!("{code}\nfrom setuptools import setup\nsetup(name={name:?}, version='1.0', py_modules=[])\n")),
+            ("PKG-INFO", format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")),
+        ];
+        for (path, text) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(text.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, format!("{name}-1.0/{path}"), text.as_bytes())
+                .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    out
+}
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha1::digest(bytes))
+}
+
+/// Uploads `bytes` and submits a local pip build of them.
+async fn submit_upload(app: &TestApp, bytes: &[u8]) -> Value {
+    let sha1 = sha1_hex(bytes);
+    let up = call(
+        "PUT",
+        &app.api_url(&format!("/api/v1/inbox/{sha1}")),
+        bytes.to_vec(),
+        &[],
+    )
+    .await;
+    assert_eq!(up.status, 201, "{up:?}");
+    let answer = post(
+        &app.api_url("/api/v1/builds"),
+        &json!({"location": "local", "type": "pip", "name": sha1, "runtime": "py311",
+            "upload": up.json["upload"]}),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    answer.json
+}
+
+#[tokio::test]
+async fn a_build_that_runs_too_long_is_killed_and_one_can_be_cancelled() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62330, |c| c.build.timeout = Duration::from_secs(4)).await;
+    let started = Instant::now();
+    let slow = submit_upload(
+        &app,
+        &sdist_running("pcslow", "import time; time.sleep(300)"),
+    )
+    .await;
+    let job = finished(&app, slow["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert_eq!(job["error"]["class"], "client");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too long"),
+        "{job:#}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "killed at its limit: {:?}",
+        started.elapsed()
+    );
+    assert!(!artifacts(&app)
+        .join(job["artifact"].as_str().unwrap())
+        .exists());
+    app.stop().await;
+
+    let app = start(&up, 62330, |_| {}).await;
+    let slow = submit_upload(
+        &app,
+        &sdist_running("pcslow2", "import time; time.sleep(300)"),
+    )
+    .await;
+    let id = slow["id"].as_str().unwrap();
+    reaches(&app, id, "building").await;
+    let url = app.api_url(&format!("/api/v1/builds/{id}"));
+    let refused = call("DELETE", &url, "", &[("x-job-token", "not-the-token")]).await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let cancelled_at = Instant::now();
+    let answer = call(
+        "DELETE",
+        &url,
+        "",
+        &[("x-job-token", slow["token"].as_str().unwrap())],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let job = finished(&app, id).await;
+    assert_eq!(job["state"], "cancelled", "{job:#}");
+    assert!(cancelled_at.elapsed() < Duration::from_secs(20));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn builds_that_reach_outside_their_directory_or_the_network_fail() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62340, |_| {}).await;
+    // Two places the build can see but must not write: the work root above
+    // its own directory, and a root-owned directory outside the cache
+    // (not under /tmp, which the sandbox replaces with its own).
+    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(
+        outside.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let targets = [
+        app.cache.join(".package-cache/build/work/planted"),
+        outside.path().join("planted"),
+    ];
+    let write = format!("import sys\nfor path in {:?}:\n    try:\n        open(path, 'w').write('x')\n    except PermissionError as e:\n        print('refused:', e)\n    else:\n        sys.exit('wrote ' + path)\nraise PermissionError('every write was refused')", targets.iter().map(|t| t.display().to_string()).collect::<Vec<_>>());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let connect = format!(
+        "import socket; socket.create_connection(('127.0.0.1', {}), timeout=5)",
+        listener.local_addr().unwrap().port()
+    );
+    for (what, code) in [("write outside", write), ("connect", connect)] {
+        let job = submit_upload(&app, &sdist_running("pcescape", &code)).await;
+        let job = finished(&app, job["id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "failed", "{what}: {job:#}");
+        let log = job["log_tail"].as_str().unwrap_or_default();
+        assert!(
+            log.contains("PermissionError")
+                || log.contains("Network is unreachable")
+                || log.contains("OSError"),
+            "{what}: the log says why: {log}"
+        );
+        assert!(!log.contains("wrote "), "{what}: {log}");
+    }
+    for target in &targets {
+        assert!(
+            !target.exists(),
+            "nothing was planted at {}",
+            target.display()
+        );
+    }
+    assert!(listener.accept().is_err(), "no connection reached the host");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn local_sources_come_in_through_the_inbox_and_the_cli() {
+    if !needs_root("to act as two non-root clients") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62350, |_| {}).await;
+    let fx = support::build_world::fixtures().await;
+    // Two clients, each with its own copy of a source it can read.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let gem_file = scratch.path().join("pcpure-1.0.0.gem");
+    std::fs::copy(fx.join("gems/repo/gems/pcpure-1.0.0.gem"), &gem_file).unwrap();
+    let sdist_file = scratch.path().join("pc_flit-1.0.tar.gz");
+    std::fs::copy(fx.join("pypi/packages/pc_flit-1.0.tar.gz"), &sdist_file).unwrap();
+    let exe = env!("CARGO_BIN_EXE_package-cache");
+    let api = format!("http://{}", app.api.unwrap());
+    let gem_sha1 = sha1_hex(&std::fs::read(&gem_file).unwrap());
+    let (code, out) = as_user(
+        62358,
+        &format!(
+            "{exe} inbox add '{}' --type gem --runtime ruby31 --cache '{}' --api {api} --wait",
+            gem_file.display(),
+            app.cache.display()
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{gem_sha1}@ruby31.tgz")), "{out}");
+    assert!(out.contains("] complete"), "the progress: {out}");
+    let sdist_sha1 = sha1_hex(&std::fs::read(&sdist_file).unwrap());
+    let (code, out) = as_user(
+        62359,
+        &format!(
+            "{exe} build --type pip --runtime py311 --local '{}' --api {api} --wait",
+            sdist_file.display()
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{sdist_sha1}@py311.tgz")), "{out}");
+    for name in [
+        format!("{gem_sha1}@ruby31.tgz"),
+        format!("{sdist_sha1}@py311.tgz"),
+    ] {
+        let (code, out) = as_user(
+            62359,
+            &format!("test -r '{}'", artifacts(&app).join(&name).display()),
+        )
+        .await;
+        assert_eq!(code, 0, "{name} readable by name: {out}");
+    }
+    // A local build of the same bytes is answered from the artifact.
+    let (code, out) = as_user(
+        62359,
+        &format!(
+            "{exe} build --type pip --runtime py311 --local '{}' --api {api}",
+            sdist_file.display()
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("already built"), "{out}");
+    // A wrong SHA1 for an inbox file is refused, and the file is consumed or left, never built.
+    let public = app.cache.join(".package-cache/build/inbox/public");
+    let (code, out) = as_user(
+        62358,
+        &format!(
+            "cp '{}' '{}/r4nd0m-n4me'",
+            gem_file.display(),
+            public.display()
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let wrong = post(
+        &app.api_url("/api/v1/builds"),
+        &json!({"location": "local", "type": "gem", "name": "0".repeat(40), "runtime": "ruby31", "inbox": "r4nd0m-n4me"}),
+    )
+    .await;
+    assert_eq!(wrong.status, 400, "{wrong:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn vcap_load_blocks_until_built_and_says_200_or_204() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62360, |_| {}).await;
+    let load = |path: String| {
+        let url = app.api_url(&path);
+        async move { support::api::call_with("PUT", &url, "", &[], BUILD_LIMIT).await }
+    };
+    let first = load("/load/remote/gem/pcplat-1.0.0-x86_64-linux.gem/ruby31".into()).await;
+    assert_eq!(first.status, 204, "{first:?}");
+    assert!(artifacts(&app)
+        .join("pcplat-1.0.0-x86_64-linux@ruby31.tgz")
+        .exists());
+    let again = load("/load/remote/gem/pcplat-1.0.0-x86_64-linux.gem/ruby31".into()).await;
+    assert_eq!(again.status, 200);
+    let sdist = load("/load/remote/pip/pc_pure-1.0.tar.gz/py311".into()).await;
+    assert_eq!(sdist.status, 204, "{sdist:?}");
+    let missing = load("/load/remote/gem/nosuch-1.0.gem/ruby31".into()).await;
+    assert_eq!(missing.status, 400, "{missing:?}");
+    assert!(
+        missing.json.is_string(),
+        "a JSON string message: {missing:?}"
+    );
+    // Local, VCAP's way: the file is in the inbox as SHA1.gem.
+    let fx = support::build_world::fixtures().await;
+    let bytes = std::fs::read(fx.join("gems/repo/gems/pcpure-1.0.0.gem")).unwrap();
+    let sha1 = sha1_hex(&bytes);
+    let public = app.cache.join(".package-cache/build/inbox/public");
+    std::fs::write(public.join(format!("{sha1}.gem")), &bytes).unwrap();
+    let local = load(format!("/load/local/gem/{sha1}.gem/ruby31")).await;
+    assert_eq!(local.status, 204, "{local:?}");
+    assert!(artifacts(&app).join(format!("{sha1}@ruby31.tgz")).exists());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pure_packages_rebuild_to_the_same_bytes_and_jobs_survive_a_restart() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let first = start(&up, 62370, |_| {}).await;
+    let a = built(&first, &gem("pcpure", "1.0.0")).await;
+    let b = built(&first, &sdist("pc_flit", "1.0")).await;
+    first.stop().await;
+
+    // A second cache, one worker, and a restart with jobs queued.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let configure = |c: Config| {
+        let mut c = up.mount(c);
+        runtimes(&mut c, 62370);
+        c.build.concurrency = 1;
+        c
+    };
+    let app = TestApp::start_in(&cache, configure).await;
+    let url = app.api_url("/api/v1/builds");
+    let mut ids = Vec::new();
+    for request in [
+        gem("pcpure", "1.0.0"),
+        sdist("pc_flit", "1.0"),
+        sdist("pc_pure", "1.0"),
+    ] {
+        let answer = post(&url, &request).await;
+        assert_eq!(answer.status, 202, "{answer:?}");
+        ids.push(answer.json["id"].as_str().unwrap().to_string());
+    }
+    app.stop().await;
+    let app = TestApp::start_in(&cache, configure).await;
+    let mut jobs = Vec::new();
+    for id in &ids {
+        jobs.push(finished(&app, id).await);
+    }
+    for job in &jobs {
+        assert_eq!(job["state"], "complete", "{job:#}");
+    }
+    assert_eq!(
+        jobs[0]["sha256"], a["sha256"],
+        "the pure gem rebuilt to the same bytes"
+    );
+    assert_eq!(
+        jobs[1]["sha256"], b["sha256"],
+        "the flit sdist rebuilt to the same bytes"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62380, |c| {
+        c.server.admin = Some(package_cache::config::ListenAddr::loopback_any_port());
+        c.build.concurrency = 1;
+        c.build.queue_size = 1;
+    })
+    .await;
+    let slow = submit_upload(
+        &app,
+        &sdist_running("pcbusy", "import time; time.sleep(300)"),
+    )
+    .await;
+    reaches(&app, slow["id"].as_str().unwrap(), "building").await;
+    let queued = post(&app.api_url("/api/v1/builds"), &gem("pcpure", "1.0.0")).await;
+    assert_eq!(queued.status, 202);
+    let full = post(&app.api_url("/api/v1/builds"), &sdist("pc_pure", "1.0")).await;
+    assert_eq!(full.status, 503, "{full:?}");
+    assert!(full.headers.contains_key("retry-after"));
+    // Joining a queued job is not a new job: still accepted.
+    let joined = post(&app.api_url("/api/v1/builds"), &gem("pcpure", "1.0.0")).await;
+    assert_eq!(joined.status, 202);
+    assert_eq!(joined.json["id"], queued.json["id"]);
+    let metrics =
+        support::client::get(&format!("http://{}/metrics", app.admin.expect("admin on"))).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("package_cache_build_queue_depth 1"), "{text}");
+    assert!(
+        text.contains("package_cache_build_jobs{state=\"building\"} 1"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+/// Builds `n` distinct small gems (pcpure renamed) with `gem build`, in `dir`.
+async fn many_gems(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let name = format!("pcload{i}");
+        let src = dir.join(&name);
+        std::fs::create_dir_all(src.join("lib")).unwrap();
+        std::fs::write(
+            src.join("lib").join(format!("{name}.rb")),
+            format!("module Pcload{i}; N = {i}; end\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            src.join(format!("{name}.gemspec")),
+            format!(
+                "Gem::Specification.new do |s|\n  s.name = {name:?}\n  s.version = '1.0.{i}'\n  s.summary = 'load'\n  s.authors = ['t']\n  s.files = ['lib/{name}.rb']\n  s.license = 'MIT'\nend\n"
+            ),
+        )
+        .unwrap();
+        Cmd::new("gem")
+            .args(["build", &format!("{name}.gemspec")])
+            .current_dir(&src)
+            .env("SOURCE_DATE_EPOCH", "315532800")
+            .limit(Duration::from_secs(60))
+            .ok()
+            .await;
+        out.push(src.join(format!("{name}-1.0.{i}.gem")));
+    }
+    out
+}
+
+#[tokio::test]
+async fn many_builds_at_once_each_complete_exactly_once() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    const DISTINCT: usize = 16;
+    const COPIES: usize = 3;
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62390, |c| c.build.queue_size = DISTINCT).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let gems = many_gems(scratch.path(), DISTINCT).await;
+    // Upload each source once per copy; then submit every copy at once.
+    let mut requests = Vec::new();
+    for file in &gems {
+        let bytes = std::fs::read(file).unwrap();
+        let sha1 = sha1_hex(&bytes);
+        for _ in 0..COPIES {
+            let up = call(
+                "PUT",
+                &app.api_url(&format!("/api/v1/inbox/{sha1}")),
+                bytes.clone(),
+                &[],
+            )
+            .await;
+            assert_eq!(up.status, 201);
+            requests.push(
+                json!({"location": "local", "type": "gem", "name": sha1, "runtime": "ruby31",
+                "upload": up.json["upload"]}),
+            );
+        }
+    }
+    let started = Instant::now();
+    let url = app.api_url("/api/v1/builds");
+    let answers = futures_util::future::join_all(requests.iter().map(|r| post(&url, r))).await;
+    let mut ids = std::collections::BTreeMap::new();
+    for answer in &answers {
+        assert_eq!(answer.status, 202, "{answer:?}");
+        *ids.entry(answer.json["id"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(ids.len(), DISTINCT, "one job per distinct source");
+    assert!(ids.values().all(|&n| n == COPIES), "{ids:?}");
+    let mut latencies = Vec::new();
+    for id in ids.keys() {
+        let job = finished(&app, id).await;
+        assert_eq!(job["state"], "complete", "{job:#}");
+        latencies.push(job["started"].as_u64().unwrap() - job["created"].as_u64().unwrap());
+    }
+    let elapsed = started.elapsed();
+    let list = call(
+        "GET",
+        &app.api_url("/api/v1/builds?state=complete&per_page=500"),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(list.json["total"], DISTINCT, "every build exactly once");
+    // Built exactly once: the job records say one attempt each.
+    let records = app.cache.join(".package-cache/build/jobs");
+    for entry in std::fs::read_dir(&records).unwrap() {
+        let record: Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        assert_eq!(record["attempts"], 1, "{record:#}");
+    }
+    latencies.sort();
+    eprintln!(
+        "load: {DISTINCT} builds ({} requests) in {:.1} s = {:.1} builds/minute with 2 workers; \
+         queue latency (s) median {} max {}",
+        DISTINCT * COPIES,
+        elapsed.as_secs_f64(),
+        DISTINCT as f64 * 60.0 / elapsed.as_secs_f64(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    app.stop().await;
+}
