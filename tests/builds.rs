@@ -870,3 +870,74 @@ async fn many_builds_at_once_each_complete_exactly_once() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn builds_keep_working_after_the_server_drops_root() {
+    if !needs_root("to drop root") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let gems = format!("rubygems={}/", up.gems.url());
+    let bin = support::app::Binary::start(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--mirror",
+        &gems,
+        "--runtime",
+        "ruby31=/usr/bin/ruby",
+        "--build-uids",
+        "62400-62407",
+        "--build-concurrency",
+        "2",
+        "--user",
+        "nobody",
+    ])
+    .await;
+    let api = format!("http://{}", bin.api_addr());
+    let answer = post(&format!("{api}/api/v1/builds"), &gem("pcpure", "1.0.0")).await;
+    assert_eq!(answer.status, 202, "{answer:?}\n{:#?}", bin.log_lines());
+    let id = answer.json["id"].as_str().unwrap().to_string();
+    let until = Instant::now() + BUILD_LIMIT;
+    let job = loop {
+        let job = call("GET", &format!("{api}/api/v1/builds/{id}"), "", &[])
+            .await
+            .json;
+        if matches!(
+            job["state"].as_str(),
+            Some("complete" | "failed" | "cancelled")
+        ) {
+            break job;
+        }
+        assert!(Instant::now() < until, "still {}", job["state"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["state"], "complete", "{job:#}\n{:#?}", bin.log_lines());
+    let artifact = cache.join(".package-cache/build/artifacts/pcpure-1.0.0@ruby31.tgz");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&artifact).unwrap());
+    let nobody = String::from_utf8(
+        std::process::Command::new("id")
+            .args(["-u", "nobody"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        owner.to_string(),
+        nobody.trim(),
+        "the server, not root, wrote it"
+    );
+    assert!(
+        bin.log_lines().iter().any(|l| l.contains("dropped root")),
+        "{:#?}",
+        bin.log_lines()
+    );
+    bin.kill9().await;
+}

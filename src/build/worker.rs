@@ -411,12 +411,17 @@ async fn build_in(
     for step in kind.build_steps(runtime, &dirs) {
         run(sandbox, lease, &step, log, kill, "the build").await?;
     }
-    kind.verify_install(&dirs)
-        .map_err(|err| client(format!("the build installed nothing usable: {err}")))?;
+    // Taken back first: a server that dropped root cannot read what the
+    // build uid made until then.
     sandbox
         .take_back(lease, &handed)
         .await
         .map_err(|err| server(format!("taking the build directory back: {err}")))?;
+    let check = dirs.clone();
+    tokio::task::spawn_blocking(move || kind.verify_install(&check))
+        .await
+        .map_err(|err| server(err.to_string()))?
+        .map_err(|err| client(format!("the build installed nothing usable: {err}")))?;
     let tmp = root
         .parent()
         .and_then(Path::parent)
