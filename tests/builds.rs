@@ -251,6 +251,24 @@ async fn remote_gems_and_sdists_build_once_and_are_read_by_name_only() {
     )
     .await;
     assert_eq!(plat["artifact"], "pcplat-1.0.0-x86_64-linux@ruby31.tgz");
+    // A native extension (ext/pcnative/extconf.rb), compiled with no network.
+    let native = built(&app, &gem("pcnative", "1.0.0")).await;
+    let bytes = call(
+        "GET",
+        &app.api_url(&format!(
+            "/api/v1/artifacts/{}",
+            native["artifact"].as_str().unwrap()
+        )),
+        "",
+        &[],
+    )
+    .await
+    .bytes;
+    assert!(
+        members(&bytes).iter().any(|f| f.ends_with("pcnative.so")),
+        "{:?}",
+        members(&bytes)
+    );
 
     // Downloadable over HTTP, with the recorded sha256; only the install tree.
     for job in [&gem_job, &pip_job] {
@@ -488,6 +506,26 @@ async fn a_build_that_runs_too_long_is_killed_and_one_can_be_cancelled() {
     let job = finished(&app, id).await;
     assert_eq!(job["state"], "cancelled", "{job:#}");
     assert!(cancelled_at.elapsed() < Duration::from_secs(20));
+    // The operator (who can read the server's token file) cancels any job.
+    let other = submit_upload(
+        &app,
+        &sdist_running("pcslow3", "import time; time.sleep(300)"),
+    )
+    .await;
+    let id = other["id"].as_str().unwrap();
+    reaches(&app, id, "building").await;
+    let token =
+        std::fs::read_to_string(app.cache.join(".package-cache/build/operator.token")).unwrap();
+    let url = app.api_url(&format!("/api/v1/builds/{id}"));
+    let answer = call(
+        "DELETE",
+        &url,
+        "",
+        &[("authorization", &format!("Bearer {}", token.trim()))],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(finished(&app, id).await["state"], "cancelled");
     app.stop().await;
 }
 
@@ -499,17 +537,14 @@ async fn builds_that_reach_outside_their_directory_or_the_network_fail() {
     let up = Upstreams::start(&[], None).await;
     let app = start(&up, 62340, |_| {}).await;
     // Two places the build can see but must not write: the work root above
-    // its own directory, and a root-owned directory outside the cache
-    // (not under /tmp, which the sandbox replaces with its own).
-    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::fs::set_permissions(
-        outside.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    // its own directory, and a root-owned system directory (not under /tmp,
+    // which the sandbox replaces with its own, as it may hold this checkout).
     let targets = [
         app.cache.join(".package-cache/build/work/planted"),
-        outside.path().join("planted"),
+        PathBuf::from(format!(
+            "/var/lib/package-cache-planted-{}",
+            std::process::id()
+        )),
     ];
     let write = format!("import sys\nfor path in {:?}:\n    try:\n        open(path, 'w').write('x')\n    except PermissionError as e:\n        print('refused:', e)\n    else:\n        sys.exit('wrote ' + path)\nraise PermissionError('every write was refused')", targets.iter().map(|t| t.display().to_string()).collect::<Vec<_>>());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
