@@ -48,59 +48,47 @@ fn sdist(name: &str, version: &str) -> Value {
     json!({"location": "remote", "type": "pip", "name": name, "version": version, "runtime": "py311"})
 }
 
-/// Polls job `id` until it is finished; returns its record.
-async fn finished(app: &TestApp, id: &str) -> Value {
+const ENDED: [&str; 3] = ["complete", "failed", "cancelled"];
+
+/// Polls job `id` at the API `base` (`http://ADDR`) until `done` holds for
+/// its record; returns the record. Fails if it ends otherwise.
+async fn poll(base: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let until = Instant::now() + BUILD_LIMIT;
     loop {
-        let job = call(
-            "GET",
-            &app.api_url(&format!("/api/v1/builds/{id}")),
-            "",
-            &[],
-        )
-        .await;
+        let job = call("GET", &format!("{base}/api/v1/builds/{id}"), "", &[]).await;
         assert_eq!(job.status, 200, "{job:?}");
-        if matches!(
-            job.json["state"].as_str(),
-            Some("complete" | "failed" | "cancelled")
-        ) {
+        if done(&job.json) {
             return job.json;
         }
+        let state = job.json["state"].as_str().unwrap_or_default();
+        assert!(
+            !ENDED.contains(&state),
+            "job {id} ended {state} before {what}: {}",
+            job.json
+        );
         assert!(
             Instant::now() < until,
-            "job {id} still {} after {BUILD_LIMIT:?}",
-            job.json["state"]
+            "job {id} still {state}, not {what}, after {BUILD_LIMIT:?}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn base(app: &TestApp) -> String {
+    format!("http://{}", app.api.expect("build API on"))
+}
+
+/// Polls job `id` until it is finished; returns its record.
+async fn finished(app: &TestApp, id: &str) -> Value {
+    poll(&base(app), id, "its end", |job| {
+        ENDED.contains(&job["state"].as_str().unwrap_or_default())
+    })
+    .await
 }
 
 /// Polls job `id` until its state is `state`.
 async fn reaches(app: &TestApp, id: &str, state: &str) {
-    let until = Instant::now() + BUILD_LIMIT;
-    loop {
-        let job = call(
-            "GET",
-            &app.api_url(&format!("/api/v1/builds/{id}")),
-            "",
-            &[],
-        )
-        .await;
-        if job.json["state"] == state {
-            return;
-        }
-        assert!(
-            !matches!(
-                job.json["state"].as_str(),
-                Some("complete" | "failed" | "cancelled")
-            ),
-            "job {id} ended {} before {state}: {}",
-            job.json["state"],
-            job.json
-        );
-        assert!(Instant::now() < until, "job {id} never {state}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(&base(app), id, state, |job| job["state"] == state).await;
 }
 
 /// Submits and waits: the finished record, which must be complete.
@@ -939,20 +927,10 @@ async fn builds_keep_working_after_the_server_drops_root() {
     let answer = post(&format!("{api}/api/v1/builds"), &gem("pcpure", "1.0.0")).await;
     assert_eq!(answer.status, 202, "{answer:?}\n{:#?}", bin.log_lines());
     let id = answer.json["id"].as_str().unwrap().to_string();
-    let until = Instant::now() + BUILD_LIMIT;
-    let job = loop {
-        let job = call("GET", &format!("{api}/api/v1/builds/{id}"), "", &[])
-            .await
-            .json;
-        if matches!(
-            job["state"].as_str(),
-            Some("complete" | "failed" | "cancelled")
-        ) {
-            break job;
-        }
-        assert!(Instant::now() < until, "still {}", job["state"]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let job = poll(&api, &id, "its end", |job| {
+        ENDED.contains(&job["state"].as_str().unwrap_or_default())
+    })
+    .await;
     assert_eq!(job["state"], "complete", "{job:#}\n{:#?}", bin.log_lines());
     let artifact = cache.join(".package-cache/build/artifacts/pcpure-1.0.0@ruby31.tgz");
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&artifact).unwrap());

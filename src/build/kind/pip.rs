@@ -57,25 +57,7 @@ pub(super) async fn fetch_remote(
         )));
     }
     let mount = fetcher.pypi_mount()?;
-    let project = normalize_name(name);
-    let page = match fetcher
-        .get_bytes(
-            &format!("/{mount}/simple/{project}/"),
-            Some(PEP_691_JSON),
-            MAX_PAGE,
-        )
-        .await
-    {
-        Ok(page) => page,
-        Err(e) if e.is_not_found() => {
-            return Err(Error::NoSuchPackage {
-                name: name.to_string(),
-            })
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let page: serde_json::Value = serde_json::from_slice(&page)
-        .map_err(|e| Error::Index(format!("/{mount}/simple/{project}/ is not JSON: {e}")))?;
+    let page = project_page(fetcher, name).await?;
     let Some(file) = choose_sdist(&page, name, version) else {
         return Err(Error::NoSuchVersion {
             name: name.to_string(),
@@ -103,13 +85,8 @@ pub(super) async fn fetch_remote(
     Ok(dest)
 }
 
-/// Whether the index page of `name` lists `file` as the sdist of `version`.
-pub(super) async fn has_sdist(
-    fetcher: &Fetcher,
-    name: &str,
-    version: &str,
-    file: &str,
-) -> Result<bool, Error> {
+/// The PEP 691 JSON page of project `name`, through the proxy.
+async fn project_page(fetcher: &Fetcher, name: &str) -> Result<serde_json::Value, Error> {
     let mount = fetcher.pypi_mount()?;
     let project = normalize_name(name);
     let page = match fetcher
@@ -121,11 +98,29 @@ pub(super) async fn has_sdist(
         .await
     {
         Ok(page) => page,
-        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) if e.is_not_found() => {
+            return Err(Error::NoSuchPackage {
+                name: name.to_string(),
+            })
+        }
         Err(e) => return Err(e.into()),
     };
-    let page: serde_json::Value = serde_json::from_slice(&page)
-        .map_err(|e| Error::Index(format!("/{mount}/simple/{project}/ is not JSON: {e}")))?;
+    serde_json::from_slice(&page)
+        .map_err(|e| Error::Index(format!("/{mount}/simple/{project}/ is not JSON: {e}")))
+}
+
+/// Whether the index page of `name` lists `file` as the sdist of `version`.
+pub(super) async fn has_sdist(
+    fetcher: &Fetcher,
+    name: &str,
+    version: &str,
+    file: &str,
+) -> Result<bool, Error> {
+    let page = match project_page(fetcher, name).await {
+        Ok(page) => page,
+        Err(Error::NoSuchPackage { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
     Ok(choose_sdist(&page, name, version).is_some_and(|chosen| chosen.filename == file))
 }
 
