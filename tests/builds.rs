@@ -30,6 +30,17 @@ fn runtimes(c: &mut Config, uid_base: u32) {
     c.build.concurrency = 2;
 }
 
+/// As root: the upstreams and an app that builds with uids from `uid_base`.
+/// Without root (`why` says what for): `None`, and the test skips.
+async fn with_builds(why: &str, uid_base: u32) -> Option<(Upstreams, TestApp)> {
+    if !needs_root(why) {
+        return None;
+    }
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, uid_base, |_| {}).await;
+    Some((up, app))
+}
+
 async fn start(up: &Upstreams, uid_base: u32, tweak: impl FnOnce(&mut Config)) -> TestApp {
     TestApp::start(|c| {
         let mut c = up.mount(c);
@@ -172,40 +183,17 @@ async fn bad_requests_get_clear_4xx_answers() {
             "{what}: {message:?} should say {says:?}"
         );
     }
-    let missing = call(
-        "GET",
-        &app.api_url(&format!("/api/v1/builds/{}", "0".repeat(32))),
-        "",
-        &[],
-    )
-    .await;
-    assert_eq!(missing.status, 404);
-    let traversal = call(
-        "GET",
-        &app.api_url("/api/v1/artifacts/..%2F..%2Fjobs"),
-        "",
-        &[],
-    )
-    .await;
-    assert_eq!(traversal.status, 404);
-    let bad_filter = call(
-        "GET",
-        &app.api_url("/api/v1/builds?state=sleeping"),
-        "",
-        &[],
-    )
-    .await;
-    assert_eq!(bad_filter.status, 400);
-    let bad_page = call(
-        "GET",
-        &app.api_url("/api/v1/builds?per_page=100000"),
-        "",
-        &[],
-    )
-    .await;
-    assert_eq!(bad_page.status, 400);
-    let method = call("PATCH", &url, "", &[]).await;
-    assert_eq!(method.status, 405);
+    let unknown_job = format!("/api/v1/builds/{}", "0".repeat(32));
+    for (method, path, status) in [
+        ("GET", unknown_job.as_str(), 404),
+        ("GET", "/api/v1/artifacts/..%2F..%2Fjobs", 404),
+        ("GET", "/api/v1/builds?state=sleeping", 400),
+        ("GET", "/api/v1/builds?per_page=100000", 400),
+        ("PATCH", "/api/v1/builds", 405),
+    ] {
+        let answer = call(method, &app.api_url(path), "", &[]).await;
+        assert_eq!(answer.status, status, "{method} {path}: {answer:?}");
+    }
     app.stop().await;
 
     // With a token, writes need it; reads do not.
@@ -222,11 +210,9 @@ async fn bad_requests_get_clear_4xx_answers() {
 
 #[tokio::test]
 async fn remote_gems_and_sdists_build_once_and_are_read_by_name_only() {
-    if !needs_root("to run builds as other uids") {
+    let Some((up, app)) = with_builds("to run builds as other uids", 62310).await else {
         return;
-    }
-    let up = Upstreams::start(&[], None).await;
-    let app = start(&up, 62310, |_| {}).await;
+    };
     let gem_job = built(&app, &gem("pcpure", "1.0.0")).await;
     assert_eq!(gem_job["artifact"], "pcpure-1.0.0@ruby31.tgz");
     assert!(gem_job["started"].as_u64() >= gem_job["created"].as_u64());
@@ -337,11 +323,9 @@ async fn remote_gems_and_sdists_build_once_and_are_read_by_name_only() {
 
 #[tokio::test]
 async fn identical_requests_join_one_build() {
-    if !needs_root("to run builds as other uids") {
+    let Some((up, app)) = with_builds("to run builds as other uids", 62320).await else {
         return;
-    }
-    let up = Upstreams::start(&[], None).await;
-    let app = start(&up, 62320, |_| {}).await;
+    };
     let url = app.api_url("/api/v1/builds");
     let answers = futures_util::future::join_all(
         (0..8).map(|_| async { post(&url, &sdist("pc_native", "1.0")).await }),
@@ -519,11 +503,9 @@ async fn a_build_that_runs_too_long_is_killed_and_one_can_be_cancelled() {
 
 #[tokio::test]
 async fn builds_that_reach_outside_their_directory_or_the_network_fail() {
-    if !needs_root("to run builds as other uids") {
+    let Some((_up, app)) = with_builds("to run builds as other uids", 62340).await else {
         return;
-    }
-    let up = Upstreams::start(&[], None).await;
-    let app = start(&up, 62340, |_| {}).await;
+    };
     // Two places the build can see but must not write: the work root above
     // its own directory, and a root-owned system directory (not under /tmp,
     // which the sandbox replaces with its own, as it may hold this checkout).
@@ -567,11 +549,9 @@ async fn builds_that_reach_outside_their_directory_or_the_network_fail() {
 
 #[tokio::test]
 async fn local_sources_come_in_through_the_inbox_and_the_cli() {
-    if !needs_root("to act as two non-root clients") {
+    let Some((_up, app)) = with_builds("to act as two non-root clients", 62350).await else {
         return;
-    }
-    let up = Upstreams::start(&[], None).await;
-    let app = start(&up, 62350, |_| {}).await;
+    };
     let fx = support::build_world::fixtures().await;
     // Two clients, each with its own copy of a source it can read.
     let scratch = tempfile::tempdir().unwrap();
@@ -655,11 +635,9 @@ async fn local_sources_come_in_through_the_inbox_and_the_cli() {
 
 #[tokio::test]
 async fn vcap_load_blocks_until_built_and_says_200_or_204() {
-    if !needs_root("to run builds as other uids") {
+    let Some((_up, app)) = with_builds("to run builds as other uids", 62360).await else {
         return;
-    }
-    let up = Upstreams::start(&[], None).await;
-    let app = start(&up, 62360, |_| {}).await;
+    };
     let load = |path: String| {
         let url = app.api_url(&path);
         async move { support::api::call_with("PUT", &url, "", &[], BUILD_LIMIT).await }
