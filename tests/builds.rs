@@ -288,6 +288,23 @@ async fn remote_gems_and_sdists_build_once_and_are_read_by_name_only() {
     assert_eq!(again.status, 200, "{again:?}");
     assert_eq!(again.json["sha256"], gem_job["sha256"]);
     assert_eq!(up.gems.requests_for("/gems/pcpure-1.0.0.gem").len(), 1);
+    // An artifact built by another interpreter behind the same runtime name
+    // (its record names another ABI) is rebuilt, never served.
+    let record = app
+        .cache
+        .join(".package-cache/build/meta/pcpure-1.0.0@ruby31.tgz.json");
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let abi = meta["abi"].clone();
+    assert!(abi.as_str().unwrap().starts_with("ruby 3."), "{meta}");
+    meta["abi"] = json!("ruby 1.8.7 i686-linux");
+    std::fs::write(&record, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let rebuilt = built(&app, &gem("pcpure", "1.0.0")).await;
+    assert_eq!(rebuilt["sha256"], gem_job["sha256"]);
+    let meta: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(
+        meta["abi"], abi,
+        "the record names the interpreter that built it"
+    );
     // Nothing left behind: no work trees, no archives in progress.
     let build = app.cache.join(".package-cache/build");
     for scratch in ["work", "tmp"] {
