@@ -428,6 +428,8 @@ impl Running {
             self.hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
         }
+        // The workers are gone: their last state changes go to disk before exit.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.builds.flush()).await;
     }
 }
 

@@ -455,6 +455,11 @@ impl Builds {
         .flatten()
     }
 
+    /// Waits until every job record change made so far is on disk.
+    pub async fn flush(&self) {
+        self.inner.queue.flush().await
+    }
+
     /// Job counts by state, and the queue depth (for metrics).
     pub fn counts(&self) -> (Vec<(JobState, usize)>, usize) {
         self.inner.queue.counts()

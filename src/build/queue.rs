@@ -113,6 +113,9 @@ impl BuildQueue {
                                 let _ = ack.send(result);
                             }
                         }
+                        Write::Flush(ack) => {
+                            let _ = ack.send(());
+                        }
                         Write::Remove(id) => {
                             if let Err(err) = journal.remove(&id) {
                                 tracing::warn!(job_id = %id, error = %err, "cannot remove an old job record");
@@ -256,6 +259,14 @@ impl BuildQueue {
             token,
             joined,
         })
+    }
+
+    /// Waits until every record change made so far is on disk (at shutdown).
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.inner.writes.send(Write::Flush(ack)).is_ok() {
+            let _ = done.await;
+        }
     }
 
     /// A copy of job `id`.
@@ -421,6 +432,8 @@ enum Write {
     Save(Box<Job>, Option<oneshot::Sender<std::io::Result<()>>>),
     /// Delete this record.
     Remove(JobId),
+    /// Say when every write before this one is done.
+    Flush(oneshot::Sender<()>),
 }
 
 #[cfg(test)]
