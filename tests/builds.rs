@@ -629,6 +629,32 @@ async fn local_sources_come_in_through_the_inbox_and_the_cli() {
     .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("already built"), "{out}");
+    // A listing shows local jobs without their SHA1, artifact or id, except to the operator.
+    let listed = call("GET", &app.api_url("/api/v1/builds"), "", &[]).await;
+    let jobs = listed.json["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{}", listed.json);
+    for job in jobs {
+        assert_eq!(job["location"], "local");
+        for hidden in ["id", "name", "artifact", "url"] {
+            assert!(job.get(hidden).is_none(), "{hidden} shown: {job}");
+        }
+    }
+    assert!(!listed.bytes.windows(40).any(|w| w == gem_sha1.as_bytes()));
+    let token =
+        std::fs::read_to_string(app.cache.join(".package-cache/build/operator.token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let operator = call(
+        "GET",
+        &app.api_url("/api/v1/builds"),
+        "",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert!(operator.json["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["name"].is_string()));
     // A wrong SHA1 for an inbox file is refused, and the file is consumed or left, never built.
     let public = app.cache.join(".package-cache/build/inbox/public");
     let (code, out) = as_user(

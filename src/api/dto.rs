@@ -114,6 +114,9 @@ impl JobView {
     pub fn listed(job: &Job, operator: bool) -> JobView {
         let mut view = JobView::full(job, String::new(), None);
         if matches!(job.spec.source, Source::Local { .. }) && !operator {
+            // The id too: `GET /api/v1/builds/ID` shows the whole job.
+            view.id = None;
+            view.url = None;
             view.name = None;
             view.artifact = None;
             view.artifact_url = None;

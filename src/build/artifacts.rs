@@ -98,7 +98,9 @@ impl Artifacts {
         // another size is not served, so a crash between the two renames
         // never leaves a wrong record for a present file.
         let record = self.meta.join(format!("{}.json", meta.name));
-        let record_tmp = self.meta.join(format!(".{}.tmp", meta.name));
+        let record_tmp =
+            self.meta
+                .join(format!(".{}.{}.tmp", meta.name, super::job::random_hex(4)));
         let mut out = OpenOptions::new()
             .write(true)
             .create(true)

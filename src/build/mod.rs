@@ -89,6 +89,9 @@ pub enum Error {
     /// A local source was refused.
     #[error(transparent)]
     Inbox(#[from] inbox::Error),
+    /// Unclaimed uploads hold the whole upload quota.
+    #[error("{0} bytes of uploads wait for their build requests; retry later")]
+    UploadsFull(u64),
     /// No upload with that id.
     #[error("no upload {0:?} (uploads are kept for a limited time)")]
     NoUpload(String),
@@ -155,6 +158,7 @@ impl Error {
             Error::Inbox(err) if err.is_client() => ErrorKind::BadRequest,
             Error::Inbox(_) => ErrorKind::Server,
             Error::NoUpload(_) => ErrorKind::BadRequest,
+            Error::UploadsFull(_) => ErrorKind::Busy,
             Error::Runtime(_) => ErrorKind::Server,
             Error::Kind(err) if err.is_client() => ErrorKind::BadRequest,
             Error::Kind(_) => ErrorKind::Server,
@@ -207,6 +211,8 @@ struct Inner {
     disabled: Option<String>,
     uploads: Mutex<HashMap<String, (inbox::Source, Instant)>>,
     worker: worker::Context,
+    /// The app's stop token.
+    stop: CancellationToken,
 }
 
 /// The directories under the build root.
@@ -281,6 +287,7 @@ impl Builds {
                 disabled,
                 uploads: Mutex::new(HashMap::new()),
                 worker: context,
+                stop: stop.clone(),
             }),
         };
         worker::spawn(
@@ -330,6 +337,11 @@ impl Builds {
             return Err(Error::Disabled(why.clone()));
         }
         let abi = runtime.abi().await?;
+        // Before a local source is taken in (which consumes it): a refusal
+        // for a full queue must leave the client able to retry.
+        if !self.inner.queue.has_room_for(&spec.key()) {
+            return Err(queue::Error::Full(self.inner.settings.queue_size).into());
+        }
         let source = match (&spec.source, handle) {
             (Source::Local { sha1 }, Some(handle)) => Some(self.take_local(sha1, handle).await?),
             _ => None,
@@ -404,6 +416,17 @@ impl Builds {
         if !spec::valid_sha1(sha1) {
             return Err(spec::Error::BadSha1(sha1.chars().take(64).collect()).into());
         }
+        let pending: u64 = self
+            .inner
+            .uploads
+            .lock()
+            .expect("uploads lock is never poisoned")
+            .values()
+            .map(|(source, _)| source.size)
+            .sum();
+        if pending >= self.inner.settings.inbox_per_user {
+            return Err(Error::UploadsFull(pending));
+        }
         let source = self.inner.inbox.upload(sha1, body).await?;
         let id = job::random_hex(16);
         self.inner
@@ -446,9 +469,12 @@ impl Builds {
         let artifacts = self.inner.artifacts.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {
-            let meta = artifacts.lookup(&name)?;
+            // Opened first, then checked against the record: a rebuild
+            // committed in between must not give a body of another length.
             let file = std::fs::File::open(artifacts.path(&name)).ok()?;
-            Some((tokio::fs::File::from_std(file), meta))
+            let meta = artifacts.lookup(&name)?;
+            (file.metadata().ok()?.len() == meta.size)
+                .then(|| (tokio::fs::File::from_std(file), meta))
         })
         .await
         .ok()
@@ -533,7 +559,11 @@ impl Builds {
         let Some(mut state) = self.inner.queue.watch(&id) else {
             return Err(queue::Error::NotFound.into());
         };
-        let _ = state.wait_for(|s| s.is_finished()).await;
+        tokio::select! {
+            _ = state.wait_for(|s| s.is_finished()) => {}
+            // The workers stop with the app: answer rather than hold the shutdown.
+            _ = self.inner.stop.cancelled() => return Err(queue::Error::Stopping.into()),
+        }
         let job = self.inner.queue.get(&id).ok_or(queue::Error::NotFound)?;
         match (job.state, job.error) {
             (JobState::Complete, _) => Ok(LoadOutcome::Built),

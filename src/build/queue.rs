@@ -129,6 +129,14 @@ impl BuildQueue {
         let mut finished = Vec::new();
         for mut job in loaded {
             let was = job.state;
+            if !was.is_finished()
+                && !job.waiters.is_empty()
+                && job.waiters.iter().all(|w| w.cancelled)
+            {
+                // Every waiter had cancelled when the server stopped.
+                job.advance(JobState::Cancelled);
+                let _ = writes.send(Write::Save(Box::new(job.clone()), None));
+            }
             job.requeue();
             if job.state == JobState::Queued {
                 if was != JobState::Queued {
@@ -202,10 +210,12 @@ impl BuildQueue {
         source_path: Option<std::path::PathBuf>,
     ) -> Result<Submitted, Error> {
         let (waiter, token) = Waiter::issue();
+        let token_sha256 = waiter.token_sha256.clone();
+        let (ack, acked) = oneshot::channel();
         let (snapshot, joined) = {
             let mut table = self.lock();
             let key = spec.key();
-            if let Some(id) = table.by_key.get(&key).cloned() {
+            let (snapshot, joined) = if let Some(id) = table.by_key.get(&key).cloned() {
                 let slot = table
                     .jobs
                     .get_mut(&id)
@@ -236,29 +246,57 @@ impl BuildQueue {
                     },
                 );
                 (job, false)
-            }
+            };
+            // Sent under the lock, so records reach the writer in the order
+            // the table changed (a join never overwrites a later state).
+            let _ = self
+                .inner
+                .writes
+                .send(Write::Save(Box::new(snapshot.clone()), Some(ack)));
+            (snapshot, joined)
         };
-        let (ack, acked) = oneshot::channel();
-        self.inner
-            .writes
-            .send(Write::Save(Box::new(snapshot.clone()), Some(ack)))
-            .map_err(|_| Error::Stopping)?;
-        match acked.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(Error::Journal(err)),
-            Err(_) => return Err(Error::Stopping),
+        let written = match acked.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Error::Journal(err)),
+            Err(_) => Err(Error::Stopping),
+        };
+        if let Err(err) = written {
+            self.undo_submit(&snapshot.id, joined, &token_sha256);
+            return Err(err);
         }
-        if !joined {
-            self.inner
-                .ready
-                .send(snapshot.id.clone())
-                .map_err(|_| Error::Stopping)?;
+        if !joined && self.inner.ready.send(snapshot.id.clone()).is_err() {
+            self.undo_submit(&snapshot.id, joined, &token_sha256);
+            return Err(Error::Stopping);
         }
         Ok(Submitted {
             job: snapshot,
             token,
             joined,
         })
+    }
+
+    /// Takes back a submit whose record could not be written: the new job
+    /// goes (its key and queue place freed), or the joined waiter does.
+    fn undo_submit(&self, id: &JobId, joined: bool, token_sha256: &str) {
+        let mut table = self.lock();
+        let table = &mut *table;
+        if joined {
+            if let Some(slot) = table.jobs.get_mut(id) {
+                slot.job.waiters.retain(|w| w.token_sha256 != token_sha256);
+            }
+        } else if let Some(slot) = table.jobs.remove(id) {
+            table.queued = table.queued.saturating_sub(1);
+            if table.by_key.get(&slot.job.spec.key()) == Some(id) {
+                table.by_key.remove(&slot.job.spec.key());
+            }
+        }
+    }
+
+    /// Whether a submit of `key` would be accepted now (it joins a job, or
+    /// the queue has room); checked before a local source is taken in.
+    pub fn has_room_for(&self, key: &str) -> bool {
+        let table = self.lock();
+        table.by_key.contains_key(key) || table.queued < self.inner.queue_size
     }
 
     /// Waits until every record change made so far is on disk (at shutdown).
@@ -336,6 +374,13 @@ impl BuildQueue {
         let mut table = self.lock();
         let table = &mut *table;
         let slot = table.jobs.get_mut(id).ok_or(Error::NotFound)?;
+        let hash = token.map(super::job::token_hash);
+        let is_waiter = hash
+            .as_deref()
+            .is_some_and(|h| slot.job.waiters.iter().any(|w| w.token_sha256 == h));
+        if !operator && !is_waiter {
+            return Err(Error::NotAllowed);
+        }
         if slot.job.state.is_finished() {
             return Ok(slot.job.clone());
         }
@@ -343,18 +388,24 @@ impl BuildQueue {
             slot.job.waiters.iter_mut().for_each(|w| w.cancelled = true);
             true
         } else {
-            match token.and_then(|t| slot.job.cancel_waiter(t)) {
-                Some(last) => last,
-                None => return Err(Error::NotAllowed),
-            }
+            token
+                .and_then(|t| slot.job.cancel_waiter(t))
+                .unwrap_or(false)
         };
         if last {
+            // Nobody waits any more: a new identical request makes a new job.
+            let key = slot.job.spec.key();
+            if table.by_key.get(&key) == Some(id) {
+                table.by_key.remove(&key);
+            }
             if slot.job.state == JobState::Queued {
                 // Never started: finish it here; the worker will skip it.
                 slot.job.advance(JobState::Cancelled);
                 table.queued -= 1;
-                table.by_key.remove(&slot.job.spec.key());
                 slot.state.send_replace(JobState::Cancelled);
+                if let Some(source) = &slot.job.source_path {
+                    let _ = std::fs::remove_file(source);
+                }
             }
             slot.cancel.cancel();
         }
@@ -408,7 +459,9 @@ impl BuildQueue {
                 .send(Write::Save(Box::new(slot.job.clone()), None));
             if next.is_finished() {
                 let key = slot.job.spec.key();
-                table.by_key.remove(&key);
+                if table.by_key.get(&key) == Some(id) {
+                    table.by_key.remove(&key);
+                }
             }
             next.is_finished()
         };

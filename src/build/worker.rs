@@ -188,15 +188,28 @@ async fn run_one(context: &Context, id: JobId, stop: &CancellationToken) {
     let kill = taken.cancel.child_token();
     tracing::info!(job_id = %id, artifact = %job.artifact, "build started");
     let started = std::time::Instant::now();
+    let stages = stages(context, &job, &kill);
+    tokio::pin!(stages);
     let result = tokio::select! {
-        result = stages(context, &job, &kill) => result,
-        _ = stop.cancelled() => {
-            // Left unfinished in the journal: the next start runs it again.
-            // Dropping the stages kills the sandboxed processes.
-            kill.cancel();
-            tracing::info!(job_id = %id, "build interrupted by shutdown; it runs again at the next start");
-            return;
-        }
+        biased;
+        _ = stop.cancelled() => None,
+        result = &mut stages => Some(result),
+    };
+    // A failure while stopping may be the stop's doing (the proxy closing
+    // under a fetch): not recorded. A finished build is.
+    let result = match result {
+        Some(Ok(meta)) => Some(Ok(meta)),
+        Some(Err(failure)) if !stop.is_cancelled() => Some(Err(failure)),
+        _ => None,
+    };
+    let Some(result) = result else {
+        // Left unfinished in the journal: the next start runs it again. The
+        // stages get a moment to kill the build and take its tree back, so a
+        // server that dropped root can clear it at the next start.
+        kill.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut stages).await;
+        tracing::info!(job_id = %id, "build interrupted by shutdown; it runs again at the next start");
+        return;
     };
     let log_tail = {
         let path = context.log_path(&id);
@@ -252,7 +265,9 @@ async fn stages(
         .abi()
         .await
         .map_err(|err| server(format!("probing runtime {}: {err}", runtime.name)))?;
-    let root = context.work.join(job.id.as_str());
+    // One tree per attempt: a tree a crash left to a build uid (which a
+    // server that dropped root cannot remove) never blocks the re-run.
+    let root = context.work.join(format!("{}-{}", job.id, job.attempts));
     let log = context.log_path(&job.id);
     let lease = tokio::select! {
         lease = sandbox.lease() => lease,
@@ -279,10 +294,15 @@ async fn stages(
     let abi = abi.0;
     let (tmp, sha256) = result?;
     context.queue.advance(&job.id, JobState::Archiving, |_| {});
+    let measured = tmp.clone();
+    let size = tokio::task::spawn_blocking(move || fs::metadata(measured).map(|m| m.len()))
+        .await
+        .map_err(|err| server(err.to_string()))?
+        .map_err(|err| server(format!("the archive: {err}")))?;
     let meta = ArtifactMeta {
         name: job.artifact.clone(),
         sha256,
-        size: fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0),
+        size,
         abi,
         source_sha256: job.source_sha256.clone(),
         built: now(),
@@ -433,7 +453,13 @@ async fn build_in(
         .map_err(|err| server(err.to_string()))?
         .map_err(|err| {
             let _ = fs::remove_file(&tmp);
-            client(format!("archiving the install directory: {err}"))
+            // What the build left that cannot be archived (a FIFO, a device)
+            // is the package's doing; anything else (disk full) is ours.
+            if err.kind() == std::io::ErrorKind::InvalidData {
+                client(format!("archiving the install directory: {err}"))
+            } else {
+                server(format!("archiving the install directory: {err}"))
+            }
         })?;
     Ok((tmp, sha256))
 }

@@ -41,18 +41,24 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Under the target's temp dir (not below a directory the sandbox
-    /// covers with a private tmpfs) when build uids can reach it, else /tmp.
+    /// Under the target's temp dir when build uids can reach it and it is
+    /// not below a directory the sandbox covers with a private tmpfs (a
+    /// checkout under /tmp is); else under /var/cache/package-cache-tests.
     pub fn new() -> Layout {
         let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let reachable = target.ancestors().all(|dir| {
             std::fs::metadata(dir).is_ok_and(|meta| meta.permissions().mode() & 0o001 != 0)
         });
-        if reachable {
-            Layout::in_dir(target)
-        } else {
-            Layout::under_tmp()
+        let covered = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
+            .iter()
+            .any(|dir| target.starts_with(dir));
+        if reachable && !covered {
+            return Layout::in_dir(target);
         }
+        let base = Path::new("/var/cache/package-cache-tests");
+        std::fs::create_dir_all(base).unwrap();
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711)).unwrap();
+        Layout::in_dir(base)
     }
 
     /// Under /tmp, which the sandbox covers: the work root is bound back in.
