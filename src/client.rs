@@ -118,7 +118,10 @@ pub async fn build(cmd: &BuildCmd, out: &mut impl Write) -> Result<(), Error> {
     let api = Api::new(&cmd.api)?;
     let request = match &cmd.local {
         Some(file) => {
-            let (sha1, bytes) = read_and_hash(file)?;
+            let source = file.clone();
+            let (sha1, bytes) = tokio::task::spawn_blocking(move || read_and_hash(&source))
+                .await
+                .map_err(|err| Error::Io(err.to_string()))??;
             let (_, answer) = api
                 .call(Method::PUT, &format!("/api/v1/inbox/{sha1}"), bytes)
                 .await?;
@@ -150,13 +153,17 @@ pub async fn inbox_add(
 ) -> Result<(), Error> {
     let api = Api::new(args)?;
     let public = cache.join(".package-cache/build/inbox/public");
-    let handed = hand_in(&public, file).map_err(|err| {
-        Error::Io(format!(
-            "handing {} in to {}: {err}",
-            file.display(),
-            public.display()
-        ))
-    })?;
+    let (dir, source) = (public.clone(), file.to_path_buf());
+    let handed = tokio::task::spawn_blocking(move || hand_in(&dir, &source))
+        .await
+        .map_err(|err| Error::Io(err.to_string()))?
+        .map_err(|err| {
+            Error::Io(format!(
+                "handing {} in to {}: {err}",
+                file.display(),
+                public.display()
+            ))
+        })?;
     let (sha1, entry) = (handed.sha1, handed.entry);
     let path = public.join(&entry);
     let request = serde_json::json!({"location": "local", "type": kind, "name": sha1,
@@ -164,7 +171,7 @@ pub async fn inbox_add(
     let result = submit(&api, request, args.wait, out).await;
     if matches!(result, Err(Error::Refused { .. } | Error::Transport(_))) {
         // Not taken in: do not leave it to the sweeper.
-        let _ = std::fs::remove_file(&path);
+        let _ = tokio::fs::remove_file(&path).await;
     }
     result
 }
