@@ -27,9 +27,103 @@ pub fn full(data: impl Into<Bytes>) -> Body {
 }
 
 /// A body streaming the chunks of `stream`; an error ends the body uncleanly.
+/// The response head always goes out first, also when the stream fails at
+/// once (see `HeadFirst`).
 pub fn from_stream<S>(stream: S) -> Body
 where
     S: Stream<Item = io::Result<Bytes>> + Send + 'static,
 {
+    let stream = HeadFirst {
+        inner: Box::pin(stream),
+        polled: false,
+        held: None,
+    };
     StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
+}
+
+/// Holds back an error that a stream yields on its first poll until the
+/// next poll. hyper writes a response head together with the first body
+/// frame and drops both when that poll fails, so the client would see a
+/// closed connection and no status; one `Pending` in between lets hyper
+/// flush the head, and the client sees the status and a body that ends
+/// uncleanly, as for an error later in the body.
+struct HeadFirst<S> {
+    inner: std::pin::Pin<Box<S>>,
+    polled: bool,
+    held: Option<io::Error>,
+}
+
+impl<S> Stream for HeadFirst<S>
+where
+    S: Stream<Item = io::Result<Bytes>>,
+{
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if let Some(err) = self.held.take() {
+            return Poll::Ready(Some(Err(err)));
+        }
+        let item = match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(item) => item,
+            Poll::Pending => {
+                self.polled = true;
+                return Poll::Pending;
+            }
+        };
+        if !std::mem::replace(&mut self.polled, true) {
+            if let Some(Err(err)) = item {
+                self.held = Some(err);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    /// A body that fails before its first byte still lets its head out.
+    #[tokio::test]
+    async fn a_body_failing_at_once_still_sends_its_head() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let service = service_fn(|_req| async {
+                let failing = futures_util::stream::once(async {
+                    Err::<Bytes, _>(io::Error::other("the fill failed"))
+                });
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(from_stream(failing)))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(server_io), service)
+                .await;
+        });
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::get("/")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            sender.send_request(request),
+        )
+        .await
+        .expect("in time")
+        .expect("the head arrives");
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await;
+        assert!(body.is_err(), "the body ends uncleanly");
+        server.abort();
+    }
 }

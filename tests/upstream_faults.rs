@@ -318,7 +318,7 @@ async fn faulty_replies_fail_cleanly_while_other_downloads_complete() {
         let got = timeout(LIMIT, task)
             .await
             .expect("in time")
-            .expect("no panic");
+            .unwrap_or_else(|err| panic!("{}: {err}", faults[i].path));
         faults[i].check(&got);
     }
 
