@@ -314,7 +314,8 @@ async fn start_builds(
         fetch_addr,
         mount_of(Profile::Pypi),
         mount_of(Profile::Rubygems),
-    );
+    )
+    .with_max_source(build.max_source);
     let settings = build::Settings {
         root: build_root(&config.cache_dir),
         concurrency: build.concurrency,

@@ -173,6 +173,7 @@ pub struct Fetcher {
     rubygems_mount: Option<String>,
     client: Client<HttpConnector, Empty<Bytes>>,
     timeouts: Timeouts,
+    max_source: u64,
 }
 
 impl Fetcher {
@@ -207,7 +208,19 @@ impl Fetcher {
             rubygems_mount,
             client,
             timeouts,
+            max_source: super::kind::MAX_SOURCE_SIZE,
         }
+    }
+
+    /// The same fetcher with another bound on a source download (`--max-source`).
+    pub fn with_max_source(mut self, bytes: u64) -> Fetcher {
+        self.max_source = bytes;
+        self
+    }
+
+    /// The largest source download accepted.
+    pub fn max_source(&self) -> u64 {
+        self.max_source
     }
 
     /// The proxy's address.

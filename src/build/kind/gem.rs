@@ -4,7 +4,7 @@
 //! dependencies. Gems whose extensions are built with rake get a `rake` gem
 //! fetched through the mount too, used instead of whatever the runtime has.
 
-use super::{base_env, entries, Error, JobDirs, MAX_SOURCE_SIZE};
+use super::{base_env, entries, Error, JobDirs};
 use crate::build::fetch::Fetcher;
 use crate::build::runtime::Runtime;
 use crate::build::step::Step;
@@ -185,7 +185,7 @@ async fn fetch_gem(
         .download(
             &format!("/{mount}/gems/{file_name}"),
             &dest,
-            MAX_SOURCE_SIZE,
+            fetcher.max_source(),
         )
         .await?;
     if let Some(expected) = crate::mount::rubygems::checksum_for(name, info, file_name) {

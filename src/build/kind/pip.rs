@@ -4,7 +4,7 @@
 //! runs outside the sandbox) through the same mount, then pip builds and
 //! installs the sdist offline with build isolation fed from those wheels.
 
-use super::{base_env, entries, sdist, Error, JobDirs, MAX_SOURCE_SIZE};
+use super::{base_env, entries, sdist, Error, JobDirs};
 use crate::build::fetch::Fetcher;
 use crate::build::runtime::Runtime;
 use crate::build::step::Step;
@@ -72,7 +72,7 @@ pub(super) async fn fetch_remote(
         ))
     })?;
     let dest = dest_dir.join(&file.filename);
-    let got = fetcher.download(&path, &dest, MAX_SOURCE_SIZE).await?;
+    let got = fetcher.download(&path, &dest, fetcher.max_source()).await?;
     if let Some(expected) = &file.sha256 {
         if got.sha256 != *expected {
             let _ = tokio::fs::remove_file(&dest).await;
