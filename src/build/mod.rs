@@ -11,6 +11,7 @@
 
 pub mod archive;
 pub mod artifacts;
+mod error;
 pub mod fetch;
 pub mod inbox;
 pub mod job;
@@ -22,14 +23,18 @@ pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 pub mod step;
+mod tree;
+mod vcap;
 mod worker;
 
-pub use worker::prepare_work_root;
+pub use error::{Error, ErrorKind};
+
+pub use tree::prepare_work_root;
 
 use artifacts::{ArtifactMeta, Artifacts};
 use fetch::Fetcher;
 use inbox::Inbox;
-use job::{ErrorClass, Job, JobId, JobState};
+use job::{Job, JobId, JobState};
 use kind::Kind;
 use queue::BuildQueue;
 use runtime::Runtime;
@@ -59,118 +64,6 @@ pub struct Settings {
     pub inbox_per_user: u64,
     /// Inbox files older than this are removed.
     pub inbox_stale: Duration,
-}
-
-/// Why a build request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The request itself is wrong.
-    #[error(transparent)]
-    Spec(#[from] spec::Error),
-    /// No runtime of that name is configured.
-    #[error("unknown runtime {0:?} (configured: {1})")]
-    UnknownRuntime(String, String),
-    /// No package type of that name.
-    #[error("unknown package type {0:?} (known: gem, pip)")]
-    UnknownKind(String),
-    /// The type does not build for the runtime's language.
-    #[error("a {kind} package cannot be built for runtime {runtime:?}, which is {family}")]
-    WrongFamily {
-        /// The package type.
-        kind: &'static str,
-        /// The runtime.
-        runtime: String,
-        /// Its language.
-        family: &'static str,
-    },
-    /// The queue refused the job.
-    #[error(transparent)]
-    Queue(#[from] queue::Error),
-    /// A local source was refused.
-    #[error(transparent)]
-    Inbox(#[from] inbox::Error),
-    /// Unclaimed uploads hold the whole upload quota.
-    #[error("{0} bytes of uploads wait for their build requests; retry later")]
-    UploadsFull(u64),
-    /// No upload with that id.
-    #[error("no upload {0:?} (uploads are kept for a limited time)")]
-    NoUpload(String),
-    /// The runtime could not be probed.
-    #[error(transparent)]
-    Runtime(#[from] runtime::Error),
-    /// A VCAP file name names no release on the index.
-    #[error(transparent)]
-    Kind(#[from] kind::Error),
-    /// Builds cannot run here (isolation unavailable, or no runtimes).
-    #[error("builds are disabled: {0}")]
-    Disabled(String),
-    /// A blocking `PUT /load` build failed.
-    #[error("{message}")]
-    Failed {
-        /// Whose fault.
-        class: ErrorClass,
-        /// Why.
-        message: String,
-    },
-    /// Reading or writing the build directories failed.
-    #[error("build storage: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// How the API answers an `Error`; `api` maps these to status codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// 400.
-    BadRequest,
-    /// 404.
-    NotFound,
-    /// 403.
-    Forbidden,
-    /// 409.
-    Conflict,
-    /// 413.
-    TooLarge,
-    /// 503 with Retry-After.
-    Busy,
-    /// 503: builds cannot run.
-    Unavailable,
-    /// A blocking build failed for the request's reasons.
-    BuildFailed,
-    /// 500.
-    Server,
-}
-
-impl Error {
-    /// How to answer it.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Spec(_)
-            | Error::UnknownRuntime(..)
-            | Error::UnknownKind(_)
-            | Error::WrongFamily { .. } => ErrorKind::BadRequest,
-            Error::Queue(queue::Error::Full(_)) => ErrorKind::Busy,
-            Error::Queue(queue::Error::NotFound) => ErrorKind::NotFound,
-            Error::Queue(queue::Error::NotAllowed) => ErrorKind::Forbidden,
-            Error::Queue(queue::Error::Conflict) => ErrorKind::Conflict,
-            Error::Queue(queue::Error::Stopping) => ErrorKind::Unavailable,
-            Error::Queue(queue::Error::Journal(_)) => ErrorKind::Server,
-            Error::Inbox(inbox::Error::TooBig { .. }) => ErrorKind::TooLarge,
-            Error::Inbox(err) if err.is_client() => ErrorKind::BadRequest,
-            Error::Inbox(_) => ErrorKind::Server,
-            Error::NoUpload(_) => ErrorKind::BadRequest,
-            Error::UploadsFull(_) => ErrorKind::Busy,
-            Error::Runtime(_) => ErrorKind::Server,
-            Error::Kind(err) if err.is_client() => ErrorKind::BadRequest,
-            Error::Kind(_) => ErrorKind::Server,
-            Error::Disabled(_) => ErrorKind::Unavailable,
-            Error::Failed {
-                class: ErrorClass::Client,
-                ..
-            } => ErrorKind::BuildFailed,
-            Error::Failed { .. } => ErrorKind::Server,
-            Error::Io(_) => ErrorKind::Server,
-        }
-    }
 }
 
 /// What a submit did.
@@ -246,7 +139,7 @@ impl Builds {
         };
         let (artifacts, journal, loaded, inbox, operator_token) =
             tokio::task::spawn_blocking(move || {
-                worker::make_dirs(&root)?;
+                tree::make_dirs(&root)?;
                 let operator_token = operator_token(&root.join("operator.token"))?;
                 let (jobs, _, _, inbox) = paths(&root);
                 let artifacts = Artifacts::open(&root)?;
@@ -459,7 +352,7 @@ impl Builds {
             return job.log_tail.clone();
         }
         let path = self.inner.worker.log_path(&job.id);
-        tokio::task::spawn_blocking(move || worker::tail(&path))
+        tokio::task::spawn_blocking(move || tree::tail(&path))
             .await
             .unwrap_or_default()
     }
@@ -489,93 +382,6 @@ impl Builds {
     /// Job counts by state, and the queue depth (for metrics).
     pub fn counts(&self) -> (Vec<(JobState, usize)>, usize) {
         self.inner.queue.counts()
-    }
-
-    /// VCAP's `PUT /load/LOCATION/TYPE/NAME/RUNTIME`: `NAME` is the remote
-    /// file name (`thin-1.2.11.gem`) or the inbox entry `SHA1.EXT`. Waits
-    /// for the build.
-    pub async fn load(
-        &self,
-        location: &str,
-        kind: &str,
-        name: &str,
-        runtime: &str,
-    ) -> Result<LoadOutcome, Error> {
-        let parsed = Kind::parse(kind).ok_or_else(|| Error::UnknownKind(kind.to_string()))?;
-        let (source, handle) = match spec::Location::parse(location) {
-            Some(spec::Location::Remote) => {
-                let release = parsed
-                    .resolve_file_name(&self.inner.worker.fetcher, name)
-                    .await?;
-                (
-                    Source::Remote {
-                        name: release.name,
-                        version: release.version,
-                        platform: release.platform,
-                    },
-                    None,
-                )
-            }
-            Some(spec::Location::Local) => {
-                let sha1 = name.split_once('.').map_or(name, |(stem, _)| stem);
-                if !spec::valid_sha1(sha1) {
-                    return Err(spec::Error::BadSha1(name.chars().take(64).collect()).into());
-                }
-                if !spec::valid_field(name) {
-                    return Err(spec::Error::BadField {
-                        field: "name",
-                        value: name.chars().take(200).collect(),
-                    }
-                    .into());
-                }
-                (
-                    Source::Local {
-                        sha1: sha1.to_string(),
-                    },
-                    Some(LocalHandle::Inbox(name.to_string())),
-                )
-            }
-            None => {
-                return Err(spec::Error::BadLocation(location.chars().take(64).collect()).into())
-            }
-        };
-        if !spec::valid_field(runtime) {
-            return Err(spec::Error::BadField {
-                field: "runtime",
-                value: runtime.chars().take(200).collect(),
-            }
-            .into());
-        }
-        let spec = Spec {
-            kind: parsed.as_str().to_string(),
-            runtime: runtime.to_string(),
-            source,
-        };
-        let submitted = match self.submit_spec(spec, handle).await? {
-            Outcome::Exists(_) => return Ok(LoadOutcome::Existed),
-            Outcome::Queued(submitted) => submitted,
-        };
-        let id = submitted.job.id.clone();
-        let Some(mut state) = self.inner.queue.watch(&id) else {
-            return Err(queue::Error::NotFound.into());
-        };
-        tokio::select! {
-            _ = state.wait_for(|s| s.is_finished()) => {}
-            // The workers stop with the app: answer rather than hold the shutdown.
-            _ = self.inner.stop.cancelled() => return Err(queue::Error::Stopping.into()),
-        }
-        let job = self.inner.queue.get(&id).ok_or(queue::Error::NotFound)?;
-        match (job.state, job.error) {
-            (JobState::Complete, _) => Ok(LoadOutcome::Built),
-            (_, Some(error)) => Err(Error::Failed {
-                class: error.class,
-                message: error.message,
-            }),
-            (state, None) => Err(Error::Failed {
-                class: ErrorClass::Server,
-                message: format!("the build ended {}", state.as_str()),
-            }),
-        }
     }
 
     /// Every minute: stale inbox files and unclaimed uploads go.
