@@ -6,9 +6,9 @@
 //! a matching record does not count. Blocking; callers go off the runtime.
 
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What an artifact was built from.
@@ -98,18 +98,8 @@ impl Artifacts {
         // another size is not served, so a crash between the two renames
         // never leaves a wrong record for a present file.
         let record = self.meta.join(format!("{}.json", meta.name));
-        let record_tmp =
-            self.meta
-                .join(format!(".{}.{}.tmp", meta.name, super::job::random_hex(4)));
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&record_tmp)?;
-        out.write_all(&serde_json::to_vec_pretty(meta).map_err(io::Error::other)?)?;
-        out.sync_data()?;
-        fs::rename(&record_tmp, &record)?;
+        let bytes = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+        super::tree::write_durably(&record, &bytes, 0o600)?;
         let dest = self.path(&meta.name);
         fs::rename(tmp, &dest)?;
         File::open(&self.meta)?.sync_all()?;

@@ -4,9 +4,9 @@
 //! never torn. Blocking; the queue calls it off the runtime.
 
 use super::job::{Job, JobId};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// The records directory.
@@ -34,24 +34,7 @@ impl Journal {
     /// Writes `job`'s record, replacing the previous one atomically. Blocking.
     pub fn save(&self, job: &Job) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(job).map_err(io::Error::other)?;
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", job.id, super::job::random_hex(4)));
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_data()?;
-            fs::rename(&tmp, self.path(&job.id))?;
-            File::open(&self.dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        super::tree::write_durably(&self.path(&job.id), &bytes, 0o600)
     }
 
     /// Removes a record. Blocking.

@@ -438,24 +438,13 @@ impl Builds {
 
 /// Reads the operator token at `path`, creating it (0600) the first time. Blocking.
 fn operator_token(path: &Path) -> std::io::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     match std::fs::read_to_string(path) {
         Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
         _ => {}
     }
     let token = job::random_hex(24);
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(token.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    tree::write_durably(path, token.as_bytes(), 0o600)?;
     Ok(token)
 }
 

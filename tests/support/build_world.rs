@@ -4,11 +4,10 @@
 //! and the mounts that put them behind the proxy.
 
 use super::cmd::Cmd;
-use super::fixtures::{copy_tree, script};
+use super::fixtures::{copy_tree, script, shared};
 use super::site::Site;
 use package_cache::config::{Config, Profile, SourceUrl};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -16,33 +15,14 @@ use tempfile::TempDir;
 /// `CARGO_TARGET_TMPDIR/client-fixtures/build-kinds` under a file lock, as the other client
 /// fixtures are. Read-only: copy before changing anything.
 pub async fn fixtures() -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("client-fixtures");
-    std::fs::create_dir_all(&root).expect("fixture root");
-    let done = root.join("build-kinds");
-    let lock_path = root.join("build-kinds.lock");
-    let lock = tokio::task::spawn_blocking(move || {
-        let file = File::create(&lock_path).expect("fixture lock file");
-        file.lock().expect("lock fixture");
-        file
-    });
-    let lock = tokio::time::timeout(Duration::from_secs(600), lock)
-        .await
-        .expect("fixture lock within 10 minutes")
-        .expect("lock task");
-    if !done.join(".complete").exists() {
-        let work = root.join("build-kinds.partial");
-        let _ = std::fs::remove_dir_all(&work);
+    shared("build-kinds", |dir| async move {
         Cmd::new(script("build/make_fixtures.sh"))
-            .args([&work])
+            .args([&dir])
             .limit(Duration::from_secs(600))
             .ok()
             .await;
-        std::fs::write(work.join(".complete"), b"").expect("mark complete");
-        let _ = std::fs::remove_dir_all(&done);
-        std::fs::rename(&work, &done).expect("publish fixture");
-    }
-    drop(lock);
-    done
+    })
+    .await
 }
 
 /// The three upstream sites.

@@ -19,7 +19,7 @@ pub fn script(name: &str) -> PathBuf {
 }
 
 /// Builds fixture `name` with `build(dir)` unless a complete one exists; returns its directory.
-async fn shared<F, Fut>(name: &str, build: F) -> PathBuf
+pub async fn shared<F, Fut>(name: &str, build: F) -> PathBuf
 where
     F: FnOnce(PathBuf) -> Fut,
     Fut: Future<Output = ()>,
