@@ -5,10 +5,10 @@
 
 use crate::admin::{Admin, CacheSize};
 use crate::api::Api;
-use crate::build::fetch::Fetcher;
-use crate::build::runtime::Runtime;
-use crate::build::sandbox::{self, Sandbox, SandboxConfig};
-use crate::build::{self, Builds};
+use crate::builds::fetch::Fetcher;
+use crate::builds::runtime::Runtime;
+use crate::builds::sandbox::{self, Sandbox, SandboxConfig};
+use crate::builds::{self, Builds};
 use crate::config::{Config, Profile};
 use crate::metrics::Metrics;
 use crate::proxy::target::HostRules;
@@ -241,7 +241,7 @@ async fn start_sandbox(config: &Config) -> Result<Sandbox, String> {
         None => None,
     };
     let (cache_dir, root) = (config.cache_dir.clone(), build_root(&config.cache_dir));
-    match tokio::task::spawn_blocking(move || build::prepare_work_root(&cache_dir, &root, drop_to))
+    match tokio::task::spawn_blocking(move || builds::prepare_work_root(&cache_dir, &root, drop_to))
         .await
     {
         Ok(Ok(())) => {}
@@ -316,7 +316,7 @@ async fn start_builds(
         mount_of(Profile::Rubygems),
     )
     .with_max_source(build.max_source);
-    let settings = build::Settings {
+    let settings = builds::Settings {
         root: build_root(&config.cache_dir),
         concurrency: build.concurrency,
         queue_size: build.queue_size,

@@ -4,7 +4,7 @@
 //! With `--wait` both follow the job and show its stages. Talks to the API
 //! over HTTP only; prints the artifact's name on stdout for scripts.
 
-use crate::build::inbox::hand_in;
+use crate::builds::inbox::hand_in;
 use crate::cli::{ApiArgs, BuildCmd};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};

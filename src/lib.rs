@@ -30,7 +30,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod body;
-pub mod build;
+pub mod builds;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -2,7 +2,7 @@
 //! until SIGTERM or SIGINT; or run one maintenance subcommand and exit.
 
 use clap::Parser;
-use package_cache::build::privhelper;
+use package_cache::builds::privhelper;
 use package_cache::cli::{Args, Command, InboxCmd};
 use package_cache::config::{default_cache_dir, Config};
 use package_cache::maintain::{self, Verdict};

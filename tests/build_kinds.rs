@@ -11,11 +11,11 @@
 
 mod support;
 
-use package_cache::build::archive;
-use package_cache::build::fetch::{self, Fetcher, Timeouts};
-use package_cache::build::kind::{Error, JobDirs, Kind};
-use package_cache::build::runtime::{Family, Runtime};
-use package_cache::build::step::Step;
+use package_cache::builds::archive;
+use package_cache::builds::fetch::{self, Fetcher, Timeouts};
+use package_cache::builds::kind::{Error, JobDirs, Kind};
+use package_cache::builds::runtime::{Family, Runtime};
+use package_cache::builds::step::Step;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -9,7 +9,7 @@ mod world;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use package_cache::build::inbox::{self, Error, Inbox, InboxConfig};
+use package_cache::builds::inbox::{self, Error, Inbox, InboxConfig};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -8,7 +8,7 @@
 mod sandbox_fixture;
 mod support;
 
-use package_cache::build::sandbox::{
+use package_cache::builds::sandbox::{
     Error, Limits, Sandbox, SandboxConfig, StartOptions, TOOL_DIRS,
 };
 use sandbox_fixture::{limits, processes_of, run, sh, within, Layout, ESCAPEE};

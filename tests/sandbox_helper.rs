@@ -6,9 +6,11 @@
 mod sandbox_fixture;
 mod support;
 
-use package_cache::build::privhelper::wire::{self, Channel, Op, Reply, Request, WireOs, WireStep};
-use package_cache::build::privhelper::{Init, ARG};
-use package_cache::build::sandbox::{Error, Limits, Sandbox, StartOptions, TOOL_DIRS};
+use package_cache::builds::privhelper::wire::{
+    self, Channel, Op, Reply, Request, WireOs, WireStep,
+};
+use package_cache::builds::privhelper::{Init, ARG};
+use package_cache::builds::sandbox::{Error, Limits, Sandbox, StartOptions, TOOL_DIRS};
 use sandbox_fixture::{limits, processes_of, run, sh, within, Layout, ESCAPEE};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;

@@ -5,7 +5,7 @@
 
 mod page;
 
-use crate::build::Builds;
+use crate::builds::Builds;
 use crate::metrics::{Metrics, Sampled};
 use crate::server;
 use crate::store::Store;

@@ -1,11 +1,11 @@
-//! The JSON the API sends for a job, kept apart from `build::job::Job` so
+//! The JSON the API sends for a job, kept apart from `builds::job::Job` so
 //! that the journal's format and the wire format can change separately.
 //! A local job's SHA1 names a readable artifact (knowing it is the capability
 //! to read it), so listings hide it from everyone but the operator.
 
-use crate::build::artifacts::ArtifactMeta;
-use crate::build::job::{Job, JobError};
-use crate::build::spec::Source;
+use crate::builds::artifacts::ArtifactMeta;
+use crate::builds::job::{Job, JobError};
+use crate::builds::spec::Source;
 use serde::Serialize;
 
 /// One job on the wire.

@@ -2,15 +2,15 @@
 //! submit, read, list and cancel jobs, `/api/v1/artifacts/NAME` to download
 //! an archive by its exact name, `/api/v1/inbox/SHA1` to upload a local
 //! source, and VCAP's blocking `PUT /load/...`. Owns routing, the token
-//! check, body limits and the mapping of `build::Error` to status codes; the
-//! JSON shapes are in `dto`, and everything else is `build::Builds`.
+//! check, body limits and the mapping of `builds::Error` to status codes; the
+//! JSON shapes are in `dto`, and everything else is `builds::Builds`.
 
 mod dto;
 
 use crate::body::{self, Body};
-use crate::build::job::{JobId, JobState};
-use crate::build::spec::BuildRequest;
-use crate::build::{self, Builds, Outcome};
+use crate::builds::job::{JobId, JobState};
+use crate::builds::spec::BuildRequest;
+use crate::builds::{self, Builds, Outcome};
 use crate::server;
 use bytes::Bytes;
 use dto::JobView;
@@ -253,8 +253,8 @@ impl Api {
         runtime: &str,
     ) -> Result<Response<Body>, ApiError> {
         match self.builds.load(location, kind, name, runtime).await? {
-            build::LoadOutcome::Existed => Ok(status_only(StatusCode::OK)),
-            build::LoadOutcome::Built => Ok(status_only(StatusCode::NO_CONTENT)),
+            builds::LoadOutcome::Existed => Ok(status_only(StatusCode::OK)),
+            builds::LoadOutcome::Built => Ok(status_only(StatusCode::NO_CONTENT)),
         }
     }
 }
@@ -274,7 +274,7 @@ enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
-    Build(#[from] build::Error),
+    Build(#[from] builds::Error),
 }
 
 fn status_of(err: &ApiError) -> StatusCode {
@@ -285,15 +285,15 @@ fn status_of(err: &ApiError) -> StatusCode {
         ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ApiError::Build(err) => match err.kind() {
-            build::ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            build::ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            build::ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            build::ErrorKind::Conflict => StatusCode::CONFLICT,
-            build::ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            build::ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            build::ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            build::ErrorKind::BuildFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            build::ErrorKind::Server => StatusCode::INTERNAL_SERVER_ERROR,
+            builds::ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            builds::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            builds::ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            builds::ErrorKind::Conflict => StatusCode::CONFLICT,
+            builds::ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            builds::ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            builds::ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            builds::ErrorKind::BuildFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            builds::ErrorKind::Server => StatusCode::INTERNAL_SERVER_ERROR,
         },
     }
 }

@@ -77,7 +77,7 @@ impl BuildConfig {
             let (name, path) = raw
                 .split_once('=')
                 .ok_or_else(|| bad("--runtime", raw, "expected NAME=INTERPRETER"))?;
-            if !crate::build::spec::valid_field(name) {
+            if !crate::builds::spec::valid_field(name) {
                 return Err(bad("--runtime", raw, "a name is letters, digits, . _ + -"));
             }
             if runtimes.iter().any(|(n, _): &(String, PathBuf)| n == name) {

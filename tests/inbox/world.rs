@@ -1,7 +1,7 @@
 //! The fixture of the inbox tests: a temporary inbox, two non-root clients
 //! acting through `setpriv`, and helpers to check private copies.
 
-use package_cache::build::inbox::{Error, Inbox, InboxConfig, Source};
+use package_cache::builds::inbox::{Error, Inbox, InboxConfig, Source};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 use std::fs;

@@ -3,7 +3,7 @@
 //! leftover processes, and bounded waits.
 #![allow(dead_code)]
 
-use package_cache::build::sandbox::{Lease, Limits, Outcome, Sandbox, SandboxConfig, Step};
+use package_cache::builds::sandbox::{Lease, Limits, Outcome, Sandbox, SandboxConfig, Step};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

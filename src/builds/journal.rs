@@ -80,8 +80,8 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::job::{JobState, Waiter};
-    use crate::build::spec::{Source, Spec};
+    use crate::builds::job::{JobState, Waiter};
+    use crate::builds::spec::{Source, Spec};
 
     #[test]
     fn records_survive_a_reopen_and_torn_writes_are_ignored() {

@@ -1,4 +1,4 @@
-//! `build::Error`: why a build request failed, and `ErrorKind`, how the
+//! `builds::Error`: why a build request failed, and `ErrorKind`, how the
 //! API should answer it (the API maps kinds to status codes in one place).
 
 use super::job::ErrorClass;

@@ -5,9 +5,9 @@
 //! fetched through the mount too, used instead of whatever the runtime has.
 
 use super::{base_env, entries, Error, JobDirs};
-use crate::build::fetch::Fetcher;
-use crate::build::runtime::Runtime;
-use crate::build::step::Step;
+use crate::builds::fetch::Fetcher;
+use crate::builds::runtime::Runtime;
+use crate::builds::step::Step;
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! with a `run` request, the log file's descriptor (`SCM_RIGHTS`), so the
 //! root helper never opens a file by a path the server chose.
 
-use crate::build::sandbox::{Limits, Outcome, Step};
+use crate::builds::sandbox::{Limits, Outcome, Step};
 use rustix::net::{
     recvmsg, sendmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage,
     RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags,
@@ -105,9 +105,9 @@ pub enum FailureKind {
     Other,
 }
 
-impl From<&crate::build::sandbox::Error> for Failure {
-    fn from(err: &crate::build::sandbox::Error) -> Failure {
-        use crate::build::sandbox::Error;
+impl From<&crate::builds::sandbox::Error> for Failure {
+    fn from(err: &crate::builds::sandbox::Error) -> Failure {
+        use crate::builds::sandbox::Error;
         let (kind, message, leftover) = match err {
             Error::Unavailable(reason) => (FailureKind::Unavailable, reason.clone(), None),
             Error::Invalid(reason) => (FailureKind::Invalid, reason.clone(), None),
@@ -138,8 +138,8 @@ impl Failure {
     }
 
     /// The `sandbox::Error` this stands for.
-    pub fn into_error(self) -> crate::build::sandbox::Error {
-        use crate::build::sandbox::Error;
+    pub fn into_error(self) -> crate::builds::sandbox::Error {
+        use crate::builds::sandbox::Error;
         match (self.kind, self.leftover) {
             (FailureKind::Unavailable, _) => Error::Unavailable(self.message),
             (FailureKind::Invalid, _) => Error::Invalid(self.message),

@@ -12,9 +12,9 @@ mod release;
 pub use release::Release;
 mod sdist;
 
-use crate::build::fetch::{self, Fetcher};
-use crate::build::runtime::{Family, Runtime};
-use crate::build::step::Step;
+use crate::builds::fetch::{self, Fetcher};
+use crate::builds::runtime::{Family, Runtime};
+use crate::builds::step::Step;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 

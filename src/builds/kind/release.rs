@@ -5,7 +5,7 @@
 //! and the index decides which one names a real release.
 
 use super::{gem, pip, Error, Kind};
-use crate::build::fetch::Fetcher;
+use crate::builds::fetch::Fetcher;
 
 /// A release, as separate fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ fn splits(stem: &str) -> Vec<(&str, &str)> {
 impl Kind {
     /// The release that `file` is the source of, asked of the index.
     pub async fn resolve_file_name(&self, fetcher: &Fetcher, file: &str) -> Result<Release, Error> {
-        if !crate::build::spec::valid_field(file) {
+        if !crate::builds::spec::valid_field(file) {
             return Err(Error::BadRequest(format!(
                 "{file:?} is not a valid file name"
             )));

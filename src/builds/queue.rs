@@ -492,7 +492,7 @@ enum Write {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::spec::Source;
+    use crate::builds::spec::Source;
 
     fn spec(name: &str) -> Spec {
         Spec {

@@ -5,9 +5,9 @@
 //! installs the sdist offline with build isolation fed from those wheels.
 
 use super::{base_env, entries, sdist, Error, JobDirs};
-use crate::build::fetch::Fetcher;
-use crate::build::runtime::Runtime;
-use crate::build::step::Step;
+use crate::builds::fetch::Fetcher;
+use crate::builds::runtime::Runtime;
+use crate::builds::step::Step;
 use crate::mount::pypi::normalize_name;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -283,7 +283,7 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::spec::Source;
+    use crate::builds::spec::Source;
 
     fn job() -> Job {
         let spec = Spec {

@@ -5,7 +5,7 @@
 
 use super::wire::{Channel, Failure, Op, Reply, Request, WireOs};
 use super::{Init, ARG};
-use crate::build::sandbox::{Error, Limits, Outcome, Step};
+use crate::builds::sandbox::{Error, Limits, Outcome, Step};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -20,7 +20,7 @@ pub use command::TOOL_DIRS;
 pub(crate) use exec::Executor;
 pub use lease::Lease;
 
-use crate::build::privhelper;
+use crate::builds::privhelper;
 use lease::Pool;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 /// write them). Its `program` must not live under `/tmp`, `/var/tmp`,
 /// `/dev/shm` or `/run/lock` (private tmpfs in the step), and its `cwd` must
 /// be the work root or below it, reached without following symlinks.
-pub use crate::build::step::Step;
+pub use crate::builds::step::Step;
 
 /// Resource limits of one step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
