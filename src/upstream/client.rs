@@ -1,30 +1,24 @@
-//! The HTTP(S) client used for every upstream request: hyper-util's pooled
-//! client over a rustls connector (system trust store plus `--ca-file`), with
-//! a resolver that honours `--resolve` overrides, a connect timeout and an
-//! idle-pool timer.
+//! The HTTP(S) clients used for every upstream request: hyper-util's pooled
+//! client over a rustls connector (system trust store plus `--ca-file`), over
+//! `connect::Connector` (`--resolve` rules by host and port), with a connect
+//! timeout and an idle-pool timer.
 
+use super::connect::{Connector, Overrides, Resolver};
 use crate::config::UpstreamConfig;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use std::collections::HashMap;
-use std::future::Future;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The pooled upstream client type.
-pub type HttpClient = Client<HttpsConnector<HttpConnector<Resolver>>, Empty<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<Connector>, Empty<Bytes>>;
 
 /// Errors building the client.
 #[derive(Debug, thiserror::Error)]
@@ -40,44 +34,6 @@ pub enum Error {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
-}
-
-/// DNS resolution with `--resolve` overrides consulted first.
-#[derive(Clone, Debug, Default)]
-pub struct Resolver {
-    overrides: Arc<HashMap<String, IpAddr>>,
-}
-
-impl Resolver {
-    /// A resolver with `overrides` (host → address; the port comes from the URL).
-    pub fn new(overrides: impl IntoIterator<Item = (String, IpAddr)>) -> Resolver {
-        Resolver {
-            overrides: Arc::new(overrides.into_iter().collect()),
-        }
-    }
-}
-
-impl tower_service::Service<Name> for Resolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let host = name.as_str().to_ascii_lowercase();
-        if let Some(ip) = self.overrides.get(&host) {
-            let addrs = vec![SocketAddr::new(*ip, 0)];
-            return Box::pin(async move { Ok(addrs.into_iter()) });
-        }
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            Ok(addrs.into_iter())
-        })
-    }
 }
 
 /// Builds the client for `config`. Reads certificate files, so call it at start-up.
@@ -111,13 +67,14 @@ pub fn build(config: &UpstreamConfig) -> Result<HttpClient, Error> {
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let resolver = Resolver::new(
+    let overrides: Arc<Overrides> = Arc::new(
         config
             .resolve
             .iter()
-            .map(|((host, _port), addr)| (host.clone(), addr.ip())),
+            .map(|((host, port), addr)| ((host.clone(), *port), addr.ip()))
+            .collect(),
     );
-    let mut http = HttpConnector::new_with_resolver(resolver);
+    let mut http = HttpConnector::new_with_resolver(Resolver);
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.connect_timeout));
     http.set_nodelay(true);
@@ -126,7 +83,7 @@ pub fn build(config: &UpstreamConfig) -> Result<HttpClient, Error> {
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(Connector::new(http, overrides));
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(30))

@@ -6,6 +6,7 @@
 //! is already in hand, so the caller commits to a source only once bytes flow.
 
 pub mod client;
+pub mod connect;
 
 use crate::config::{Authority, SourceUrl, UpstreamConfig};
 use crate::metrics::Metrics;

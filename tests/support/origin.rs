@@ -58,6 +58,7 @@ pub struct OriginBuilder {
     tls: Option<TlsIdentity>,
     keep_alive: Option<Duration>,
     close_reused: bool,
+    bind: SocketAddr,
 }
 
 /// One request as the origin received it, recorded when its head was complete.
@@ -133,17 +134,24 @@ impl OriginBuilder {
         self
     }
 
+    /// Listens on `addr` instead of `127.0.0.1:0` (e.g. `127.0.0.2` with the
+    /// port of another origin, so that only the address tells them apart).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
     /// Serves HTTPS with `identity` instead of plain HTTP.
     pub fn tls(mut self, identity: TlsIdentity) -> Self {
         self.tls = Some(identity);
         self
     }
 
-    /// Binds `127.0.0.1:0` and starts serving. Panics if binding fails.
+    /// Binds `127.0.0.1:0` (or the `bind` address) and starts serving. Panics if binding fails.
     pub async fn start(self) -> Origin {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        let listener = TcpListener::bind(self.bind)
             .await
-            .expect("binding 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("binding {}: {e}", self.bind));
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
@@ -188,6 +196,7 @@ impl Origin {
             tls: None,
             keep_alive: None,
             close_reused: false,
+            bind: (Ipv4Addr::LOCALHOST, 0).into(),
         }
     }
 
