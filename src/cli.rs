@@ -73,6 +73,16 @@ pub struct Args {
     #[arg(long = "resolve", value_name = "HOST:PORT:ADDR")]
     pub resolve: Vec<String>,
 
+    /// A host (HOST or HOST:PORT) an upstream's redirect may lead to although it
+    /// resolves to a loopback, private, link-local or other special address; repeatable.
+    #[arg(
+        long = "allow-redirect-host",
+        value_name = "HOST",
+        env = "PC_ALLOW_REDIRECT_HOSTS",
+        value_delimiter = ' '
+    )]
+    pub allow_redirect_hosts: Vec<String>,
+
     /// Extra PEM file of CA certificates trusted for https:// sources.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,

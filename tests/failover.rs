@@ -4,6 +4,7 @@
 
 mod support;
 
+use package_cache::config::AllowedHost;
 use std::time::Duration;
 use support::app::{committed, source, TestApp};
 use support::client::{bytes_of, get};
@@ -165,7 +166,15 @@ async fn credentials_never_reach_another_server() {
         .file("/only-second", "second")
         .start()
         .await;
-    let app = TestApp::start(|c| source(source(c, &first.url()), &second.url())).await;
+    // `other` is another port on 127.0.0.1: a redirect there is refused
+    // unless the operator allows the host, as here.
+    let app = TestApp::start(|mut c| {
+        c.upstream
+            .allow_redirect_hosts
+            .push(AllowedHost::try_new("127.0.0.1").unwrap());
+        source(source(c, &first.url()), &second.url())
+    })
+    .await;
     let creds = [
         ("authorization", "Bearer SECRET"),
         ("cookie", "session=abc"),

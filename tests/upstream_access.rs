@@ -100,3 +100,171 @@ async fn a_resolve_rule_applies_to_its_host_and_port_only() {
     );
     app.kill9().await;
 }
+
+/// `(status, body)` of `path` through `app`, by curl.
+async fn status(app: &Binary, path: &str) -> (u16, String) {
+    let (code, out, err) = curl(&["-sS", "-w", "\n%{http_code}", &app.url(path)]).await;
+    assert_eq!(code, 0, "{err}");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (body, status) = text.rsplit_once('\n').expect("status line");
+    (status.parse().expect("a status"), body.to_string())
+}
+
+fn logged(app: &Binary, words: &[&str]) -> bool {
+    app.log_lines()
+        .iter()
+        .any(|l| words.iter().all(|w| l.contains(w)))
+}
+
+#[tokio::test]
+async fn redirects_to_special_addresses_are_refused_unless_allowed() {
+    let target = Origin::builder()
+        .file("/real.tgz", "the real file")
+        .start()
+        .await;
+    let port = target.addr().port();
+    let source = Origin::builder()
+        .route(
+            "/lit.tgz",
+            support::origin::Reply::redirect(302, &format!("http://127.0.0.1:{port}/real.tgz")),
+        )
+        .route(
+            "/name.tgz",
+            support::origin::Reply::redirect(302, &format!("http://localhost:{port}/real.tgz")),
+        )
+        .route(
+            "/same.tgz",
+            support::origin::Reply::redirect(302, "/moved/same.tgz"),
+        )
+        .file("/moved/same.tgz", "same origin")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = source.url();
+    let start = |name: &str, extra: &[&str]| {
+        let cache = dir.path().join(name);
+        let mut args = vec![
+            "--cache".to_string(),
+            cache.to_str().unwrap().to_string(),
+            "--source".to_string(),
+            src.clone(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            (Binary::start(&args).await, cache)
+        }
+    };
+
+    // No allowance: another port of 127.0.0.1, by address or by a name that
+    // resolves there, is refused with a 502 and a log line; the target is
+    // never asked and nothing is stored. A redirect within the source's own
+    // origin is followed as before.
+    let (app, cache) = start("none", &[]).await;
+    for path in ["/lit.tgz", "/name.tgz"] {
+        let (code, body) = status(&app, path).await;
+        assert_eq!(code, 502, "{path}: {body}");
+        assert!(!cache.join(&path[1..]).exists(), "{path} not stored");
+    }
+    assert_eq!(target.total_hits(), 0, "the refused target was never asked");
+    assert!(
+        logged(&app, &["redirect refused", "loopback", "127.0.0.1"]),
+        "{:?}",
+        app.log_lines()
+    );
+    assert!(logged(
+        &app,
+        &["redirect refused", &format!("localhost:{port}")]
+    ));
+    assert_eq!(status(&app, "/same.tgz").await, (200, "same origin".into()));
+    app.kill9().await;
+
+    // HOST:PORT allows that port only; a bare HOST allows every port; the
+    // name and the address are allowed separately.
+    let other_port = format!("127.0.0.1:{}", port.wrapping_add(1).max(1));
+    let (app, _) = start("other-port", &["--allow-redirect-host", &other_port]).await;
+    assert_eq!(status(&app, "/lit.tgz").await.0, 502);
+    app.kill9().await;
+    let exact = format!("127.0.0.1:{port}");
+    let (app, cache) = start("exact", &["--allow-redirect-host", &exact]).await;
+    assert_eq!(
+        status(&app, "/lit.tgz").await,
+        (200, "the real file".into())
+    );
+    assert_eq!(
+        status(&app, "/name.tgz").await.0,
+        502,
+        "localhost is not allowed"
+    );
+    support::app::committed(&cache.join("lit.tgz")).await;
+    assert_eq!(status(&app, "/lit.tgz").await.0, 200);
+    assert_eq!(target.hits("/real.tgz"), 1, "the second one was a hit");
+    app.kill9().await;
+
+    // The environment variable, space-separated like PC_SOURCES.
+    let cache = dir.path().join("env");
+    let app = Binary::start_with_env(
+        &["--cache", cache.to_str().unwrap(), "--source", &src],
+        &[("PC_ALLOW_REDIRECT_HOSTS", "localhost 127.0.0.1")],
+    )
+    .await;
+    for path in ["/lit.tgz", "/name.tgz"] {
+        assert_eq!(
+            status(&app, path).await,
+            (200, "the real file".into()),
+            "{path}"
+        );
+    }
+    app.kill9().await;
+}
+
+#[tokio::test]
+async fn an_https_source_never_follows_a_redirect_to_http() {
+    let plain = Origin::builder()
+        .file("/pkg.tgz", "planted by an attacker")
+        .start()
+        .await;
+    let identity = support::tls::TlsIdentity::generate();
+    let secure = Origin::builder()
+        .route(
+            "/pkg.tgz",
+            support::origin::Reply::redirect(302, &plain.url_for("/pkg.tgz")),
+        )
+        .route(
+            "/moved.tgz",
+            support::origin::Reply::redirect(301, "/real/moved.tgz"),
+        )
+        .file("/real/moved.tgz", "over https")
+        .tls(identity.clone())
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, identity.ca_pem()).unwrap();
+    let cache = dir.path().join("cache");
+    let src = format!("https://localhost:{}", secure.addr().port());
+    // Even with the target's host allowed: a downgrade is never followed.
+    let app = Binary::start(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--source",
+        &src,
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--allow-redirect-host",
+        "127.0.0.1",
+    ])
+    .await;
+    let (code, body) = status(&app, "/pkg.tgz").await;
+    assert_eq!(code, 502, "{body}");
+    assert!(!body.contains("planted"), "{body}");
+    assert_eq!(plain.total_hits(), 0, "the plain URL was never requested");
+    assert!(!cache.join("pkg.tgz").exists());
+    assert!(
+        logged(&app, &["https must not fall back to http", "WARN"]),
+        "{:?}",
+        app.log_lines()
+    );
+    assert_eq!(status(&app, "/moved.tgz").await, (200, "over https".into()));
+    app.kill9().await;
+}

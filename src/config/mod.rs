@@ -5,6 +5,7 @@
 
 mod build;
 mod mounts;
+mod upstream;
 
 use crate::cli::Args;
 pub use build::BuildConfig;
@@ -14,6 +15,7 @@ pub use mounts::{Mount, Profile};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+pub use upstream::AllowedHost;
 
 /// A configuration error, reported before start-up.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +185,9 @@ pub struct UpstreamConfig {
     pub transparent_hosts: Vec<Authority>,
     /// `--resolve` overrides: (host, port) → address.
     pub resolve: Vec<((String, u16), SocketAddr)>,
+    /// Hosts a redirect may lead to although they resolve to a loopback,
+    /// private, link-local or other special address (`--allow-redirect-host`).
+    pub allow_redirect_hosts: Vec<AllowedHost>,
     /// Extra trusted CA certificates (PEM).
     pub ca_file: Option<PathBuf>,
     /// TCP (and TLS) connect timeout.
@@ -303,6 +308,7 @@ impl Config {
                 sources: Vec::new(),
                 transparent_hosts: Vec::new(),
                 resolve: Vec::new(),
+                allow_redirect_hosts: Vec::new(),
                 ca_file: None,
                 connect_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(2),
@@ -420,6 +426,12 @@ impl TryFrom<Args> for Config {
             .iter()
             .map(|r| parse_resolve(r))
             .collect::<Result<_, _>>()?;
+        let allow_redirect_hosts = args
+            .allow_redirect_hosts
+            .iter()
+            .filter(|h| !h.is_empty())
+            .map(|h| AllowedHost::try_new(h))
+            .collect::<Result<_, _>>()?;
         let cache_dir = args
             .cache
             .or_else(default_cache_dir)
@@ -449,6 +461,7 @@ impl TryFrom<Args> for Config {
                 sources,
                 transparent_hosts,
                 resolve,
+                allow_redirect_hosts,
                 ca_file: args.ca_file,
                 connect_timeout: secs(args.connect_timeout.max(1)),
                 idle_timeout: secs(args.upstream_timeout.max(1)),

@@ -1,9 +1,11 @@
 //! The HTTP(S) clients used for every upstream request: hyper-util's pooled
 //! client over a rustls connector (system trust store plus `--ca-file`), over
 //! `connect::Connector` (`--resolve` rules by host and port), with a connect
-//! timeout and an idle-pool timer.
+//! timeout and an idle-pool timer. Two clients, two pools: one for the
+//! sources' own origins, one for redirects to other origins, whose every
+//! connection passed the special-address guard.
 
-use super::connect::{Connector, Overrides, Resolver};
+use super::connect::{Connector, Guard, Overrides, Resolver};
 use crate::config::UpstreamConfig;
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -19,6 +21,16 @@ use std::time::Duration;
 
 /// The pooled upstream client type.
 pub type HttpClient = Client<HttpsConnector<Connector>, Empty<Bytes>>;
+
+/// The two clients: they share the TLS configuration, never a connection.
+#[derive(Clone)]
+pub struct Clients {
+    /// For a source's own origin (and a named host): the operator chose it.
+    pub sources: HttpClient,
+    /// For a redirect to another origin: special addresses are refused
+    /// unless `--allow-redirect-host` allows the host.
+    pub redirects: HttpClient,
+}
 
 /// Errors building the client.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +48,8 @@ pub enum Error {
     Tls(#[from] rustls::Error),
 }
 
-/// Builds the client for `config`. Reads certificate files, so call it at start-up.
-pub fn build(config: &UpstreamConfig) -> Result<HttpClient, Error> {
+/// Builds the clients for `config`. Reads certificate files, so call it at start-up.
+pub fn build(config: &UpstreamConfig) -> Result<Clients, Error> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for err in &native.errors {
@@ -74,19 +86,26 @@ pub fn build(config: &UpstreamConfig) -> Result<HttpClient, Error> {
             .map(|((host, port), addr)| ((host.clone(), *port), addr.ip()))
             .collect(),
     );
-    let mut http = HttpConnector::new_with_resolver(Resolver);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_nodelay(true);
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(Connector::new(http, overrides));
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .timer(TokioTimer::new())
-        .build(https))
+    let guard = Arc::new(Guard::new(config.allow_redirect_hosts.clone()));
+    let client = |guard: Option<Arc<Guard>>| {
+        let mut http = HttpConnector::new_with_resolver(Resolver::new(guard.clone()));
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(Connector::new(http, overrides.clone(), guard));
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .timer(TokioTimer::new())
+            .build(https)
+    };
+    Ok(Clients {
+        sources: client(None),
+        redirects: client(Some(guard)),
+    })
 }

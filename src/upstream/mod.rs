@@ -2,6 +2,10 @@
 //! allowed host, following redirects, failing over on 404/410, 5xx, connect
 //! errors, resets and timeouts before the first body byte.
 //!
+//! Redirects are followed within limits: never from https to http, and to
+//! another origin only over a client that refuses loopback, private and
+//! link-local addresses unless `--allow-redirect-host` names the host.
+//!
 //! It knows nothing of the cache: it returns a response whose first body chunk
 //! is already in hand, so the caller commits to a source only once bytes flow.
 
@@ -67,6 +71,25 @@ pub enum Error {
         /// What was wrong.
         reason: &'static str,
     },
+    /// An https URL redirected to http: a network attacker could answer the
+    /// plain request, so it is never made.
+    #[error("{url}: redirect to {location} refused: https must not fall back to http")]
+    Downgrade {
+        /// The URL that redirected.
+        url: String,
+        /// Where it pointed.
+        location: String,
+    },
+    /// A redirect to another origin led to a special address that the
+    /// operator did not allow.
+    #[error("{url}: redirect refused: {source}")]
+    RedirectRefused {
+        /// The URL the redirect led to.
+        url: String,
+        /// Where it resolved.
+        #[source]
+        source: connect::Refused,
+    },
 }
 
 impl Error {
@@ -83,7 +106,9 @@ impl Error {
             Error::Status { .. } if self.is_not_found() => "not_found",
             Error::Status { .. } => "status",
             Error::Body { .. } => "body",
-            Error::Redirect { .. } => "redirect",
+            Error::Redirect { .. } | Error::Downgrade { .. } | Error::RedirectRefused { .. } => {
+                "redirect"
+            }
         }
     }
 
@@ -219,7 +244,7 @@ async fn next_data(body: &mut Incoming, idle: Duration) -> Result<Option<Bytes>,
 /// The upstream side: a pooled client and the configured sources.
 #[derive(Clone)]
 pub struct Upstream {
-    client: client::HttpClient,
+    client: client::Clients,
     sources: Vec<SourceUrl>,
     idle: Duration,
     max_redirects: usize,
@@ -304,14 +329,28 @@ impl Upstream {
         started: Instant,
     ) -> Result<Fetched, Error> {
         let mut headers = req.headers.clone();
+        let source = url.clone();
         for _ in 0..=self.max_redirects {
-            let response = self.send(&req.method, &url, &headers).await?;
+            // The source's own origin is where the operator sent us; any
+            // other origin goes through the client that checks its address.
+            let client = if same_origin(&source, &url) {
+                &self.client.sources
+            } else {
+                &self.client.redirects
+            };
+            let response = self.send(client, &req.method, &url, &headers).await?;
             let status = response.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 self.metrics.upstream_answered(origin, started.elapsed());
             }
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let next = redirect_target(&url, response.headers())?;
+                if is_downgrade(&url, &next) {
+                    return Err(Error::Downgrade {
+                        url,
+                        location: next,
+                    });
+                }
                 if !same_origin(&url, &next) {
                     // As curl does: credentials do not follow a redirect to another server.
                     for name in [
@@ -378,6 +417,7 @@ impl Upstream {
     /// goes again (RFC 9112 §9.3.1), at most twice more.
     async fn send(
         &self,
+        client: &client::HttpClient,
         method: &Method,
         url: &str,
         headers: &HeaderMap,
@@ -397,7 +437,7 @@ impl Upstream {
                 .headers_mut()
                 .entry(header::USER_AGENT)
                 .or_insert(HeaderValue::from_static(USER_AGENT));
-            match tokio::time::timeout(self.idle, self.client.request(request)).await {
+            match tokio::time::timeout(self.idle, client.request(request)).await {
                 Err(_) => {
                     return Err(Error::Timeout {
                         url: url.to_string(),
@@ -410,10 +450,16 @@ impl Upstream {
                     tracing::debug!(url, error = %source, "pooled connection closed under the request; sending again");
                 }
                 Ok(Err(source)) => {
+                    if let Some(refused) = find_cause::<connect::Refused>(&source) {
+                        return Err(Error::RedirectRefused {
+                            url: url.to_string(),
+                            source: refused.clone(),
+                        });
+                    }
                     return Err(Error::Connect {
                         url: url.to_string(),
                         source,
-                    })
+                    });
                 }
             }
         }
@@ -431,6 +477,20 @@ fn closed_unanswered(err: &hyper_util::client::legacy::Error) -> bool {
         source = cause.source();
     }
     false
+}
+
+/// The first cause of type `T` in `err`'s chain.
+fn find_cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if let Some(found) = c.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// An error and its causes, so a log says "invalid HTTP status-code parsed",
@@ -454,6 +514,11 @@ fn same_origin(a: &str, b: &str) -> bool {
         (Ok(a), Ok(b)) => a.origin() == b.origin(),
         _ => false,
     }
+}
+
+/// Whether following `from` → `to` leaves https for http.
+fn is_downgrade(from: &str, to: &str) -> bool {
+    from.starts_with("https:") && to.starts_with("http:")
 }
 
 fn redirect_target(current: &str, headers: &HeaderMap) -> Result<String, Error> {
@@ -498,6 +563,14 @@ mod tests {
         assert!(!same_origin("http://a/x", "https://a/x"));
         assert!(!same_origin("http://a/x", "http://b/x"));
         assert!(!same_origin("http://a:1/x", "http://a:2/x"));
+    }
+
+    #[test]
+    fn only_https_to_http_is_a_downgrade() {
+        assert!(is_downgrade("https://a/x", "http://a/x"));
+        assert!(!is_downgrade("http://a/x", "https://b/x"));
+        assert!(!is_downgrade("https://a/x", "https://b/x"));
+        assert!(!is_downgrade("http://a/x", "http://b/x"));
     }
 
     #[test]

@@ -164,6 +164,15 @@ impl Binary {
 
     /// As `start`, listening on `host`.
     pub async fn start_on(host: &str, args: &[&str]) -> Binary {
+        Binary::launch(host, args, &[]).await
+    }
+
+    /// As `start`, with these environment variables set too.
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::launch("127.0.0.1", args, env).await
+    }
+
+    async fn launch(host: &str, args: &[&str], env: &[(&str, &str)]) -> Binary {
         // Never the default admin port: tests run in parallel.
         let admin = if host.contains(':') {
             format!("[{host}]:0")
@@ -184,6 +193,7 @@ impl Binary {
             .args(admin_args)
             .args(["--host", host, "--port", "0", "--log-format", "json"])
             .env("RUST_LOG", "package_cache=info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
