@@ -1,5 +1,7 @@
 //! How the real binary reaches its upstreams: a `--resolve HOST:PORT:ADDR`
-//! rule applies to that host and port only.
+//! rule applies to that host and port only; redirects never downgrade https
+//! and reach special addresses only where allowed; a 404 from the last source
+//! is routine (info, "no more sources"), a failure that moves on a warning.
 
 mod support;
 
@@ -266,5 +268,102 @@ async fn an_https_source_never_follows_a_redirect_to_http() {
         app.log_lines()
     );
     assert_eq!(status(&app, "/moved.tgz").await, (200, "over https".into()));
+    app.kill9().await;
+}
+
+/// `(level, message)` of each upstream-failure log line about `path`.
+fn failure_lines(app: &Binary, path: &str) -> Vec<(String, String)> {
+    let text =
+        |v: &serde_json::Value, key: &str| v["fields"][key].as_str().unwrap_or("").to_string();
+    app.log_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            let message = text(v, "message");
+            (message.contains("no more sources") || message.contains("trying next"))
+                && text(v, "error").contains(path)
+        })
+        .map(|v| {
+            (
+                v["level"].as_str().unwrap_or("").to_string(),
+                text(&v, "message"),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for_lines(app: &Binary, path: &str, n: usize) -> Vec<(String, String)> {
+    for _ in 0..100 {
+        let lines = failure_lines(app, path);
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no {n} failure lines for {path}: {:?}", app.log_lines());
+}
+
+#[tokio::test]
+async fn a_404_from_the_last_source_is_routine_and_says_no_more_sources() {
+    let first = Origin::builder()
+        .route("/both-500.tgz", support::origin::Reply::status(404))
+        .start()
+        .await;
+    let second = Origin::builder()
+        .route("/both-500.tgz", support::origin::Reply::status(500))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("one");
+    let only = first.url();
+    let app = Binary::start(&["--cache", cache.to_str().unwrap(), "--source", &only]).await;
+    assert_eq!(status(&app, "/distfiles/probe.tgz").await.0, 404);
+    let lines = wait_for_lines(&app, "/distfiles/probe.tgz", 1).await;
+    assert_eq!(
+        lines,
+        [("INFO".into(), "not found upstream; no more sources".into())],
+        "a 404 from the only source is not a warning"
+    );
+    // A mount's only source, the same.
+    app.kill9().await;
+    let cache = dir.path().join("mount");
+    let mirror = format!("gentoo={}", first.url());
+    let app = Binary::start(&["--cache", cache.to_str().unwrap(), "--mirror", &mirror]).await;
+    assert_eq!(status(&app, "/gentoo/distfiles/ab/x.tgz").await.0, 404);
+    let lines = wait_for_lines(&app, "/distfiles/ab/x.tgz", 1).await;
+    assert_eq!(lines[0].0, "INFO", "{lines:?}");
+    app.kill9().await;
+
+    // Two sources: the failure that moves on keeps its warning; the last
+    // source's 404 is routine, its 500 is not.
+    let cache = dir.path().join("two");
+    let (a, b) = (first.url(), second.url());
+    let app = Binary::start(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--source",
+        &a,
+        "--source",
+        &b,
+    ])
+    .await;
+    assert_eq!(status(&app, "/distfiles/gone.tgz").await.0, 404);
+    let lines = wait_for_lines(&app, "/distfiles/gone.tgz", 2).await;
+    assert_eq!(
+        lines,
+        [
+            ("WARN".into(), "upstream failed; trying next".into()),
+            ("INFO".into(), "not found upstream; no more sources".into()),
+        ]
+    );
+    assert_eq!(status(&app, "/both-500.tgz").await.0, 502);
+    let lines = wait_for_lines(&app, "/both-500.tgz", 2).await;
+    assert_eq!(
+        lines,
+        [
+            ("WARN".into(), "upstream failed; trying next".into()),
+            ("WARN".into(), "upstream failed; no more sources".into()),
+        ]
+    );
     app.kill9().await;
 }

@@ -299,7 +299,8 @@ impl Upstream {
             urls
         };
         let mut attempts = Vec::new();
-        for url in urls {
+        let count = urls.len();
+        for (i, url) in urls.into_iter().enumerate() {
             let started = Instant::now();
             let origin = origin_of(&url);
             match self.fetch_one(url, &req, &origin, started).await {
@@ -309,8 +310,7 @@ impl Upstream {
                     return Ok(fetched);
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64,
-                        "upstream failed; trying next");
+                    log_failure(&origin, &err, started, i + 1 == count);
                     self.metrics.upstream_failed(&origin, &err);
                     attempts.push(err);
                 }
@@ -393,6 +393,21 @@ impl Upstream {
             url,
             reason: "too many redirects",
         })
+    }
+}
+
+/// One line per failed attempt. A failure that moves on to the next source
+/// is a warning; so is the last source failing. A 404/410 from the last (or
+/// only) source is routine — Portage probes mirrors for files they may not
+/// have, and the access log already shows the 404 — so it is an info line.
+fn log_failure(origin: &str, err: &Error, started: Instant, last: bool) {
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if !last {
+        tracing::warn!(source = %origin, error = %err, elapsed_ms, "upstream failed; trying next");
+    } else if err.is_not_found() {
+        tracing::info!(source = %origin, error = %err, elapsed_ms, "not found upstream; no more sources");
+    } else {
+        tracing::warn!(source = %origin, error = %err, elapsed_ms, "upstream failed; no more sources");
     }
 }
 
