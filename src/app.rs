@@ -15,7 +15,7 @@ use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
 use crate::server::{self, Limits, Serving};
 use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::upstream::{self, Upstream};
 use crate::{evict, privileges, tls};
 use anyhow::Context;
 use std::future::Future;
@@ -112,6 +112,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("reading the bound address")?;
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
+    if let Some(reloader) = upstream::auth::Reloader::install(config.credentials())
+        .context("installing the SIGHUP handler")?
+    {
+        tasks.spawn(reloader.run(stop.clone()));
+    }
     let hard_stop = CancellationToken::new();
     let rules = HostRules {
         sources: config.upstream.sources.clone(),

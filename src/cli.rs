@@ -125,6 +125,12 @@ pub struct Args {
     #[arg(long = "files-host", value_name = "NAME=URL")]
     pub files_hosts: Vec<String>,
 
+    /// Credentials for a mount's upstream (NAME=FILE): FILE holds a bearer token, or
+    /// user:password (sent as Basic), on one line; read at start and on SIGHUP, sent to
+    /// that mount's source origins only.
+    #[arg(long = "mirror-auth", value_name = "NAME=FILE")]
+    pub mirror_auth: Vec<String>,
+
     /// Seconds an index document (simple page, /versions, /info/*, specs, layout.conf)
     /// is served before it is revalidated upstream.
     #[arg(long, default_value_t = 300, value_name = "SECS")]

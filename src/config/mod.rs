@@ -4,18 +4,20 @@
 //! before anything starts) or with `Config::for_test` in tests.
 
 mod build;
+mod credential;
 mod mounts;
 mod upstream;
 
 use crate::cli::Args;
 pub use build::BuildConfig;
+pub use credential::Credential;
 use http::uri::{Scheme, Uri};
 use mounts::mounts_from;
 pub use mounts::{Mount, Profile};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-pub use upstream::AllowedHost;
+pub use upstream::{redact_userinfo, AllowedHost};
 
 /// A configuration error, reported before start-up.
 #[derive(Debug, thiserror::Error)]
@@ -124,22 +126,27 @@ impl Authority {
     }
 }
 
-/// One `--source` mirror: scheme, authority and path prefix (no trailing `/`).
+/// One `--source` mirror: scheme, authority and path prefix (no trailing `/`),
+/// and the operator's credential for its origin, if any.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceUrl {
     /// `http` or `https`.
     pub https: bool,
-    /// Normalised authority.
+    /// Normalised authority (never with userinfo).
     pub authority: Authority,
     /// Path prefix, empty or starting with `/`, never ending with `/`.
     pub prefix: String,
+    /// Sent as `Authorization` to this origin only: the URL's
+    /// `user:password@`, or a mount's `--mirror-auth` file.
+    pub credential: Option<Credential>,
 }
 
 impl SourceUrl {
-    /// Parses an absolute `http://` or `https://` URL.
+    /// Parses an absolute `http://` or `https://` URL. Its userinfo, if any,
+    /// becomes the credential (`Basic`) and leaves the URL.
     pub fn try_new(url: &str) -> Result<SourceUrl, Error> {
         let err = |reason| Error::Source {
-            url: url.to_string(),
+            url: redact_userinfo(url),
             reason,
         };
         let uri: Uri = url.parse().map_err(|_| err("not a URL"))?;
@@ -149,7 +156,12 @@ impl SourceUrl {
             _ => return Err(err("the scheme must be http or https")),
         };
         let raw_auth = uri.authority().ok_or_else(|| err("no host"))?.as_str();
+        let (userinfo, raw_auth) = upstream::split_userinfo(raw_auth);
         let authority = Authority::try_new(raw_auth, https).map_err(|_| err("bad host"))?;
+        let credential = userinfo
+            .map(|(user, password)| Credential::basic(authority.as_str(), &user, &password))
+            .transpose()
+            .map_err(err)?;
         if uri.query().is_some() {
             return Err(err("a query string is not allowed"));
         }
@@ -158,7 +170,13 @@ impl SourceUrl {
             https,
             authority,
             prefix,
+            credential,
         })
+    }
+
+    /// Whether `other` has the same scheme and authority.
+    pub fn same_origin(&self, other: &SourceUrl) -> bool {
+        self.https == other.https && self.authority == other.authority
     }
 
     /// `scheme://authority`.
@@ -353,6 +371,23 @@ impl Config {
         Ok(self)
     }
 
+    /// Every credential read from a file (`--mirror-auth`), once each: what
+    /// SIGHUP reloads.
+    pub fn credentials(&self) -> Vec<Credential> {
+        let mut found: Vec<Credential> = Vec::new();
+        let sources = self.upstream.sources.iter().chain(
+            self.mounts
+                .iter()
+                .flat_map(|m| m.sources.iter().chain(&m.files_hosts)),
+        );
+        for credential in sources.filter_map(|s| s.credential.as_ref()) {
+            if credential.file().is_some() && !found.contains(credential) {
+                found.push(credential.clone());
+            }
+        }
+        found
+    }
+
     /// Adds a source mirror (tests).
     pub fn with_source(mut self, url: &str) -> Result<Config, Error> {
         self.upstream.sources.push(SourceUrl::try_new(url)?);
@@ -518,7 +553,18 @@ mod tests {
         );
         assert!(SourceUrl::try_new("ftp://h/").is_err());
         assert!(SourceUrl::try_new("/relative").is_err());
-        assert!(SourceUrl::try_new("http://u@h/").is_err());
+        // Userinfo becomes the credential and leaves the URL.
+        let s = SourceUrl::try_new("http://u:p%40ss@h/x/").unwrap();
+        assert_eq!(s.url_for("/a"), "http://h/x/a");
+        assert_eq!(s.credential.map(|c| c.header()).unwrap(), "Basic dTpwQHNz");
+        assert!(SourceUrl::try_new("http://u@h/")
+            .unwrap()
+            .credential
+            .is_some());
+        let err = SourceUrl::try_new("ftp://u:secret@h/")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]

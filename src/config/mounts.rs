@@ -1,8 +1,10 @@
-//! Mounts: `--mirror NAME=URL`, `--profile NAME=KIND` and `--files-host
-//! NAME=URL` parsed into one typed `Mount` per name.
+//! Mounts: `--mirror NAME=URL`, `--profile NAME=KIND`, `--files-host
+//! NAME=URL` and `--mirror-auth NAME=FILE` parsed into one typed `Mount` per
+//! name.
 
-use super::{Error, SourceUrl};
+use super::{redact_userinfo, Credential, Error, SourceUrl};
 use crate::cli::Args;
+use std::path::Path;
 
 /// What kind of repository a mount fronts: it decides which paths are
 /// mutable index documents and how artifacts are verified.
@@ -70,7 +72,7 @@ fn split_named<'a>(option: &'static str, raw: &'a str) -> Result<(&'a str, &'a s
 pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
     let mut mounts: Vec<Mount> = Vec::new();
     for raw in &args.mirrors {
-        let (name, url) = split_named("--mirror", raw)?;
+        let (name, url) = split_named("--mirror", raw).map_err(redacted)?;
         let source = SourceUrl::try_new(url)?;
         match mounts.iter_mut().find(|m| m.name == name) {
             Some(mount) => mount.sources.push(source),
@@ -101,15 +103,58 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
         mount.profile = profile;
     }
     for raw in &args.files_hosts {
-        let (name, url) = split_named("--files-host", raw)?;
+        let (name, url) = split_named("--files-host", raw).map_err(redacted)?;
         let source = SourceUrl::try_new(url)?;
         let mount = mounts
             .iter_mut()
             .find(|m| m.name == name)
-            .ok_or_else(|| unknown("--files-host", raw))?;
+            .ok_or_else(|| redacted(unknown("--files-host", raw)))?;
         mount.files_hosts.push(source);
     }
+    for raw in &args.mirror_auth {
+        let (name, file) = split_named("--mirror-auth", raw)?;
+        let mount = mounts
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or_else(|| unknown("--mirror-auth", raw))?;
+        let credential = Credential::load(name, Path::new(file)).map_err(|e| Error::Mount {
+            option: "--mirror-auth",
+            value: raw.clone(),
+            reason: e.to_string(),
+        })?;
+        for source in &mut mount.sources {
+            source.credential = Some(credential.clone());
+        }
+    }
+    for mount in &mut mounts {
+        // A files host on a source's own origin is that upstream too.
+        for files in &mut mount.files_hosts {
+            if files.credential.is_none() {
+                files.credential = mount
+                    .sources
+                    .iter()
+                    .find(|s| s.same_origin(files))
+                    .and_then(|s| s.credential.clone());
+            }
+        }
+    }
     Ok(mounts)
+}
+
+/// `err` quoting its value without a password: error messages are printed.
+fn redacted(err: Error) -> Error {
+    match err {
+        Error::Mount {
+            option,
+            value,
+            reason,
+        } => Error::Mount {
+            option,
+            value: redact_userinfo(&value),
+            reason,
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +213,41 @@ mod tests {
         ] {
             assert!(args(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn credentials_go_to_a_mounts_sources_and_same_origin_files_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "tok\n").unwrap();
+        let auth = format!("private={}", token.display());
+        let c = args(&[
+            "--mirror",
+            "private=http://a.example/simple/",
+            "--mirror",
+            "private=http://b.example/",
+            "--profile",
+            "private=pypi",
+            "--files-host",
+            "private=http://a.example/files/",
+            "--files-host",
+            "private=http://files.example/",
+            "--mirror-auth",
+            &auth,
+            "--mirror",
+            "open=http://u:pw@c.example/",
+        ])
+        .unwrap();
+        let m = &c.mounts[0];
+        assert!(m.sources.iter().all(|s| s.credential.is_some()));
+        assert_eq!(m.files_hosts[0].credential, m.sources[0].credential);
+        assert!(m.files_hosts[1].credential.is_none(), "another origin");
+        assert_eq!(c.mounts[1].sources[0].url_for("/x"), "http://c.example/x");
+        assert_eq!(c.credentials().len(), 1, "only file-backed ones reload");
+        let err = args(&["--mirror", "Bad=http://u:hunter2@h/"]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(args(&["--mirror-auth", &auth]).is_err(), "no such mount");
+        let missing = format!("private={}", dir.path().join("none").display());
+        assert!(args(&["--mirror", "private=http://a/", "--mirror-auth", &missing]).is_err());
     }
 }

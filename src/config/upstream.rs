@@ -1,8 +1,10 @@
 //! Upstream access settings parsed from the command line: the hosts a
 //! redirect may lead to although they resolve to a special address
-//! (`--allow-redirect-host`).
+//! (`--allow-redirect-host`), and the userinfo of a source URL — taken out of
+//! the URL, so that every URL the app logs or stores is free of it.
 
 use super::Error;
+use percent_encoding::percent_decode_str;
 
 /// A `--allow-redirect-host` entry: a host name or IP address (IPv6 in
 /// brackets, as in URLs), optionally with a port.
@@ -44,6 +46,30 @@ impl AllowedHost {
     }
 }
 
+/// `(user, password)` decoded from the userinfo of an authority
+/// (`user:password@host`), and the authority without it.
+pub(super) fn split_userinfo(authority: &str) -> (Option<(String, String)>, &str) {
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return (None, authority);
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    (Some((decode(user), decode(password))), host)
+}
+
+/// `url` with any userinfo replaced by `***`, for messages.
+pub fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +85,21 @@ mod tests {
         for bad in ["", "u@h", "h/x", "h:port", ":80", "h:99999", "h:"] {
             assert!(AllowedHost::try_new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn userinfo_is_split_decoded_and_redacted() {
+        assert_eq!(split_userinfo("h:1"), (None, "h:1"));
+        assert_eq!(
+            split_userinfo("u%40x:p%3Aw@h:1"),
+            (Some(("u@x".into(), "p:w".into())), "h:1")
+        );
+        assert_eq!(
+            split_userinfo("tok@h"),
+            (Some(("tok".into(), "".into())), "h")
+        );
+        assert_eq!(redact_userinfo("http://u:secret@h/a@b"), "http://***@h/a@b");
+        assert_eq!(redact_userinfo("http://h/a@b"), "http://h/a@b");
+        assert_eq!(redact_userinfo("u:secret@h"), "***@h");
     }
 }

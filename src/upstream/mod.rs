@@ -9,10 +9,11 @@
 //! It knows nothing of the cache: it returns a response whose first body chunk
 //! is already in hand, so the caller commits to a source only once bytes flow.
 
+pub mod auth;
 pub mod client;
 pub mod connect;
 
-use crate::config::{Authority, SourceUrl, UpstreamConfig};
+use crate::config::{Authority, Credential, SourceUrl, UpstreamConfig};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
@@ -272,19 +273,16 @@ impl Upstream {
     /// Tries each candidate URL in order until one answers with a status that
     /// does not call for failover, and (for GET) its first body byte arrived.
     pub async fn fetch(&self, req: FetchRequest<'_>) -> Result<Fetched, Failed> {
-        let urls: Vec<String> = match req.via {
-            Via::Sources => self
-                .sources
-                .iter()
-                .map(|s| s.url_for(req.path_and_query))
-                .collect(),
-            Via::List(list) => list.iter().map(|s| s.url_for(req.path_and_query)).collect(),
+        // Each URL with the operator's credential for its origin, if any.
+        let on = |s: &SourceUrl| (s.url_for(req.path_and_query), s.credential.clone());
+        let urls: Vec<(String, Option<Credential>)> = match req.via {
+            Via::Sources => self.sources.iter().map(on).collect(),
+            Via::List(list) => list.iter().map(on).collect(),
             Via::Host { https, authority } => {
                 let scheme = if https { "https" } else { "http" };
-                vec![format!(
-                    "{scheme}://{}{}",
-                    authority.as_str(),
-                    req.path_and_query
+                vec![(
+                    format!("{scheme}://{}{}", authority.as_str(), req.path_and_query),
+                    None,
                 )]
             }
         };
@@ -300,10 +298,13 @@ impl Upstream {
         };
         let mut attempts = Vec::new();
         let count = urls.len();
-        for (i, url) in urls.into_iter().enumerate() {
+        for (i, (url, credential)) in urls.into_iter().enumerate() {
             let started = Instant::now();
             let origin = origin_of(&url);
-            match self.fetch_one(url, &req, &origin, started).await {
+            match self
+                .fetch_one(url, credential.as_ref(), &req, &origin, started)
+                .await
+            {
                 Ok(fetched) => {
                     tracing::debug!(source = %fetched.url, status = fetched.status.as_u16(),
                         elapsed_ms = started.elapsed().as_millis() as u64, "upstream answered");
@@ -319,16 +320,23 @@ impl Upstream {
         Err(Failed { attempts })
     }
 
-    /// One source: `origin` labels its metrics; `started` is when the
-    /// attempt began (the head latency spans its redirects).
+    /// One source: `credential` goes to its origin (unless the client sent
+    /// its own `Authorization`); `origin` labels its metrics; `started` is
+    /// when the attempt began (the head latency spans its redirects).
     async fn fetch_one(
         &self,
         mut url: String,
+        credential: Option<&Credential>,
         req: &FetchRequest<'_>,
         origin: &str,
         started: Instant,
     ) -> Result<Fetched, Error> {
         let mut headers = req.headers.clone();
+        if let Some(credential) = credential {
+            headers
+                .entry(header::AUTHORIZATION)
+                .or_insert_with(|| credential.header());
+        }
         let source = url.clone();
         for _ in 0..=self.max_redirects {
             // The source's own origin is where the operator sent us; any
@@ -552,6 +560,11 @@ fn redirect_target(current: &str, headers: &HeaderMap) -> Result<String, Error> 
     if next.scheme() != "http" && next.scheme() != "https" {
         return Err(bad("Location is not http(s)"));
     }
+    // Credentials in a Location are the upstream's to give, not to us: they
+    // would be logged and stored with the URL, and are never sent.
+    let mut next = next;
+    let _ = next.set_username("");
+    let _ = next.set_password(None);
     Ok(next.into())
 }
 
@@ -601,6 +614,10 @@ mod tests {
         assert_eq!(
             redirect_target("http://a/x", &loc("https://b/q")).unwrap(),
             "https://b/q"
+        );
+        assert_eq!(
+            redirect_target("http://a/x", &loc("http://u:secret@b/q")).unwrap(),
+            "http://b/q"
         );
         assert!(redirect_target("http://a/x", &loc("ftp://b/q")).is_err());
         assert!(redirect_target("http://a/x", &HeaderMap::new()).is_err());

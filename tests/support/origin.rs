@@ -59,6 +59,7 @@ pub struct OriginBuilder {
     keep_alive: Option<Duration>,
     close_reused: bool,
     bind: SocketAddr,
+    require_auth: Option<String>,
 }
 
 /// One request as the origin received it, recorded when its head was complete.
@@ -88,6 +89,7 @@ struct Shared {
     fallback: Reply,
     keep_alive: Option<Duration>,
     close_reused: bool,
+    require_auth: Option<String>,
     requests: Mutex<Vec<Recorded>>,
     connections: AtomicUsize,
 }
@@ -141,6 +143,13 @@ impl OriginBuilder {
         self
     }
 
+    /// Answers 401 (with `WWW-Authenticate`) to every request whose
+    /// `Authorization` is not exactly `value`, as a private index does.
+    pub fn require_authorization(mut self, value: &str) -> Self {
+        self.require_auth = Some(value.to_string());
+        self
+    }
+
     /// Serves HTTPS with `identity` instead of plain HTTP.
     pub fn tls(mut self, identity: TlsIdentity) -> Self {
         self.tls = Some(identity);
@@ -160,6 +169,7 @@ impl OriginBuilder {
             fallback: self.fallback,
             keep_alive: self.keep_alive,
             close_reused: self.close_reused,
+            require_auth: self.require_auth,
             requests: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
         });
@@ -197,6 +207,7 @@ impl Origin {
             keep_alive: None,
             close_reused: false,
             bind: (Ipv4Addr::LOCALHOST, 0).into(),
+            require_auth: None,
         }
     }
 
@@ -353,11 +364,23 @@ async fn serve<S: Transport>(mut io: S, shared: &Shared) {
         }
         let path = recorded.path().to_string();
         let head_only = recorded.method == Method::HEAD;
+        let authorized = shared.require_auth.as_ref().is_none_or(|required| {
+            recorded
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes())
+                == Some(required.as_bytes())
+        });
         shared.requests().push(recorded);
         if shared.close_reused && served > 0 {
             return close_cleanly(io).await;
         }
-        let reply = shared.routes.get(&path).unwrap_or(&shared.fallback);
+        let denied = Reply::status(401).header("www-authenticate", "Basic realm=\"test\"");
+        let reply = if authorized {
+            shared.routes.get(&path).unwrap_or(&shared.fallback)
+        } else {
+            &denied
+        };
         // A chunked request body is not parsed, so the connection cannot be reused after it.
         let close = close || chunked_body;
         let ask = Ask {
