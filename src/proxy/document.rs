@@ -167,6 +167,7 @@ impl Proxy {
             path_and_query: &spec.path,
             method: Method::GET,
             headers: request_headers,
+            decode: true,
         };
         let mut fetched = match self.upstream.fetch(fetch).await {
             Ok(fetched) => fetched,

@@ -46,6 +46,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
         path_and_query: target.path(),
         method: Method::GET,
         headers: headers::fill_request(),
+        decode: false,
     };
     let fetched = tokio::select! {
         _ = cancel.cancelled() => return,

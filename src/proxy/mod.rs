@@ -270,6 +270,7 @@ impl Proxy {
             path_and_query: &path_and_query,
             method: req.method.clone(),
             headers: headers::forwardable(&req.headers),
+            decode: false,
         };
         match self.upstream.fetch(fetch).await {
             Ok(fetched) => respond::passthrough(&req.method, fetched, CacheStatus::Pass),

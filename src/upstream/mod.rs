@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod client;
 pub mod connect;
+mod decode;
 
 use crate::config::{Authority, Credential, SourceUrl, UpstreamConfig};
 use crate::metrics::Metrics;
@@ -22,6 +23,10 @@ use hyper::body::Incoming;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Most bytes a decoded body may grow to: index documents are stored whole,
+/// and the store takes none larger (`store::MAX_DOC_LEN`).
+const DECODED_LIMIT: u64 = 128 << 20;
 
 /// `User-Agent` sent upstream.
 pub const USER_AGENT: &str = concat!("package-cache/", env!("CARGO_PKG_VERSION"));
@@ -72,6 +77,14 @@ pub enum Error {
         /// What was wrong.
         reason: &'static str,
     },
+    /// A body to decode came in a coding this proxy does not know.
+    #[error("{url}: unsupported Content-Encoding {coding:?}")]
+    Encoding {
+        /// The URL tried.
+        url: String,
+        /// The coding.
+        coding: String,
+    },
     /// An https URL redirected to http: a network attacker could answer the
     /// plain request, so it is never made.
     #[error("{url}: redirect to {location} refused: https must not fall back to http")]
@@ -106,7 +119,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::Status { .. } if self.is_not_found() => "not_found",
             Error::Status { .. } => "status",
-            Error::Body { .. } => "body",
+            Error::Body { .. } | Error::Encoding { .. } => "body",
             Error::Redirect { .. } | Error::Downgrade { .. } | Error::RedirectRefused { .. } => {
                 "redirect"
             }
@@ -179,6 +192,11 @@ pub struct FetchRequest<'a> {
     pub method: Method,
     /// Headers to send (already free of hop-by-hop and Host).
     pub headers: HeaderMap,
+    /// Decode a body the upstream content-coded (gzip, deflate, br) although
+    /// asked for `identity`, for index documents, which are read and
+    /// rewritten. The answer then carries no `Content-Encoding` or
+    /// `Content-Length`. Files are never decoded: they are stored as sent.
+    pub decode: bool,
 }
 
 /// A response whose status is final, with its first body chunk already read.
@@ -192,16 +210,36 @@ pub struct Fetched {
     first: Option<Bytes>,
     body: Incoming,
     idle: Duration,
+    decoder: Option<decode::Decoder>,
 }
 
 impl Fetched {
-    /// The next body chunk; `None` at a clean end. Fails when no byte arrives
-    /// within the idle timeout or the connection breaks.
+    /// The next body chunk (decoded, if the request asked for it); `None` at
+    /// a clean end. Fails when no byte arrives within the idle timeout, the
+    /// connection breaks, or a coded body does not decode.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
-        if let Some(first) = self.first.take() {
-            return Ok(Some(first));
+        loop {
+            let raw = match self.first.take() {
+                Some(first) => Some(first),
+                None => next_data(&mut self.body, self.idle).await?,
+            };
+            let Some(decoder) = &mut self.decoder else {
+                return Ok(raw);
+            };
+            match raw {
+                Some(raw) => {
+                    let out = decoder.push(&raw).map_err(BodyError::Decode)?;
+                    if !out.is_empty() {
+                        return Ok(Some(out));
+                    }
+                }
+                None => {
+                    let out = decoder.finish().map_err(BodyError::Decode)?;
+                    self.decoder = None;
+                    return Ok((!out.is_empty()).then_some(out));
+                }
+            }
         }
-        next_data(&mut self.body, self.idle).await
     }
 
     /// The upstream's Content-Length, if it sent a valid one.
@@ -224,14 +262,32 @@ pub enum BodyError {
     /// The connection failed (reset, closed short of Content-Length, bad chunking).
     #[error("upstream body failed: {0}")]
     Transport(#[source] hyper::Error),
+    /// A content-coded body did not decode (corrupt, cut short, or too large).
+    #[error("upstream body does not decode: {0}")]
+    Decode(#[source] std::io::Error),
 }
 
-async fn next_data(body: &mut Incoming, idle: Duration) -> Result<Option<Bytes>, BodyError> {
+/// How reading the raw body failed.
+enum RawError {
+    Idle(u64),
+    Transport(hyper::Error),
+}
+
+impl From<RawError> for BodyError {
+    fn from(err: RawError) -> BodyError {
+        match err {
+            RawError::Idle(secs) => BodyError::Idle(secs),
+            RawError::Transport(e) => BodyError::Transport(e),
+        }
+    }
+}
+
+async fn next_data(body: &mut Incoming, idle: Duration) -> Result<Option<Bytes>, RawError> {
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(BodyError::Idle(idle.as_secs())),
+            Err(_) => return Err(RawError::Idle(idle.as_secs())),
             Ok(None) => return Ok(None),
-            Ok(Some(Err(e))) => return Err(BodyError::Transport(e)),
+            Ok(Some(Err(e))) => return Err(RawError::Transport(e)),
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
@@ -378,14 +434,28 @@ impl Upstream {
             {
                 return Err(Error::Status { url, status });
             }
-            let (parts, mut body) = response.into_parts();
-            let first = if req.method == Method::HEAD || status == StatusCode::NOT_MODIFIED {
+            let (mut parts, mut body) = response.into_parts();
+            let no_body = req.method == Method::HEAD || status == StatusCode::NOT_MODIFIED;
+            let decoder = if req.decode && !no_body && !decode::names_compressed_file(&url) {
+                match decode::Decoder::for_headers(&parts.headers, DECODED_LIMIT) {
+                    Ok(decoder) => decoder,
+                    Err(coding) => return Err(Error::Encoding { url, coding }),
+                }
+            } else {
+                None
+            };
+            if decoder.is_some() {
+                // The body handed on is the decoded one.
+                parts.headers.remove(header::CONTENT_ENCODING);
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            let first = if no_body {
                 None
             } else {
                 match next_data(&mut body, self.idle).await {
                     Ok(first) => first,
-                    Err(BodyError::Idle(secs)) => return Err(Error::Timeout { url, secs }),
-                    Err(BodyError::Transport(source)) => return Err(Error::Body { url, source }),
+                    Err(RawError::Idle(secs)) => return Err(Error::Timeout { url, secs }),
+                    Err(RawError::Transport(source)) => return Err(Error::Body { url, source }),
                 }
             };
             return Ok(Fetched {
@@ -395,6 +465,7 @@ impl Upstream {
                 first,
                 body,
                 idle: self.idle,
+                decoder,
             });
         }
         Err(Error::Redirect {

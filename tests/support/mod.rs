@@ -7,6 +7,7 @@ pub mod client;
 pub mod cmd;
 pub mod fixtures;
 pub mod origin;
+pub mod pypi_world;
 pub mod raw;
 pub mod site;
 pub mod tls;

@@ -89,6 +89,8 @@ struct Running {
 struct Shared {
     root: PathBuf,
     etags: ETags,
+    /// `Content-Encoding` for `dir/` pages, sent whatever the client accepts.
+    coded_pages: Option<&'static str>,
     log: Mutex<Vec<Logged>>,
 }
 
@@ -104,14 +106,32 @@ impl Site {
         Site::start_with(root, ip, ETags::Strong).await
     }
 
+    /// Serves `root` on `ip:0` with its `dir/` pages (simple-index pages)
+    /// content-coded with `coding` (`gzip`, `deflate` or `br`) whatever the
+    /// client's `Accept-Encoding`, as an object store serving pre-compressed
+    /// files does. Other files are sent as they are.
+    pub async fn start_coded(root: &Path, ip: &str, coding: &'static str) -> Site {
+        Site::start_inner(root, ip, ETags::Strong, Some(coding)).await
+    }
+
     /// Serves `root` on `ip:0` with the given ETag style.
     pub async fn start_with(root: &Path, ip: &str, etags: ETags) -> Site {
+        Site::start_inner(root, ip, etags, None).await
+    }
+
+    async fn start_inner(
+        root: &Path,
+        ip: &str,
+        etags: ETags,
+        coded_pages: Option<&'static str>,
+    ) -> Site {
         let ip: IpAddr = ip.parse().expect("an IP address");
         let listener = TcpListener::bind((ip, 0)).await.expect("bind site");
         let addr = listener.local_addr().expect("bound address");
         let shared = Arc::new(Shared {
             root: root.to_path_buf(),
             etags,
+            coded_pages,
             log: Mutex::new(Vec::new()),
         });
         let running = serve(listener, shared.clone());
@@ -275,12 +295,16 @@ async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Byte
             content_type = "text/html";
         }
     }
-    let (Ok(body), Ok(meta)) = (
+    let (Ok(mut body), Ok(meta)) = (
         tokio::fs::read(&file).await,
         tokio::fs::metadata(&file).await,
     ) else {
         return status(StatusCode::NOT_FOUND);
     };
+    let coding = shared.coded_pages.filter(|_| negotiated);
+    if let Some(coding) = coding {
+        body = encode(coding, &body);
+    }
     let etag = match shared.etags {
         ETags::Md5 => format!("\"{}\"", md5_hex(&body)),
         ETags::Strong => format!("\"s-{}\"", &sha256_hex(&body)[..24]),
@@ -332,7 +356,37 @@ async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Byte
     if negotiated {
         headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
+    if let Some(coding) = coding {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+    }
     response
+}
+
+/// `body` content-coded with `coding`.
+fn encode(coding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let level = flate2::Compression::default();
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(body).expect("in memory");
+            e.finish().expect("in memory")
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            e.write_all(body).expect("in memory");
+            e.finish().expect("in memory")
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                e.write_all(body).expect("in memory");
+            }
+            out
+        }
+        other => panic!("no such coding in the test site: {other}"),
+    }
 }
 
 fn with_body(code: StatusCode, body: Vec<u8>, method: &Method) -> Response<Full<Bytes>> {

@@ -1,0 +1,153 @@
+//! PyPI upstreams that are not laid out or served like the reference, through
+//! the real binary with real pip: index pages content-coded although we ask
+//! for `identity` (decoded, rewritten, stored; files stay byte for byte).
+
+mod support;
+
+use std::time::Duration;
+use support::app::Binary;
+use support::client::{get_with, sha256};
+use support::origin::{Origin, Reply};
+use support::pypi_world::{install, installed, PypiWorld};
+use support::site::PYPI_JSON;
+
+const PACKAGES: &[&str] = &["six", "idna", "iniconfig"];
+
+/// The JSON page of `project` through the proxy: every file URL leads through
+/// the proxy, and the page itself is not content-coded.
+async fn proxied_json(proxy: &Binary, project: &str) -> serde_json::Value {
+    let page = get_with(
+        &proxy.url(&format!("/pypi/simple/{project}/")),
+        &[("accept", PYPI_JSON)],
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-encoding"), None);
+    let json: serde_json::Value = serde_json::from_slice(&page.body).expect("a JSON page");
+    for file in json["files"].as_array().expect("files") {
+        let url = file["url"].as_str().unwrap();
+        assert!(url.starts_with("/pypi/"), "rewritten: {url}");
+    }
+    json
+}
+
+#[tokio::test]
+async fn a_gzipped_index_is_decoded_rewritten_and_installs_also_offline() {
+    let world = PypiWorld::start(&["--relative", "iniconfig"], Some("gzip")).await;
+    // The upstream codes its pages whatever we ask for.
+    let direct = get_with(
+        &format!("{}/simple/six/", world.index.url()),
+        &[("accept-encoding", "identity")],
+    )
+    .await;
+    assert_eq!(direct.header("content-encoding"), Some("gzip"));
+
+    let proxy = world
+        .proxy(&format!("{}/", world.index.url()), &["--index-ttl", "1"])
+        .await;
+    let index = proxy.url("/pypi/simple/");
+    let cold = world.venv("cold").await;
+    let out = install(&cold, &index, PACKAGES).await;
+    assert!(out.ok(), "{}", out.text());
+    let got = installed(&cold).await;
+    for p in PACKAGES {
+        assert!(
+            got.iter().any(|i| i.starts_with(&format!("{p}=="))),
+            "{got:?}"
+        );
+    }
+    // Every download went through the cache (a page left coded would not
+    // have been rewritten, and pip would have gone to the hosts itself).
+    let files = world.files.log();
+    assert!(!files.is_empty());
+    assert!(
+        files.iter().all(|l| l.ua().starts_with("package-cache/")),
+        "{files:?}"
+    );
+    proxied_json(&proxy, "six").await;
+    let html = get_with(
+        &proxy.url("/pypi/simple/iniconfig/"),
+        &[("accept", "text/html")],
+    )
+    .await;
+    let html = String::from_utf8(html.body).expect("a decoded page");
+    assert!(html.contains("href=\"/pypi/packages/iniconfig-"), "{html}");
+
+    // Both upstreams down, pages past their TTL: the stored pages suffice.
+    world.stop_upstreams().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let offline = world.venv("offline").await;
+    let out = install(&offline, &index, PACKAGES).await;
+    assert!(out.ok(), "offline: {}", out.text());
+    assert_eq!(installed(&offline).await, got);
+}
+
+#[tokio::test]
+async fn brotli_and_deflate_pages_are_decoded_too() {
+    for coding in ["br", "deflate"] {
+        let world = PypiWorld::start(&[], Some(coding)).await;
+        let proxy = world.proxy(&format!("{}/", world.index.url()), &[]).await;
+        let json = proxied_json(&proxy, "idna").await;
+        let html = get_with(&proxy.url("/pypi/simple/idna/"), &[("accept", "text/html")]).await;
+        assert_eq!(html.header("content-encoding"), None, "{coding}");
+        let html = String::from_utf8(html.body).expect("a decoded page");
+        let link = format!("/pypi/files/{}/packages/", world.files.addr());
+        assert!(html.contains(&link), "{coding}: {html}");
+        // A file it lists comes through the cache, checked against the page.
+        let file = &json["files"][0];
+        let url = file["url"].as_str().unwrap().split('#').next().unwrap();
+        let got = get_with(&proxy.url(url), &[]).await;
+        assert_eq!(got.status, 200, "{coding}");
+        assert_eq!(
+            sha256(&got.body),
+            file["hashes"]["sha256"].as_str().unwrap(),
+            "{coding}"
+        );
+        proxy.kill9().await;
+    }
+}
+
+#[tokio::test]
+async fn coded_files_and_compressed_documents_stay_byte_for_byte() {
+    let tarball = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&support::client::bytes_of(50_000, 97)).unwrap();
+        e.finish().unwrap()
+    };
+    // Served with a Content-Encoding that describes the file's own format,
+    // as Apache's `AddEncoding x-gzip .gz` does.
+    let origin = Origin::builder()
+        .route(
+            "/dist/pkg-1.0.tar.gz",
+            Reply::file(tarball.clone()).header("content-encoding", "gzip"),
+        )
+        .route(
+            "/specs.4.8.gz",
+            Reply::file(tarball.clone()).header("content-encoding", "x-gzip"),
+        )
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let generic = format!("tarballs={}/dist/", origin.url());
+    let gems = format!("rubygems={}/", origin.url());
+    let app = Binary::start(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--mirror",
+        &generic,
+        "--mirror",
+        &gems,
+    ])
+    .await;
+    for path in ["/tarballs/pkg-1.0.tar.gz", "/rubygems/specs.4.8.gz"] {
+        for _ in 0..2 {
+            let got = get_with(&app.url(path), &[]).await;
+            assert_eq!(got.status, 200, "{path}");
+            assert_eq!(sha256(&got.body), sha256(&tarball), "{path}: as sent");
+            assert!(got.header("content-encoding").is_some(), "{path}");
+        }
+    }
+    app.kill9().await;
+}
