@@ -125,6 +125,12 @@ pub struct Args {
     #[arg(long = "files-host", value_name = "NAME=URL")]
     pub files_hosts: Vec<String>,
 
+    /// Where a pypi mount's simple index is on its upstream (NAME=PATH), relative to the
+    /// --mirror URL: +simple for devpi (http://host/root/pypi/ and PATH +simple). A
+    /// --mirror URL that ends in /simple/ or /+simple/ says it by itself. Default: simple.
+    #[arg(long = "index-path", value_name = "NAME=PATH")]
+    pub index_paths: Vec<String>,
+
     /// Credentials for a mount's upstream (NAME=FILE): FILE holds a bearer token, or
     /// user:password (sent as Basic), on one line; read at start and on SIGHUP, sent to
     /// that mount's source origins only.

@@ -1,6 +1,8 @@
 //! PyPI upstreams that are not laid out or served like the reference, through
 //! the real binary with real pip: index pages content-coded although we ask
-//! for `identity` (decoded, rewritten, stored; files stay byte for byte).
+//! for `identity` (decoded, rewritten, stored; files stay byte for byte); a
+//! simple index that is not at `/simple/` (devpi's `/root/pypi/+simple/`,
+//! Artifactory's `/api/pypi/NAME/simple/`).
 
 mod support;
 
@@ -149,5 +151,97 @@ async fn coded_files_and_compressed_documents_stay_byte_for_byte() {
             assert!(got.header("content-encoding").is_some(), "{path}");
         }
     }
+    app.kill9().await;
+}
+
+#[tokio::test]
+async fn a_devpi_style_index_installs_through_the_cache_cold_then_offline() {
+    let world = PypiWorld::start(&["--layout", "devpi"], None).await;
+    // The mirror given as pip would be given it: the index's own URL.
+    let mirror = format!("{}/root/pypi/+simple/", world.index.url());
+    let proxy = world.proxy(&mirror, &["--index-ttl", "1"]).await;
+    let index = proxy.url("/pypi/simple/");
+    let cold = world.venv("cold").await;
+    let out = install(&cold, &index, PACKAGES).await;
+    assert!(out.ok(), "{}", out.text());
+    let got = installed(&cold).await;
+    assert_eq!(got.len(), PACKAGES.len(), "{got:?}");
+    let log = world.index.log();
+    assert!(
+        log.iter().all(|l| l.ua().starts_with("package-cache/")),
+        "pip only talked to the proxy: {log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.path == "/root/pypi/+simple/six/"),
+        "{log:?}"
+    );
+    // pip quotes the `+` of devpi's `+f` as `%2B`; the upstream decodes it.
+    assert!(
+        log.iter()
+            .any(|l| l.path.starts_with("/root/pypi/%2Bf/") || l.path.starts_with("/root/pypi/+f/")),
+        "{log:?}"
+    );
+    // Pages are cached documents; devpi's own spelling of a page leads to it.
+    let page = get_with(&proxy.url("/pypi/simple/six/"), &[("accept", PYPI_JSON)]).await;
+    assert_eq!((page.status.as_u16(), page.cache()), (200, "HIT"));
+    let odd = get_with(&proxy.url("/pypi/+simple/six/"), &[]).await;
+    assert_eq!(odd.status, 301);
+    assert_eq!(odd.header("location"), Some("/pypi/simple/six/"));
+
+    world.stop_upstreams().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let offline = world.venv("offline").await;
+    let out = install(&offline, &index, PACKAGES).await;
+    assert!(out.ok(), "offline: {}", out.text());
+    assert_eq!(installed(&offline).await, got);
+}
+
+#[tokio::test]
+async fn index_paths_by_option_and_under_a_path_prefix() {
+    // devpi given as a base URL plus --index-path.
+    let world = PypiWorld::start(&["--layout", "devpi"], None).await;
+    let cache = world.tmp.path().join("by-option");
+    let mirror = format!("pypi={}/", world.index.url());
+    let app = Binary::start(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--mirror",
+        &mirror,
+        "--index-path",
+        "pypi=/root/pypi/+simple/",
+    ])
+    .await;
+    let json = proxied_json(&app, "idna").await;
+    let url = json["files"][0]["url"].as_str().unwrap();
+    assert!(url.starts_with("/pypi/root/pypi/+f/"), "{url}");
+    let file = get_with(&app.url(url.split('#').next().unwrap()), &[]).await;
+    assert_eq!(
+        sha256(&file.body),
+        json["files"][0]["hashes"]["sha256"].as_str().unwrap()
+    );
+    app.kill9().await;
+
+    // Artifactory's layout: the index under a path prefix, files on another host.
+    let packages = support::fixtures::pypi().await;
+    let files = support::site::Site::start(&packages, "127.0.0.2").await;
+    let root = world.tmp.path().join("artifactory");
+    let index_root = root.join("api/pypi/pypi-remote");
+    support::fixtures::pypi_index(&index_root, &format!("{}/packages", files.url()), &[]).await;
+    let site = support::site::Site::start(&root, "127.0.0.1").await;
+    let cache = world.tmp.path().join("artifactory-cache");
+    let mirror = format!("pypi={}/api/pypi/pypi-remote/simple/", site.url());
+    let files_host = format!("pypi={}", files.url());
+    let app = Binary::start(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--mirror",
+        &mirror,
+        "--files-host",
+        &files_host,
+    ])
+    .await;
+    proxied_json(&app, "six").await;
+    let paths: Vec<String> = site.log().into_iter().map(|l| l.path).collect();
+    assert_eq!(paths, ["/api/pypi/pypi-remote/simple/six/"]);
     app.kill9().await;
 }

@@ -366,6 +366,7 @@ impl Config {
                 profile,
                 sources: vec![source],
                 files_hosts: Vec::new(),
+                index_path: None,
             }),
         }
         Ok(self)

@@ -43,6 +43,10 @@ pub struct Mount {
     pub sources: Vec<SourceUrl>,
     /// Hosts its index pages link files to (pypi).
     pub files_hosts: Vec<SourceUrl>,
+    /// pypi: where the simple index is on the sources, relative to their URL
+    /// (`/+simple` for devpi); `None` is `/simple`. Clients always see
+    /// `/NAME/simple/`.
+    pub index_path: Option<String>,
 }
 
 fn split_named<'a>(option: &'static str, raw: &'a str) -> Result<(&'a str, &'a str), Error> {
@@ -81,6 +85,7 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
                 profile: Profile::parse(name).unwrap_or(Profile::Generic),
                 sources: vec![source],
                 files_hosts: Vec::new(),
+                index_path: None,
             }),
         }
     }
@@ -111,6 +116,39 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
             .ok_or_else(|| redacted(unknown("--files-host", raw)))?;
         mount.files_hosts.push(source);
     }
+    for mount in mounts.iter_mut().filter(|m| m.profile == Profile::Pypi) {
+        mount.index_path = index_in_urls(mount)?;
+    }
+    for raw in &args.index_paths {
+        let (name, path) = split_named("--index-path", raw)?;
+        let mount = mounts
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or_else(|| unknown("--index-path", raw))?;
+        let bad = |reason: &str| Error::Mount {
+            option: "--index-path",
+            value: raw.clone(),
+            reason: reason.to_string(),
+        };
+        if mount.profile != Profile::Pypi {
+            return Err(bad("only a pypi mount has a simple index"));
+        }
+        let path = normal_index_path(path).ok_or_else(|| bad("PATH must be a plain path"))?;
+        // A path that starts with the mirror URL's own path is read from the
+        // host's root (the URL as devpi shows it); otherwise from the URL.
+        let prefix = &mount.sources[0].prefix;
+        let relative = match path.strip_prefix(prefix.as_str()) {
+            Some(rest)
+                if !prefix.is_empty()
+                    && (rest.is_empty() || rest.starts_with('/'))
+                    && mount.sources.iter().all(|s| s.prefix == *prefix) =>
+            {
+                rest.to_string()
+            }
+            _ => path,
+        };
+        mount.index_path = Some(relative);
+    }
     for raw in &args.mirror_auth {
         let (name, file) = split_named("--mirror-auth", raw)?;
         let mount = mounts
@@ -139,6 +177,54 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
         }
     }
     Ok(mounts)
+}
+
+/// A pypi mount's sources may be given as the simple index's own URL
+/// (`…/simple/`, devpi's `…/+simple/`), as pip's `--index-url` is: that last
+/// segment leaves each source's prefix and becomes the mount's index path.
+/// Sources that disagree are an error.
+fn index_in_urls(mount: &mut Mount) -> Result<Option<String>, Error> {
+    let mut found: Option<Option<String>> = None;
+    for source in &mut mount.sources {
+        let (base, last) = source.prefix.rsplit_once('/').unwrap_or(("", ""));
+        let index = match last {
+            "simple" => {
+                source.prefix = base.to_string();
+                None
+            }
+            "+simple" => {
+                source.prefix = base.to_string();
+                Some("/+simple".to_string())
+            }
+            _ => None,
+        };
+        match &found {
+            Some(other) if *other != index => {
+                return Err(Error::Mount {
+                    option: "--mirror",
+                    value: mount.name.clone(),
+                    reason: "the sources of a pypi mount must have their simple index at the same \
+                             path (give them as base URLs and use --index-path)"
+                        .to_string(),
+                })
+            }
+            _ => found = Some(index),
+        }
+    }
+    Ok(found.flatten())
+}
+
+/// `PATH` as `/a/b` (no trailing slash; `` for the root), or `None` when it
+/// holds a query, a fragment, `.` or `..` segments.
+fn normal_index_path(raw: &str) -> Option<String> {
+    if raw.contains(['?', '#', '\\']) {
+        return None;
+    }
+    let segments: Vec<&str> = raw.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return None;
+    }
+    Some(segments.iter().map(|s| format!("/{s}")).collect())
 }
 
 /// `err` quoting its value without a password: error messages are printed.
@@ -210,6 +296,75 @@ mod tests {
             &["--mirror", "x=http://a/", "--profile", "x=cargo"],
             &["--files-host", "nomount=http://f/"],
             &["--no-cache", "a[b"],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn index_paths_come_from_the_url_or_the_option() {
+        let index = |extra: &[&str]| {
+            let c = args(extra).unwrap();
+            let m = &c.mounts[0];
+            (m.sources[0].prefix.clone(), m.index_path.clone())
+        };
+        assert_eq!(index(&["--mirror", "pypi=http://a/"]), ("".into(), None));
+        assert_eq!(
+            index(&["--mirror", "pypi=http://a/simple/"]),
+            ("".into(), None)
+        );
+        assert_eq!(
+            index(&["--mirror", "pypi=http://a/root/pypi/+simple/"]),
+            ("/root/pypi".into(), Some("/+simple".into()))
+        );
+        assert_eq!(
+            index(&["--mirror", "pypi=http://a/api/pypi/remote/simple"]),
+            ("/api/pypi/remote".into(), None)
+        );
+        // Only a pypi mount's URL says where its index is.
+        assert_eq!(
+            index(&["--mirror", "gentoo=http://a/x/simple/"]),
+            ("/x/simple".into(), None)
+        );
+        assert_eq!(
+            index(&[
+                "--mirror",
+                "pypi=http://a/root/pypi/",
+                "--index-path",
+                "pypi=+simple/"
+            ]),
+            ("/root/pypi".into(), Some("/+simple".into()))
+        );
+        assert_eq!(
+            index(&[
+                "--mirror",
+                "pypi=http://a/root/pypi",
+                "--index-path",
+                "pypi=/root/pypi/+simple/"
+            ]),
+            ("/root/pypi".into(), Some("/+simple".into())),
+            "a path from the host's root"
+        );
+        assert_eq!(
+            index(&[
+                "--mirror",
+                "pypi=http://a/",
+                "--index-path",
+                "pypi=/root/pypi/+simple"
+            ]),
+            ("".into(), Some("/root/pypi/+simple".into()))
+        );
+        for bad in [
+            &[
+                "--mirror",
+                "pypi=http://a/simple/",
+                "--mirror",
+                "pypi=http://b/+simple/",
+            ][..],
+            &["--mirror", "pypi=http://a/", "--index-path", "pypi=../x"],
+            &["--mirror", "pypi=http://a/", "--index-path", "pypi=/x?y"],
+            &["--mirror", "gems=http://a/", "--index-path", "gems=/x"],
+            &["--index-path", "pypi=/x"],
         ] {
             assert!(args(bad).is_err(), "{bad:?}");
         }

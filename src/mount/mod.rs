@@ -84,22 +84,48 @@ fn artifact(path: &str) -> Class {
 }
 
 fn document(mount: &Mount, path: &str, repr: Option<pypi::Repr>) -> Class {
+    document_at(mount, path, path, repr)
+}
+
+/// A document the client names `path` and the upstream serves at `upstream_path`.
+fn document_at(mount: &Mount, path: &str, upstream_path: &str, repr: Option<pypi::Repr>) -> Class {
     let decoded = percent_decode_str(path).decode_utf8_lossy();
     let repr_name = repr.map(pypi::Repr::as_str).unwrap_or("-");
     Class::Document(DocSpec {
         key: format!("{}\n{decoded}\n{repr_name}", mount.name),
         repr,
-        path: path.to_string(),
+        path: upstream_path.to_string(),
     })
 }
 
 fn classify_pypi(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
     let name = &mount.name;
+    // Clients see `/NAME/simple/` whatever the upstream calls its index.
+    let index = mount.index_path.as_deref().unwrap_or("/simple");
     if path == "/simple" {
         return Class::Redirect(format!("/{name}/simple/"));
     }
     if path == "/simple/" {
-        return document(mount, path, Some(pypi::negotiate(accept)));
+        return document_at(
+            mount,
+            path,
+            &format!("{index}/"),
+            Some(pypi::negotiate(accept)),
+        );
+    }
+    if index != "/simple" && !index.is_empty() {
+        // The upstream's own spelling of a page (a client given devpi's URL
+        // layout) is the same page: one cache entry, one canonical URL.
+        if let Some(rest) = path.strip_prefix(index) {
+            if rest == "/" || rest.is_empty() {
+                return Class::Redirect(format!("/{name}/simple/"));
+            }
+            if let Some(project) = rest.strip_prefix('/') {
+                if !project.is_empty() && !project.trim_end_matches('/').contains('/') {
+                    return Class::Redirect(format!("/{name}/simple/{project}"));
+                }
+            }
+        }
     }
     if let Some(rest) = path.strip_prefix("/simple/") {
         let (project, tail) = match rest.find('/') {
@@ -108,7 +134,10 @@ fn classify_pypi(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
         };
         if !tail.is_empty() {
             // A file linked relative to its page.
-            return artifact(path);
+            return Class::Artifact {
+                upstream: MountUpstream::Sources,
+                path: format!("{index}/{rest}"),
+            };
         }
         let raw = percent_decode_str(project).decode_utf8_lossy();
         let normal = pypi::normalize_name(&raw);
@@ -123,7 +152,8 @@ fn classify_pypi(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
         if path != canonical {
             return Class::Redirect(format!("/{name}{canonical}"));
         }
-        return document(mount, path, Some(pypi::negotiate(accept)));
+        let upstream = format!("{index}/{normal}/");
+        return document_at(mount, path, &upstream, Some(pypi::negotiate(accept)));
     }
     if let Some(rest) = path.strip_prefix("/files/") {
         let (authority, tail) = match rest.find('/') {
@@ -191,6 +221,7 @@ mod tests {
             profile,
             sources: vec![SourceUrl::try_new("http://index.example/").unwrap()],
             files_hosts: vec![SourceUrl::try_new("http://files.example:8080/").unwrap()],
+            index_path: None,
         }
     }
 
@@ -224,6 +255,43 @@ mod tests {
             classify(&m, "/pypi/six/json", None),
             Class::Document(_)
         ));
+    }
+
+    #[test]
+    fn pypi_pages_follow_the_upstreams_index_path() {
+        let mut m = mount(Profile::Pypi);
+        m.index_path = Some("/+simple".into());
+        let upstream_of = |m: &Mount, p: &str| match classify(m, p, None) {
+            Class::Document(spec) => spec.path,
+            Class::Artifact { path, .. } => path,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(upstream_of(&m, "/simple/"), "/+simple/");
+        assert_eq!(upstream_of(&m, "/simple/six/"), "/+simple/six/");
+        assert_eq!(
+            upstream_of(&m, "/simple/six/six-1.0.tar.gz"),
+            "/+simple/six/six-1.0.tar.gz"
+        );
+        assert_eq!(
+            upstream_of(&m, "/+f/abc/def/six-1.0.tar.gz"),
+            "/+f/abc/def/six-1.0.tar.gz"
+        );
+        assert_eq!(
+            classify(&m, "/+simple/", None),
+            Class::Redirect("/m/simple/".into())
+        );
+        assert_eq!(
+            classify(&m, "/+simple/Six/", None),
+            Class::Redirect("/m/simple/Six/".into())
+        );
+        // The key is the client's path: the same entry whatever the upstream's layout.
+        let key = |m: &Mount| match classify(m, "/simple/six/", None) {
+            Class::Document(spec) => spec.key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(key(&m), key(&mount(Profile::Pypi)));
+        m.index_path = Some(String::new());
+        assert_eq!(upstream_of(&m, "/simple/six/"), "/six/");
     }
 
     #[test]
