@@ -2,7 +2,8 @@
 //! the real binary with real pip: index pages content-coded although we ask
 //! for `identity` (decoded, rewritten, stored; files stay byte for byte); a
 //! simple index that is not at `/simple/` (devpi's `/root/pypi/+simple/`,
-//! Artifactory's `/api/pypi/NAME/simple/`).
+//! Artifactory's `/api/pypi/NAME/simple/`); and supply-chain metadata (PEP
+//! 700, 658/714, 740) passing through the rewriting, used by pip and uv.
 
 mod support;
 
@@ -244,4 +245,121 @@ async fn index_paths_by_option_and_under_a_path_prefix() {
     let paths: Vec<String> = site.log().into_iter().map(|l| l.path).collect();
     assert_eq!(paths, ["/api/pypi/pypi-remote/simple/six/"]);
     app.kill9().await;
+}
+
+/// The fixture's default upload time, and the one the newest six gets.
+const OLD_UPLOAD: &str = "2021-05-05T14:18:17.000000Z";
+const NEW_UPLOAD: &str = "2024-12-04T10:41:03.000000Z";
+
+#[tokio::test]
+async fn supply_chain_metadata_survives_rewriting_and_clients_use_it() {
+    let world = PypiWorld::start(
+        &[
+            "--provenance",
+            "--upload-time",
+            &format!("six-1.17.0-py2.py3-none-any.whl={NEW_UPLOAD}"),
+        ],
+        None,
+    )
+    .await;
+    let proxy = world.proxy(&format!("{}/", world.index.url()), &[]).await;
+
+    // JSON: upload-time (PEP 700) as upstream, core-metadata and
+    // dist-info-metadata (PEP 658/714) as upstream, provenance (PEP 740)
+    // leading through the cache to the upstream's document.
+    let upstream: serde_json::Value = serde_json::from_slice(
+        &get_with(
+            &format!("{}/simple/six/", world.index.url()),
+            &[("accept", PYPI_JSON)],
+        )
+        .await
+        .body,
+    )
+    .unwrap();
+    let json = proxied_json(&proxy, "six").await;
+    assert_eq!(json["meta"], upstream["meta"]);
+    let files = json["files"].as_array().unwrap();
+    for (ours, theirs) in files.iter().zip(upstream["files"].as_array().unwrap()) {
+        for key in ["upload-time", "size", "hashes"] {
+            assert_eq!(ours[key], theirs[key], "{key}");
+            assert!(!ours[key].is_null(), "{key}");
+        }
+        if theirs.get("core-metadata").is_some() {
+            assert_eq!(ours["core-metadata"], theirs["core-metadata"]);
+            assert_eq!(ours["dist-info-metadata"], theirs["dist-info-metadata"]);
+        }
+        let provenance = ours["provenance"].as_str().expect("provenance kept");
+        assert!(
+            provenance.starts_with("/pypi/integrity/six/"),
+            "{provenance}"
+        );
+        let got = get_with(&proxy.url(provenance), &[]).await;
+        assert_eq!(got.status, 200, "{provenance}");
+        let doc: serde_json::Value = serde_json::from_slice(&got.body).expect("provenance JSON");
+        assert_eq!(doc["version"], 1);
+    }
+    // HTML: the same attributes.
+    let html = get_with(&proxy.url("/pypi/simple/six/"), &[("accept", "text/html")]).await;
+    let html = String::from_utf8(html.body).unwrap();
+    for attribute in [
+        "data-core-metadata=\"sha256=",
+        "data-dist-info-metadata=\"sha256=",
+        "data-provenance=\"/pypi/integrity/six/",
+    ] {
+        assert!(html.contains(attribute), "{attribute}: {html}");
+    }
+
+    // pip reads the PEP 658 metadata, through the cache, before the wheel.
+    let venv = world.venv("pip").await;
+    world.files.clear_log();
+    let out = install(&venv, &proxy.url("/pypi/simple/"), &["six", "idna"]).await;
+    assert!(out.ok(), "{}", out.text());
+    let files_log = world.files.log();
+    assert!(
+        files_log.iter().any(
+            |l| l.path == "/packages/six-1.17.0-py2.py3-none-any.whl.metadata"
+                && l.ua().starts_with("package-cache/")
+        ),
+        "{files_log:?}"
+    );
+    let stored = world.cache().join(format!(
+        ".package-cache-mounts/pypi/files/{}/packages/six-1.17.0-py2.py3-none-any.whl.metadata",
+        world.files.addr()
+    ));
+    support::app::committed(&stored).await;
+
+    // uv reads upload-time: with --exclude-newer before the newest six's
+    // upload, it picks the older one; without, the newest.
+    for (exclude, want) in [
+        (Some("2023-01-01T00:00:00Z"), "six==1.16.0"),
+        (None, "six==1.17.0"),
+    ] {
+        let target = world.venv(&format!("uv-{}", exclude.is_some())).await;
+        let python = target.join("bin/python");
+        let uv_cache = world
+            .tmp
+            .path()
+            .join(format!("uv-cache-{}", exclude.is_some()));
+        let index = proxy.url("/pypi/simple/");
+        let mut args = vec![
+            "pip",
+            "install",
+            "--python",
+            python.to_str().unwrap(),
+            "--index-url",
+            &index,
+        ];
+        if let Some(date) = exclude {
+            args.extend(["--exclude-newer", date]);
+        }
+        args.push("six");
+        let out = support::pypi_world::uv(&uv_cache, &args).await.run().await;
+        assert!(out.ok(), "{}", out.text());
+        assert!(
+            installed(&target).await.contains(want),
+            "{exclude:?}: {}",
+            out.text()
+        );
+    }
+    assert_eq!(OLD_UPLOAD, upstream["files"][0]["upload-time"]);
 }

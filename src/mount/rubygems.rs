@@ -71,6 +71,21 @@ mod tests {
     }
 
     #[test]
+    fn newer_fields_beside_the_checksum_do_not_matter() {
+        let info = "---\n\
+            0.1.0 |checksum:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa,created_at:2024-01-02T03:04:05Z\n\
+            0.2.0 dep:>= 1|created_at:2024-01-02T03:04:05.678Z,checksum:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb,ruby:>= 2.7\n";
+        assert_eq!(
+            checksum_for("x", info, "x-0.1.0.gem").unwrap(),
+            "a".repeat(64)
+        );
+        assert_eq!(
+            checksum_for("x", info, "x-0.2.0.gem").unwrap(),
+            "b".repeat(64)
+        );
+    }
+
+    #[test]
     fn candidates_are_every_dash_prefix() {
         assert_eq!(
             candidate_names("net-http-0.1.0-java.gem"),

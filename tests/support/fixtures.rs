@@ -146,3 +146,34 @@ pub async fn copy_tree(from: &Path, to: &Path) {
         .ok()
         .await;
 }
+
+/// A `uv` to run: the machine's, if `uv --version` works, else one installed
+/// once by pip into a fixture venv (`DIR/venv/bin/uv`), as the PyPI fixtures
+/// are downloaded.
+pub async fn uv() -> PathBuf {
+    let machine = tokio::process::Command::new("uv")
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    if machine.is_ok_and(|out| out.status.success()) {
+        return PathBuf::from("uv");
+    }
+    let dir = shared("uv", |dir| async move {
+        let venv = dir.join("venv");
+        Cmd::new("python3")
+            .args(["-m".as_ref(), "venv".as_ref(), venv.as_os_str()])
+            .limit(Duration::from_secs(120))
+            .ok()
+            .await;
+        Cmd::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "uv"])
+            .env_remove_prefixed("PIP_")
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .limit(Duration::from_secs(600))
+            .ok()
+            .await;
+    })
+    .await;
+    dir.join("venv/bin/uv")
+}

@@ -1,7 +1,7 @@
 //! A PyPI world for client tests of upstream quirks: the fixture packages on
 //! a files host (127.0.0.2) and an index on 127.0.0.1 written by
 //! `mk_simple_index.py` with the given options (optionally with content-coded
-//! pages), a temp dir for venvs and caches, and pip run with the
+//! pages), a temp dir for venvs and caches, and pip (and uv) run with the
 //! machine's configuration neutralised, so they talk to the index under test only.
 
 use super::app::Binary;
@@ -107,4 +107,16 @@ pub async fn installed(venv: &Path) -> BTreeSet<String> {
         .lines()
         .map(|l| l.trim().to_ascii_lowercase().replace('_', "-"))
         .collect()
+}
+
+/// `uv ARGS` with no UV_* variables and no configuration files, its cache in
+/// `cache` (fresh per test, so every download goes to the index).
+pub async fn uv(cache: &Path, args: &[&str]) -> Cmd {
+    Cmd::new(fixtures::uv().await)
+        .args(args)
+        .env_remove_prefixed("UV_")
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_CACHE_DIR", cache)
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .limit(Duration::from_secs(300))
 }

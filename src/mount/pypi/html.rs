@@ -1,6 +1,8 @@
-//! PEP 503 HTML pages: `<a href>` file links are re-pointed at the proxy with `lol_html`, which
-//! re-serialises only the tags it changes, so text, other tags and `data-*` values survive byte
-//! for byte (attributes of a changed `<a>` keep their raw bytes; only the gaps become one space).
+//! PEP 503 HTML pages: `<a href>` file links (and PEP 740 `data-provenance` links) are
+//! re-pointed at the proxy with `lol_html`, which re-serialises only the tags it changes, so
+//! text, other tags and other `data-*` values (PEP 658/714 `data-core-metadata`,
+//! `data-dist-info-metadata`, `data-yanked`, `data-requires-python`) survive byte for byte
+//! (attributes of a changed `<a>` keep their raw bytes; only the gaps become one space).
 
 use lol_html::{element, HtmlRewriter, Settings};
 use url::Url;
@@ -67,6 +69,27 @@ pub fn rewrite_html(
                     }
                 }
                 Link::Invalid => {}
+            }
+            // PEP 740: the provenance of the file leads through the cache too.
+            if let Some(raw) = el.get_attribute("data-provenance") {
+                let value = decode_entities(&raw);
+                match map_link(&value, &base, map) {
+                    Link::Mapped { path, fragment } => {
+                        let mut rewritten = path;
+                        if let Some(fragment) = fragment {
+                            rewritten.push('#');
+                            rewritten.push_str(fragment);
+                        }
+                        el.set_attribute("data-provenance", &escape_attribute(&rewritten))?;
+                    }
+                    Link::Unmapped(resolved)
+                        if base_changes_links
+                            && page_url.join(&value).ok().as_ref() != Some(&resolved) =>
+                    {
+                        el.set_attribute("data-provenance", &escape_attribute(resolved.as_str()))?;
+                    }
+                    Link::Unmapped(_) | Link::Invalid => {}
+                }
             }
             Ok(())
         }));
@@ -273,6 +296,43 @@ mod tests {
                  data-yanked=\"bad &amp; broken\" data-gpg-sig='true'>x</a>"
             )
         );
+    }
+
+    #[test]
+    fn supply_chain_attributes_survive_and_provenance_goes_through_the_proxy() {
+        let meta = "c".repeat(64);
+        let html = format!(
+            "<a href=\"https://files.example/x.whl#sha256={SHA}\" \
+             data-provenance=\"https://files.example/integrity/x/1.0/x.whl/provenance\" \
+             data-core-metadata=\"sha256={meta}\" data-dist-info-metadata=\"sha256={meta}\" \
+             data-requires-python=\"&gt;=3.8\">x</a>\
+             <a href=\"https://files.example/y.whl\" data-provenance=\"../../integrity/y/provenance\">y</a>\
+             <a href=\"https://files.example/z.whl\" data-provenance=\"https://other.example/p\">z</a>"
+        );
+        let (body, out) = rewrite(&html);
+        assert!(
+            body.contains(
+                "data-provenance=\"/pypi/files/files.example/integrity/x/1.0/x.whl/provenance\""
+            ),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!(
+                "data-core-metadata=\"sha256={meta}\" data-dist-info-metadata=\"sha256={meta}\" \
+             data-requires-python=\"&gt;=3.8\""
+            )),
+            "{body}"
+        );
+        // Relative to the page (on the index host), as PEP 740 allows.
+        assert!(
+            body.contains("data-provenance=\"/pypi/files/pypi.example/integrity/y/provenance\""),
+            "{body}"
+        );
+        assert!(
+            body.contains("data-provenance=\"https://other.example/p\""),
+            "{body}"
+        );
+        assert_eq!(out.unmapped, 0, "a provenance link is not a file link");
     }
 
     #[test]

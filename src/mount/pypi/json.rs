@@ -1,5 +1,7 @@
-//! PEP 691 JSON pages: `files[].url` is re-pointed at the proxy; every other value and the key
-//! order (serde_json's `preserve_order`) are kept.
+//! PEP 691 JSON pages: `files[].url` (and PEP 740 `files[].provenance`) is re-pointed at the
+//! proxy; every other value — PEP 700 `upload-time`, `size`, PEP 658/714 `core-metadata` and
+//! `dist-info-metadata`, `yanked`, `requires-python` — and the key order (serde_json's
+//! `preserve_order`) are kept.
 
 use serde_json::Value;
 use url::Url;
@@ -26,6 +28,21 @@ pub fn rewrite_json(
 
     let files = page.get_mut("files").and_then(Value::as_array_mut);
     for file in files.into_iter().flatten().filter_map(Value::as_object_mut) {
+        // PEP 740: the file's provenance leads through the cache too.
+        let provenance = file
+            .get("provenance")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(Link::Mapped { path, fragment }) =
+            provenance.as_deref().map(|p| map_link(p, page_url, map))
+        {
+            let value = match fragment {
+                Some(fragment) => format!("{path}#{fragment}"),
+                None => path,
+            };
+            file.insert("provenance".to_owned(), Value::String(value));
+            rewrote = true;
+        }
         let Some(url) = file.get("url").and_then(Value::as_str).map(str::to_owned) else {
             continue;
         };
@@ -144,6 +161,21 @@ mod tests {
                 (format!("{path}.metadata"), SHA.to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn supply_chain_fields_survive_and_provenance_goes_through_the_proxy() {
+        let body = format!(
+            r#"{{"meta":{{"api-version":"1.3"}},"files":[{{"filename":"x.whl","url":"https://files.example/p/x.whl","hashes":{{"sha256":"{SHA}"}},"upload-time":"2024-12-04T10:41:03.123456Z","size":11053,"provenance":"https://files.example/integrity/x/1.0/x.whl/provenance","core-metadata":{{"sha256":"{SHA}"}},"dist-info-metadata":{{"sha256":"{SHA}"}},"yanked":false}},{{"filename":"y.whl","url":"https://files.example/p/y.whl","hashes":{{}},"provenance":null}}]}}"#
+        );
+        let out = rewrite_json(body.as_bytes(), &page(), &map).expect("json");
+        let expected = body
+            .replace("https://files.example/p/", "/pypi/files/files.example/p/")
+            .replace(
+                "https://files.example/integrity/",
+                "/pypi/files/files.example/integrity/",
+            );
+        assert_eq!(String::from_utf8_lossy(&out.body), expected);
     }
 
     #[test]
