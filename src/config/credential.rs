@@ -124,6 +124,25 @@ impl fmt::Debug for Credential {
     }
 }
 
+impl super::Config {
+    /// Every credential read from a file (`--mirror-auth`), once each: what
+    /// SIGHUP reloads.
+    pub fn credentials(&self) -> Vec<Credential> {
+        let mut found: Vec<Credential> = Vec::new();
+        let sources = self.upstream.sources.iter().chain(
+            self.mounts
+                .iter()
+                .flat_map(|m| m.sources.iter().chain(&m.files_hosts)),
+        );
+        for credential in sources.filter_map(|s| s.credential.as_ref()) {
+            if credential.file().is_some() && !found.contains(credential) {
+                found.push(credential.clone());
+            }
+        }
+        found
+    }
+}
+
 fn read_value(path: &Path) -> Result<HeaderValue, Error> {
     let invalid = |reason| Error::Invalid {
         path: path.to_path_buf(),

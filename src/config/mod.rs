@@ -372,23 +372,6 @@ impl Config {
         Ok(self)
     }
 
-    /// Every credential read from a file (`--mirror-auth`), once each: what
-    /// SIGHUP reloads.
-    pub fn credentials(&self) -> Vec<Credential> {
-        let mut found: Vec<Credential> = Vec::new();
-        let sources = self.upstream.sources.iter().chain(
-            self.mounts
-                .iter()
-                .flat_map(|m| m.sources.iter().chain(&m.files_hosts)),
-        );
-        for credential in sources.filter_map(|s| s.credential.as_ref()) {
-            if credential.file().is_some() && !found.contains(credential) {
-                found.push(credential.clone());
-            }
-        }
-        found
-    }
-
     /// Adds a source mirror (tests).
     pub fn with_source(mut self, url: &str) -> Result<Config, Error> {
         self.upstream.sources.push(SourceUrl::try_new(url)?);

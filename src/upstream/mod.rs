@@ -13,14 +13,22 @@ pub mod auth;
 pub mod client;
 pub mod connect;
 mod decode;
+mod error;
+mod fetched;
+mod redirect;
+
+use error::find_cause;
+pub use error::{BodyError, Error, Failed};
+pub use fetched::Fetched;
+use fetched::{next_data, RawError};
+use redirect::{is_downgrade, redirect_target, same_origin};
 
 use crate::config::{Authority, Credential, SourceUrl, UpstreamConfig};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::body::Incoming;
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,141 +38,6 @@ const DECODED_LIMIT: u64 = 128 << 20;
 
 /// `User-Agent` sent upstream.
 pub const USER_AGENT: &str = concat!("package-cache/", env!("CARGO_PKG_VERSION"));
-
-/// One failed attempt against one upstream URL.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Connecting or sending the request failed (refused, reset, TLS, DNS,
-    /// a malformed response head).
-    #[error("{url}: {}", causes(source))]
-    Connect {
-        /// The URL tried.
-        url: String,
-        /// The client's error.
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    /// No response header, or no first body byte, within the idle timeout.
-    #[error("{url}: no answer within {secs} s")]
-    Timeout {
-        /// The URL tried.
-        url: String,
-        /// The idle timeout.
-        secs: u64,
-    },
-    /// The upstream answered with a status that moves on to the next source.
-    #[error("{url}: status {status}")]
-    Status {
-        /// The URL tried.
-        url: String,
-        /// Its status.
-        status: StatusCode,
-    },
-    /// The body failed before its first byte.
-    #[error("{url}: body failed before the first byte: {source}")]
-    Body {
-        /// The URL tried.
-        url: String,
-        /// The transport error.
-        #[source]
-        source: hyper::Error,
-    },
-    /// A redirect was missing, malformed, not http(s), or one too many.
-    #[error("{url}: bad redirect: {reason}")]
-    Redirect {
-        /// The URL tried.
-        url: String,
-        /// What was wrong.
-        reason: &'static str,
-    },
-    /// A body to decode came in a coding this proxy does not know.
-    #[error("{url}: unsupported Content-Encoding {coding:?}")]
-    Encoding {
-        /// The URL tried.
-        url: String,
-        /// The coding.
-        coding: String,
-    },
-    /// An https URL redirected to http: a network attacker could answer the
-    /// plain request, so it is never made.
-    #[error("{url}: redirect to {location} refused: https must not fall back to http")]
-    Downgrade {
-        /// The URL that redirected.
-        url: String,
-        /// Where it pointed.
-        location: String,
-    },
-    /// A redirect to another origin led to a special address that the
-    /// operator did not allow.
-    #[error("{url}: redirect refused: {source}")]
-    RedirectRefused {
-        /// The URL the redirect led to.
-        url: String,
-        /// Where it resolved.
-        #[source]
-        source: connect::Refused,
-    },
-}
-
-impl Error {
-    /// Whether the upstream said the file does not exist.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Status { status, .. } if *status == StatusCode::NOT_FOUND || *status == StatusCode::GONE)
-    }
-
-    /// A short name for the metrics' `kind` label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::Connect { .. } => "connect",
-            Error::Timeout { .. } => "timeout",
-            Error::Status { .. } if self.is_not_found() => "not_found",
-            Error::Status { .. } => "status",
-            Error::Body { .. } | Error::Encoding { .. } => "body",
-            Error::Redirect { .. } | Error::Downgrade { .. } | Error::RedirectRefused { .. } => {
-                "redirect"
-            }
-        }
-    }
-
-    /// Whether the upstream did not answer in time.
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout { .. })
-    }
-}
-
-/// Every source failed; one error per attempt, in order.
-#[derive(Debug)]
-pub struct Failed {
-    /// The attempts.
-    pub attempts: Vec<Error>,
-}
-
-impl Failed {
-    /// True when every source said 404/410 (and there was at least one).
-    pub fn all_not_found(&self) -> bool {
-        !self.attempts.is_empty() && self.attempts.iter().all(Error::is_not_found)
-    }
-
-    /// True when every source timed out.
-    pub fn all_timed_out(&self) -> bool {
-        !self.attempts.is_empty() && self.attempts.iter().all(Error::is_timeout)
-    }
-}
-
-impl fmt::Display for Failed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.attempts.is_empty() {
-            return write!(f, "no upstream source is configured");
-        }
-        for (i, attempt) in self.attempts.iter().enumerate() {
-            if i > 0 {
-                write!(f, "; ")?;
-            }
-            write!(f, "{attempt}")?;
-        }
-        Ok(())
-    }
-}
 
 /// Which upstream to ask.
 #[derive(Clone, Copy, Debug)]
@@ -197,105 +70,6 @@ pub struct FetchRequest<'a> {
     /// rewritten. The answer then carries no `Content-Encoding` or
     /// `Content-Length`. Files are never decoded: they are stored as sent.
     pub decode: bool,
-}
-
-/// A response whose status is final, with its first body chunk already read.
-pub struct Fetched {
-    /// The URL that answered (after redirects).
-    pub url: String,
-    /// Its status.
-    pub status: StatusCode,
-    /// Its headers.
-    pub headers: HeaderMap,
-    first: Option<Bytes>,
-    body: Incoming,
-    idle: Duration,
-    decoder: Option<decode::Decoder>,
-}
-
-impl Fetched {
-    /// The next body chunk (decoded, if the request asked for it); `None` at
-    /// a clean end. Fails when no byte arrives within the idle timeout, the
-    /// connection breaks, or a coded body does not decode.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
-        loop {
-            let raw = match self.first.take() {
-                Some(first) => Some(first),
-                None => next_data(&mut self.body, self.idle).await?,
-            };
-            let Some(decoder) = &mut self.decoder else {
-                return Ok(raw);
-            };
-            match raw {
-                Some(raw) => {
-                    let out = decoder.push(&raw).map_err(BodyError::Decode)?;
-                    if !out.is_empty() {
-                        return Ok(Some(out));
-                    }
-                }
-                None => {
-                    let out = decoder.finish().map_err(BodyError::Decode)?;
-                    self.decoder = None;
-                    return Ok((!out.is_empty()).then_some(out));
-                }
-            }
-        }
-    }
-
-    /// The upstream's Content-Length, if it sent a valid one.
-    pub fn content_length(&self) -> Option<u64> {
-        self.headers
-            .get(header::CONTENT_LENGTH)?
-            .to_str()
-            .ok()?
-            .parse()
-            .ok()
-    }
-}
-
-/// Failure of a body after its first byte.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    /// No byte for the idle timeout.
-    #[error("upstream sent nothing for {0} s")]
-    Idle(u64),
-    /// The connection failed (reset, closed short of Content-Length, bad chunking).
-    #[error("upstream body failed: {0}")]
-    Transport(#[source] hyper::Error),
-    /// A content-coded body did not decode (corrupt, cut short, or too large).
-    #[error("upstream body does not decode: {0}")]
-    Decode(#[source] std::io::Error),
-}
-
-/// How reading the raw body failed.
-enum RawError {
-    Idle(u64),
-    Transport(hyper::Error),
-}
-
-impl From<RawError> for BodyError {
-    fn from(err: RawError) -> BodyError {
-        match err {
-            RawError::Idle(secs) => BodyError::Idle(secs),
-            RawError::Transport(e) => BodyError::Transport(e),
-        }
-    }
-}
-
-async fn next_data(body: &mut Incoming, idle: Duration) -> Result<Option<Bytes>, RawError> {
-    loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(RawError::Idle(idle.as_secs())),
-            Ok(None) => return Ok(None),
-            Ok(Some(Err(e))) => return Err(RawError::Transport(e)),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            if !data.is_empty() {
-                return Ok(Some(data));
-            }
-        }
-    }
 }
 
 /// The upstream side: a pooled client and the configured sources.
@@ -573,124 +347,14 @@ fn closed_unanswered(err: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// The first cause of type `T` in `err`'s chain.
-fn find_cause<'a, T: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut cause = std::error::Error::source(err);
-    while let Some(c) = cause {
-        if let Some(found) = c.downcast_ref::<T>() {
-            return Some(found);
-        }
-        cause = c.source();
-    }
-    None
-}
-
-/// An error and its causes, so a log says "invalid HTTP status-code parsed",
-/// not just "client error (SendRequest)".
-fn causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-fn same_origin(a: &str, b: &str) -> bool {
-    match (url::Url::parse(a), url::Url::parse(b)) {
-        (Ok(a), Ok(b)) => a.origin() == b.origin(),
-        _ => false,
-    }
-}
-
-/// Whether following `from` → `to` leaves https for http.
-fn is_downgrade(from: &str, to: &str) -> bool {
-    from.starts_with("https:") && to.starts_with("http:")
-}
-
-fn redirect_target(current: &str, headers: &HeaderMap) -> Result<String, Error> {
-    let bad = |reason| Error::Redirect {
-        url: current.to_string(),
-        reason,
-    };
-    let location = headers
-        .get(header::LOCATION)
-        .ok_or_else(|| bad("no Location"))?;
-    let location = location.to_str().map_err(|_| bad("Location is not text"))?;
-    let base = url::Url::parse(current).map_err(|_| bad("current URL unparsable"))?;
-    let next = base
-        .join(location)
-        .map_err(|_| bad("Location unparsable"))?;
-    if next.scheme() != "http" && next.scheme() != "https" {
-        return Err(bad("Location is not http(s)"));
-    }
-    // Credentials in a Location are the upstream's to give, not to us: they
-    // would be logged and stored with the URL, and are never sent.
-    let mut next = next;
-    let _ = next.set_username("");
-    let _ = next.set_password(None);
-    Ok(next.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn loc(l: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::LOCATION, HeaderValue::from_str(l).unwrap());
-        h
-    }
 
     #[test]
     fn origin_labels_spell_out_the_port() {
         assert_eq!(origin_of("http://a/x?y"), "http://a:80");
         assert_eq!(origin_of("https://A.example/x"), "https://a.example:443");
         assert_eq!(origin_of("http://[::1]:8080/x"), "http://[::1]:8080");
-    }
-
-    #[test]
-    fn origins_compare_scheme_host_and_port() {
-        assert!(same_origin("http://a/x", "http://a:80/y"));
-        assert!(!same_origin("http://a/x", "https://a/x"));
-        assert!(!same_origin("http://a/x", "http://b/x"));
-        assert!(!same_origin("http://a:1/x", "http://a:2/x"));
-    }
-
-    #[test]
-    fn only_https_to_http_is_a_downgrade() {
-        assert!(is_downgrade("https://a/x", "http://a/x"));
-        assert!(!is_downgrade("http://a/x", "https://b/x"));
-        assert!(!is_downgrade("https://a/x", "https://b/x"));
-        assert!(!is_downgrade("http://a/x", "http://b/x"));
-    }
-
-    #[test]
-    fn redirects_resolve_against_the_current_url() {
-        assert_eq!(
-            redirect_target("http://a/x/y", &loc("/z")).unwrap(),
-            "http://a/z"
-        );
-        assert_eq!(
-            redirect_target("http://a/x/y", &loc("z")).unwrap(),
-            "http://a/x/z"
-        );
-        assert_eq!(
-            redirect_target("http://a/x", &loc("https://b/q")).unwrap(),
-            "https://b/q"
-        );
-        assert_eq!(
-            redirect_target("http://a/x", &loc("http://u:secret@b/q")).unwrap(),
-            "http://b/q"
-        );
-        assert!(redirect_target("http://a/x", &loc("ftp://b/q")).is_err());
-        assert!(redirect_target("http://a/x", &HeaderMap::new()).is_err());
     }
 }
