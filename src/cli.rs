@@ -112,7 +112,8 @@ pub struct Args {
     pub max_connections: usize,
 
     /// A named upstream mounted under /NAME/ (NAME=URL); repeat a NAME to add failover sources.
-    /// The names pypi, rubygems and gentoo pick their profile.
+    /// The names pypi, rubygems and gentoo pick their profile. user:password@ in the URL is
+    /// sent to that source's origin as credentials (and kept out of logs and the cache).
     #[arg(long = "mirror", value_name = "NAME=URL")]
     pub mirrors: Vec<String>,
 
