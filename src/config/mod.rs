@@ -5,12 +5,14 @@
 
 mod build;
 mod mounts;
+mod shared;
 
 use crate::cli::Args;
 pub use build::BuildConfig;
 use http::uri::{Scheme, Uri};
 use mounts::mounts_from;
 pub use mounts::{Mount, Profile};
+pub use shared::SharedStoreConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,6 +69,14 @@ pub enum Error {
         /// The pattern given.
         pattern: String,
         /// The parser's complaint.
+        reason: String,
+    },
+    /// `--shared-store` or a `--shared-store-opt` is malformed.
+    #[error("invalid shared store setting {value:?}: {reason}")]
+    SharedStore {
+        /// The URL or option given.
+        value: String,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -292,6 +302,8 @@ pub struct Config {
     pub policy: Policy,
     /// The build queue.
     pub build: BuildConfig,
+    /// The shared object-store tier (`--shared-store`); `None`: this node's disk only.
+    pub shared_store: Option<SharedStoreConfig>,
 }
 
 impl Config {
@@ -329,6 +341,7 @@ impl Config {
                 pinned: Vec::new(),
             },
             build: BuildConfig::for_test(),
+            shared_store: None,
         }
     }
 
@@ -433,9 +446,15 @@ impl TryFrom<Args> for Config {
         }
         let admin = ListenAddr::try_admin(&args.admin)?;
         let build = BuildConfig::try_from_args(&args.build)?;
+        let shared_store = args
+            .shared_store
+            .as_deref()
+            .map(|url| SharedStoreConfig::try_from_args(url, &args.shared_store_opts))
+            .transpose()?;
         let secs = Duration::from_secs;
         Ok(Config {
             build,
+            shared_store,
             mounts,
             policy: Policy {
                 index_ttl: secs(args.index_ttl),
