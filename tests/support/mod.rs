@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod fixtures;
 pub mod origin;
 pub mod raw;
+pub mod rgw;
 pub mod site;
 pub mod tls;
 

@@ -108,6 +108,7 @@ impl SharedStore {
         }
         let mut reference = found.reference.clone();
         reference.last_used = now;
+        reference.id = layout::random_id();
         let payload = PutPayload::from(reference.to_json());
         match self
             .put_update(&found.name, payload, &found.version)
@@ -183,6 +184,7 @@ impl SharedStore {
         let now = unix_now();
         let reference = Reference {
             v: FORMAT,
+            id: layout::random_id(),
             key: key.to_string(),
             body: body.name().to_string(),
             size: body.size(),

@@ -39,13 +39,18 @@ pub(super) fn digest_body(sha256: &str) -> String {
     format!("{BODIES}{sha256}")
 }
 
-/// A fresh body name for an upload whose digest is not known yet.
-pub(super) fn random_body() -> String {
+/// 32 random hex digits.
+pub(super) fn random_id() -> String {
     let mut bytes = [0u8; 16];
-    // The OS's generator cannot fail on Linux after boot; a fixed name would only make
+    // The OS's generator cannot fail on Linux after boot; a repeated id would only make
     // two uploads collide, which the reference's digest check would then catch.
     let _ = getrandom::fill(&mut bytes);
-    format!("{BODIES}{RANDOM_BODY}{}", hex::encode(bytes))
+    hex::encode(bytes)
+}
+
+/// A fresh body name for an upload whose digest is not known yet.
+pub(super) fn random_body() -> String {
+    format!("{BODIES}{RANDOM_BODY}{}", random_id())
 }
 
 /// Whether the body `name` is named by its content (and so may be shared by keys).

@@ -16,6 +16,10 @@ pub(super) const TOUCH_EVERY: u64 = 24 * 3600;
 pub struct Reference<M> {
     /// Format version ([`FORMAT`]).
     pub v: u32,
+    /// A random id of this publication. Two publications of the same body would
+    /// otherwise be the same bytes, so the same ETag, and a compare-and-swap could not
+    /// tell the newer from the older.
+    pub id: String,
     /// The cache key (`CacheKey::canonical`) or artifact name it belongs to, so a
     /// reference read back is checked against what was asked for.
     pub key: String,
@@ -97,6 +101,7 @@ mod tests {
     fn reference() -> Reference<EntryInfo> {
         Reference {
             v: FORMAT,
+            id: "00".repeat(16),
             key: "/distfiles/a.tar.gz".into(),
             body: format!("bodies/{}", "ab".repeat(32)),
             size: 3,
