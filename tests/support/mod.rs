@@ -6,6 +6,7 @@ pub mod build_world;
 pub mod client;
 pub mod cmd;
 pub mod fixtures;
+pub mod haproxy;
 pub mod origin;
 pub mod raw;
 pub mod rgw;
