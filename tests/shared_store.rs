@@ -527,6 +527,7 @@ async fn an_outage_opens_the_breaker_and_a_restart_closes_it() {
         let began = Instant::now();
         let err = store.lookup("/kept").await.expect_err("store down");
         assert!(err.is_unavailable(), "{err}");
+        eprintln!("outage: attempt {attempt} failed in {:?}", began.elapsed());
         assert!(
             began.elapsed() < config.timeout * 2 + Duration::from_secs(1),
             "attempt {attempt}: failed within the limits ({:?})",
@@ -557,6 +558,7 @@ async fn an_outage_opens_the_breaker_and_a_restart_closes_it() {
     // Back: the upkeep task's probe closes the breaker without a request.
     gateway.start().await;
     store.spawn_upkeep();
+    let back = Instant::now();
     timeout(Duration::from_secs(20), async {
         while store.breaker() != BreakerState::Closed {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -564,6 +566,10 @@ async fn an_outage_opens_the_breaker_and_a_restart_closes_it() {
     })
     .await
     .expect("the breaker closes once radosgw is back");
+    eprintln!(
+        "outage: breaker closed {:?} after the restart",
+        back.elapsed()
+    );
     let found = store
         .lookup("/kept")
         .await
@@ -582,6 +588,7 @@ async fn an_outage_opens_the_breaker_and_a_restart_closes_it() {
     let err = node.store.lookup("/kept").await.expect_err("no answer");
     assert!(err.is_unavailable(), "{err}");
     let took = began.elapsed();
+    eprintln!("outage: a silent store failed in {took:?}");
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(4),
         "{took:?}"

@@ -27,7 +27,9 @@ pub struct Rgw {
     pub started_in: Duration,
 }
 
-static RGW: OnceLock<Option<Rgw>> = OnceLock::new();
+/// The cluster, or why it could not start (kept, so that one failed start fails every
+/// test at once instead of each trying again).
+static RGW: OnceLock<Result<Option<Rgw>, String>> = OnceLock::new();
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rgw.sh")
@@ -66,15 +68,19 @@ fn installed() -> bool {
 
 /// The binary's cluster, started on first use; `None` when Ceph is not installed.
 pub async fn shared() -> Option<&'static Rgw> {
-    tokio::task::spawn_blocking(|| RGW.get_or_init(Rgw::start).as_ref())
+    let started = tokio::task::spawn_blocking(|| RGW.get_or_init(Rgw::start).as_ref())
         .await
-        .expect("rgw start task")
+        .expect("rgw start task");
+    match started {
+        Ok(rgw) => rgw.as_ref(),
+        Err(why) => panic!("{why}"),
+    }
 }
 
 impl Rgw {
-    fn start() -> Option<Rgw> {
+    fn start() -> Result<Option<Rgw>, String> {
         if !installed() {
-            return None;
+            return Ok(None);
         }
         let dir = tempfile::Builder::new()
             .prefix("fleet-rgw-")
@@ -97,21 +103,22 @@ impl Rgw {
             .output()
             .expect("run rgw.sh");
         let started_in = began.elapsed();
-        assert!(
-            out.status.success(),
-            "rgw.sh start failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            return Err(format!(
+                "rgw.sh start failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         eprintln!(
             "rgw: started in {started_in:.1?} on 127.0.0.1:{port} ({})",
             dir.display()
         );
-        Some(Rgw {
+        Ok(Some(Rgw {
             dir,
             port,
             started_in,
-        })
+        }))
     }
 
     /// `http://127.0.0.1:PORT` of the first gateway.

@@ -92,7 +92,10 @@ impl SharedStore {
         info: ArtifactInfo,
     ) -> Result<Published<ArtifactInfo>, Error> {
         if !layout::valid_artifact_name(name) {
-            return Err(Error::Config(format!("not an artifact name: {name:?}")));
+            return Err(Error::BadName {
+                kind: "artifact",
+                name: name.to_string(),
+            });
         }
         let reference = layout::artifact_ref(&info.abi, name);
         self.commit(reference, name, body, info, None).await
@@ -283,7 +286,10 @@ impl SharedStore {
     /// RGW 16.2 honours: it ignores `If-Match` on DELETE).
     pub async fn delete_reference(&self, name: &str) -> Result<(), Error> {
         if !layout::is_reference(name) {
-            return Err(Error::Config(format!("not a reference name: {name:?}")));
+            return Err(Error::BadName {
+                kind: "reference",
+                name: name.to_string(),
+            });
         }
         let path = self.path(name)?;
         self.call("delete reference", name, self.inner.s3.delete(&path))

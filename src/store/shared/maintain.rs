@@ -88,7 +88,10 @@ impl SharedStore {
     /// belongs under that name. `None` if it is gone.
     pub async fn read_listed(&self, name: &str) -> Result<Option<Found<serde_json::Value>>, Error> {
         if !layout::is_reference(name) {
-            return Err(Error::Config(format!("not a reference name: {name:?}")));
+            return Err(Error::BadName {
+                kind: "reference",
+                name: name.to_string(),
+            });
         }
         let path = self.path(name)?;
         let got = match self.inner.s3.get(&path).await {
@@ -176,7 +179,10 @@ impl SharedStore {
     /// Deletes body `name` (from [`SharedStore::orphan_bodies`]).
     pub async fn delete_body(&self, name: &str) -> Result<(), Error> {
         if !layout::is_body(name) {
-            return Err(Error::Config(format!("not a body name: {name:?}")));
+            return Err(Error::BadName {
+                kind: "body",
+                name: name.to_string(),
+            });
         }
         let path = self.path(name)?;
         match self.inner.s3.delete(&path).await {

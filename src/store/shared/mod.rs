@@ -84,6 +84,25 @@ pub enum Error {
     /// The configuration cannot work (no bucket, http without allow_http, …).
     #[error("shared store configuration: {0}")]
     Config(String),
+    /// A name that is not one of the layout's (from a caller, or a listing).
+    #[error("not a shared {kind} name: {name:?}")]
+    BadName {
+        /// What it should have named (body, reference, artifact).
+        kind: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// The store answered a request in a way S3 does not (an upload it lost track of).
+    #[error("shared store answered {op} {name} unexpectedly")]
+    Unexpected {
+        /// What was being done.
+        op: &'static str,
+        /// On which object.
+        name: String,
+    },
+    /// A task of this tier failed (panicked or was cancelled).
+    #[error("shared store task failed: {0}")]
+    Task(String),
 }
 
 /// How an object differs from what it should be.
@@ -213,7 +232,7 @@ impl SharedStore {
         let config = config.clone();
         tokio::task::spawn_blocking(move || SharedStore::open_blocking(config, tracker, cancel))
             .await
-            .map_err(|e| Error::Config(format!("start-up task failed: {e}")))?
+            .map_err(|e| Error::Task(e.to_string()))?
     }
 
     fn open_blocking(
@@ -330,8 +349,10 @@ impl SharedStore {
 
     /// The full object path of `name` (relative to the prefix).
     fn path(&self, name: &str) -> Result<Path, Error> {
-        Path::parse(format!("{}{name}", self.inner.prefix))
-            .map_err(|e| Error::Config(format!("object name {name:?}: {e}")))
+        Path::parse(format!("{}{name}", self.inner.prefix)).map_err(|_| Error::BadName {
+            kind: "object",
+            name: name.to_string(),
+        })
     }
 
     /// `name` relative to the prefix, for a path the store listed.
@@ -377,8 +398,8 @@ impl SharedStore {
         self.inner.breaker.force().failed();
     }
 
-    /// Deletes `name` now, or in the background when `wait` is false. Failures are
-    /// logged: what cannot be deleted now is found again by `gc --shared`.
+    /// Deletes `name`. Failures are logged, not returned: a body that cannot be deleted
+    /// now is found again by `gc --shared` (`SharedStore::orphan_bodies`).
     async fn delete_quietly(&self, name: String) {
         let Ok(path) = self.path(&name) else { return };
         let request = object_store::ObjectStoreExt::delete(&self.inner.s3, &path);

@@ -162,9 +162,10 @@ impl BodyUpload {
             let upload = match self.store.call("begin upload", &name, request).await? {
                 Answer::Done(upload) => upload,
                 _ => {
-                    return Err(Error::Config(format!(
-                        "the store refused a multipart upload to {name}"
-                    )))
+                    return Err(Error::Unexpected {
+                        op: "begin upload",
+                        name,
+                    })
                 }
             };
             self.sink = Sink::Parts {
@@ -195,9 +196,10 @@ impl BodyUpload {
                     Counters::add(&store.inner.counters.bytes_up, bytes);
                     Ok(())
                 }
-                _ => Err(Error::Config(format!(
-                    "the store lost the upload of {name}"
-                ))),
+                _ => Err(Error::Unexpected {
+                    op: "upload part",
+                    name,
+                }),
             }
         });
         Ok(())
@@ -271,9 +273,10 @@ impl BodyUpload {
                 {
                     Answer::Done(_) => {}
                     _ => {
-                        return Err(Error::Config(format!(
-                            "the store lost the upload of {name}"
-                        )))
+                        return Err(Error::Unexpected {
+                            op: "complete upload",
+                            name,
+                        })
                     }
                 }
                 self.sink = Sink::Buffer;
@@ -294,7 +297,7 @@ impl BodyUpload {
 async fn join_part(parts: &mut JoinSet<Result<(), Error>>) -> Result<(), Error> {
     match parts.join_next().await {
         Some(Ok(result)) => result,
-        Some(Err(join)) => Err(Error::Config(format!("part upload task failed: {join}"))),
+        Some(Err(join)) => Err(Error::Task(join.to_string())),
         None => Ok(()),
     }
 }
