@@ -597,6 +597,92 @@ async fn an_outage_opens_the_breaker_and_a_restart_closes_it() {
     drop(silent);
 }
 
+/// A TCP relay in front of RGW that forwards the store's answers until `budget` bytes have
+/// gone through (negative: no limit), then holds every connection open in silence.
+async fn stalling_relay(
+    upstream: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicI64>,
+) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let budget = std::sync::Arc::new(AtomicI64::new(-1));
+    let shared = budget.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let budget = shared.clone();
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let left = budget.load(Ordering::SeqCst);
+                    let send = if left < 0 { n } else { n.min(left as usize) };
+                    if left >= 0 {
+                        budget.fetch_sub(send as i64, Ordering::SeqCst);
+                    }
+                    if cw.write_all(&buf[..send]).await.is_err() {
+                        return;
+                    }
+                    if send < n {
+                        // Silence, with the connection open, until the test ends.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, budget)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_fails_within_the_idle_timeout() {
+    let Some(rgw) = rgw().await else { return };
+    let upstream = rgw
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let (relay, budget) = stalling_relay(upstream).await;
+    let p = prefix("stall");
+    let mut config = rgw.config_for(&format!("http://{relay}"), &p);
+    config.idle_timeout = Duration::from_secs(1);
+    let node = Node::open(&config).await;
+    let bytes = body(77, 3 << 20);
+    let up = upload(&node.store, &bytes, UploadHint::default())
+        .await
+        .unwrap();
+    node.store
+        .publish("/stall", up, info("/stall"))
+        .await
+        .unwrap();
+    let found = node.store.lookup("/stall").await.unwrap().unwrap();
+
+    // The head and 256 KiB of the body come through, then nothing.
+    budget.store(256 * 1024, std::sync::atomic::Ordering::SeqCst);
+    let began = Instant::now();
+    let (read, err) = read_all(node.store.body(&found).await.unwrap()).await;
+    let took = began.elapsed();
+    eprintln!("stall: failed after {} bytes in {took:?}", read.len());
+    let err = err.expect("a stalled body fails");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(read.len() < bytes.len() && read == bytes[..read.len()]);
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    node.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_and_artifacts_round_trip() {
     let Some(rgw) = rgw().await else { return };
