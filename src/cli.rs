@@ -179,7 +179,7 @@ pub struct Args {
 
     /// A setting of the shared store (KEY=VALUE): one of object_store's S3 options
     /// (endpoint, region, allow_http, …) or timeout, connect_timeout, idle_timeout,
-    /// breaker_failures, breaker_cooldown, part_size, stale_uploads. Repeatable.
+    /// breaker_failures, breaker_cooldown, part_size, stale_uploads, node. Repeatable.
     #[arg(
         long = "shared-store-opt",
         value_name = "KEY=VALUE",

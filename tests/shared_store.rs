@@ -402,6 +402,36 @@ async fn partial_and_abandoned_uploads_are_never_visible() {
     assert!(s3.list(&format!("{p}/")).await.is_empty());
     assert_eq!(store.stats().published, 0);
     node.close().await;
+
+    // A node restarted under its name aborts what it left at once, and only that.
+    let named = |node: &str| {
+        let mut config = rgw.config(&p);
+        config.node = Some(node.into());
+        config
+    };
+    let (n1, n2) = (
+        Node::open(&named("n1")).await,
+        Node::open(&named("n2")).await,
+    );
+    let mut left = n1.store.upload(UploadHint::default()).await.unwrap();
+    left.write(bytes.slice(..6 << 20)).await.unwrap();
+    std::mem::forget(left);
+    let mut live = n2.store.upload(UploadHint::default()).await.unwrap();
+    live.write(bytes.slice(..6 << 20)).await.unwrap();
+    let restarted = Node::open(&named("n1")).await;
+    assert_eq!(restarted.store.abort_own_uploads().await.unwrap(), 1);
+    let pending = restarted.store.pending_uploads().await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(pending[0].name.starts_with("bodies/u-n2-"), "{pending:?}");
+    let finished = live.finish().await.unwrap();
+    assert!(finished.name().starts_with("bodies/u-n2-"));
+    // Never published: deleted when dropped.
+    drop(finished);
+    n2.settle().await;
+    assert!(s3.list(&format!("{p}/")).await.is_empty());
+    for node in [n1, n2, restarted] {
+        node.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,10 @@ pub struct SharedStoreConfig {
     /// Multipart uploads begun longer ago than this are taken for abandoned and aborted
     /// (`stale_uploads`, default 6 h).
     pub stale_uploads: Duration,
+    /// This node's name in the bucket (`node`, 1-32 of `a-z 0-9`, stable across
+    /// restarts): its uploads carry it, so a restarted node aborts the ones it left at
+    /// once instead of waiting for them to go stale. Unique per node.
+    pub node: Option<String>,
 }
 
 /// Smallest part S3 accepts (except a last part).
@@ -64,6 +68,7 @@ impl SharedStoreConfig {
             breaker_cooldown: Duration::from_secs(10),
             part_size: 8 << 20,
             stale_uploads: Duration::from_secs(6 * 3600),
+            node: None,
         }
     }
 
@@ -95,6 +100,16 @@ impl SharedStoreConfig {
             "idle_timeout" => self.idle_timeout = duration()?,
             "breaker_cooldown" => self.breaker_cooldown = duration()?,
             "stale_uploads" => self.stale_uploads = duration()?,
+            "node" => {
+                let ok = (1..=32).contains(&value.len())
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                if !ok {
+                    return Err(bad("a node name is 1-32 of a-z 0-9"));
+                }
+                self.node = Some(value.to_string());
+            }
             "breaker_failures" => {
                 self.breaker_failures = value
                     .parse()
@@ -224,6 +239,7 @@ mod tests {
                 "breaker_cooldown=1m",
                 "part_size=16M",
                 "stale_uploads=1h",
+                "node=cache7",
                 "endpoint=http://127.0.0.1:7480",
                 "aws_allow_http=true",
                 "region = eu-west-1",
@@ -237,6 +253,7 @@ mod tests {
         assert_eq!(c.breaker_cooldown, Duration::from_secs(60));
         assert_eq!(c.part_size, 16 << 20);
         assert_eq!(c.stale_uploads, Duration::from_secs(3600));
+        assert_eq!(c.node.as_deref(), Some("cache7"));
         assert_eq!(
             c.s3_options,
             vec![
@@ -254,6 +271,8 @@ mod tests {
             "part_size=6G",
             "bucket=other",
             "no_such_option=1",
+            "node=Cache-7",
+            "node=",
         ] {
             assert!(
                 SharedStoreConfig::try_from_args("s3://pkgcache", &opts(&[bad])).is_err(),

@@ -4,7 +4,9 @@
 //! - `bodies/<sha256>`: a body whose digest was known before its upload began
 //!   (small bodies, held whole; or a digest an index lists). Identical bodies under
 //!   different keys share it.
-//! - `bodies/u-<32 hex>`: a body streamed up before its digest was known (random).
+//! - `bodies/u-[<node>-]<32 hex>`: a body streamed up before its digest was known
+//!   (random; tagged with the node's name when it has one, so that a restarted node
+//!   can abort the uploads it left behind).
 //! - `refs/<sha256 of key>`: one reference per cache key, the commit point.
 //! - `artifacts/<sha256 of ABI, 32 hex>/<artifact name>`: one reference per built artifact.
 //! - `docs/<sha256 of key>`: an index document, head and body in one object.
@@ -48,9 +50,31 @@ pub(super) fn random_id() -> String {
     hex::encode(bytes)
 }
 
-/// A fresh body name for an upload whose digest is not known yet.
-pub(super) fn random_body() -> String {
-    format!("{BODIES}{RANDOM_BODY}{}", random_id())
+/// Whether `tag` can name a node in body names: 1 to 32 of `[a-z0-9]`.
+pub(super) fn valid_node(tag: &str) -> bool {
+    (1..=32).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// A fresh body name for an upload whose digest is not known yet, tagged with `node`.
+pub(super) fn random_body(node: Option<&str>) -> String {
+    match node {
+        Some(node) => format!("{BODIES}{RANDOM_BODY}{node}-{}", random_id()),
+        None => format!("{BODIES}{RANDOM_BODY}{}", random_id()),
+    }
+}
+
+/// The node tag of a random body name, if it has one.
+pub(super) fn body_node(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(BODIES)?.strip_prefix(RANDOM_BODY)?;
+    let (node, random) = rest.split_once('-')?;
+    (valid_node(node) && is_random(random)).then_some(node)
+}
+
+fn is_random(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Whether the body `name` is named by its content (and so may be shared by keys).
@@ -62,9 +86,9 @@ pub(super) fn is_digest_body(name: &str) -> bool {
 pub(super) fn is_body(name: &str) -> bool {
     match name.strip_prefix(BODIES) {
         Some(rest) if is_sha256(rest) => true,
-        Some(rest) => rest.strip_prefix(RANDOM_BODY).is_some_and(|r| {
-            r.len() == 32 && r.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        }),
+        Some(rest) => rest
+            .strip_prefix(RANDOM_BODY)
+            .is_some_and(|r| is_random(r) || body_node(name).is_some()),
         None => false,
     }
 }
@@ -114,20 +138,29 @@ mod tests {
         let named = digest_body(&sha);
         assert_eq!(named, format!("bodies/{sha}"));
         assert!(is_body(&named) && is_digest_body(&named));
-        let a = random_body();
-        let b = random_body();
+        let a = random_body(None);
+        let b = random_body(None);
         assert_ne!(a, b);
         assert!(a.starts_with("bodies/u-") && a.len() == "bodies/u-".len() + 32);
         assert!(is_body(&a) && !is_digest_body(&a));
+        assert_eq!(body_node(&a), None);
+        let tagged = random_body(Some("node7"));
+        assert!(tagged.starts_with("bodies/u-node7-") && is_body(&tagged));
+        assert_eq!(body_node(&tagged), Some("node7"));
+        assert!(!is_digest_body(&tagged));
         for bad in [
             "bodies/",
             "bodies/u-",
             "bodies/xyz",
             "refs/00",
             "bodies/u-../x",
+            "bodies/u-Node-00000000000000000000000000000000",
+            "bodies/u-a-b-00000000000000000000000000000000",
         ] {
             assert!(!is_body(bad), "{bad}");
         }
+        assert!(valid_node("a1") && !valid_node("") && !valid_node("a-b"));
+        assert!(!valid_node(&"a".repeat(33)));
     }
 
     #[test]

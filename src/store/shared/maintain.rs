@@ -228,9 +228,31 @@ impl SharedStore {
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.abort_uploads(|upload| upload.initiated <= cutoff)
+            .await
+    }
+
+    /// Aborts the uploads this node (the configured `node`) began before this client
+    /// was opened, whatever their age: the process that began them is gone. None
+    /// without a node name.
+    pub async fn abort_own_uploads(&self) -> Result<usize, Error> {
+        let Some(node) = self.inner.config.node.clone() else {
+            return Ok(0);
+        };
+        let opened = self.inner.opened_at;
+        self.abort_uploads(move |upload| {
+            layout::body_node(&upload.name) == Some(node.as_str()) && upload.initiated < opened
+        })
+        .await
+    }
+
+    async fn abort_uploads(
+        &self,
+        abandoned: impl Fn(&PendingUpload) -> bool,
+    ) -> Result<usize, Error> {
         let mut aborted = 0;
         for upload in self.pending_uploads().await? {
-            if upload.initiated > cutoff || !layout::is_body(&upload.name) {
+            if !abandoned(&upload) || !layout::is_body(&upload.name) {
                 continue;
             }
             let path = self.path(&upload.name)?;
@@ -259,8 +281,9 @@ impl SharedStore {
         Ok(aborted)
     }
 
-    /// Starts the upkeep task on the owner's tracker: at once and then every
-    /// `stale_uploads / 4` (1 min to 1 h) it aborts abandoned uploads; every
+    /// Starts the upkeep task on the owner's tracker: at once it aborts the uploads
+    /// this node left before a restart; at once and then every `stale_uploads / 4`
+    /// (1 min to 1 h) it aborts every node's stale uploads; every
     /// `breaker_cooldown` while the breaker is not closed it probes the store, so the
     /// tier comes back without waiting for a request. Ends with the owner's token.
     pub fn spawn_upkeep(&self) {
@@ -269,6 +292,9 @@ impl SharedStore {
         let (stale, pause) = (config.stale_uploads, config.breaker_cooldown);
         let sweep_every = (stale / 4).clamp(Duration::from_secs(60), Duration::from_secs(3600));
         self.spawn(async move {
+            if let Err(err) = store.abort_own_uploads().await {
+                tracing::warn!(error = %err, "shared store: aborting this node's uploads failed");
+            }
             let mut next_sweep = tokio::time::Instant::now();
             loop {
                 if store.breaker() != BreakerState::Closed {

@@ -216,6 +216,8 @@ struct Inner {
     breaker: Breaker,
     counters: Arc<Counters>,
     raw: raw::RawS3,
+    /// When this client was opened: this node's uploads begun before are abandoned.
+    opened_at: std::time::SystemTime,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -303,6 +305,7 @@ impl SharedStore {
                 ),
                 counters,
                 config,
+                opened_at: std::time::SystemTime::now(),
                 tracker,
                 cancel,
             }),

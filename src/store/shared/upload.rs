@@ -155,7 +155,7 @@ impl BodyUpload {
         if matches!(self.sink, Sink::Buffer) {
             let name = match self.hint.sha256.as_deref().filter(|s| layout::is_sha256(s)) {
                 Some(sha) => layout::digest_body(sha),
-                None => layout::random_body(),
+                None => layout::random_body(self.store.inner.config.node.as_deref()),
             };
             let path = self.store.path(&name)?;
             let request = self.store.inner.s3.put_multipart(&path);
