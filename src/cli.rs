@@ -195,6 +195,21 @@ pub struct Args {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub shutdown_grace: u64,
 
+    /// The object store shared by a fleet's nodes (s3://BUCKET[/PREFIX]); endpoint and
+    /// credentials come from the standard AWS_* environment variables.
+    #[arg(long, value_name = "URL", env = "PC_SHARED_STORE")]
+    pub shared_store: Option<String>,
+
+    /// A setting of the shared store (KEY=VALUE): one of object_store's S3 options
+    /// (endpoint, region, allow_http, …) or timeout, connect_timeout, idle_timeout,
+    /// breaker_failures, breaker_cooldown, part_size, stale_uploads, node. Repeatable.
+    #[arg(
+        long = "shared-store-opt",
+        value_name = "KEY=VALUE",
+        requires = "shared_store"
+    )]
+    pub shared_store_opts: Vec<String>,
+
     /// The build queue's settings.
     #[command(flatten)]
     pub build: BuildArgs,

@@ -7,6 +7,7 @@ mod build;
 mod credential;
 mod mounts;
 mod upstream;
+mod shared;
 
 use crate::cli::Args;
 pub use build::BuildConfig;
@@ -14,6 +15,7 @@ pub use credential::Credential;
 use http::uri::{Scheme, Uri};
 use mounts::mounts_from;
 pub use mounts::{Mount, Profile};
+pub use shared::SharedStoreConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +73,14 @@ pub enum Error {
         /// The pattern given.
         pattern: String,
         /// The parser's complaint.
+        reason: String,
+    },
+    /// `--shared-store` or a `--shared-store-opt` is malformed.
+    #[error("invalid shared store setting {value:?}: {reason}")]
+    SharedStore {
+        /// The URL or option given.
+        value: String,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -315,6 +325,8 @@ pub struct Config {
     pub policy: Policy,
     /// The build queue.
     pub build: BuildConfig,
+    /// The shared object-store tier (`--shared-store`); `None`: this node's disk only.
+    pub shared_store: Option<SharedStoreConfig>,
 }
 
 impl Config {
@@ -353,6 +365,7 @@ impl Config {
                 pinned: Vec::new(),
             },
             build: BuildConfig::for_test(),
+            shared_store: None,
         }
     }
 
@@ -464,9 +477,15 @@ impl TryFrom<Args> for Config {
         }
         let admin = ListenAddr::try_admin(&args.admin)?;
         let build = BuildConfig::try_from_args(&args.build)?;
+        let shared_store = args
+            .shared_store
+            .as_deref()
+            .map(|url| SharedStoreConfig::try_from_args(url, &args.shared_store_opts))
+            .transpose()?;
         let secs = Duration::from_secs;
         Ok(Config {
             build,
+            shared_store,
             mounts,
             policy: Policy {
                 index_ttl: secs(args.index_ttl),

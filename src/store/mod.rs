@@ -20,6 +20,7 @@ mod key;
 mod meta;
 mod reader;
 mod scan;
+pub mod shared;
 mod spill;
 mod state;
 

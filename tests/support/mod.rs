@@ -6,9 +6,11 @@ pub mod build_world;
 pub mod client;
 pub mod cmd;
 pub mod fixtures;
+pub mod haproxy;
 pub mod origin;
 pub mod pypi_world;
 pub mod raw;
+pub mod rgw;
 pub mod site;
 pub mod tls;
 
