@@ -17,7 +17,6 @@ pub mod inbox;
 pub mod job;
 pub mod journal;
 pub mod kind;
-pub mod privhelper;
 pub mod queue;
 pub mod runtime;
 pub mod sandbox;
@@ -28,6 +27,9 @@ mod vcap;
 mod worker;
 
 pub use error::{Error, ErrorKind};
+/// The privileged helper (`sandbox::helper`), under the name `main` and the
+/// tests know it by.
+pub use sandbox::helper as privhelper;
 
 pub use tree::prepare_work_root;
 

@@ -22,9 +22,6 @@ use std::path::{Path, PathBuf};
 /// that honour it (wheel, gem build, compilers' `__DATE__`) stamp fixed dates.
 pub const SOURCE_DATE_EPOCH: u64 = 315_532_800;
 
-/// Upper bound of a remote source download unless the fetcher says otherwise.
-pub const MAX_SOURCE_SIZE: u64 = 512 * 1024 * 1024;
-
 /// A package type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {

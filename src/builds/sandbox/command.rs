@@ -8,7 +8,8 @@
 //! uid and gid, no groups, no capabilities, no new privileges) → `prlimit` →
 //! `env -i` (exactly the step's environment) → the program.
 
-use super::{Limits, Step};
+use super::limits::Limits;
+use crate::builds::step::Step;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;

@@ -7,8 +7,11 @@
 //! directories and handed-over trees below the work root only.
 
 use super::command::{self, Tools};
+use super::error::Error;
+use super::limits::{Limits, Outcome};
 use super::owner::{self, Direction};
-use super::{procs, Error, Limits, Outcome, Step};
+use super::procs;
+use crate::builds::step::Step;
 use rustix::process::{kill_process_group, Pid, Signal};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd};

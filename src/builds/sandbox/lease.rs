@@ -2,7 +2,7 @@
 //! returned when the `Lease` is dropped, unless a process of it could not be
 //! killed. Owns no processes; `Sandbox` decides when a uid is clear.
 
-use super::Error;
+use super::error::Error;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,7 +8,7 @@
 //! open directory, while no process of the build uid is alive: a symlink or a
 //! hard link planted by a build never makes root change a file elsewhere.
 
-use super::Error;
+use super::error::Error;
 use rustix::fs::{
     chmodat, chownat, fchown, fstat, openat, statat, AtFlags, Dir, FileType, Mode, OFlags, Stat,
 };

@@ -5,7 +5,9 @@
 
 use super::wire::{Channel, Failure, Op, Reply, Request, WireOs};
 use super::{Init, ARG};
-use crate::builds::sandbox::{Error, Limits, Outcome, Step};
+use crate::builds::sandbox::error::Error;
+use crate::builds::sandbox::limits::{Limits, Outcome};
+use crate::builds::step::Step;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -11,7 +11,9 @@ pub mod wire;
 
 pub use client::Client;
 
-use crate::builds::sandbox::{Error, Executor, Tools};
+use crate::builds::sandbox::command::Tools;
+use crate::builds::sandbox::error::Error;
+use crate::builds::sandbox::exec::Executor;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -237,7 +239,7 @@ async fn initialise(init: Init) -> Result<Executor, Error> {
 async fn reply(
     channel: &Channel,
     id: u64,
-    result: Result<Option<crate::builds::sandbox::Outcome>, Failure>,
+    result: Result<Option<crate::builds::sandbox::limits::Outcome>, Failure>,
 ) {
     if let Err(err) = channel.send(&Reply { id, result }, None).await {
         // The server went away or cannot read: nothing else to tell it with.

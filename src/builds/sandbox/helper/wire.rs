@@ -3,7 +3,9 @@
 //! with a `run` request, the log file's descriptor (`SCM_RIGHTS`), so the
 //! root helper never opens a file by a path the server chose.
 
-use crate::builds::sandbox::{Limits, Outcome, Step};
+use crate::builds::sandbox::error::Error;
+use crate::builds::sandbox::limits::{Limits, Outcome};
+use crate::builds::step::Step;
 use rustix::net::{
     recvmsg, sendmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage,
     RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags,
@@ -105,9 +107,8 @@ pub enum FailureKind {
     Other,
 }
 
-impl From<&crate::builds::sandbox::Error> for Failure {
-    fn from(err: &crate::builds::sandbox::Error) -> Failure {
-        use crate::builds::sandbox::Error;
+impl From<&Error> for Failure {
+    fn from(err: &Error) -> Failure {
         let (kind, message, leftover) = match err {
             Error::Unavailable(reason) => (FailureKind::Unavailable, reason.clone(), None),
             Error::Invalid(reason) => (FailureKind::Invalid, reason.clone(), None),
@@ -138,8 +139,7 @@ impl Failure {
     }
 
     /// The `sandbox::Error` this stands for.
-    pub fn into_error(self) -> crate::builds::sandbox::Error {
-        use crate::builds::sandbox::Error;
+    pub fn into_error(self) -> Error {
         match (self.kind, self.leftover) {
             (FailureKind::Unavailable, _) => Error::Unavailable(self.message),
             (FailureKind::Invalid, _) => Error::Invalid(self.message),
