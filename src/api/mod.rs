@@ -8,7 +8,7 @@
 mod dto;
 
 use crate::body::{self, Body};
-use crate::builds::job::{JobId, JobState};
+use crate::builds::job::{self, JobId, JobState};
 use crate::builds::spec::BuildRequest;
 use crate::builds::{self, Builds, Outcome};
 use crate::server;
@@ -38,7 +38,8 @@ const RETRY_AFTER_SECS: u64 = 10;
 #[derive(Clone)]
 pub struct Api {
     builds: Builds,
-    /// When set, writes need `Authorization: Bearer TOKEN`.
+    /// When set, writes need `Authorization: Bearer TOKEN`; only the
+    /// token's sha256 is kept, compared in constant time.
     write_token: Option<String>,
 }
 
@@ -47,7 +48,7 @@ impl Api {
     pub fn new(builds: Builds, write_token: Option<String>) -> Api {
         Api {
             builds,
-            write_token,
+            write_token: write_token.as_deref().map(job::token_hash),
         }
     }
 
@@ -154,7 +155,7 @@ impl Api {
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         match &self.write_token {
             None => Ok(()),
-            Some(token) if bearer(headers) == Some(token.as_str()) => Ok(()),
+            Some(hash) if bearer(headers).is_some_and(|t| job::token_matches(t, hash)) => Ok(()),
             Some(_) => Err(ApiError::Unauthorized),
         }
     }

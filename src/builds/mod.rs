@@ -198,8 +198,7 @@ impl Builds {
 
     /// Whether `token` is the operator's.
     pub fn is_operator(&self, token: &str) -> bool {
-        let expected = job::token_hash(&self.inner.operator_token);
-        job::token_hash(token) == expected
+        job::token_matches(token, &job::token_hash(&self.inner.operator_token))
     }
 
     fn resolve(&self, spec: &Spec) -> Result<(Kind, &Runtime), Error> {
