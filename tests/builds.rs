@@ -159,6 +159,11 @@ async fn as_user(uid: u32, script: &str) -> (i32, String) {
 
 #[tokio::test]
 async fn bad_requests_get_clear_4xx_answers() {
+    // Without root builds are off, and every request that gets past the
+    // JSON checks is answered with that.
+    if !needs_root("for builds to be on") {
+        return;
+    }
     let up = Upstreams::start(&[], None).await;
     let app = start(&up, 62300, |c| c.build.api_token = None).await;
     let url = app.api_url("/api/v1/builds");
@@ -981,5 +986,125 @@ async fn builds_keep_working_after_the_server_drops_root() {
         "{:#?}",
         bin.log_lines()
     );
+    bin.kill9().await;
+}
+
+/// Paths under `dir` (not following symlinks) that anyone may write.
+fn world_writable(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o002 != 0 {
+            found.push(path.clone());
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                todo.push(entry.unwrap().path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn with_builds_off_nothing_is_world_writable_and_requests_say_builds_are_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let public = cache.join(".package-cache/build/inbox/public");
+    let exe = env!("CARGO_BIN_EXE_package-cache");
+    let off = [
+        "--cache",
+        cache.to_str().unwrap(),
+        "--source",
+        "http://127.0.0.1:9/",
+    ];
+    let bin = support::app::Binary::start(&off).await;
+    let api = format!("http://{}", bin.api_addr());
+    assert!(!public.exists(), "no public inbox while builds are off");
+    assert_eq!(world_writable(&cache), Vec::<PathBuf>::new());
+    let sha1 = "0".repeat(40);
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/v1/builds".to_string(),
+            serde_json::to_vec(&gem("pcpure", "1.0.0")).unwrap(),
+        ),
+        ("PUT", format!("/api/v1/inbox/{sha1}"), b"bytes".to_vec()),
+        (
+            "PUT",
+            "/load/remote/gem/pcpure-1.0.0.gem/ruby31".to_string(),
+            Vec::new(),
+        ),
+    ] {
+        let answer = call(method, &format!("{api}{path}"), body, &[]).await;
+        assert_eq!(answer.status, 503, "{method} {path}: {answer:?}");
+        let message = answer.json.as_str().unwrap_or_default();
+        assert!(
+            message.contains("builds are off") && message.contains("--runtime"),
+            "{method} {path}: {message:?}"
+        );
+    }
+    let source = dir.path().join("pcpure-1.0.0.gem");
+    std::fs::write(&source, b"not really a gem").unwrap();
+    for args in [
+        vec![
+            "build",
+            "--type",
+            "gem",
+            "--name",
+            "pcpure",
+            "--version",
+            "1.0.0",
+        ],
+        vec![
+            "build",
+            "--type",
+            "gem",
+            "--local",
+            source.to_str().unwrap(),
+        ],
+        vec!["inbox", "add", source.to_str().unwrap(), "--type", "gem"],
+    ] {
+        let out = Cmd::new(exe)
+            .args(["--cache", cache.to_str().unwrap()])
+            .args(&args)
+            .args(["--runtime", "ruby31", "--api", &api])
+            .limit(Duration::from_secs(30))
+            .run()
+            .await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.text());
+        assert!(
+            out.stderr.contains("builds are off"),
+            "{args:?}: {}",
+            out.text()
+        );
+    }
+    bin.kill9().await;
+    if !support::needs_root("to turn builds on") {
+        return;
+    }
+    // On: the public inbox is the one world-writable thing (sticky, not listable).
+    let mut on = off.to_vec();
+    on.extend([
+        "--runtime",
+        "ruby31=/usr/bin/ruby",
+        "--build-uids",
+        "62420-62421",
+    ]);
+    let bin = support::app::Binary::start(&on).await;
+    assert_eq!(world_writable(&cache), vec![public.clone()]);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&public).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o1733);
+    bin.kill9().await;
+    // Off again: the inbox left behind is closed.
+    let bin = support::app::Binary::start(&off).await;
+    assert_eq!(world_writable(&cache), Vec::<PathBuf>::new());
     bin.kill9().await;
 }

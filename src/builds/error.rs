@@ -45,7 +45,7 @@ pub enum Error {
     #[error(transparent)]
     Kind(#[from] kind::Error),
     /// Builds cannot run here (isolation unavailable, or no runtimes).
-    #[error("builds are disabled: {0}")]
+    #[error("builds are off on this server: {0}")]
     Disabled(String),
     /// A blocking `PUT /load` build failed.
     #[error("{message}")]

@@ -84,6 +84,10 @@ pub enum LoadOutcome {
     Built,
 }
 
+/// Why builds are off when no runtime is configured.
+const NO_RUNTIME: &str =
+    "no runtime is configured (start the server with --runtime NAME=INTERPRETER)";
+
 /// How long an upload waits for the build request that names it.
 const UPLOAD_TTL: Duration = Duration::from_secs(600);
 
@@ -100,7 +104,8 @@ struct Inner {
     operator_token: String,
     queue: BuildQueue,
     artifacts: Artifacts,
-    inbox: Arc<Inbox>,
+    /// `None` while builds are off: then no inbox is open (nor created).
+    inbox: Option<Arc<Inbox>>,
     runtimes: HashMap<String, Runtime>,
     /// Why builds cannot run, when they cannot.
     disabled: Option<String>,
@@ -139,6 +144,12 @@ impl Builds {
             per_user_bytes: settings.inbox_per_user,
             stale_after: settings.inbox_stale,
         };
+        let disabled = match (runtimes.is_empty(), &sandbox) {
+            (true, _) => Some(NO_RUNTIME.into()),
+            (false, Err(why)) => Some(why.clone()),
+            (false, Ok(_)) => None,
+        };
+        let open_inbox = disabled.is_none();
         let (artifacts, journal, loaded, inbox, operator_token) =
             tokio::task::spawn_blocking(move || {
                 tree::make_dirs(&root)?;
@@ -147,7 +158,14 @@ impl Builds {
                 let artifacts = Artifacts::open(&root)?;
                 let journal = journal::Journal::open(&jobs)?;
                 let loaded = journal.load()?;
-                let inbox = Inbox::open(&inbox, inbox_config).map_err(std::io::Error::other)?;
+                // The inbox's public directory is world-writable: it exists
+                // (open) only while builds are on.
+                let inbox = if open_inbox {
+                    Some(Inbox::open(&inbox, inbox_config).map_err(std::io::Error::other)?)
+                } else {
+                    inbox::close_public(&inbox)?;
+                    None
+                };
                 Ok::<_, std::io::Error>((artifacts, journal, loaded, inbox, operator_token))
             })
             .await
@@ -155,11 +173,6 @@ impl Builds {
         let (queue, ready) =
             BuildQueue::open(journal, loaded, settings.queue_size, settings.keep_finished);
         let (_, work, logs, _) = paths(&settings.root);
-        let disabled = match (&sandbox, runtimes.is_empty()) {
-            (Err(why), _) => Some(why.clone()),
-            (Ok(_), true) => Some("no runtime is configured (--runtime NAME=INTERPRETER)".into()),
-            (Ok(_), false) => None,
-        };
         let runtimes: HashMap<String, Runtime> =
             runtimes.into_iter().map(|r| (r.name.clone(), r)).collect();
         let context = worker::Context {
@@ -177,7 +190,7 @@ impl Builds {
                 operator_token,
                 queue,
                 artifacts,
-                inbox: Arc::new(inbox),
+                inbox: inbox.map(Arc::new),
                 runtimes,
                 disabled,
                 uploads: Mutex::new(HashMap::new()),
@@ -201,12 +214,22 @@ impl Builds {
         job::token_matches(token, &job::token_hash(&self.inner.operator_token))
     }
 
-    fn resolve(&self, spec: &Spec) -> Result<(Kind, &Runtime), Error> {
-        let kind = Kind::parse(&spec.kind).ok_or_else(|| Error::UnknownKind(spec.kind.clone()))?;
-        let runtime = self.inner.runtimes.get(&spec.runtime).ok_or_else(|| {
+    /// `Error::Disabled` while builds are off.
+    fn check_enabled(&self) -> Result<(), Error> {
+        match &self.inner.disabled {
+            Some(why) => Err(Error::Disabled(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The package type and runtime a request names, checked against each
+    /// other; refused before anything is fetched.
+    fn resolve(&self, kind: &str, runtime: &str) -> Result<(Kind, &Runtime), Error> {
+        let kind = Kind::parse(kind).ok_or_else(|| Error::UnknownKind(kind.to_string()))?;
+        let runtime = self.inner.runtimes.get(runtime).ok_or_else(|| {
             let mut names: Vec<&str> = self.inner.runtimes.keys().map(String::as_str).collect();
             names.sort();
-            Error::UnknownRuntime(spec.runtime.clone(), names.join(", "))
+            Error::UnknownRuntime(runtime.to_string(), names.join(", "))
         })?;
         if kind.family() != runtime.family {
             return Err(Error::WrongFamily {
@@ -226,10 +249,8 @@ impl Builds {
     }
 
     async fn submit_spec(&self, spec: Spec, handle: Option<LocalHandle>) -> Result<Outcome, Error> {
-        let (_, runtime) = self.resolve(&spec)?;
-        if let Some(why) = &self.inner.disabled {
-            return Err(Error::Disabled(why.clone()));
-        }
+        self.check_enabled()?;
+        let (_, runtime) = self.resolve(&spec.kind, &spec.runtime)?;
         let abi = runtime.abi().await?;
         // Before a local source is taken in (which consumes it): a refusal
         // for a full queue must leave the client able to retry.
@@ -272,7 +293,7 @@ impl Builds {
     async fn take_local(&self, sha1: &str, handle: LocalHandle) -> Result<inbox::Source, Error> {
         match handle {
             LocalHandle::Inbox(entry) => {
-                let inbox = self.inner.inbox.clone();
+                let inbox = self.open_inbox()?;
                 let sha1 = sha1.to_string();
                 Ok(
                     tokio::task::spawn_blocking(move || inbox.take(&entry, &sha1))
@@ -307,9 +328,11 @@ impl Builds {
             Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>,
         >,
     ) -> Result<String, Error> {
+        self.check_enabled()?;
         if !spec::valid_sha1(sha1) {
             return Err(spec::Error::BadSha1(sha1.chars().take(64).collect()).into());
         }
+        let inbox = self.open_inbox()?;
         let pending: u64 = self
             .inner
             .uploads
@@ -321,7 +344,7 @@ impl Builds {
         if pending >= self.inner.settings.inbox_per_user {
             return Err(Error::UploadsFull(pending));
         }
-        let source = self.inner.inbox.upload(sha1, body).await?;
+        let source = inbox.upload(sha1, body).await?;
         let id = job::random_hex(16);
         self.inner
             .uploads
@@ -329,6 +352,13 @@ impl Builds {
             .expect("uploads lock is never poisoned")
             .insert(id.clone(), (source, Instant::now()));
         Ok(id)
+    }
+
+    fn open_inbox(&self) -> Result<Arc<Inbox>, Error> {
+        self.inner
+            .inbox
+            .clone()
+            .ok_or_else(|| Error::Disabled(self.inner.disabled.clone().unwrap_or_default()))
     }
 
     /// A copy of job `id`.
@@ -412,8 +442,10 @@ impl Builds {
             for source in expired {
                 discard(Some(source)).await;
             }
+            let Some(inbox) = self.inner.inbox.clone() else {
+                continue;
+            };
             let keep = self.inner.queue.source_paths();
-            let inbox = self.inner.inbox.clone();
             let uploads: Vec<PathBuf> = self
                 .inner
                 .uploads
