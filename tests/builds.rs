@@ -1108,3 +1108,53 @@ async fn with_builds_off_nothing_is_world_writable_and_requests_say_builds_are_o
     assert_eq!(world_writable(&cache), Vec::<PathBuf>::new());
     bin.kill9().await;
 }
+#[tokio::test]
+async fn a_request_that_cannot_be_built_here_asks_the_origin_nothing() {
+    let Some((up, app)) = with_builds("to run builds as other uids", 62410).await else {
+        return;
+    };
+    let load = |path: &str| {
+        let url = app.api_url(path);
+        async move { support::api::call_with("PUT", &url, "", &[], BUILD_LIMIT).await }
+    };
+    for (path, says) in [
+        (
+            "/load/remote/gem/pcpure-1.0.0.gem/ruby99",
+            "unknown runtime",
+        ),
+        (
+            "/load/remote/pip/pc_pure-1.0.tar.gz/ruby99",
+            "unknown runtime",
+        ),
+        (
+            "/load/remote/pip/pc_pure-1.0.tar.gz/ruby31",
+            "cannot be built",
+        ),
+        ("/load/remote/gem/pcpure-1.0.0.gem/py311", "cannot be built"),
+        (
+            "/load/remote/npm/left-pad-1.0.0.tgz/ruby31",
+            "unknown package type",
+        ),
+        ("/load/local/gem/pcpure-1.0.0.gem/ruby99", "unknown runtime"),
+    ] {
+        let answer = load(path).await;
+        assert_eq!(answer.status, 400, "{path}: {answer:?}");
+        let message = answer.json.as_str().unwrap_or_default();
+        assert!(message.contains(says), "{path}: {message:?}");
+    }
+    for request in [
+        json!({"location": "remote", "type": "gem", "name": "pcpure", "version": "1.0.0", "runtime": "ruby99"}),
+        json!({"location": "remote", "type": "pip", "name": "pc_pure", "version": "1.0", "runtime": "ruby31"}),
+    ] {
+        let answer = post(&app.api_url("/api/v1/builds"), &request).await;
+        assert_eq!(answer.status, 400, "{request}: {answer:?}");
+    }
+    for site in [&up.gems, &up.index, &up.files] {
+        assert_eq!(site.log().len(), 0, "{:?}", site.log());
+    }
+    // The same request for a configured runtime does reach the origin.
+    let built = load("/load/remote/gem/pcpure-1.0.0.gem/ruby31").await;
+    assert_eq!(built.status, 204, "{built:?}");
+    assert!(!up.gems.requests_for("/info/pcpure").is_empty());
+    app.stop().await;
+}
