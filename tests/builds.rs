@@ -1158,3 +1158,123 @@ async fn a_request_that_cannot_be_built_here_asks_the_origin_nothing() {
     assert!(!up.gems.requests_for("/info/pcpure").is_empty());
     app.stop().await;
 }
+
+/// `n` files of `size` distinct bytes in `dir` (readable by anyone): (path, SHA1).
+fn upload_files(dir: &Path, prefix: &str, n: usize, size: usize) -> Vec<(PathBuf, String)> {
+    (0..n)
+        .map(|i| {
+            let bytes = support::client::bytes_of(size, (i as u64) * 31 + prefix.len() as u64);
+            let mut bytes = bytes.to_vec();
+            bytes.extend_from_slice(format!("{prefix}{i}").as_bytes());
+            let path = dir.join(format!("{prefix}{i}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            (path, sha1_hex(&bytes))
+        })
+        .collect()
+}
+
+/// As `uid`, PUTs every file at once with curl (`chunked`: without a
+/// length); each answer's status and body land in `out` (owned by `uid`).
+async fn upload_as(
+    uid: u32,
+    api: &str,
+    files: &[(PathBuf, String)],
+    out: &Path,
+    chunked: bool,
+) -> Vec<(u16, Value)> {
+    std::fs::create_dir_all(out).unwrap();
+    rustix::fs::chown(
+        out,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(uid)),
+    )
+    .unwrap();
+    let header = if chunked {
+        "-H 'Transfer-Encoding: chunked'"
+    } else {
+        ""
+    };
+    let mut script = String::new();
+    for (i, (path, sha1)) in files.iter().enumerate() {
+        script.push_str(&format!(
+            "curl -s {header} -o '{out}/{i}.json' -w '%{{http_code}}' -X PUT --data-binary '@{path}' '{api}/api/v1/inbox/{sha1}' > '{out}/{i}.code' &\n",
+            out = out.display(),
+            path = path.display(),
+        ));
+    }
+    script.push_str("wait\n");
+    let (code, text) = as_user(uid, &script).await;
+    assert_eq!(code, 0, "{text}");
+    (0..files.len())
+        .map(|i| {
+            let code = std::fs::read_to_string(out.join(format!("{i}.code"))).unwrap();
+            let body = std::fs::read(out.join(format!("{i}.json"))).unwrap_or_default();
+            let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            (code.trim().parse().unwrap_or(0), json)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn uploads_are_counted_per_user_and_concurrent_ones_never_pass_the_quota() {
+    if !needs_root("to upload as two non-root users") {
+        return;
+    }
+    const QUOTA: u64 = 1 << 20;
+    const SIZE: usize = 400 << 10;
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62430, |c| c.build.inbox_quota = QUOTA).await;
+    let api = base(&app);
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (alice, bob) = (62438, 62439);
+    let alice_files = upload_files(scratch.path(), "a", 3, SIZE);
+    let bob_files = upload_files(scratch.path(), "b", 3, SIZE);
+    // Both users at once, three uploads each: two of each user's fit.
+    let (out_a, out_b) = (scratch.path().join("out-a"), scratch.path().join("out-b"));
+    let (a, b) = tokio::join!(
+        upload_as(alice, &api, &alice_files, &out_a, false),
+        upload_as(bob, &api, &bob_files, &out_b, false),
+    );
+    for (who, answers) in [("alice", &a), ("bob", &b)] {
+        let mut codes: Vec<u16> = answers.iter().map(|(code, _)| *code).collect();
+        codes.sort();
+        assert_eq!(codes, [201, 201, 503], "{who}: {answers:?}");
+        let refused = answers.iter().find(|(code, _)| *code == 503).unwrap();
+        let message = refused.1.as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("uid {}", if who == "alice" { alice } else { bob }))
+                && message.contains("quota"),
+            "{who}: {message}"
+        );
+    }
+    // Without a length, bytes are counted as they come: refused mid-way,
+    // and what was counted is given back.
+    let more = upload_files(scratch.path(), "c", 1, SIZE);
+    let late = upload_as(alice, &api, &more, &scratch.path().join("out-c"), true).await;
+    assert_eq!(late[0].0, 503, "{late:?}");
+    // A build request that claims one of alice's uploads frees its share.
+    let (index, (_, claimed)) = a
+        .iter()
+        .enumerate()
+        .find(|(_, (code, _))| *code == 201)
+        .unwrap();
+    let answer = post(
+        &app.api_url("/api/v1/builds"),
+        &json!({"location": "local", "type": "gem", "name": alice_files[index].1,
+            "runtime": "ruby31", "upload": claimed["upload"]}),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let again = upload_as(alice, &api, &more, &scratch.path().join("out-d"), true).await;
+    assert_eq!(again[0].0, 201, "{again:?}");
+    // One upload larger than the whole quota is never accepted.
+    let huge = upload_files(scratch.path(), "h", 1, QUOTA as usize + 1);
+    let refused = upload_as(bob, &api, &huge, &scratch.path().join("out-h"), false).await;
+    assert_eq!(refused[0].0, 413, "{refused:?}");
+    app.stop().await;
+}

@@ -18,6 +18,7 @@ pub mod job;
 pub mod journal;
 pub mod kind;
 pub mod queue;
+pub mod quota;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
@@ -109,7 +110,10 @@ struct Inner {
     runtimes: HashMap<String, Runtime>,
     /// Why builds cannot run, when they cannot.
     disabled: Option<String>,
-    uploads: Mutex<HashMap<String, (inbox::Source, Instant)>>,
+    /// Uploads waiting for the build request that names them, by id.
+    uploads: Mutex<HashMap<String, Pending>>,
+    /// Bytes of uploads each client has waiting or arriving.
+    ledger: Arc<quota::Ledger>,
     worker: worker::Context,
     /// The app's stop token.
     stop: CancellationToken,
@@ -184,6 +188,7 @@ impl Builds {
             work,
             logs,
         };
+        let ledger = quota::Ledger::new(settings.inbox_per_user);
         let builds = Builds {
             inner: Arc::new(Inner {
                 settings,
@@ -194,6 +199,7 @@ impl Builds {
                 runtimes,
                 disabled,
                 uploads: Mutex::new(HashMap::new()),
+                ledger,
                 worker: context,
                 stop: stop.clone(),
             }),
@@ -308,7 +314,8 @@ impl Builds {
                     .lock()
                     .expect("uploads lock is never poisoned");
                 match uploads.remove(&id) {
-                    Some((source, _)) if source.sha1 == sha1 => Ok(source),
+                    // Claimed: its bytes no longer wait, and leave the quota.
+                    Some(pending) if pending.source.sha1 == sha1 => Ok(pending.source),
                     Some(entry) => {
                         uploads.insert(id.clone(), entry);
                         Err(Error::NoUpload(id))
@@ -319,38 +326,62 @@ impl Builds {
         }
     }
 
-    /// Receives an uploaded local source; the returned id goes in the build
-    /// request's `upload` field.
+    /// Receives an uploaded local source from `client`; the returned id goes
+    /// in the build request's `upload` field. Its bytes count against the
+    /// client's `--inbox-quota` from the moment they are announced (all of
+    /// `declared` at once) or arrive (chunk by chunk, when no length was
+    /// declared) until a build request claims the upload or it expires; a
+    /// client at its quota is refused at once and holds up no one else.
     pub async fn upload(
         &self,
         sha1: &str,
         body: std::pin::Pin<
             Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>,
         >,
+        client: quota::ClientId,
+        declared: Option<u64>,
     ) -> Result<String, Error> {
+        use futures_util::StreamExt;
         self.check_enabled()?;
         if !spec::valid_sha1(sha1) {
             return Err(spec::Error::BadSha1(sha1.chars().take(64).collect()).into());
         }
         let inbox = self.open_inbox()?;
-        let pending: u64 = self
-            .inner
-            .uploads
-            .lock()
-            .expect("uploads lock is never poisoned")
-            .values()
-            .map(|(source, _)| source.size)
-            .sum();
-        if pending >= self.inner.settings.inbox_per_user {
-            return Err(Error::UploadsFull(pending));
-        }
-        let source = inbox.upload(sha1, body).await?;
+        let mut held = self.inner.ledger.reserve(client, declared.unwrap_or(0))?;
+        let mut refused = None;
+        let mut seen = 0u64;
+        let counted = body.map(|chunk| {
+            let chunk = chunk?;
+            seen += chunk.len() as u64;
+            if seen > held.bytes() {
+                held.grow(seen - held.bytes()).map_err(|over| {
+                    refused = Some(over);
+                    std::io::Error::other("over the upload quota")
+                })?;
+            }
+            Ok(chunk)
+        });
+        let source = match inbox.upload(sha1, counted).await {
+            Ok(source) => source,
+            Err(_) if refused.is_some() => {
+                return Err(refused.take().expect("checked just now").into())
+            }
+            Err(err) => return Err(err.into()),
+        };
+        held.shrink_to(source.size);
         let id = job::random_hex(16);
         self.inner
             .uploads
             .lock()
             .expect("uploads lock is never poisoned")
-            .insert(id.clone(), (source, Instant::now()));
+            .insert(
+                id.clone(),
+                Pending {
+                    source,
+                    at: Instant::now(),
+                    _held: held,
+                },
+            );
         Ok(id)
     }
 
@@ -431,12 +462,12 @@ impl Builds {
                     .expect("uploads lock is never poisoned");
                 let old: Vec<String> = uploads
                     .iter()
-                    .filter(|(_, (_, at))| at.elapsed() > UPLOAD_TTL)
+                    .filter(|(_, pending)| pending.at.elapsed() > UPLOAD_TTL)
                     .map(|(id, _)| id.clone())
                     .collect();
                 old.iter()
                     .filter_map(|id| uploads.remove(id))
-                    .map(|(s, _)| s)
+                    .map(|pending| pending.source)
                     .collect()
             };
             for source in expired {
@@ -452,7 +483,7 @@ impl Builds {
                 .lock()
                 .expect("uploads lock is never poisoned")
                 .values()
-                .map(|(s, _)| s.path.clone())
+                .map(|pending| pending.source.path.clone())
                 .collect();
             match tokio::task::spawn_blocking(move || {
                 let keep: Vec<PathBuf> = keep.into_iter().chain(uploads).collect();
@@ -467,6 +498,14 @@ impl Builds {
             }
         }
     }
+}
+
+/// An upload waiting for its build request, holding its bytes of its
+/// client's quota until it is claimed or expires.
+struct Pending {
+    source: inbox::Source,
+    at: Instant,
+    _held: quota::Reservation,
 }
 
 /// Reads the operator token at `path`, creating it (0600) the first time. Blocking.
