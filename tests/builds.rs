@@ -1278,3 +1278,176 @@ async fn uploads_are_counted_per_user_and_concurrent_ones_never_pass_the_quota()
     assert_eq!(refused[0].0, 413, "{refused:?}");
     app.stop().await;
 }
+
+/// Live (not zombie) processes run by any uid of `uids`: "PID UID COMMAND".
+fn processes_of_uids(uids: std::ops::Range<u32>) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        if field("State:").starts_with('Z') {
+            continue;
+        }
+        let uid = field("Uid:")
+            .split_whitespace()
+            .filter_map(|id| id.parse::<u32>().ok())
+            .find(|id| uids.contains(id));
+        if let Some(uid) = uid {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{} {uid} {}",
+                entry.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmdline).replace('\0', " ").trim()
+            ));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn builds_die_with_a_killed_server_and_a_restarted_one_builds_again() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    for (round, user) in [(0u32, None), (1, Some("nobody"))] {
+        let uids = 62470 + 10 * round..62474 + 10 * round;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .unwrap();
+        let cache = dir.path().join("cache");
+        let (pypi, files, gems) = (
+            format!("pypi={}/", up.index.url()),
+            format!("pypi={}", up.files.url()),
+            format!("rubygems={}/", up.gems.url()),
+        );
+        let range = format!("{}-{}", uids.start, uids.end - 1);
+        let mut args = vec![
+            "--cache",
+            cache.to_str().unwrap(),
+            "--mirror",
+            &pypi,
+            "--files-host",
+            &files,
+            "--mirror",
+            &gems,
+            "--runtime",
+            "py311=/usr/bin/python3",
+            "--runtime",
+            "ruby31=/usr/bin/ruby",
+            "--build-uids",
+            &range,
+            "--build-concurrency",
+            "2",
+        ];
+        if let Some(user) = user {
+            args.extend(["--user", user]);
+        }
+        let who = user.unwrap_or("root");
+        let bin = support::app::Binary::start(&args).await;
+        let api = format!("http://{}", bin.api_addr());
+        // A long build, with processes that leave their session.
+        let code = "import os, subprocess, time\nsubprocess.Popen(['setsid', 'sleep', '300'])\nos.system('sleep 300 &')\ntime.sleep(300)";
+        let bytes = sdist_running("pclong", code);
+        let sha1 = sha1_hex(&bytes);
+        let upload = call("PUT", &format!("{api}/api/v1/inbox/{sha1}"), bytes, &[]).await;
+        assert_eq!(upload.status, 201, "{upload:?}");
+        let answer = post(
+            &format!("{api}/api/v1/builds"),
+            &json!({"location": "local", "type": "pip", "name": sha1, "runtime": "py311",
+                "upload": upload.json["upload"]}),
+        )
+        .await;
+        assert_eq!(answer.status, 202, "{answer:?}");
+        let until = Instant::now() + BUILD_LIMIT;
+        while processes_of_uids(uids.clone())
+            .iter()
+            .filter(|p| p.contains("sleep 300"))
+            .count()
+            < 2
+        {
+            assert!(
+                Instant::now() < until,
+                "{who}: the long build never got going"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let during = processes_of_uids(uids.clone());
+        bin.kill9().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = processes_of_uids(uids.clone());
+        eprintln!(
+            "{who}: {} build processes before SIGKILL, {} one second after",
+            during.len(),
+            after.len()
+        );
+        assert_eq!(
+            after,
+            Vec::<String>::new(),
+            "{who}: outlived the server: was {during:?}"
+        );
+
+        // Left over from elsewhere: killed at start-up, before a uid is handed out.
+        let mut stray = tokio::process::Command::new("setpriv")
+            .args([
+                format!("--reuid={}", uids.start + 1),
+                format!("--regid={}", uids.start + 1),
+                "--clear-groups".into(),
+                "sleep".into(),
+                "300".into(),
+            ])
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(processes_of_uids(uids.clone()).len(), 1);
+        let bin = support::app::Binary::start(&args).await;
+        assert_eq!(
+            processes_of_uids(uids.clone()),
+            Vec::<String>::new(),
+            "{who}"
+        );
+        let status = tokio::time::timeout(Duration::from_secs(5), stray.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!status.success(), "the stray process was killed: {status}");
+        // The restarted server builds again (the interrupted job runs again
+        // beside it).
+        let api = format!("http://{}", bin.api_addr());
+        let answer = post(&format!("{api}/api/v1/builds"), &gem("pcpure", "1.0.0")).await;
+        assert_eq!(answer.status, 202, "{answer:?}");
+        let job = poll(
+            &api,
+            answer.json["id"].as_str().unwrap(),
+            "its end",
+            |job| ENDED.contains(&job["state"].as_str().unwrap_or_default()),
+        )
+        .await;
+        assert_eq!(
+            job["state"],
+            "complete",
+            "{who}: {job:#}\n{:#?}",
+            bin.log_lines()
+        );
+        bin.kill9().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            processes_of_uids(uids.clone()),
+            Vec::<String>::new(),
+            "{who}"
+        );
+    }
+}

@@ -2,11 +2,13 @@
 //! (absolute paths, found once at start) and the argument vector that chains
 //! them. Pure apart from the search for the tools; spawning lives in `exec`.
 //!
-//! The chain, run as root: `unshare` (new PID, mount, IPC and, without
-//! network, network namespaces) → `sh` as the namespace's init (private tmpfs
-//! mounts, then waits for the step and reaps orphans) → `setpriv` (the lease's
-//! uid and gid, no groups, no capabilities, no new privileges) → `prlimit` →
-//! `env -i` (exactly the step's environment) → the program.
+//! The chain, run as root: `setpriv --pdeathsig` (killed when the thread that
+//! started it dies: see `spawner`) → `unshare` (new PID, mount, IPC and,
+//! without network, network namespaces) → `sh` as the
+//! namespace's init (private tmpfs mounts, then waits for the step and reaps
+//! orphans) → `setpriv` (the lease's uid and gid, no groups, no
+//! capabilities, no new privileges) → `prlimit` → `env -i` (exactly the
+//! step's environment) → the program.
 
 use super::limits::Limits;
 use crate::builds::step::Step;
@@ -92,7 +94,7 @@ impl Tools {
 
     /// The tools for isolated steps, or the names of those missing.
     pub fn isolated(&self) -> Result<Isolated<'_>, String> {
-        match (
+        let tools = match (
             &self.unshare,
             &self.setpriv,
             &self.mount,
@@ -101,23 +103,32 @@ impl Tools {
             &self.sh,
         ) {
             (Some(unshare), Some(setpriv), Some(mount), Some(prlimit), Some(env), Some(sh)) => {
-                Ok(Isolated {
+                Isolated {
                     unshare,
                     setpriv,
                     mount,
-                    limited: Limited { prlimit, env },
+                    limited: Limited {
+                        prlimit,
+                        env,
+                        setpriv: Some(setpriv),
+                    },
                     sh,
                     private_tmp: &self.private_tmp,
-                })
+                }
             }
-            _ => Err(self.missing(&["unshare", "setpriv", "mount", "prlimit", "env", "sh"])),
-        }
+            _ => return Err(self.missing(&["unshare", "setpriv", "mount", "prlimit", "env", "sh"])),
+        };
+        Ok(tools)
     }
 
     /// The tools for insecure steps (limits only), or the names of those missing.
     pub fn limited(&self) -> Result<Limited<'_>, String> {
         match (&self.prlimit, &self.env) {
-            (Some(prlimit), Some(env)) => Ok(Limited { prlimit, env }),
+            (Some(prlimit), Some(env)) => Ok(Limited {
+                prlimit,
+                env,
+                setpriv: self.setpriv.as_deref(),
+            }),
             _ => Err(self.missing(&["prlimit", "env"])),
         }
     }
@@ -146,10 +157,12 @@ pub struct Isolated<'a> {
     private_tmp: &'a [PathBuf],
 }
 
-/// What an insecure step needs: limits and a cleared environment.
+/// What an insecure step needs: limits and a cleared environment (and,
+/// when there is a `setpriv`, death with the thread that started it).
 pub struct Limited<'a> {
     prlimit: &'a Path,
     env: &'a Path,
+    setpriv: Option<&'a Path>,
 }
 
 /// Checks what `env -i` and `execve` could misread: the program must be an
@@ -180,8 +193,18 @@ pub fn validate(step: &Step) -> Result<(), String> {
 }
 
 impl Limited<'_> {
-    /// `prlimit … -- env -i -- NAME=VALUE… program args…`.
+    /// `[setpriv --pdeathsig KILL --] prlimit … -- env -i -- NAME=VALUE… program args…`.
     pub fn argv(&self, step: &Step, limits: &Limits) -> Vec<OsString> {
+        let mut argv = match self.setpriv {
+            Some(setpriv) => pdeathsig(setpriv),
+            None => Vec::new(),
+        };
+        argv.extend(self.limits(step, limits));
+        argv
+    }
+
+    /// `prlimit … -- env -i -- NAME=VALUE… program args…`.
+    fn limits(&self, step: &Step, limits: &Limits) -> Vec<OsString> {
         let cpu = limits.cpu.as_secs() + u64::from(limits.cpu.subsec_nanos() > 0);
         let mut argv: Vec<OsString> = vec![
             self.prlimit.into(),
@@ -207,18 +230,31 @@ impl Limited<'_> {
     }
 }
 
+/// `setpriv --pdeathsig KILL --`: what follows gets SIGKILL when the thread
+/// that started it dies (the flag survives the exec of a program that is not
+/// set-user-ID).
+fn pdeathsig(setpriv: &Path) -> Vec<OsString> {
+    vec![
+        setpriv.into(),
+        "--pdeathsig".into(),
+        "KILL".into(),
+        "--".into(),
+    ]
+}
+
 impl Isolated<'_> {
     /// The whole chain for `step` as `uid` (gid = uid). `work_root` must be
     /// canonical: it is re-bound at the same path when a private tmpfs covers it.
     pub fn argv(&self, uid: u32, step: &Step, limits: &Limits, work_root: &Path) -> Vec<OsString> {
-        let mut argv: Vec<OsString> = vec![
+        let mut argv = pdeathsig(self.setpriv);
+        argv.extend([
             self.unshare.into(),
             "--pid".into(),
             "--fork".into(),
             "--kill-child".into(),
             "--mount-proc".into(),
             "--ipc".into(),
-        ];
+        ]);
         if !step.network {
             argv.push("--net".into());
         }
@@ -250,7 +286,7 @@ impl Isolated<'_> {
             "--bounding-set=-all".into(),
             "--".into(),
         ]);
-        argv.extend(self.limited.argv(step, limits));
+        argv.extend(self.limited.limits(step, limits));
         argv
     }
 }
@@ -320,7 +356,17 @@ mod tests {
             &limits(),
             Path::new("/var/cache/w"),
         ));
-        assert_eq!(argv[0], "/usr/bin/unshare");
+        // Dies with the thread that started it, then new namespaces.
+        assert_eq!(
+            &argv[..5],
+            [
+                "/usr/bin/setpriv",
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "/usr/bin/unshare"
+            ]
+        );
         assert!(argv.contains(&"--net".to_string()));
         for flag in [
             "--reuid=62100",
@@ -366,6 +412,16 @@ mod tests {
         assert!(!argv.contains(&"--net".to_string()));
         let at = argv.iter().position(|a| a == "/tmp/x/w").unwrap();
         assert_eq!(argv[at + 2], "1");
+    }
+
+    #[test]
+    fn insecure_steps_die_with_their_thread_when_setpriv_is_there() {
+        let mut tools = tools();
+        let argv = strings(&tools.limited().unwrap().argv(&step(), &limits()));
+        assert_eq!(&argv[..2], ["/usr/bin/setpriv", "--pdeathsig"]);
+        tools.setpriv = None;
+        let argv = strings(&tools.limited().unwrap().argv(&step(), &limits()));
+        assert_eq!(argv[0], "/usr/bin/prlimit");
     }
 
     #[test]

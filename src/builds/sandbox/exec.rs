@@ -11,6 +11,7 @@ use super::error::Error;
 use super::limits::{Limits, Outcome};
 use super::owner::{self, Direction};
 use super::procs;
+use super::spawner::Spawner;
 use crate::builds::step::Step;
 use rustix::process::{kill_process_group, Pid, Signal};
 use std::ops::Range;
@@ -42,24 +43,30 @@ pub struct Executor {
     owner: (u32, u32),
     /// False: insecure mode (the server's own uid, limits and a timeout only).
     isolated: bool,
+    /// Starts every step; steps die when it (and so the executor) goes.
+    spawner: Spawner,
 }
 
 impl Executor {
-    /// An executor; `work_root` must be canonical. Does no I/O.
-    pub fn new(
+    /// An executor, with its spawning thread; `work_root` must be canonical.
+    /// Needs a runtime.
+    pub fn start(
         tools: Tools,
         work_root: PathBuf,
         uids: Range<u32>,
         owner: (u32, u32),
         isolated: bool,
-    ) -> Executor {
-        Executor {
+    ) -> Result<Executor, Error> {
+        let spawner = Spawner::start()
+            .map_err(|err| Error::Helper(format!("starting the spawning thread: {err}")))?;
+        Ok(Executor {
             tools,
             work_root,
             uids,
             owner,
             isolated,
-        }
+            spawner,
+        })
     }
 
     fn check_uid(&self, uid: u32) -> Result<(), Error> {
@@ -158,7 +165,8 @@ impl Executor {
             source,
         };
         let stderr = out.try_clone().map_err(spawn_err)?;
-        let mut child = Command::new(&argv[0])
+        let mut command = Command::new(&argv[0]);
+        command
             .args(&argv[1..])
             .env_clear()
             .env("PATH", TOOL_PATH)
@@ -170,9 +178,8 @@ impl Executor {
             .stderr(stderr)
             // Away from the server's terminal signals; cancellation kills it.
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_err)?;
+            .kill_on_drop(true);
+        let mut child = self.spawner.spawn(command).await.map_err(spawn_err)?;
         drop(cwd);
         let pid = child.id().and_then(|pid| Pid::from_raw(pid as i32));
         let ended = tokio::select! {
@@ -200,6 +207,19 @@ impl Executor {
             Ended::TimedOut => Ok(outcome(status, true)),
             Ended::Exited(_) => Ok(outcome(status, false)),
         }
+    }
+
+    /// At start-up, before any uid is handed out: kills every process of the
+    /// pool's uids (a server that died with builds running leaves them) and
+    /// returns the uids whose processes outlived SIGKILL.
+    pub async fn clear_all(&self) -> Result<Vec<u32>, Error> {
+        if !self.isolated {
+            return Ok(Vec::new());
+        }
+        let uids = self.uids.clone();
+        tokio::task::spawn_blocking(move || procs::kill_range(uids, CLEAR_WAIT))
+            .await
+            .map_err(|err| Error::Helper(format!("scanning /proc: {err}")))
     }
 
     /// SIGKILL to the chain's first process: with `--kill-child` the

@@ -17,6 +17,7 @@ mod lease;
 mod limits;
 mod owner;
 mod procs;
+mod spawner;
 
 pub use command::TOOL_DIRS;
 pub use error::Error;
@@ -92,7 +93,7 @@ struct Inner {
 }
 
 enum Backend {
-    Local(Executor),
+    Local(Box<Executor>),
     Helper(helper::Client),
 }
 
@@ -165,33 +166,48 @@ impl Sandbox {
                 Err(reason) => Err(reason),
             }
         } else {
-            let executor = Executor::new(
-                tools.clone(),
-                work_root.clone(),
-                config.uids.clone(),
-                me,
-                true,
-            );
             match tools.isolated() {
                 Err(missing) => Err(missing),
-                Ok(_) => executor.probe().await.map(|()| Backend::Local(executor)),
+                Ok(_) => {
+                    let executor = Executor::start(
+                        tools.clone(),
+                        work_root.clone(),
+                        config.uids.clone(),
+                        me,
+                        true,
+                    )?;
+                    executor
+                        .probe()
+                        .await
+                        .map(|()| Backend::Local(Box::new(executor)))
+                }
             }
         };
         let (backend, insecure) = match isolated {
             Ok(backend) => (backend, false),
             Err(reason) if config.insecure => {
                 tools.limited().map_err(Error::Unavailable)?;
-                let executor = Executor::new(tools, work_root, config.uids.clone(), server, false);
+                let executor =
+                    Executor::start(tools, work_root, config.uids.clone(), server, false)?;
                 executor.probe().await.map_err(Error::Unavailable)?;
                 tracing::warn!(
                     reason = %reason,
                     "builds run WITHOUT isolation, as the server's own user (insecure builds allowed)"
                 );
-                (Backend::Local(executor), true)
+                (Backend::Local(Box::new(executor)), true)
             }
             Err(reason) => return Err(Error::Unavailable(reason)),
         };
-        let pool = Pool::new(config.uids.clone());
+        // Processes a server that died left under the build uids go before
+        // any uid is handed out; a uid whose processes outlive SIGKILL is not.
+        let withdrawn = match &backend {
+            Backend::Local(executor) => executor.clear_all().await?,
+            Backend::Helper(client) => client.withdrawn().to_vec(),
+        };
+        if !withdrawn.is_empty() {
+            tracing::error!(uids = ?withdrawn, "build uids withdrawn from the pool: their processes outlived SIGKILL");
+        }
+        let pool = Pool::new(config.uids.clone(), &withdrawn);
         Ok(Sandbox {
             inner: Arc::new(Inner {
                 backend,

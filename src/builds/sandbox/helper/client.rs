@@ -26,7 +26,14 @@ const INIT_WAIT: Duration = Duration::from_secs(60);
 /// is bounded in the helper by a few seconds).
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Option<Outcome>, Failure>>>>;
+/// A reply as its caller gets it: the result and the uids withdrawn (init
+/// only).
+struct Answer {
+    result: Result<Option<Outcome>, Failure>,
+    withdrawn: Vec<u32>,
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Answer>>>;
 
 struct Shared {
     channel: Channel,
@@ -41,6 +48,8 @@ struct Shared {
 /// A running privileged helper. Requests may be made concurrently.
 pub struct Client {
     shared: Arc<Shared>,
+    /// Build uids the helper found it could not clear at start.
+    withdrawn: Vec<u32>,
     _driver: AbortOnDropHandle<()>,
 }
 
@@ -72,12 +81,16 @@ impl Client {
             closed: AtomicBool::new(false),
         });
         let driver = AbortOnDropHandle::new(tokio::spawn(drive(Arc::clone(&shared), child)));
-        let client = Client {
+        let mut client = Client {
             shared,
+            withdrawn: Vec::new(),
             _driver: driver,
         };
-        match tokio::time::timeout(INIT_WAIT, client.call(Op::Init(init), None)).await {
-            Ok(Ok(_)) => Ok(client),
+        match tokio::time::timeout(INIT_WAIT, client.ask(Op::Init(init), None)).await {
+            Ok(Ok(answer)) => {
+                client.withdrawn = answer.withdrawn;
+                Ok(client)
+            }
             Ok(Err(err)) => Err(err),
             Err(_) => Err(Error::Helper(format!(
                 "no answer to init within {}s",
@@ -86,8 +99,22 @@ impl Client {
         }
     }
 
+    /// Build uids whose processes outlived SIGKILL when the helper cleared
+    /// the pool at start: they must not be handed out.
+    pub fn withdrawn(&self) -> &[u32] {
+        &self.withdrawn
+    }
+
     /// Sends one request and waits for its reply.
     pub async fn call(&self, op: Op, fd: Option<&OwnedFd>) -> Result<Option<Outcome>, Error> {
+        self.ask(op, fd)
+            .await
+            .and_then(|answer| flatten(Ok(answer)))
+    }
+
+    /// Sends one request and waits for its whole answer; a failed request
+    /// is its `Error`.
+    async fn ask(&self, op: Op, fd: Option<&OwnedFd>) -> Result<Answer, Error> {
         let (id, reply) = self.register()?;
         let mut guard = Unregister {
             shared: &self.shared,
@@ -95,9 +122,14 @@ impl Client {
             cancel_run: false,
         };
         self.send(id, op, fd).await?;
-        let result = reply.await;
+        let answer = reply
+            .await
+            .map_err(|_| Error::Helper("the helper exited".into()))?;
         guard.id = 0;
-        flatten(result)
+        if let Err(failure) = answer.result {
+            return Err(failure.into_error());
+        }
+        Ok(answer)
     }
 
     /// Runs a step in the helper; see `Sandbox::run`. Dropping the future
@@ -152,10 +184,7 @@ impl Client {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn register(
-        &self,
-    ) -> Result<(u64, oneshot::Receiver<Result<Option<Outcome>, Failure>>), Error> {
+    fn register(&self) -> Result<(u64, oneshot::Receiver<Answer>), Error> {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         let mut pending = self
@@ -179,12 +208,16 @@ impl Client {
     }
 }
 
-fn flatten(
-    result: Result<Result<Option<Outcome>, Failure>, oneshot::error::RecvError>,
-) -> Result<Option<Outcome>, Error> {
-    match result {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(failure)) => Err(failure.into_error()),
+fn flatten(answer: Result<Answer, oneshot::error::RecvError>) -> Result<Option<Outcome>, Error> {
+    match answer {
+        Ok(Answer {
+            result: Ok(outcome),
+            ..
+        }) => Ok(outcome),
+        Ok(Answer {
+            result: Err(failure),
+            ..
+        }) => Err(failure.into_error()),
         Err(_) => Err(Error::Helper("the helper exited".into())),
     }
 }
@@ -231,7 +264,10 @@ async fn drive(shared: Arc<Shared>, mut child: tokio::process::Child) {
                         .expect("the pending lock is never held across a panic")
                         .remove(&reply.id);
                     if let Some(waiter) = waiter {
-                        let _ = waiter.send(reply.result);
+                        let _ = waiter.send(Answer {
+                            result: reply.result,
+                            withdrawn: reply.withdrawn,
+                        });
                     }
                 }
                 Err(err) => {

@@ -77,6 +77,10 @@ pub struct Reply {
     pub id: u64,
     /// `Ok(Some(outcome))` for a run, `Ok(None)` for the others.
     pub result: Result<Option<Outcome>, Failure>,
+    /// For `init`: build uids whose processes outlived SIGKILL when the
+    /// helper cleared them at start; they must not be used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<u32>,
 }
 
 /// A failed request, as `sandbox::Error` minus the unserialisable parts.
