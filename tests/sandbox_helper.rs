@@ -54,6 +54,32 @@ async fn through_the_privileged_helper() {
         "62106\n"
     );
     assert_eq!(l.log_text(), "done\n");
+    // The job network's listener comes over the channel; a network step
+    // reaches it.
+    let listener = within(30, sandbox.open_network(&lease))
+        .await
+        .unwrap()
+        .expect("a job network");
+    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"via helper\n")
+            .await
+            .unwrap();
+    });
+    let mut step = sh(
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; read -r line <&3; echo \"$line at $(pwd)\""),
+        &l.install,
+    );
+    step.program = "/bin/bash".into();
+    step.network = true;
+    let outcome = run(&sandbox, &lease, &step, &l.log).await;
+    assert!(outcome.success(), "{outcome}: {}", l.log_text());
+    let expected = format!("via helper at {}\n", l.install.display());
+    assert!(l.log_text().ends_with(&expected), "{}", l.log_text());
+    within(5, server).await.unwrap();
+    within(30, sandbox.close_network(&lease)).await.unwrap();
     let started = Instant::now();
     let outcome = run(&sandbox, &lease, &sh(ESCAPEE, &l.job), &l.log).await;
     eprintln!(
@@ -166,6 +192,17 @@ async fn the_helper_refuses_uids_paths_and_requests_outside_its_remit() {
             .contains("work root")
     );
     assert!(refused(&helper.call(run(62107, &l.job), None).await).contains("log"));
+    // A network step needs the uid's job network; job networks are for the
+    // pool's uids only.
+    let mut networked = WireStep::from(&sh("echo ran", &l.job));
+    networked.network = true;
+    let op = Op::Run {
+        uid: 62107,
+        step: networked,
+        limits: limits(),
+    };
+    assert!(refused(&helper.call(op, Some(&log)).await).contains("network"));
+    assert!(refused(&helper.call(Op::OpenNetwork { uid: 62100 }, None).await).contains("pool"));
     assert!(helper
         .call(run(62107, &l.job.join("linkdir")), Some(&log))
         .await

@@ -69,6 +69,11 @@ pub struct Settings {
     pub inbox_stale: Duration,
 }
 
+/// Serves the proxy on a listener the build queue made (a job network's,
+/// whose steps reach nothing else), until the token is cancelled. Given by
+/// the app, which owns the proxy: the build queue never imports it.
+pub type Gateway = Arc<dyn Fn(tokio::net::TcpListener, CancellationToken) + Send + Sync>;
+
 /// What a submit did.
 pub enum Outcome {
     /// The artifact was already built for this runtime's ABI.
@@ -139,6 +144,7 @@ impl Builds {
         runtimes: Vec<Runtime>,
         sandbox: Result<Sandbox, String>,
         fetcher: Fetcher,
+        gateway: Gateway,
         tasks: &TaskTracker,
         stop: CancellationToken,
     ) -> std::io::Result<Builds> {
@@ -187,6 +193,8 @@ impl Builds {
             fetcher,
             work,
             logs,
+            gateway,
+            stop: stop.clone(),
         };
         let ledger = quota::Ledger::new(settings.inbox_per_user);
         let builds = Builds {
@@ -256,7 +264,7 @@ impl Builds {
 
     async fn submit_spec(&self, spec: Spec, handle: Option<LocalHandle>) -> Result<Outcome, Error> {
         self.check_enabled()?;
-        let (_, runtime) = self.resolve(&spec.kind, &spec.runtime)?;
+        let (kind, runtime) = self.resolve(&spec.kind, &spec.runtime)?;
         let abi = runtime.abi().await?;
         // Before a local source is taken in (which consumes it): a refusal
         // for a full queue must leave the client able to retry.
@@ -267,6 +275,18 @@ impl Builds {
             (Source::Local { sha1 }, Some(handle)) => Some(self.take_local(sha1, handle).await?),
             _ => None,
         };
+        // A local source is here now: one whose build requirements point
+        // anywhere but the cache's index is refused before it is queued.
+        if let Some(taken) = &source {
+            let path = taken.path.clone();
+            let checked = tokio::task::spawn_blocking(move || kind.check_source(&path))
+                .await
+                .map_err(std::io::Error::other)?;
+            if let Err(err) = checked {
+                discard(source).await;
+                return Err(err.into());
+            }
+        }
         let name = spec.artifact_name();
         let artifacts = self.inner.artifacts.clone();
         let existing = tokio::task::spawn_blocking(move || artifacts.lookup(&name))

@@ -19,7 +19,9 @@ pub struct Step {
     pub env: Vec<(OsString, OsString)>,
     /// Working directory.
     pub cwd: PathBuf,
-    /// `false`: a new network namespace (no network at all). `true`: the host
-    /// network (the fetching stage talks to the proxy on loopback).
+    /// `false`: a new network namespace (no network at all). `true`: the
+    /// job's network, where the only address that answers is the proxy's
+    /// listener made for the job (`Sandbox::open_network`); the fetching
+    /// stage talks to the proxy there. (Insecure builds: the host's network.)
     pub network: bool,
 }

@@ -1,10 +1,11 @@
 //! `pip`: a Python sdist chosen from the pypi mount's PEP 691 page and fetched
 //! at the page's (proxy) link, so the proxy enforces the page's sha256. Its
-//! `build-system.requires` are downloaded as wheels only (no code of theirs
-//! runs outside the sandbox) through the same mount, then pip builds and
-//! installs the sdist offline with build isolation fed from those wheels.
+//! `build-system.requires` (project names and versions only: no URL, path or
+//! index option) are downloaded as wheels only (no code of theirs runs
+//! outside the sandbox) through the same mount, then pip builds and installs
+//! the sdist offline with build isolation fed from those wheels.
 
-use super::{base_env, entries, sdist, Error, JobDirs};
+use super::{base_env, entries, sdist, Error, JobDirs, StepView};
 use crate::builds::fetch::Fetcher;
 use crate::builds::runtime::Runtime;
 use crate::builds::step::Step;
@@ -124,32 +125,45 @@ pub(super) async fn has_sdist(
     Ok(choose_sdist(&page, name, version).is_some_and(|chosen| chosen.filename == file))
 }
 
+/// Blocking. The build requirements of the sdist at `source`, refused (as
+/// [`Error::BadSource`]) when one names anything but a project on the index.
+fn requirements_of(source: &Path) -> Result<Vec<String>, Error> {
+    let pyproject = sdist::pyproject(source)?;
+    build_requires(pyproject.as_deref()).map_err(|reason| Error::BadSource {
+        path: source.to_path_buf(),
+        reason,
+    })
+}
+
+/// Blocking. See `Kind::check_source`.
+pub(super) fn check_source(source: &Path) -> Result<(), Error> {
+    requirements_of(source).map(drop)
+}
+
 pub(super) async fn fetch_steps(
     rt: &Runtime,
     fetcher: &Fetcher,
     dirs: &JobDirs,
+    view: &StepView,
 ) -> Result<Vec<Step>, Error> {
     let source = dirs.source.clone();
-    let pyproject = tokio::task::spawn_blocking(move || sdist::pyproject(&source))
+    let requirements = tokio::task::spawn_blocking(move || requirements_of(&source))
         .await
         .map_err(|e| Error::Io {
             path: dirs.source.clone(),
             source: std::io::Error::other(e),
         })??;
-    let requirements = build_requires(pyproject.as_deref()).map_err(|reason| Error::BadSource {
-        path: dirs.source.clone(),
-        reason,
-    })?;
     let mount = fetcher.pypi_mount()?;
+    let index = format!("http://{}/{mount}/simple/", view.proxy);
     let mut args: Vec<OsString> = vec![
         "-m".into(),
         "pip".into(),
         "download".into(),
         "--only-binary=:all:".into(),
         "--dest".into(),
-        dirs.reqs.clone().into(),
+        view.dirs.reqs.clone().into(),
         "--index-url".into(),
-        fetcher.url(&format!("/{mount}/simple/")).into(),
+        index.into(),
         "--no-cache-dir".into(),
         "--disable-pip-version-check".into(),
         "--no-input".into(),
@@ -160,8 +174,8 @@ pub(super) async fn fetch_steps(
     Ok(vec![Step {
         program: rt.interpreter.clone(),
         args,
-        env: pip_env(rt, dirs),
-        cwd: dirs.tmp.clone(),
+        env: pip_env(rt, &view.dirs),
+        cwd: view.dirs.tmp.clone(),
         network: true,
     }])
 }
@@ -341,13 +355,10 @@ fn build_requires(pyproject: Option<&str>) -> Result<Vec<String>, String> {
             .as_str()
             .ok_or("pyproject.toml: build-system.requires holds a non-string")?
             .trim();
-        let valid = !requirement.is_empty()
-            && requirement.len() <= MAX_REQUIREMENT_LEN
-            && !requirement.starts_with('-')
-            && !requirement.chars().any(char::is_control);
-        if !valid {
+        if let Err(why) = check_requirement(requirement) {
             return Err(format!(
-                "pyproject.toml: unusable build requirement {requirement:?}"
+                "pyproject.toml: build requirement {requirement:?} {why}; builds fetch \
+                 their requirements by name from the cache's index, and from nowhere else"
             ));
         }
         out.push(requirement.to_string());
@@ -357,6 +368,86 @@ fn build_requires(pyproject: Option<&str>) -> Result<Vec<String>, String> {
         out.push("wheel".to_string());
     }
     Ok(out)
+}
+
+/// Checks that a build requirement names a project on the index and nothing
+/// else: PEP 508's `name [extras] [version specifiers] [; marker]`, never its
+/// `name @ URL` form, a bare URL or path, a VCS URL or a pip option (which
+/// pip would follow to an address no one allowed). Says why not.
+///
+/// A subset of PEP 508 checked here by hand: the specifiers are left to
+/// pip, and only what could point pip elsewhere needs to be told apart.
+fn check_requirement(requirement: &str) -> Result<(), &'static str> {
+    if requirement.is_empty()
+        || requirement.len() > MAX_REQUIREMENT_LEN
+        || requirement.chars().any(char::is_control)
+    {
+        return Err("is empty, too long or holds control characters");
+    }
+    if requirement.starts_with('-') {
+        return Err("is a pip option, not a requirement");
+    }
+    if requirement.contains("://") {
+        return Err("is a URL (a direct reference), not a project on the index");
+    }
+    // The marker (after `;`) is evaluated by pip against the interpreter and
+    // names no place: outside its quoted values, only names, operators and
+    // parentheses. Everything before it must be a plain requirement.
+    let (head, marker) = requirement.split_once(';').unwrap_or((requirement, ""));
+    if head.contains('@') || head.contains(':') {
+        return Err("is a URL (a direct reference), not a project on the index");
+    }
+    let mut quote = None;
+    for c in marker.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, c)
+                if c.is_ascii_alphanumeric()
+                    || c.is_ascii_whitespace()
+                    || "_.()<>=!~".contains(c) => {}
+            (None, _) => return Err("has a marker that is more than a condition"),
+        }
+    }
+    let name_end = head
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        .unwrap_or(head.len());
+    let name = &head[..name_end];
+    let plain_name = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !plain_name {
+        return Err("does not start with a project name (a path or a VCS URL?)");
+    }
+    let mut rest = head[name_end..].trim_start();
+    if let Some(extras) = rest.strip_prefix('[') {
+        let (inside, after) = extras.split_once(']').ok_or("has unclosed extras")?;
+        let names_only = inside.split(',').all(|e| {
+            e.trim()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
+        if !names_only {
+            return Err("has extras that are not names");
+        }
+        rest = after.trim_start();
+    }
+    let spec = rest
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(rest);
+    let versions_only = spec
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c.is_ascii_whitespace() || "<>=!~.,*+_-".contains(c));
+    if !versions_only
+        || (!spec.trim().is_empty() && !spec.trim_start().starts_with(['<', '>', '=', '!', '~']))
+    {
+        return Err("has more than a name, extras and version specifiers");
+    }
+    if spec.contains(" -") || spec.contains(",-") {
+        return Err("holds a pip option");
+    }
+    Ok(())
 }
 
 /// The normalised project name a requirement string starts with.
@@ -438,6 +529,45 @@ mod tests {
     }
 
     #[test]
+    fn requirements_name_projects_and_nothing_else() {
+        for ok in [
+            "setuptools",
+            "setuptools>=40.8.0",
+            "flit_core >=3.2,<4",
+            "Cython (>=0.29.21)",
+            "pkg[extra, other]==1.0.post1",
+            "hatchling~=1.0",
+            "numpy>=1.0; python_version >= '3.8' and platform_machine != \"arm-64\"",
+            "scikit-build-core>=0.4",
+        ] {
+            assert_eq!(check_requirement(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "x @ http://127.0.0.1:9/x.whl",
+            "x@https://h/x.zip",
+            "x @ file:///tmp/x.whl",
+            "x[y] @ git+https://h/x.git",
+            "git+https://h/x.git#egg=x",
+            "https://h/x-1.0-py3-none-any.whl",
+            "./x",
+            "../x",
+            "/tmp/x",
+            "~/x",
+            "C:x",
+            "--index-url=http://h/",
+            "-i http://h/",
+            "x --extra-index-url http://h/",
+            "x -f h",
+            "x==1 --hash=sha256:00",
+            "x; python_version > '3' --index-url h",
+            "x y",
+            "",
+        ] {
+            assert!(check_requirement(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn build_requirements_from_pyproject() {
         assert_eq!(build_requires(None).unwrap(), DEFAULT_REQUIRES);
         assert_eq!(
@@ -467,6 +597,9 @@ mod tests {
             "[build-system]\nrequires = 'setuptools'\n",
             "[build-system]\nrequires = [1]\n",
             "[build-system]\nrequires = ['--index-url=http://evil/']\n",
+            "[build-system]\nrequires = ['x @ http://127.0.0.1:9/x.whl']\n",
+            "[build-system]\nrequires = ['git+https://example.invalid/x.git#egg=x']\n",
+            "[build-system]\nrequires = ['x; python_version > \"3\" -i http://evil/']\n",
             "[build-system]\nrequires = [\"a\\nb\"]\n",
             "build-system = 3\n",
             "not toml [",

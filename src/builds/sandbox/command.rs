@@ -3,8 +3,8 @@
 //! them. Pure apart from the search for the tools; spawning lives in `exec`.
 //!
 //! The chain, run as root: `setpriv --pdeathsig` (killed when the thread that
-//! started it dies: see `spawner`) → `unshare` (new PID, mount, IPC and,
-//! without network, network namespaces) → `sh` as the
+//! started it dies: see `spawner`) → `unshare` (new PID, mount, IPC and, for
+//! a step without the job's network, network namespaces) → `sh` as the
 //! namespace's init (private tmpfs mounts, then waits for the step and reaps
 //! orphans) → `setpriv` (the lease's uid and gid, no groups, no
 //! capabilities, no new privileges) → `prlimit` → `env -i` (exactly the
@@ -63,6 +63,8 @@ pub struct Tools {
     pub env: Option<PathBuf>,
     /// A POSIX shell.
     pub sh: Option<PathBuf>,
+    /// iproute2 `ip`, to bring up loopback in a job's network namespace.
+    pub ip: Option<PathBuf>,
     /// Private tmpfs mount points that exist on this host.
     pub private_tmp: Vec<PathBuf>,
 }
@@ -88,6 +90,7 @@ impl Tools {
             prlimit: find("prlimit"),
             env: find("env"),
             sh: find("sh"),
+            ip: find("ip"),
             private_tmp,
         }
     }
@@ -101,22 +104,34 @@ impl Tools {
             &self.prlimit,
             &self.env,
             &self.sh,
+            &self.ip,
         ) {
-            (Some(unshare), Some(setpriv), Some(mount), Some(prlimit), Some(env), Some(sh)) => {
-                Isolated {
-                    unshare,
-                    setpriv,
-                    mount,
-                    limited: Limited {
-                        prlimit,
-                        env,
-                        setpriv: Some(setpriv),
-                    },
-                    sh,
-                    private_tmp: &self.private_tmp,
-                }
+            (
+                Some(unshare),
+                Some(setpriv),
+                Some(mount),
+                Some(prlimit),
+                Some(env),
+                Some(sh),
+                Some(ip),
+            ) => Isolated {
+                unshare,
+                setpriv,
+                mount,
+                limited: Limited {
+                    prlimit,
+                    env,
+                    setpriv: Some(setpriv),
+                },
+                sh,
+                ip,
+                private_tmp: &self.private_tmp,
+            },
+            _ => {
+                return Err(
+                    self.missing(&["unshare", "setpriv", "mount", "prlimit", "env", "sh", "ip"])
+                )
             }
-            _ => return Err(self.missing(&["unshare", "setpriv", "mount", "prlimit", "env", "sh"])),
         };
         Ok(tools)
     }
@@ -140,10 +155,14 @@ impl Tools {
             "mount" => self.mount.is_some(),
             "prlimit" => self.prlimit.is_some(),
             "env" => self.env.is_some(),
+            "ip" => self.ip.is_some(),
             _ => self.sh.is_some(),
         };
         let missing: Vec<&str> = names.iter().copied().filter(|n| !have(n)).collect();
-        format!("missing {} (util-linux, coreutils)", missing.join(", "))
+        format!(
+            "missing {} (util-linux, coreutils, iproute2)",
+            missing.join(", ")
+        )
     }
 }
 
@@ -154,6 +173,7 @@ pub struct Isolated<'a> {
     mount: &'a Path,
     limited: Limited<'a>,
     sh: &'a Path,
+    ip: &'a Path,
     private_tmp: &'a [PathBuf],
 }
 
@@ -163,6 +183,16 @@ pub struct Limited<'a> {
     prlimit: &'a Path,
     env: &'a Path,
     setpriv: Option<&'a Path>,
+}
+
+/// Where an isolated step runs, besides its program and environment.
+#[derive(Clone, Copy, Debug)]
+pub struct Place<'a> {
+    /// The canonical work root (re-bound at its path when a private tmpfs covers it).
+    pub work_root: &'a Path,
+    /// `true`: the step's process is started inside the job's network
+    /// namespace and stays there; `false`: a new, empty one.
+    pub job_network: bool,
 }
 
 /// Checks what `env -i` and `execve` could misread: the program must be an
@@ -243,9 +273,13 @@ fn pdeathsig(setpriv: &Path) -> Vec<OsString> {
 }
 
 impl Isolated<'_> {
-    /// The whole chain for `step` as `uid` (gid = uid). `work_root` must be
-    /// canonical: it is re-bound at the same path when a private tmpfs covers it.
-    pub fn argv(&self, uid: u32, step: &Step, limits: &Limits, work_root: &Path) -> Vec<OsString> {
+    /// `ip`, to make a job's network.
+    pub fn ip(&self) -> &Path {
+        self.ip
+    }
+
+    /// The whole chain for `step` as `uid` (gid = uid) at `place`.
+    pub fn argv(&self, uid: u32, step: &Step, limits: &Limits, place: Place<'_>) -> Vec<OsString> {
         let mut argv = pdeathsig(self.setpriv);
         argv.extend([
             self.unshare.into(),
@@ -255,20 +289,20 @@ impl Isolated<'_> {
             "--mount-proc".into(),
             "--ipc".into(),
         ]);
-        if !step.network {
+        if !place.job_network {
             argv.push("--net".into());
         }
         let rebind = self
             .private_tmp
             .iter()
-            .any(|dir| work_root.starts_with(dir));
+            .any(|dir| place.work_root.starts_with(dir));
         argv.extend([
             "--".into(),
             self.sh.into(),
             "-c".into(),
             INIT_SCRIPT.into(),
             "sh".into(),
-            work_root.into(),
+            place.work_root.into(),
             self.mount.into(),
             if rebind { "1" } else { "0" }.into(),
             limits.file_size.max(1 << 20).to_string().into(),
@@ -325,7 +359,15 @@ mod tests {
             prlimit: p("prlimit"),
             env: p("env"),
             sh: Some("/bin/sh".into()),
+            ip: Some("/usr/sbin/ip".into()),
             private_tmp: vec!["/tmp".into(), "/dev/shm".into()],
+        }
+    }
+
+    fn at(work_root: &str) -> Place<'_> {
+        Place {
+            work_root: Path::new(work_root),
+            job_network: false,
         }
     }
 
@@ -341,7 +383,7 @@ mod tests {
         let tools = Tools::find(&[empty.path().to_path_buf()]);
         let err = tools.isolated().err().expect("nothing found");
         assert!(
-            err.contains("unshare, setpriv, mount, prlimit, env, sh"),
+            err.contains("unshare, setpriv, mount, prlimit, env, sh, ip"),
             "{err}"
         );
         assert!(tools.limited().is_err());
@@ -354,7 +396,7 @@ mod tests {
             62100,
             &step(),
             &limits(),
-            Path::new("/var/cache/w"),
+            at("/var/cache/w"),
         ));
         // Dies with the thread that started it, then new namespaces.
         assert_eq!(
@@ -399,19 +441,16 @@ mod tests {
     }
 
     #[test]
-    fn network_keeps_the_host_network_and_a_tmp_work_root_is_rebound() {
+    fn a_job_network_step_keeps_its_namespace_and_a_tmp_work_root_is_rebound() {
         let tools = tools();
-        let mut step = step();
-        step.network = true;
-        let argv = strings(&tools.isolated().unwrap().argv(
-            1,
-            &step,
-            &limits(),
-            Path::new("/tmp/x/w"),
-        ));
+        let place = Place {
+            work_root: Path::new("/tmp/x/w"),
+            job_network: true,
+        };
+        let argv = strings(&tools.isolated().unwrap().argv(1, &step(), &limits(), place));
         assert!(!argv.contains(&"--net".to_string()));
         let at = argv.iter().position(|a| a == "/tmp/x/w").unwrap();
-        assert_eq!(argv[at + 2], "1");
+        assert_eq!(argv[at + 2], "1", "a work root under /tmp is bound back");
     }
 
     #[test]

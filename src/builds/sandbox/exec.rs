@@ -1,24 +1,27 @@
-//! `Executor`: runs steps and moves directory ownership for a uid pool from
-//! this process. Used in-process when the server stays root, and by the
-//! privileged helper after the server dropped root; the lease pool and the
-//! choice between the two live in `Sandbox`, not here.
+//! `Executor`: runs steps, makes jobs' networks and moves directory
+//! ownership for a uid pool from this process. Used in-process when the
+//! server stays root, and by the privileged helper after the server dropped
+//! root; the lease pool and the choice between the two live in `Sandbox`,
+//! not here.
 //!
 //! Every request is checked here: uids from the pool only, working
 //! directories and handed-over trees below the work root only.
 
-use super::command::{self, Tools};
+use super::command::{self, Place, Tools};
 use super::error::Error;
 use super::limits::{Limits, Outcome};
 use super::owner::{self, Direction};
 use super::procs;
-use super::spawner::Spawner;
+use super::spawner::{NetNs, Spawner};
 use crate::builds::step::Step;
 use rustix::process::{kill_process_group, Pid, Signal};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +48,8 @@ pub struct Executor {
     isolated: bool,
     /// Starts every step; steps die when it (and so the executor) goes.
     spawner: Spawner,
+    /// The open job network of each uid (one job per uid at a time).
+    networks: Mutex<HashMap<u32, NetNs>>,
 }
 
 impl Executor {
@@ -66,7 +71,13 @@ impl Executor {
             owner,
             isolated,
             spawner,
+            networks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether steps are isolated (else: insecure mode).
+    pub fn is_isolated(&self) -> bool {
+        self.isolated
     }
 
     fn check_uid(&self, uid: u32) -> Result<(), Error> {
@@ -135,9 +146,11 @@ impl Executor {
     }
 
     /// Runs `step` as `uid` (isolated) or as ourselves (insecure), output to
-    /// `out`. Kills everything on the wall-clock limit (`timed_out`) or on
-    /// `cancel` (`Error::Cancelled`); when isolated, returns only once no
-    /// process of `uid` is left (else `Error::Leftover`).
+    /// `out`. Isolated, a `network` step runs in `uid`'s job network (see
+    /// `open_network`), any other in a new empty one. Kills everything on the wall-clock
+    /// limit (`timed_out`) or on `cancel` (`Error::Cancelled`); when
+    /// isolated, returns only once no process of `uid` is left (else
+    /// `Error::Leftover`).
     pub async fn run(
         &self,
         uid: u32,
@@ -153,9 +166,17 @@ impl Executor {
         let cwd = tokio::task::spawn_blocking(move || owner::open_dir(&root, &cwd_path))
             .await
             .map_err(|err| Error::Helper(format!("opening the working directory: {err}")))??;
+        let network = match (self.isolated, step.network) {
+            (true, true) => Some(self.network_of(uid)?),
+            _ => None,
+        };
         let argv = if self.isolated {
             let tools = self.tools.isolated().map_err(Error::Unavailable)?;
-            tools.argv(uid, step, limits, &self.work_root)
+            let place = Place {
+                work_root: &self.work_root,
+                job_network: network.is_some(),
+            };
+            tools.argv(uid, step, limits, place)
         } else {
             let tools = self.tools.limited().map_err(Error::Unavailable)?;
             tools.argv(step, limits)
@@ -179,7 +200,11 @@ impl Executor {
             // Away from the server's terminal signals; cancellation kills it.
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = self.spawner.spawn(command).await.map_err(spawn_err)?;
+        let mut child = self
+            .spawner
+            .spawn(command, network)
+            .await
+            .map_err(spawn_err)?;
         drop(cwd);
         let pid = child.id().and_then(|pid| Pid::from_raw(pid as i32));
         let ended = tokio::select! {
@@ -207,6 +232,52 @@ impl Executor {
             Ended::TimedOut => Ok(outcome(status, true)),
             Ended::Exited(_) => Ok(outcome(status, false)),
         }
+    }
+
+    fn network_of(&self, uid: u32) -> Result<NetNs, Error> {
+        self.networks
+            .lock()
+            .expect("the networks lock is never held across a panic")
+            .get(&uid)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "uid {uid} has no job network open for a step that needs one"
+                ))
+            })
+    }
+
+    /// Makes `uid`'s job network (replacing one still open): a network
+    /// namespace with loopback up and nothing else, where the returned
+    /// listener (127.0.0.1, a port of the kernel's choice) is the only
+    /// address that answers. Whoever holds the listener serves it; the
+    /// namespace lives until `close_network` and the listener are gone.
+    pub async fn open_network(&self, uid: u32) -> Result<std::net::TcpListener, Error> {
+        self.check_uid(uid)?;
+        if !self.isolated {
+            return Err(Error::Invalid("job networks need isolated builds".into()));
+        }
+        let tools = self.tools.isolated().map_err(Error::Unavailable)?;
+        let (ns, listener) = self
+            .spawner
+            .network(tools.ip())
+            .await
+            .map_err(|err| Error::Helper(format!("making the job network: {err}")))?;
+        self.networks
+            .lock()
+            .expect("the networks lock is never held across a panic")
+            .insert(uid, ns);
+        Ok(listener)
+    }
+
+    /// Forgets `uid`'s job network (steps already in it keep it).
+    pub fn close_network(&self, uid: u32) -> Result<(), Error> {
+        self.check_uid(uid)?;
+        self.networks
+            .lock()
+            .expect("the networks lock is never held across a panic")
+            .remove(&uid);
+        Ok(())
     }
 
     /// At start-up, before any uid is handed out: kills every process of the

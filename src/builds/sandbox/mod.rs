@@ -231,6 +231,32 @@ impl Sandbox {
         self.inner.pool.take(run_as).await
     }
 
+    /// Makes the lease's job network: a network namespace whose only
+    /// reachable address is the returned listener, which the caller serves
+    /// (the proxy) for the job's `network` steps; `None` in insecure mode,
+    /// where steps use the host's network. Open until `close_network` (or
+    /// the next `open_network` for the uid).
+    pub async fn open_network(
+        &self,
+        lease: &Lease,
+    ) -> Result<Option<std::net::TcpListener>, Error> {
+        let result = match &self.inner.backend {
+            Backend::Local(executor) if !executor.is_isolated() => return Ok(None),
+            Backend::Local(executor) => executor.open_network(lease.pooled()).await,
+            Backend::Helper(client) => client.open_network(lease.pooled()).await,
+        };
+        lease.checked(result).map(Some)
+    }
+
+    /// Forgets the lease's job network.
+    pub async fn close_network(&self, lease: &Lease) -> Result<(), Error> {
+        match &self.inner.backend {
+            Backend::Local(executor) if !executor.is_isolated() => Ok(()),
+            Backend::Local(executor) => executor.close_network(lease.pooled()),
+            Backend::Helper(client) => client.close_network(lease.pooled()).await,
+        }
+    }
+
     /// Hands `dirs` (trees strictly below the work root) to the lease's
     /// uid/gid, following no symlink and leaving hard-linked files alone.
     pub async fn hand_over(&self, lease: &Lease, dirs: &[PathBuf]) -> Result<(), Error> {

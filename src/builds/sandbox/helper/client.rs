@@ -26,11 +26,12 @@ const INIT_WAIT: Duration = Duration::from_secs(60);
 /// is bounded in the helper by a few seconds).
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
-/// A reply as its caller gets it: the result and the uids withdrawn (init
-/// only).
+/// A reply as its caller gets it: the result, the uids withdrawn (init
+/// only) and the descriptors that came with it.
 struct Answer {
     result: Result<Option<Outcome>, Failure>,
     withdrawn: Vec<u32>,
+    fds: Vec<OwnedFd>,
 }
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Answer>>>;
@@ -174,6 +175,25 @@ impl Client {
         self.call(Op::HandOver { uid, dirs }, None).await.map(drop)
     }
 
+    /// Makes `uid`'s job network; see `Sandbox::open_network`.
+    pub async fn open_network(&self, uid: u32) -> Result<std::net::TcpListener, Error> {
+        let mut answer = self.ask(Op::OpenNetwork { uid }, None).await?;
+        let fd = answer
+            .fds
+            .pop()
+            .ok_or_else(|| Error::Helper("a job network without its listener".into()))?;
+        let listener = std::net::TcpListener::from(fd);
+        listener
+            .set_nonblocking(true)
+            .map_err(|err| Error::Helper(format!("the job network's listener: {err}")))?;
+        Ok(listener)
+    }
+
+    /// Forgets `uid`'s job network; see `Sandbox::close_network`.
+    pub async fn close_network(&self, uid: u32) -> Result<(), Error> {
+        self.call(Op::CloseNetwork { uid }, None).await.map(drop)
+    }
+
     /// Takes trees back from `uid`; see `Sandbox::take_back`.
     pub async fn take_back(&self, uid: u32, dirs: &[PathBuf]) -> Result<(), Error> {
         let dirs = dirs.iter().map(|dir| WireOs::from(dir.as_path())).collect();
@@ -256,7 +276,7 @@ async fn drive(shared: Arc<Shared>, mut child: tokio::process::Child) {
     let mut buf = Vec::new();
     loop {
         match shared.channel.recv(&mut buf).await {
-            Ok(Some((len, _fds))) => match serde_json::from_slice::<Reply>(&buf[..len]) {
+            Ok(Some((len, fds))) => match serde_json::from_slice::<Reply>(&buf[..len]) {
                 Ok(reply) => {
                     let waiter = shared
                         .pending
@@ -267,6 +287,7 @@ async fn drive(shared: Arc<Shared>, mut child: tokio::process::Child) {
                         let _ = waiter.send(Answer {
                             result: reply.result,
                             withdrawn: reply.withdrawn,
+                            fds,
                         });
                     }
                 }

@@ -208,6 +208,31 @@ pub async fn serve(channel: OwnedFd) -> Result<(), Error> {
                     .await;
                 });
             }
+            Op::OpenNetwork { uid } => {
+                let (executor, channel) = (Arc::clone(&executor), Arc::clone(&channel));
+                tracker.spawn(async move {
+                    match executor.open_network(uid).await {
+                        Ok(listener) => {
+                            let reply = Reply {
+                                id,
+                                result: Ok(None),
+                                withdrawn: Vec::new(),
+                            };
+                            send(&channel, reply, Some(&OwnedFd::from(listener))).await;
+                        }
+                        Err(err) => reply(&channel, id, Err(Failure::from(&err))).await,
+                    }
+                });
+            }
+            Op::CloseNetwork { uid } => {
+                let result = executor.close_network(uid);
+                reply(
+                    &channel,
+                    id,
+                    result.map(|()| None).map_err(|e| Failure::from(&e)),
+                )
+                .await;
+            }
             Op::TakeBack { uid, dirs } => {
                 let (executor, channel) = (Arc::clone(&executor), Arc::clone(&channel));
                 tracker.spawn(async move {

@@ -1,7 +1,8 @@
 //! The helper's channel: a `SOCK_SEQPACKET` socket pair carrying one JSON
 //! request or reply per message (so a message is never split or merged) and,
 //! with a `run` request, the log file's descriptor (`SCM_RIGHTS`), so the
-//! root helper never opens a file by a path the server chose.
+//! root helper never opens a file by a path the server chose; with the
+//! answer to `open_network`, the job network's listening socket.
 
 use crate::builds::sandbox::error::Error;
 use crate::builds::sandbox::limits::{Limits, Outcome};
@@ -67,6 +68,16 @@ pub enum Op {
         uid: u32,
         /// The trees.
         dirs: Vec<WireOs>,
+    },
+    /// Make `uid`'s job network; the reply carries its listening socket.
+    OpenNetwork {
+        /// A uid of the pool.
+        uid: u32,
+    },
+    /// Forget `uid`'s job network.
+    CloseNetwork {
+        /// A uid of the pool.
+        uid: u32,
     },
 }
 
