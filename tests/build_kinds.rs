@@ -66,7 +66,7 @@ impl World {
     /// A fresh job directory `work/<job>` with `source/`, `reqs/`, `install/`, `home/`, `tmp/`.
     fn job(&self, job: &str) -> PathBuf {
         let root = self.upstreams.tmp.path().join("work").join(job);
-        for dir in ["source", "reqs", "install", "home", "tmp"] {
+        for dir in ["source", "reqs", "unpacked", "install", "home", "tmp"] {
             std::fs::create_dir_all(root.join(dir)).expect("job dir");
         }
         root

@@ -1279,6 +1279,55 @@ async fn uploads_are_counted_per_user_and_concurrent_ones_never_pass_the_quota()
     app.stop().await;
 }
 
+#[tokio::test]
+async fn native_packages_build_to_the_same_bytes_in_two_caches() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    // Two servers, two cache directories (so two work roots at different
+    // paths), two sets of build uids.
+    let (first, second) = tokio::join!(start(&up, 62440, |_| {}), start(&up, 62450, |_| {}));
+    assert_ne!(first.cache, second.cache);
+    for (request, extension) in [
+        (sdist("pc_native", "1.0"), "pc_native.cpython-"),
+        (
+            sdist("MarkupSafe", "2.1.5"),
+            "markupsafe/_speedups.cpython-",
+        ),
+        (
+            sdist("simplejson", "3.19.2"),
+            "simplejson/_speedups.cpython-",
+        ),
+        (gem("pcnative", "1.0.0"), "pcnative.so"),
+    ] {
+        let (a, b) = tokio::join!(built(&first, &request), built(&second, &request));
+        let name = a["artifact"].as_str().unwrap();
+        let path = format!("/api/v1/artifacts/{name}");
+        let (url_a, url_b) = (first.api_url(&path), second.api_url(&path));
+        let (bytes_a, bytes_b) =
+            tokio::join!(call("GET", &url_a, "", &[]), call("GET", &url_b, "", &[]));
+        let files = members(&bytes_a.bytes);
+        assert!(
+            files
+                .iter()
+                .any(|f| f.contains(extension) && f.ends_with(".so")),
+            "{name}: a native extension was built: {files:?}"
+        );
+        eprintln!(
+            "{name}: sha256 {} (first cache), {} (second cache)",
+            a["sha256"], b["sha256"]
+        );
+        assert_eq!(
+            a["sha256"], b["sha256"],
+            "{name}: the same bytes from both caches"
+        );
+        assert_eq!(bytes_a.bytes, bytes_b.bytes, "{name}");
+    }
+    first.stop().await;
+    second.stop().await;
+}
+
 /// An sdist `NAME-1.0.tar.gz` whose `build-system.requires` is `requires`
 /// and whose setup.py runs `code` first.
 fn sdist_requiring(name: &str, requires: &[String], code: &str) -> Vec<u8> {

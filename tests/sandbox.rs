@@ -1,16 +1,17 @@
 //! The build sandbox with real processes, in this process (the server
 //! stays root): ownership hand-over and take-back, writes outside the job
-//! refused, no network but the job network's listener, the wall-clock limit
-//! and cancellation killing a setsid + double-fork escapee, resource limits,
-//! the insecure fallback.
-//! Needs root. Build uids 62100..62106, one per test so that parallel tests
-//! never clear each other's processes (tests/sandbox_helper.rs has 62106..62108).
+//! refused, no network but the job network's listener, the job's tree at the
+//! fixed build path, the wall-clock limit and cancellation killing a
+//! setsid + double-fork escapee, resource limits, the insecure fallback.
+//! Needs root. Build uids 62100..62106 and 62109, one per test so that
+//! parallel tests never clear each other's processes (tests/sandbox_helper.rs
+//! has 62106..62108).
 
 mod sandbox_fixture;
 mod support;
 
 use package_cache::builds::sandbox::{
-    Error, Limits, Sandbox, SandboxConfig, StartOptions, TOOL_DIRS,
+    Error, Limits, Sandbox, SandboxConfig, StartOptions, BUILD_DIR, TOOL_DIRS,
 };
 use sandbox_fixture::{limits, processes_of, run, sh, within, Layout, ESCAPEE};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -233,6 +234,65 @@ done"
     );
     acceptor.abort();
     server.abort();
+}
+
+#[tokio::test]
+async fn a_job_tree_is_seen_at_the_fixed_build_path() {
+    if !support::needs_root("to run as a build uid") {
+        return;
+    }
+    let l = Layout::new();
+    let sandbox = within(30, Sandbox::start(l.config(62109, limits()), None))
+        .await
+        .unwrap();
+    let lease = sandbox.lease().await;
+    within(
+        30,
+        sandbox.hand_over(&lease, std::slice::from_ref(&l.install)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sandbox.step_root(&l.job), Path::new(BUILD_DIR));
+    let inside = Path::new(BUILD_DIR).join("install");
+    let mut step = sh(
+        "pwd; echo \"$HOME\"; echo made > made.txt; test -d /tmp/build/home && echo has-home",
+        &inside,
+    );
+    step.job = Some(l.job.clone());
+    let outcome = run(&sandbox, &lease, &step, &l.log).await;
+    let log = l.log_text();
+    assert!(outcome.success(), "{outcome}: {log}");
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["/tmp/build/install", "/tmp/build/install", "has-home"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(l.install.join("made.txt")).unwrap(),
+        "made\n"
+    );
+    // The working directory must be inside the build path, the tree below
+    // the work root, and no symlink on the way is followed.
+    std::os::unix::fs::symlink("/etc", l.install.join("etc")).unwrap();
+    let mut bad = Vec::new();
+    for (cwd, job) in [
+        (Path::new("/etc").to_path_buf(), l.job.clone()),
+        (inside.clone(), l.top.join("private")),
+        (inside.clone(), l.work.clone()),
+        (inside.join("etc"), l.job.clone()),
+    ] {
+        let mut step = sh("pwd", &cwd);
+        step.job = Some(job);
+        bad.push(
+            within(
+                30,
+                sandbox.run(&lease, &step, &l.log, &CancellationToken::new()),
+            )
+            .await,
+        );
+    }
+    for result in &bad {
+        assert!(result.is_err(), "{bad:?}");
+    }
 }
 
 #[tokio::test]

@@ -24,4 +24,9 @@ pub struct Step {
     /// listener made for the job (`Sandbox::open_network`); the fetching
     /// stage talks to the proxy there. (Insecure builds: the host's network.)
     pub network: bool,
+    /// The job's tree on the host (below the work root), which the sandbox
+    /// binds at `sandbox::BUILD_DIR` for the step: then `cwd`, and every
+    /// path the step is given, are paths inside that. Set by the worker for
+    /// isolated builds, never by a package type; `None`: host paths.
+    pub job: Option<PathBuf>,
 }

@@ -1,10 +1,11 @@
 //! The workers: each takes a job from the queue and runs its stages —
 //! fetching (the source through the proxy, then the build requirements, in
 //! the job's network where the proxy is the only address), building (the
-//! kind's steps in the sandbox, no network), archiving (a deterministic tgz
-//! of the install directory only, committed with its record) — moving the
-//! job's state at each, and cleans up after every end. A shutdown leaves the
-//! job unfinished in the journal, so it runs again.
+//! kind's steps in the sandbox, no network, the job's tree at the sandbox's
+//! fixed build path), archiving (a deterministic tgz of the install
+//! directory only, committed with its record) — moving the job's state at
+//! each, and cleans up after every end. A shutdown leaves the job
+//! unfinished in the journal, so it runs again.
 
 use super::artifacts::{ArtifactMeta, Artifacts};
 use super::fetch::Fetcher;
@@ -316,9 +317,16 @@ async fn build_in(
         }
         None => context.fetcher.proxy(),
     };
+    // What the steps see: isolated, the tree bound at the sandbox's fixed
+    // path (the same for every job, so builds record the same paths).
     let view = StepView {
-        dirs: dirs.clone(),
+        dirs: JobDirs::new(&sandbox.step_root(root), &source_name),
         proxy,
+    };
+    let bind = (!sandbox.is_insecure()).then(|| root.to_path_buf());
+    let in_job = |mut step: Step| {
+        step.job = bind.clone();
+        step
     };
     // Before the hand-over: a kind may download into reqs/ itself, as the server.
     let fetch_steps = kind
@@ -335,11 +343,11 @@ async fn build_in(
         .hand_over(lease, &handed)
         .await
         .map_err(|err| server(format!("handing the build directory over: {err}")))?;
-    for step in &fetch_steps {
+    for step in fetch_steps {
         run(
             sandbox,
             lease,
-            step,
+            &in_job(step),
             log,
             kill,
             "fetching build requirements",
@@ -348,7 +356,7 @@ async fn build_in(
     }
     context.queue.advance(&job.id, JobState::Building, |_| {});
     for step in kind.build_steps(runtime, &view.dirs) {
-        run(sandbox, lease, &step, log, kill, "the build").await?;
+        run(sandbox, lease, &in_job(step), log, kill, "the build").await?;
     }
     // Taken back first: a server that dropped root cannot read what the
     // build uid made until then.

@@ -35,11 +35,12 @@ pub enum Kind {
 }
 
 /// The directories of one job (`work/<job-id>/`), either where they are on
-/// the host (for the server's own work) or where a step sees them (see
-/// [`StepView`]).
+/// the host (for the server's own work) or where a step sees them (below
+/// the sandbox's fixed build path, see [`StepView`]).
 ///
-/// `reqs`, `install`, `home` and `tmp` belong to the build uid while steps
-/// run; `source` is the source file itself, readable by the build uid.
+/// `reqs`, `unpacked`, `install`, `home` and `tmp` belong to the build uid
+/// while steps run; `source` is the source file itself, readable by the
+/// build uid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobDirs {
     /// The job's directory.
@@ -48,6 +49,9 @@ pub struct JobDirs {
     pub source: PathBuf,
     /// Build requirements, fetched before the build.
     pub reqs: PathBuf,
+    /// Where an sdist is unpacked and built (in place, so the build's own
+    /// paths are this job's fixed ones, never an installer's random ones).
+    pub unpacked: PathBuf,
     /// Where the package is installed; the only directory archived.
     pub install: PathBuf,
     /// `HOME` of the steps.
@@ -58,12 +62,13 @@ pub struct JobDirs {
 
 impl JobDirs {
     /// The standard layout under `root`: `source/<source_name>`, `reqs/`,
-    /// `install/`, `home/`, `tmp/`. Only paths; nothing is created.
+    /// `unpacked/`, `install/`, `home/`, `tmp/`. Only paths; nothing is created.
     pub fn new(root: &Path, source_name: &str) -> JobDirs {
         JobDirs {
             root: root.to_path_buf(),
             source: root.join("source").join(source_name),
             reqs: root.join("reqs"),
+            unpacked: root.join("unpacked"),
             install: root.join("install"),
             home: root.join("home"),
             tmp: root.join("tmp"),
@@ -71,9 +76,10 @@ impl JobDirs {
     }
 
     /// The directories the build uid owns while steps run.
-    pub fn handed(&self) -> [PathBuf; 4] {
+    pub fn handed(&self) -> [PathBuf; 5] {
         [
             self.reqs.clone(),
+            self.unpacked.clone(),
             self.install.clone(),
             self.home.clone(),
             self.tmp.clone(),
@@ -81,9 +87,9 @@ impl JobDirs {
     }
 }
 
-/// The world as a job's steps see it: its directories and the address at
-/// which they reach the proxy (the job network's listener, the only address
-/// there).
+/// The world as a job's steps see it: its directories (at the sandbox's
+/// fixed build path when builds are isolated) and the address at which they
+/// reach the proxy (the job network's listener, the only address there).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepView {
     /// The job's directories, as paths inside the steps.
@@ -310,10 +316,10 @@ impl Kind {
 
     /// The build steps (network: false) for `dirs` as the steps see them,
     /// run in order until one fails. gem: `gem install --local --no-document
-    /// --ignore-dependencies --install-dir install/`; pip: `pip install
-    /// --no-deps --no-index --find-links reqs/ --target install/` (build
-    /// isolation from reqs/ only), then a step that drops the job-specific
-    /// `direct_url.json`.
+    /// --ignore-dependencies --install-dir install/`; pip: the sdist unpacked
+    /// into `unpacked/`, `pip install --no-deps --no-index --find-links reqs/
+    /// --target install/ unpacked/` (built in place, build isolation from
+    /// reqs/ only), then a step that drops the job-specific `direct_url.json`.
     pub fn build_steps(&self, rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
         match self {
             Kind::Gem => gem::build_steps(rt, dirs),

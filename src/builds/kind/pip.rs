@@ -2,8 +2,9 @@
 //! at the page's (proxy) link, so the proxy enforces the page's sha256. Its
 //! `build-system.requires` (project names and versions only: no URL, path or
 //! index option) are downloaded as wheels only (no code of theirs runs
-//! outside the sandbox) through the same mount, then pip builds and installs
-//! the sdist offline with build isolation fed from those wheels.
+//! outside the sandbox) through the same mount, then the sdist is unpacked
+//! into the job and pip builds it there and installs it offline, with build
+//! isolation fed from those wheels.
 
 use super::{base_env, entries, sdist, Error, JobDirs, StepView};
 use crate::builds::fetch::Fetcher;
@@ -22,6 +23,73 @@ const DEFAULT_REQUIRES: [&str; 2] = ["setuptools>=40.8.0", "wheel"];
 /// Bounds on `build-system.requires`, which comes from the untrusted sdist.
 const MAX_REQUIREMENTS: usize = 64;
 const MAX_REQUIREMENT_LEN: usize = 512;
+
+/// Unpacks the sdist ARGV[1] (`.tar.gz` or `.zip`, told by its first bytes)
+/// into the empty directory ARGV[2], as pip would (the one top-level
+/// directory stripped), so that pip builds it in place, at a path that is the
+/// same for every build: directories and regular files only (and symlinks
+/// that stay inside), nothing outside ARGV[2], modes 0755/0644 by the
+/// member's execute bit, times from the archive.
+const UNPACK_SCRIPT: &str = r#"
+import os, sys, tarfile, zipfile
+source, dest = sys.argv[1], os.path.realpath(sys.argv[2])
+def within(path):
+    path = os.path.realpath(path)
+    return path == dest or path.startswith(dest + os.sep)
+def strip(names):
+    tops = {n.lstrip("/").split("/", 1)[0] for n in names}
+    leading = len(tops) == 1 and all("/" in n.lstrip("/").rstrip("/") or n.lstrip("/").rstrip("/") in tops for n in names)
+    def out(name):
+        name = name.lstrip("/")
+        if leading:
+            name = name.split("/", 1)[1] if "/" in name else ""
+        return os.path.join(dest, name)
+    return out
+def write(path, data, executable, mtime):
+    if not within(path):
+        sys.exit("unsafe member: " + path)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o755 if executable else 0o644)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+with open(source, "rb") as f:
+    magic = f.read(4)
+if magic[:2] == b"\x1f\x8b":
+    with tarfile.open(source, "r:gz") as tar:
+        members = tar.getmembers()
+        out = strip([m.name for m in members])
+        links = []
+        for m in members:
+            path = out(m.name)
+            if not within(path):
+                sys.exit("unsafe member: " + m.name)
+            if m.isdir():
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            elif m.isfile() or m.islnk():
+                write(path, tar.extractfile(m).read(), m.mode & 0o111, m.mtime)
+            elif m.issym():
+                links.append((path, m.linkname))
+        for path, target in links:
+            if within(os.path.join(os.path.dirname(path), target)) and not os.path.lexists(path):
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                os.symlink(target, path)
+elif magic == b"PK\x03\x04":
+    with zipfile.ZipFile(source) as z:
+        infos = z.infolist()
+        out = strip([i.filename for i in infos])
+        for i in infos:
+            path = out(i.filename)
+            if not within(path):
+                sys.exit("unsafe member: " + i.filename)
+            if i.is_dir():
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            else:
+                write(path, z.read(i), (i.external_attr >> 16) & 0o111, None)
+else:
+    sys.exit("not a .tar.gz or .zip sdist")
+"#;
 
 /// Removes `*.dist-info/direct_url.json` (and its RECORD line) from the
 /// target dir (ARGV[1]): pip records the source's `file://` URL there, a path
@@ -177,10 +245,20 @@ pub(super) async fn fetch_steps(
         env: pip_env(rt, &view.dirs),
         cwd: view.dirs.tmp.clone(),
         network: true,
+        job: None,
     }])
 }
 
 pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
+    let unpack: Vec<OsString> = vec![
+        "-I".into(),
+        "-c".into(),
+        UNPACK_SCRIPT.into(),
+        dirs.source.clone().into(),
+        dirs.unpacked.clone().into(),
+    ];
+    // A directory, not the archive: pip (21.3 and later) builds it in place
+    // rather than in a temporary directory of a random name.
     let install: Vec<OsString> = vec![
         "-m".into(),
         "pip".into(),
@@ -195,7 +273,7 @@ pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
         "--no-cache-dir".into(),
         "--disable-pip-version-check".into(),
         "--no-input".into(),
-        dirs.source.clone().into(),
+        dirs.unpacked.clone().into(),
     ];
     let normalize: Vec<OsString> = vec![
         "-I".into(),
@@ -203,7 +281,7 @@ pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
         NORMALIZE_SCRIPT.into(),
         dirs.install.clone().into(),
     ];
-    [install, normalize]
+    [unpack, install, normalize]
         .into_iter()
         .map(|args| Step {
             program: rt.interpreter.clone(),
@@ -211,6 +289,7 @@ pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
             env: pip_env(rt, dirs),
             cwd: dirs.tmp.clone(),
             network: false,
+            job: None,
         })
         .collect()
 }

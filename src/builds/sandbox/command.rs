@@ -5,10 +5,10 @@
 //! The chain, run as root: `setpriv --pdeathsig` (killed when the thread that
 //! started it dies: see `spawner`) → `unshare` (new PID, mount, IPC and, for
 //! a step without the job's network, network namespaces) → `sh` as the
-//! namespace's init (private tmpfs mounts, then waits for the step and reaps
-//! orphans) → `setpriv` (the lease's uid and gid, no groups, no
-//! capabilities, no new privileges) → `prlimit` → `env -i` (exactly the
-//! step's environment) → the program.
+//! namespace's init (private tmpfs mounts, the job's tree bound at
+//! [`BUILD_DIR`], then waits for the step and reaps orphans) → `setpriv` (the
+//! lease's uid and gid, no groups, no capabilities, no new privileges) →
+//! `prlimit` → `env -i` (exactly the step's environment) → the program.
 
 use super::limits::Limits;
 use crate::builds::step::Step;
@@ -26,15 +26,26 @@ pub const TOOL_DIRS: &[&str] = &["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 /// host, where a build could otherwise leave files for the next build of its uid.
 const PRIVATE_TMP: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
 
+/// Where a step sees its job's tree: one path for every job on every host,
+/// so that what a build records of where it ran (debug info, build ids, the
+/// Makefiles of native extensions) is the same wherever it ran. Inside the
+/// step's private `/tmp`, so making it touches nothing on the host.
+pub const BUILD_DIR: &str = "/tmp/build";
+
 /// The namespace's init: mounts the private tmpfs (binding the work root back
-/// in when a tmpfs covers it), then runs the rest of the chain as a child and
-/// exits with its status. As PID 1 it reaps orphans while it waits, and its
-/// exit (or its death with `unshare`) kills every process left in the
-/// namespace. A step killed by a signal therefore reports 128+N, as in any shell.
+/// in when a tmpfs covers it), binds the job's tree (when there is one) at
+/// `BUILD_DIR` and changes into the step's directory there, then runs the
+/// rest of the chain as a child and exits with its status. As PID 1 it reaps
+/// orphans while it waits, and its exit (or its death with `unshare`) kills
+/// every process left in the namespace. A step killed by a signal therefore
+/// reports 128+N, as in any shell. The directory is entered again by its
+/// path after the bind (so that the step's own view of where it is, `pwd`,
+/// is inside `BUILD_DIR`), and must be that path with no symlink on the way.
 const INIT_SCRIPT: &str = r#"set -e
-root=$1 mount=$2 rebind=$3 size=$4
-shift 4
+root=$1 mount=$2 rebind=$3 size=$4 job=$5 cwd=$6 build=$7
+shift 7
 exec 3<"$root"
+if [ -n "$job" ]; then exec 4<"$job"; fi
 while [ "$1" != -- ]; do
   "$mount" -t tmpfs -o "mode=1777,nosuid,nodev,size=$size" tmpfs "$1"
   shift
@@ -44,6 +55,15 @@ if [ "$rebind" = 1 ]; then
   "$mount" --no-canonicalize --bind --mkdir /proc/self/fd/3 "$root"
 fi
 exec 3<&-
+if [ -n "$job" ]; then
+  "$mount" --no-canonicalize --bind --mkdir /proc/self/fd/4 "$build"
+  exec 4<&-
+  cd -P -- "$cwd"
+  if [ "$(pwd -P)" != "$cwd" ]; then
+    echo "sandbox: $cwd is not a plain directory" >&2
+    exit 125
+  fi
+fi
 set +e
 "$@"
 "#;
@@ -133,6 +153,9 @@ impl Tools {
                 )
             }
         };
+        if !self.private_tmp.iter().any(|dir| dir == Path::new("/tmp")) {
+            return Err(format!("no /tmp directory to build in (at {BUILD_DIR})"));
+        }
         Ok(tools)
     }
 
@@ -190,6 +213,8 @@ pub struct Limited<'a> {
 pub struct Place<'a> {
     /// The canonical work root (re-bound at its path when a private tmpfs covers it).
     pub work_root: &'a Path,
+    /// The job's tree, bound at [`BUILD_DIR`]; then the step's cwd is there.
+    pub job: Option<&'a Path>,
     /// `true`: the step's process is started inside the job's network
     /// namespace and stays there; `false`: a new, empty one.
     pub job_network: bool,
@@ -278,7 +303,8 @@ impl Isolated<'_> {
         self.ip
     }
 
-    /// The whole chain for `step` as `uid` (gid = uid) at `place`.
+    /// The whole chain for `step` as `uid` (gid = uid) at `place`. With a
+    /// job, `step.cwd` is a path inside [`BUILD_DIR`].
     pub fn argv(&self, uid: u32, step: &Step, limits: &Limits, place: Place<'_>) -> Vec<OsString> {
         let mut argv = pdeathsig(self.setpriv);
         argv.extend([
@@ -296,6 +322,10 @@ impl Isolated<'_> {
             .private_tmp
             .iter()
             .any(|dir| place.work_root.starts_with(dir));
+        let (job, cwd) = match place.job {
+            Some(job) => (job.as_os_str(), step.cwd.as_os_str()),
+            None => ("".as_ref(), "".as_ref()),
+        };
         argv.extend([
             "--".into(),
             self.sh.into(),
@@ -306,6 +336,9 @@ impl Isolated<'_> {
             self.mount.into(),
             if rebind { "1" } else { "0" }.into(),
             limits.file_size.max(1 << 20).to_string().into(),
+            job.into(),
+            cwd.into(),
+            BUILD_DIR.into(),
         ]);
         argv.extend(self.private_tmp.iter().map(OsString::from));
         argv.extend([
@@ -337,6 +370,7 @@ mod tests {
             env: vec![("HOME".into(), "/w/home".into())],
             cwd: "/w".into(),
             network: false,
+            job: None,
         }
     }
 
@@ -367,6 +401,7 @@ mod tests {
     fn at(work_root: &str) -> Place<'_> {
         Place {
             work_root: Path::new(work_root),
+            job: None,
             job_network: false,
         }
     }
@@ -387,6 +422,10 @@ mod tests {
             "{err}"
         );
         assert!(tools.limited().is_err());
+        let mut no_tmp = self::tools();
+        no_tmp.private_tmp.retain(|dir| dir != Path::new("/tmp"));
+        let err = no_tmp.isolated().err().expect("no /tmp to build in");
+        assert!(err.contains("/tmp"), "{err}");
     }
 
     #[test]
@@ -424,12 +463,15 @@ mod tests {
         }
         let at = argv.iter().position(|a| a == "/var/cache/w").unwrap();
         assert_eq!(
-            &argv[at..at + 6],
+            &argv[at..at + 9],
             [
                 "/var/cache/w",
                 "/usr/bin/mount",
                 "0",
                 "1048576",
+                "",
+                "",
+                BUILD_DIR,
                 "/tmp",
                 "/dev/shm"
             ]
@@ -441,16 +483,23 @@ mod tests {
     }
 
     #[test]
-    fn a_job_network_step_keeps_its_namespace_and_a_tmp_work_root_is_rebound() {
+    fn a_job_network_step_keeps_its_namespace_and_the_job_is_bound() {
         let tools = tools();
+        let mut step = step();
+        step.cwd = format!("{BUILD_DIR}/tmp").into();
         let place = Place {
             work_root: Path::new("/tmp/x/w"),
+            job: Some(Path::new("/tmp/x/w/job-1")),
             job_network: true,
         };
-        let argv = strings(&tools.isolated().unwrap().argv(1, &step(), &limits(), place));
+        let argv = strings(&tools.isolated().unwrap().argv(1, &step, &limits(), place));
         assert!(!argv.contains(&"--net".to_string()));
         let at = argv.iter().position(|a| a == "/tmp/x/w").unwrap();
         assert_eq!(argv[at + 2], "1", "a work root under /tmp is bound back");
+        assert_eq!(
+            &argv[at + 4..at + 7],
+            ["/tmp/x/w/job-1", "/tmp/build/tmp", BUILD_DIR]
+        );
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! not here.
 //!
 //! Every request is checked here: uids from the pool only, working
-//! directories and handed-over trees below the work root only.
+//! directories, job trees and handed-over trees below the work root only.
 
-use super::command::{self, Place, Tools};
+use super::command::{self, Place, Tools, BUILD_DIR};
 use super::error::Error;
 use super::limits::{Limits, Outcome};
 use super::owner::{self, Direction};
@@ -107,6 +107,7 @@ impl Executor {
             env: vec![("PATH".into(), TOOL_PATH.into())],
             cwd: self.work_root.clone(),
             network: false,
+            job: None,
         };
         let limits = Limits {
             cpu: Duration::from_secs(10),
@@ -146,8 +147,9 @@ impl Executor {
     }
 
     /// Runs `step` as `uid` (isolated) or as ourselves (insecure), output to
-    /// `out`. Isolated, a `network` step runs in `uid`'s job network (see
-    /// `open_network`), any other in a new empty one. Kills everything on the wall-clock
+    /// `out`. Isolated, a step with `job` sees that tree at `BUILD_DIR`, and
+    /// a `network` step runs in `uid`'s job network (see `open_network`),
+    /// any other in a new empty one. Kills everything on the wall-clock
     /// limit (`timed_out`) or on `cancel` (`Error::Cancelled`); when
     /// isolated, returns only once no process of `uid` is left (else
     /// `Error::Leftover`).
@@ -161,8 +163,8 @@ impl Executor {
     ) -> Result<Outcome, Error> {
         self.check_uid(uid)?;
         command::validate(step).map_err(Error::Invalid)?;
+        let cwd_path = self.host_cwd(step)?;
         let root = self.work_root.clone();
-        let cwd_path = step.cwd.clone();
         let cwd = tokio::task::spawn_blocking(move || owner::open_dir(&root, &cwd_path))
             .await
             .map_err(|err| Error::Helper(format!("opening the working directory: {err}")))??;
@@ -174,6 +176,7 @@ impl Executor {
             let tools = self.tools.isolated().map_err(Error::Unavailable)?;
             let place = Place {
                 work_root: &self.work_root,
+                job: step.job.as_deref(),
                 job_network: network.is_some(),
             };
             tools.argv(uid, step, limits, place)
@@ -232,6 +235,32 @@ impl Executor {
             Ended::TimedOut => Ok(outcome(status, true)),
             Ended::Exited(_) => Ok(outcome(status, false)),
         }
+    }
+
+    /// Where `step` starts on the host: its `cwd`, or with a job tree (only
+    /// isolated), the same place below the tree as `cwd` is below `BUILD_DIR`.
+    fn host_cwd(&self, step: &Step) -> Result<PathBuf, Error> {
+        let Some(job) = &step.job else {
+            return Ok(step.cwd.clone());
+        };
+        if !self.isolated {
+            return Err(Error::Invalid(
+                "a job tree is bound only for isolated steps".into(),
+            ));
+        }
+        if owner::below(&self.work_root, job)?.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: the job tree must be below the work root",
+                job.display()
+            )));
+        }
+        let inside = step.cwd.strip_prefix(BUILD_DIR).map_err(|_| {
+            Error::Invalid(format!(
+                "{}: with a job tree, the working directory is inside {BUILD_DIR}",
+                step.cwd.display()
+            ))
+        })?;
+        Ok(job.join(inside))
     }
 
     fn network_of(&self, uid: u32) -> Result<NetNs, Error> {

@@ -19,7 +19,7 @@ mod owner;
 mod procs;
 mod spawner;
 
-pub use command::TOOL_DIRS;
+pub use command::{BUILD_DIR, TOOL_DIRS};
 pub use error::Error;
 pub use lease::Lease;
 pub use limits::{Limits, Outcome};
@@ -229,6 +229,17 @@ impl Sandbox {
     pub async fn lease(&self) -> Lease {
         let run_as = self.inner.insecure.then_some(self.inner.server_uid);
         self.inner.pool.take(run_as).await
+    }
+
+    /// Where a job whose tree is `job_root` sees it in its steps: at
+    /// [`BUILD_DIR`] when steps are isolated (the sandbox binds it there:
+    /// set `Step::job`), else where it is.
+    pub fn step_root(&self, job_root: &Path) -> PathBuf {
+        if self.inner.insecure {
+            job_root.to_path_buf()
+        } else {
+            PathBuf::from(BUILD_DIR)
+        }
     }
 
     /// Makes the lease's job network: a network namespace whose only

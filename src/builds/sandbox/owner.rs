@@ -45,7 +45,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(rustix::io::Errno
 
 /// The components of `path` below `root`: `path` must be absolute, start
 /// with `root` and continue with plain names only (no `.`, `..`).
-fn below<'a>(root: &Path, path: &'a Path) -> Result<Vec<&'a OsStr>, Error> {
+pub(super) fn below<'a>(root: &Path, path: &'a Path) -> Result<Vec<&'a OsStr>, Error> {
     let refused = |why: &str| Error::Invalid(format!("{}: {why}", path.display()));
     let rest = path
         .strip_prefix(root)

@@ -220,6 +220,9 @@ pub struct WireStep {
     pub cwd: WireOs,
     /// `Step::network`.
     pub network: bool,
+    /// `Step::job`.
+    #[serde(default)]
+    pub job: Option<WireOs>,
 }
 
 impl From<&Step> for WireStep {
@@ -231,6 +234,7 @@ impl From<&Step> for WireStep {
             env: step.env.iter().map(|(k, v)| (os(k), os(v))).collect(),
             cwd: step.cwd.as_path().into(),
             network: step.network,
+            job: step.job.as_deref().map(WireOs::from),
         }
     }
 }
@@ -243,6 +247,7 @@ impl From<WireStep> for Step {
             env: step.env.into_iter().map(|(k, v)| (k.0, v.0)).collect(),
             cwd: step.cwd.into_path(),
             network: step.network,
+            job: step.job.map(WireOs::into_path),
         }
     }
 }
