@@ -91,39 +91,53 @@ fn serve(requests: mpsc::Receiver<Request>, runtime: tokio::runtime::Handle) {
     let _entered = runtime.enter();
     // Where this thread goes back to after each visit to a job's namespace.
     let home = own_namespace();
+    let no_home = |err: &io::Error| {
+        io::Error::new(
+            err.kind(),
+            format!("this thread's network namespace: {err}"),
+        )
+    };
     for request in requests {
-        let home = match &home {
-            Ok(home) => home,
-            Err(err) => {
-                fail(request, io::Error::new(err.kind(), err.to_string()));
-                continue;
+        let back = match (request, &home) {
+            (
+                Request::Spawn {
+                    mut command,
+                    net: None,
+                    reply,
+                },
+                _,
+            ) => {
+                let _ = reply.send(command.spawn());
+                Ok(())
             }
-        };
-        let back = match request {
-            Request::Spawn {
-                mut command,
-                net,
-                reply,
-            } => {
-                let entered = match &net {
-                    Some(net) => enter(net),
-                    None => Ok(()),
-                };
-                let result = entered.and_then(|()| command.spawn());
-                let back = net.as_ref().map_or(Ok(()), |_| enter(home));
+            (
+                Request::Spawn {
+                    mut command,
+                    net: Some(net),
+                    reply,
+                },
+                Ok(home),
+            ) => {
+                let result = enter(&net).and_then(|()| command.spawn());
+                let back = enter(home);
                 let _ = reply.send(result);
                 back
             }
-            Request::Network { ip, reply } => {
+            (Request::Network { ip, reply }, Ok(home)) => {
                 let (result, back) = match unshare_network() {
-                    Ok(()) => {
-                        let result = set_up_network(&ip);
-                        (result, enter(home))
-                    }
+                    Ok(()) => (set_up_network(&ip), enter(home)),
                     Err(err) => (Err(err), Ok(())),
                 };
                 let _ = reply.send(result);
                 back
+            }
+            (Request::Spawn { reply, .. }, Err(err)) => {
+                let _ = reply.send(Err(no_home(err)));
+                Ok(())
+            }
+            (Request::Network { reply, .. }, Err(err)) => {
+                let _ = reply.send(Err(no_home(err)));
+                Ok(())
             }
         };
         if let Err(err) = back {
@@ -132,13 +146,6 @@ fn serve(requests: mpsc::Receiver<Request>, runtime: tokio::runtime::Handle) {
             tracing::error!(error = %err, "sandbox: cannot return to the server's network namespace; builds stop");
             return;
         }
-    }
-}
-
-fn fail(request: Request, err: io::Error) {
-    match request {
-        Request::Spawn { reply, .. } => drop(reply.send(Err(err))),
-        Request::Network { reply, .. } => drop(reply.send(Err(err))),
     }
 }
 
