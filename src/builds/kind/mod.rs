@@ -8,6 +8,7 @@
 pub mod gem;
 pub mod pip;
 mod release;
+mod requires;
 
 pub use release::Release;
 mod sdist;
