@@ -166,7 +166,7 @@ async fn stages(
     let sandbox = context
         .sandbox
         .as_ref()
-        .ok_or_else(|| server("builds are disabled on this server"))?;
+        .ok_or_else(|| server("builds are off on this server"))?;
     let abi = runtime
         .abi()
         .await
