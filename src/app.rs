@@ -143,7 +143,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             move |bytes| counted.evicted(bytes),
         ));
     }
-    let builds = start_builds(&config, sandbox, proxy_addr, &tasks, stop.clone()).await?;
+    let gateway = build_gateway(&config, &proxy, &tasks, &hard_stop);
+    let builds = start_builds(&config, sandbox, proxy_addr, gateway, &tasks, stop.clone()).await?;
     let mut api_addr = None;
     for listener in api_listeners {
         let addr = listener.local_addr().context("reading the bound address")?;
@@ -279,11 +280,47 @@ pub fn build_root(cache_dir: &std::path::Path) -> std::path::PathBuf {
     cache_dir.join(".package-cache").join("build")
 }
 
+/// Connections at once on the listeners of build jobs' networks.
+const BUILD_CONNECTIONS: usize = 64;
+
+/// Serves the proxy on the listeners the build queue makes inside job
+/// networks (whose steps reach nothing else), with slots of their own.
+fn build_gateway(
+    config: &Config,
+    proxy: &Proxy,
+    tasks: &TaskTracker,
+    hard_stop: &CancellationToken,
+) -> builds::Gateway {
+    let serving = Serving {
+        proxy: proxy.clone(),
+        limits: Limits {
+            header_timeout: config.server.header_timeout,
+            client_timeout: config.server.client_timeout,
+            max_connections: BUILD_CONNECTIONS,
+        },
+        slots: Arc::new(Semaphore::new(BUILD_CONNECTIONS)),
+        tasks: tasks.clone(),
+        stop: CancellationToken::new(),
+        hard_stop: hard_stop.clone(),
+    };
+    Arc::new(move |listener, stop| {
+        let serving = Serving {
+            stop,
+            ..serving.clone()
+        };
+        serving
+            .tasks
+            .clone()
+            .spawn(server::serve(listener, serving, None));
+    })
+}
+
 /// Probes the runtimes and starts the build queue.
 async fn start_builds(
     config: &Config,
     sandbox: Result<Sandbox, String>,
     proxy_addr: SocketAddr,
+    gateway: builds::Gateway,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> anyhow::Result<Builds> {
@@ -330,7 +367,7 @@ async fn start_builds(
         inbox_per_user: build.inbox_quota,
         inbox_stale: build.inbox_stale,
     };
-    Builds::start(settings, runtimes, sandbox, fetcher, tasks, stop)
+    Builds::start(settings, runtimes, sandbox, fetcher, gateway, tasks, stop)
         .await
         .context("starting the build queue")
 }

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -87,7 +88,12 @@ impl Api {
         let response = tokio::time::timeout(Duration::from_secs(600), self.client.request(request))
             .await
             .map_err(|_| Error::Transport(format!("{}: no answer in time", self.base)))?
-            .map_err(|err| Error::Transport(format!("{}: {err}", self.base)))?;
+            .map_err(|err| {
+                Error::Transport(format!(
+                    "cannot reach the build API at {}: {err} (is the server running, with --api on?)",
+                    self.base
+                ))
+            })?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -158,8 +164,16 @@ pub async fn inbox_add(
         .await
         .map_err(|err| Error::Io(err.to_string()))?
         .map_err(|err| {
+            // The inbox is there, open to local users, only while builds are on.
+            let open = std::fs::metadata(&public)
+                .is_ok_and(|meta| meta.is_dir() && meta.permissions().mode() & 0o002 != 0);
+            let off = if open {
+                ""
+            } else {
+                " (the inbox is not open: builds are off on this server, or --cache names another cache)"
+            };
             Error::Io(format!(
-                "handing {} in to {}: {err}",
+                "handing {} in to {}: {err}{off}",
                 file.display(),
                 public.display()
             ))

@@ -13,7 +13,7 @@ mod support;
 
 use package_cache::builds::archive;
 use package_cache::builds::fetch::{self, Fetcher, Timeouts};
-use package_cache::builds::kind::{Error, JobDirs, Kind};
+use package_cache::builds::kind::{Error, JobDirs, Kind, StepView};
 use package_cache::builds::runtime::{Family, Runtime};
 use package_cache::builds::step::Step;
 use sha2::{Digest, Sha256};
@@ -66,7 +66,7 @@ impl World {
     /// A fresh job directory `work/<job>` with `source/`, `reqs/`, `install/`, `home/`, `tmp/`.
     fn job(&self, job: &str) -> PathBuf {
         let root = self.upstreams.tmp.path().join("work").join(job);
-        for dir in ["source", "reqs", "install", "home", "tmp"] {
+        for dir in ["source", "reqs", "unpacked", "install", "home", "tmp"] {
             std::fs::create_dir_all(root.join(dir)).expect("job dir");
         }
         root
@@ -90,7 +90,7 @@ impl World {
         let dirs = JobDirs::new(&root, file_name);
         assert_eq!(dirs.source, source);
         let steps = kind
-            .fetch_steps(rt, &self.fetcher, &dirs)
+            .fetch_steps(rt, &self.fetcher, &dirs, &self.view(&dirs))
             .await
             .unwrap_or_else(|e| panic!("fetch steps of {name}: {e:#}"));
         for step in &steps {
@@ -98,6 +98,15 @@ impl World {
             run(step, &root.join("fetch.log")).await;
         }
         dirs
+    }
+
+    /// Steps run here, unconfined: they see the host's paths and the proxy
+    /// where it listens.
+    fn view(&self, dirs: &JobDirs) -> StepView {
+        StepView {
+            dirs: dirs.clone(),
+            proxy: self.fetcher.proxy(),
+        }
     }
 
     /// Stops the proxy and every upstream: what follows is offline.
@@ -710,14 +719,14 @@ async fn local_sources_are_named_for_their_tools_and_build() {
         &*format!("{SHA1}.tar.gz")
     );
     for step in Kind::Pip
-        .fetch_steps(&py, &world.fetcher, &sdist)
+        .fetch_steps(&py, &world.fetcher, &sdist, &world.view(&sdist))
         .await
         .expect("steps")
     {
         run(&step, &sdist.root.join("fetch.log")).await;
     }
     assert!(Kind::Gem
-        .fetch_steps(&rt, &world.fetcher, &gem)
+        .fetch_steps(&rt, &world.fetcher, &gem, &world.view(&gem))
         .await
         .expect("steps")
         .is_empty());
@@ -738,7 +747,7 @@ async fn local_sources_are_named_for_their_tools_and_build() {
         .expect_err("a gem is no sdist");
     assert!(err.is_client(), "{err}");
     let err = Kind::Pip
-        .fetch_steps(&rt, &world.fetcher, &sdist)
+        .fetch_steps(&rt, &world.fetcher, &sdist, &world.view(&sdist))
         .await
         .expect_err("ruby cannot build pip packages");
     assert!(matches!(err, Error::BadRequest(_)), "{err}");

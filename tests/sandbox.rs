@@ -1,15 +1,17 @@
 //! The build sandbox with real processes, in this process (the server
 //! stays root): ownership hand-over and take-back, writes outside the job
-//! refused, no network, the wall-clock limit and cancellation killing a
+//! refused, no network but the job network's listener, the job's tree at the
+//! fixed build path, the wall-clock limit and cancellation killing a
 //! setsid + double-fork escapee, resource limits, the insecure fallback.
-//! Needs root. Build uids 62100..62106, one per test so that parallel tests
-//! never clear each other's processes (tests/sandbox_helper.rs has 62106..62108).
+//! Needs root. Build uids 62100..62106 and 62109, one per test so that
+//! parallel tests never clear each other's processes (tests/sandbox_helper.rs
+//! has 62106..62108).
 
 mod sandbox_fixture;
 mod support;
 
 use package_cache::builds::sandbox::{
-    Error, Limits, Sandbox, SandboxConfig, StartOptions, TOOL_DIRS,
+    Error, Limits, Sandbox, SandboxConfig, StartOptions, BUILD_DIR, TOOL_DIRS,
 };
 use sandbox_fixture::{limits, processes_of, run, sh, within, Layout, ESCAPEE};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -133,42 +135,164 @@ async fn writes_outside_the_job_dir_fail_and_tmp_is_private() {
     }
 }
 
+/// A listener on the host's loopback that counts the connections it accepts.
+async fn counting_listener() -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, accepted) = tokio::sync::mpsc::unbounded_channel();
+    let acceptor = tokio::spawn(async move {
+        while let Ok((_stream, _)) = listener.accept().await {
+            let _ = tx.send(());
+        }
+    });
+    (port, accepted, acceptor)
+}
+
 #[tokio::test]
-async fn without_network_a_step_cannot_connect_to_loopback() {
-    if !support::needs_root("for a network namespace") {
+async fn a_step_reaches_nothing_but_its_job_networks_listener() {
+    if !support::needs_root("for network namespaces") {
         return;
     }
     let l = Layout::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
-    let acceptor = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = tx.send(stream);
-        }
-    });
+    let (port, mut accepted, acceptor) = counting_listener().await;
     let sandbox = within(30, Sandbox::start(l.config(62102, limits()), None))
         .await
         .unwrap();
     let lease = sandbox.lease().await;
-    let mut step = sh("", &l.job);
-    step.program = "/bin/bash".into();
-    step.args = vec![
-        "-c".into(),
-        format!("exec 3<>/dev/tcp/127.0.0.1/{port}").into(),
-    ];
-    let outcome = run(&sandbox, &lease, &step, &l.log).await;
+    let bash = |script: String, network: bool| {
+        let mut step = sh("", &l.job);
+        step.program = "/bin/bash".into();
+        step.args = vec!["-c".into(), script.into()];
+        step.network = network;
+        step
+    };
+    // Without the job's network: nothing answers, not even loopback.
+    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port}");
+    let outcome = run(&sandbox, &lease, &bash(connect.clone(), false), &l.log).await;
     assert!(!outcome.success(), "{outcome}");
+    // A network step needs the job's network to be open.
+    let refused = within(
+        30,
+        sandbox.run(
+            &lease,
+            &bash(connect, true),
+            &l.log,
+            &CancellationToken::new(),
+        ),
+    )
+    .await;
+    assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+    // In it, the job's listener answers, and nothing else: not the host's
+    // loopback, not another address of any kind.
+    let listener = within(30, sandbox.open_network(&lease))
+        .await
+        .unwrap()
+        .expect("isolated: a job network");
+    let job_port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let (tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = tx.send(());
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, b"proxy\n").await;
+        }
+    });
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{job_port} && read -r line <&3 && echo \"job listener: $line\"
+for target in 127.0.0.1/{port} 127.0.0.2/{job_port} 192.0.2.1/80 10.0.0.1/80; do
+  if (exec 4<>/dev/tcp/$target) 2>/dev/null; then echo \"reached $target\"; exit 1; fi
+  echo \"refused $target\"
+done"
+    );
+    let outcome = run(&sandbox, &lease, &bash(script, true), &l.log).await;
+    let log = l.log_text();
+    assert!(outcome.success(), "{outcome}: {log}");
+    assert!(log.contains("job listener: proxy"), "{log}");
+    assert_eq!(log.matches("refused ").count(), 4, "{log}");
+    assert!(within(5, served.recv()).await.is_some());
+    // Closed: network steps are refused again.
+    within(30, sandbox.close_network(&lease)).await.unwrap();
+    let refused = within(
+        30,
+        sandbox.run(
+            &lease,
+            &bash(format!("exec 3<>/dev/tcp/127.0.0.1/{job_port}"), true),
+            &l.log,
+            &CancellationToken::new(),
+        ),
+    )
+    .await;
+    assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         accepted.try_recv().is_err(),
-        "the listener saw a connection"
+        "the host's listener saw a connection"
     );
-    step.network = true;
-    let outcome = run(&sandbox, &lease, &step, &l.log).await;
-    assert!(outcome.success(), "{outcome}: {}", l.log_text());
-    within(5, accepted.recv()).await.expect("one connection");
     acceptor.abort();
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_job_tree_is_seen_at_the_fixed_build_path() {
+    if !support::needs_root("to run as a build uid") {
+        return;
+    }
+    let l = Layout::new();
+    let sandbox = within(30, Sandbox::start(l.config(62109, limits()), None))
+        .await
+        .unwrap();
+    let lease = sandbox.lease().await;
+    within(
+        30,
+        sandbox.hand_over(&lease, std::slice::from_ref(&l.install)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sandbox.step_root(&l.job), Path::new(BUILD_DIR));
+    let inside = Path::new(BUILD_DIR).join("install");
+    let mut step = sh(
+        "pwd; echo \"$HOME\"; echo made > made.txt; test -d /tmp/build/home && echo has-home",
+        &inside,
+    );
+    step.job = Some(l.job.clone());
+    let outcome = run(&sandbox, &lease, &step, &l.log).await;
+    let log = l.log_text();
+    assert!(outcome.success(), "{outcome}: {log}");
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["/tmp/build/install", "/tmp/build/install", "has-home"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(l.install.join("made.txt")).unwrap(),
+        "made\n"
+    );
+    // The working directory must be inside the build path, the tree below
+    // the work root, and no symlink on the way is followed.
+    std::os::unix::fs::symlink("/etc", l.install.join("etc")).unwrap();
+    let mut bad = Vec::new();
+    for (cwd, job) in [
+        (Path::new("/etc").to_path_buf(), l.job.clone()),
+        (inside.clone(), l.top.join("private")),
+        (inside.clone(), l.work.clone()),
+        (inside.join("etc"), l.job.clone()),
+    ] {
+        let mut step = sh("pwd", &cwd);
+        step.job = Some(job);
+        bad.push(
+            within(
+                30,
+                sandbox.run(&lease, &step, &l.log, &CancellationToken::new()),
+            )
+            .await,
+        );
+    }
+    for result in &bad {
+        assert!(result.is_err(), "{bad:?}");
+    }
 }
 
 #[tokio::test]

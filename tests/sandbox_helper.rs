@@ -10,7 +10,7 @@ use package_cache::builds::privhelper::wire::{
     self, Channel, Op, Reply, Request, WireOs, WireStep,
 };
 use package_cache::builds::privhelper::{Init, ARG};
-use package_cache::builds::sandbox::{Error, Limits, Sandbox, StartOptions, TOOL_DIRS};
+use package_cache::builds::sandbox::{Error, Limits, Sandbox, StartOptions, BUILD_DIR, TOOL_DIRS};
 use sandbox_fixture::{limits, processes_of, run, sh, within, Layout, ESCAPEE};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -54,6 +54,36 @@ async fn through_the_privileged_helper() {
         "62106\n"
     );
     assert_eq!(l.log_text(), "done\n");
+    // The job network's listener comes over the channel; a network step
+    // reaches it (and the job's tree is at the fixed build path).
+    let listener = within(30, sandbox.open_network(&lease))
+        .await
+        .unwrap()
+        .expect("a job network");
+    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"via helper\n")
+            .await
+            .unwrap();
+    });
+    let mut step = sh(
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; read -r line <&3; echo \"$line at $(pwd)\""),
+        &Path::new(BUILD_DIR).join("install"),
+    );
+    step.program = "/bin/bash".into();
+    step.network = true;
+    step.job = Some(l.job.clone());
+    let outcome = run(&sandbox, &lease, &step, &l.log).await;
+    assert!(outcome.success(), "{outcome}: {}", l.log_text());
+    assert!(
+        l.log_text().ends_with("via helper at /tmp/build/install\n"),
+        "{}",
+        l.log_text()
+    );
+    within(5, server).await.unwrap();
+    within(30, sandbox.close_network(&lease)).await.unwrap();
     let started = Instant::now();
     let outcome = run(&sandbox, &lease, &sh(ESCAPEE, &l.job), &l.log).await;
     eprintln!(
@@ -166,6 +196,25 @@ async fn the_helper_refuses_uids_paths_and_requests_outside_its_remit() {
             .contains("work root")
     );
     assert!(refused(&helper.call(run(62107, &l.job), None).await).contains("log"));
+    // A network step needs the uid's job network; a job tree must lie below
+    // the work root; job networks are for the pool's uids only.
+    let mut networked = WireStep::from(&sh("echo ran", &l.job));
+    networked.network = true;
+    let op = Op::Run {
+        uid: 62107,
+        step: networked,
+        limits: limits(),
+    };
+    assert!(refused(&helper.call(op, Some(&log)).await).contains("network"));
+    let mut elsewhere = sh("echo ran", Path::new(BUILD_DIR));
+    elsewhere.job = Some(l.top.join("private"));
+    let op = Op::Run {
+        uid: 62107,
+        step: WireStep::from(&elsewhere),
+        limits: limits(),
+    };
+    assert!(refused(&helper.call(op, Some(&log)).await).contains("work root"));
+    assert!(refused(&helper.call(Op::OpenNetwork { uid: 62100 }, None).await).contains("pool"));
     assert!(helper
         .call(run(62107, &l.job.join("linkdir")), Some(&log))
         .await

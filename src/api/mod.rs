@@ -6,9 +6,10 @@
 //! JSON shapes are in `dto`, and everything else is `builds::Builds`.
 
 mod dto;
+mod peer;
 
 use crate::body::{self, Body};
-use crate::builds::job::{JobId, JobState};
+use crate::builds::job::{self, JobId, JobState};
 use crate::builds::spec::BuildRequest;
 use crate::builds::{self, Builds, Outcome};
 use crate::server;
@@ -38,8 +39,11 @@ const RETRY_AFTER_SECS: u64 = 10;
 #[derive(Clone)]
 pub struct Api {
     builds: Builds,
-    /// When set, writes need `Authorization: Bearer TOKEN`.
+    /// When set, writes need `Authorization: Bearer TOKEN`; only the
+    /// token's sha256 is kept, compared in constant time.
     write_token: Option<String>,
+    /// The listener's address (set by `serve`), to tell who a client is.
+    local: Option<SocketAddr>,
 }
 
 impl Api {
@@ -47,18 +51,20 @@ impl Api {
     pub fn new(builds: Builds, write_token: Option<String>) -> Api {
         Api {
             builds,
-            write_token,
+            write_token: write_token.as_deref().map(job::token_hash),
+            local: None,
         }
     }
 
     /// Serves `listener` until `stop` fires (see `server::serve_small`).
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         tasks: TaskTracker,
         stop: CancellationToken,
         hard_stop: CancellationToken,
     ) {
+        self.local = listener.local_addr().ok();
         let limits = server::SmallLimits {
             what: "api",
             max_connections: MAX_CONNECTIONS,
@@ -82,7 +88,7 @@ impl Api {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let response = match self.route(req).await {
+        let response = match self.route(req, peer).await {
             Ok(response) => response,
             Err(err) => {
                 let status = status_of(&err);
@@ -98,7 +104,11 @@ impl Api {
         response
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, ApiError> {
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = req.method().clone();
@@ -130,11 +140,17 @@ impl Api {
             (&Method::PUT, ["api", "v1", "inbox", sha1]) => {
                 self.authorize(req.headers())?;
                 let sha1 = sha1.to_string();
+                let declared = header_str(req.headers(), "content-length")
+                    .and_then(|len| len.parse::<u64>().ok());
+                let client = peer::client_of(peer, self.local).await;
                 let stream = req
                     .into_body()
                     .into_data_stream()
                     .map_err(std::io::Error::other);
-                let id = self.builds.upload(&sha1, Box::pin(stream)).await?;
+                let id = self
+                    .builds
+                    .upload(&sha1, Box::pin(stream), client, declared)
+                    .await?;
                 Ok(json(
                     StatusCode::CREATED,
                     &serde_json::json!({ "upload": id, "sha1": sha1 }),
@@ -154,7 +170,7 @@ impl Api {
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         match &self.write_token {
             None => Ok(()),
-            Some(token) if bearer(headers) == Some(token.as_str()) => Ok(()),
+            Some(hash) if bearer(headers).is_some_and(|t| job::token_matches(t, hash)) => Ok(()),
             Some(_) => Err(ApiError::Unauthorized),
         }
     }

@@ -2,7 +2,7 @@
 //! API should answer it (the API maps kinds to status codes in one place).
 
 use super::job::ErrorClass;
-use super::{inbox, kind, queue, runtime, spec};
+use super::{inbox, kind, queue, quota, runtime, spec};
 
 /// Why a build request failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +32,9 @@ pub enum Error {
     /// A local source was refused.
     #[error(transparent)]
     Inbox(#[from] inbox::Error),
-    /// Unclaimed uploads hold the whole upload quota.
-    #[error("{0} bytes of uploads wait for their build requests; retry later")]
-    UploadsFull(u64),
+    /// The client's uploads would pass its quota.
+    #[error("{0}; retry once builds have claimed its uploads")]
+    OverQuota(#[from] quota::OverQuota),
     /// No upload with that id.
     #[error("no upload {0:?} (uploads are kept for a limited time)")]
     NoUpload(String),
@@ -45,7 +45,7 @@ pub enum Error {
     #[error(transparent)]
     Kind(#[from] kind::Error),
     /// Builds cannot run here (isolation unavailable, or no runtimes).
-    #[error("builds are disabled: {0}")]
+    #[error("builds are off on this server: {0}")]
     Disabled(String),
     /// A blocking `PUT /load` build failed.
     #[error("{message}")]
@@ -101,7 +101,9 @@ impl Error {
             Error::Inbox(err) if err.is_client() => ErrorKind::BadRequest,
             Error::Inbox(_) => ErrorKind::Server,
             Error::NoUpload(_) => ErrorKind::BadRequest,
-            Error::UploadsFull(_) => ErrorKind::Busy,
+            // Alone over the quota: never accepted; else: once some are claimed.
+            Error::OverQuota(over) if over.more > over.limit => ErrorKind::TooLarge,
+            Error::OverQuota(_) => ErrorKind::Busy,
             Error::Runtime(_) => ErrorKind::Server,
             Error::Kind(err) if err.is_client() => ErrorKind::BadRequest,
             Error::Kind(_) => ErrorKind::Server,

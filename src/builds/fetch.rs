@@ -18,6 +18,9 @@ use tokio::io::AsyncWriteExt;
 
 /// The User-Agent of build fetches, so proxy logs tell them from clients.
 const USER_AGENT: &str = concat!("package-cache-build/", env!("CARGO_PKG_VERSION"));
+/// Upper bound of a source download unless `Fetcher::with_max_source` says
+/// otherwise (`--max-source` does).
+pub const MAX_SOURCE_SIZE: u64 = 512 * 1024 * 1024;
 /// Redirects followed (the proxy redirects to canonical spellings; one is usual).
 const MAX_REDIRECTS: usize = 3;
 
@@ -208,7 +211,7 @@ impl Fetcher {
             rubygems_mount,
             client,
             timeouts,
-            max_source: super::kind::MAX_SOURCE_SIZE,
+            max_source: MAX_SOURCE_SIZE,
         }
     }
 

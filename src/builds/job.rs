@@ -167,6 +167,17 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Whether `token` hashes to `expected` (a [`token_hash`]). The comparison
+/// takes the same time wherever the hashes differ, so timing tells a caller
+/// nothing about how close a guess came (and hashing first hides the length).
+pub fn token_matches(token: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    token_hash(token)
+        .as_bytes()
+        .ct_eq(expected.as_bytes())
+        .into()
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     SystemTime::now()
@@ -266,8 +277,10 @@ impl Job {
     /// Marks the waiter holding `token` as cancelled. `None`: no such waiter.
     /// `Some(true)`: that was the last one still waiting.
     pub fn cancel_waiter(&mut self, token: &str) -> Option<bool> {
-        let hash = token_hash(token);
-        let waiter = self.waiters.iter_mut().find(|w| w.token_sha256 == hash)?;
+        let waiter = self
+            .waiters
+            .iter_mut()
+            .find(|w| token_matches(token, &w.token_sha256))?;
         waiter.cancelled = true;
         Some(self.waiters.iter().all(|w| w.cancelled))
     }
@@ -296,6 +309,20 @@ mod tests {
             },
         };
         Job::new(spec, Waiter::issue().0)
+    }
+
+    #[test]
+    fn tokens_match_their_hash_only() {
+        let hash = token_hash("s3cret");
+        assert!(token_matches("s3cret", &hash));
+        for wrong in ["", "s3cre", "s3cret ", "S3cret", "s3cret\n"] {
+            assert!(!token_matches(wrong, &hash), "{wrong:?}");
+        }
+        assert!(
+            !token_matches("s3cret", ""),
+            "an empty hash matches nothing"
+        );
+        assert!(!token_matches("s3cret", &hash[..63]));
     }
 
     #[test]

@@ -17,17 +17,21 @@ pub mod inbox;
 pub mod job;
 pub mod journal;
 pub mod kind;
-pub mod privhelper;
 pub mod queue;
+pub mod quota;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 pub mod step;
 mod tree;
+mod upload;
 mod vcap;
 mod worker;
 
 pub use error::{Error, ErrorKind};
+/// The privileged helper (`sandbox::helper`), under the name `main` and the
+/// tests know it by.
+pub use sandbox::helper as privhelper;
 
 pub use tree::prepare_work_root;
 
@@ -66,6 +70,11 @@ pub struct Settings {
     pub inbox_stale: Duration,
 }
 
+/// Serves the proxy on a listener the build queue made (a job network's,
+/// whose steps reach nothing else), until the token is cancelled. Given by
+/// the app, which owns the proxy: the build queue never imports it.
+pub type Gateway = Arc<dyn Fn(tokio::net::TcpListener, CancellationToken) + Send + Sync>;
+
 /// What a submit did.
 pub enum Outcome {
     /// The artifact was already built for this runtime's ABI.
@@ -81,6 +90,10 @@ pub enum LoadOutcome {
     /// It was built now.
     Built,
 }
+
+/// Why builds are off when no runtime is configured.
+const NO_RUNTIME: &str =
+    "no runtime is configured (start the server with --runtime NAME=INTERPRETER)";
 
 /// How long an upload waits for the build request that names it.
 const UPLOAD_TTL: Duration = Duration::from_secs(600);
@@ -98,11 +111,15 @@ struct Inner {
     operator_token: String,
     queue: BuildQueue,
     artifacts: Artifacts,
-    inbox: Arc<Inbox>,
+    /// `None` while builds are off: then no inbox is open (nor created).
+    inbox: Option<Arc<Inbox>>,
     runtimes: HashMap<String, Runtime>,
     /// Why builds cannot run, when they cannot.
     disabled: Option<String>,
-    uploads: Mutex<HashMap<String, (inbox::Source, Instant)>>,
+    /// Uploads waiting for the build request that names them, by id.
+    uploads: Mutex<HashMap<String, Pending>>,
+    /// Bytes of uploads each client has waiting or arriving.
+    ledger: Arc<quota::Ledger>,
     worker: worker::Context,
     /// The app's stop token.
     stop: CancellationToken,
@@ -128,6 +145,7 @@ impl Builds {
         runtimes: Vec<Runtime>,
         sandbox: Result<Sandbox, String>,
         fetcher: Fetcher,
+        gateway: Gateway,
         tasks: &TaskTracker,
         stop: CancellationToken,
     ) -> std::io::Result<Builds> {
@@ -137,6 +155,12 @@ impl Builds {
             per_user_bytes: settings.inbox_per_user,
             stale_after: settings.inbox_stale,
         };
+        let disabled = match (runtimes.is_empty(), &sandbox) {
+            (true, _) => Some(NO_RUNTIME.into()),
+            (false, Err(why)) => Some(why.clone()),
+            (false, Ok(_)) => None,
+        };
+        let open_inbox = disabled.is_none();
         let (artifacts, journal, loaded, inbox, operator_token) =
             tokio::task::spawn_blocking(move || {
                 tree::make_dirs(&root)?;
@@ -145,7 +169,14 @@ impl Builds {
                 let artifacts = Artifacts::open(&root)?;
                 let journal = journal::Journal::open(&jobs)?;
                 let loaded = journal.load()?;
-                let inbox = Inbox::open(&inbox, inbox_config).map_err(std::io::Error::other)?;
+                // The inbox's public directory is world-writable: it exists
+                // (open) only while builds are on.
+                let inbox = if open_inbox {
+                    Some(Inbox::open(&inbox, inbox_config).map_err(std::io::Error::other)?)
+                } else {
+                    inbox::close_public(&inbox)?;
+                    None
+                };
                 Ok::<_, std::io::Error>((artifacts, journal, loaded, inbox, operator_token))
             })
             .await
@@ -153,11 +184,6 @@ impl Builds {
         let (queue, ready) =
             BuildQueue::open(journal, loaded, settings.queue_size, settings.keep_finished);
         let (_, work, logs, _) = paths(&settings.root);
-        let disabled = match (&sandbox, runtimes.is_empty()) {
-            (Err(why), _) => Some(why.clone()),
-            (Ok(_), true) => Some("no runtime is configured (--runtime NAME=INTERPRETER)".into()),
-            (Ok(_), false) => None,
-        };
         let runtimes: HashMap<String, Runtime> =
             runtimes.into_iter().map(|r| (r.name.clone(), r)).collect();
         let context = worker::Context {
@@ -168,17 +194,21 @@ impl Builds {
             fetcher,
             work,
             logs,
+            gateway,
+            stop: stop.clone(),
         };
+        let ledger = quota::Ledger::new(settings.inbox_per_user);
         let builds = Builds {
             inner: Arc::new(Inner {
                 settings,
                 operator_token,
                 queue,
                 artifacts,
-                inbox: Arc::new(inbox),
+                inbox: inbox.map(Arc::new),
                 runtimes,
                 disabled,
                 uploads: Mutex::new(HashMap::new()),
+                ledger,
                 worker: context,
                 stop: stop.clone(),
             }),
@@ -196,16 +226,25 @@ impl Builds {
 
     /// Whether `token` is the operator's.
     pub fn is_operator(&self, token: &str) -> bool {
-        let expected = job::token_hash(&self.inner.operator_token);
-        job::token_hash(token) == expected
+        job::token_matches(token, &job::token_hash(&self.inner.operator_token))
     }
 
-    fn resolve(&self, spec: &Spec) -> Result<(Kind, &Runtime), Error> {
-        let kind = Kind::parse(&spec.kind).ok_or_else(|| Error::UnknownKind(spec.kind.clone()))?;
-        let runtime = self.inner.runtimes.get(&spec.runtime).ok_or_else(|| {
+    /// `Error::Disabled` while builds are off.
+    fn check_enabled(&self) -> Result<(), Error> {
+        match &self.inner.disabled {
+            Some(why) => Err(Error::Disabled(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The package type and runtime a request names, checked against each
+    /// other; refused before anything is fetched.
+    fn resolve(&self, kind: &str, runtime: &str) -> Result<(Kind, &Runtime), Error> {
+        let kind = Kind::parse(kind).ok_or_else(|| Error::UnknownKind(kind.to_string()))?;
+        let runtime = self.inner.runtimes.get(runtime).ok_or_else(|| {
             let mut names: Vec<&str> = self.inner.runtimes.keys().map(String::as_str).collect();
             names.sort();
-            Error::UnknownRuntime(spec.runtime.clone(), names.join(", "))
+            Error::UnknownRuntime(runtime.to_string(), names.join(", "))
         })?;
         if kind.family() != runtime.family {
             return Err(Error::WrongFamily {
@@ -225,10 +264,8 @@ impl Builds {
     }
 
     async fn submit_spec(&self, spec: Spec, handle: Option<LocalHandle>) -> Result<Outcome, Error> {
-        let (_, runtime) = self.resolve(&spec)?;
-        if let Some(why) = &self.inner.disabled {
-            return Err(Error::Disabled(why.clone()));
-        }
+        self.check_enabled()?;
+        let (kind, runtime) = self.resolve(&spec.kind, &spec.runtime)?;
         let abi = runtime.abi().await?;
         // Before a local source is taken in (which consumes it): a refusal
         // for a full queue must leave the client able to retry.
@@ -239,6 +276,18 @@ impl Builds {
             (Source::Local { sha1 }, Some(handle)) => Some(self.take_local(sha1, handle).await?),
             _ => None,
         };
+        // A local source is here now: one whose build requirements point
+        // anywhere but the cache's index is refused before it is queued.
+        if let Some(taken) = &source {
+            let path = taken.path.clone();
+            let checked = tokio::task::spawn_blocking(move || kind.check_source(&path))
+                .await
+                .map_err(std::io::Error::other)?;
+            if let Err(err) = checked {
+                discard(source).await;
+                return Err(err.into());
+            }
+        }
         let name = spec.artifact_name();
         let artifacts = self.inner.artifacts.clone();
         let existing = tokio::task::spawn_blocking(move || artifacts.lookup(&name))
@@ -271,7 +320,7 @@ impl Builds {
     async fn take_local(&self, sha1: &str, handle: LocalHandle) -> Result<inbox::Source, Error> {
         match handle {
             LocalHandle::Inbox(entry) => {
-                let inbox = self.inner.inbox.clone();
+                let inbox = self.open_inbox()?;
                 let sha1 = sha1.to_string();
                 Ok(
                     tokio::task::spawn_blocking(move || inbox.take(&entry, &sha1))
@@ -286,7 +335,8 @@ impl Builds {
                     .lock()
                     .expect("uploads lock is never poisoned");
                 match uploads.remove(&id) {
-                    Some((source, _)) if source.sha1 == sha1 => Ok(source),
+                    // Claimed: its bytes no longer wait, and leave the quota.
+                    Some(pending) if pending.source.sha1 == sha1 => Ok(pending.source),
                     Some(entry) => {
                         uploads.insert(id.clone(), entry);
                         Err(Error::NoUpload(id))
@@ -297,37 +347,11 @@ impl Builds {
         }
     }
 
-    /// Receives an uploaded local source; the returned id goes in the build
-    /// request's `upload` field.
-    pub async fn upload(
-        &self,
-        sha1: &str,
-        body: std::pin::Pin<
-            Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>,
-        >,
-    ) -> Result<String, Error> {
-        if !spec::valid_sha1(sha1) {
-            return Err(spec::Error::BadSha1(sha1.chars().take(64).collect()).into());
-        }
-        let pending: u64 = self
-            .inner
-            .uploads
-            .lock()
-            .expect("uploads lock is never poisoned")
-            .values()
-            .map(|(source, _)| source.size)
-            .sum();
-        if pending >= self.inner.settings.inbox_per_user {
-            return Err(Error::UploadsFull(pending));
-        }
-        let source = self.inner.inbox.upload(sha1, body).await?;
-        let id = job::random_hex(16);
+    fn open_inbox(&self) -> Result<Arc<Inbox>, Error> {
         self.inner
-            .uploads
-            .lock()
-            .expect("uploads lock is never poisoned")
-            .insert(id.clone(), (source, Instant::now()));
-        Ok(id)
+            .inbox
+            .clone()
+            .ok_or_else(|| Error::Disabled(self.inner.disabled.clone().unwrap_or_default()))
     }
 
     /// A copy of job `id`.
@@ -400,26 +424,28 @@ impl Builds {
                     .expect("uploads lock is never poisoned");
                 let old: Vec<String> = uploads
                     .iter()
-                    .filter(|(_, (_, at))| at.elapsed() > UPLOAD_TTL)
+                    .filter(|(_, pending)| pending.at.elapsed() > UPLOAD_TTL)
                     .map(|(id, _)| id.clone())
                     .collect();
                 old.iter()
                     .filter_map(|id| uploads.remove(id))
-                    .map(|(s, _)| s)
+                    .map(|pending| pending.source)
                     .collect()
             };
             for source in expired {
                 discard(Some(source)).await;
             }
+            let Some(inbox) = self.inner.inbox.clone() else {
+                continue;
+            };
             let keep = self.inner.queue.source_paths();
-            let inbox = self.inner.inbox.clone();
             let uploads: Vec<PathBuf> = self
                 .inner
                 .uploads
                 .lock()
                 .expect("uploads lock is never poisoned")
                 .values()
-                .map(|(s, _)| s.path.clone())
+                .map(|pending| pending.source.path.clone())
                 .collect();
             match tokio::task::spawn_blocking(move || {
                 let keep: Vec<PathBuf> = keep.into_iter().chain(uploads).collect();
@@ -434,6 +460,14 @@ impl Builds {
             }
         }
     }
+}
+
+/// An upload waiting for its build request, holding its bytes of its
+/// client's quota until it is claimed or expires.
+struct Pending {
+    source: inbox::Source,
+    at: Instant,
+    _held: quota::Reservation,
 }
 
 /// Reads the operator token at `path`, creating it (0600) the first time. Blocking.

@@ -374,10 +374,12 @@ impl BuildQueue {
         let mut table = self.lock();
         let table = &mut *table;
         let slot = table.jobs.get_mut(id).ok_or(Error::NotFound)?;
-        let hash = token.map(super::job::token_hash);
-        let is_waiter = hash
-            .as_deref()
-            .is_some_and(|h| slot.job.waiters.iter().any(|w| w.token_sha256 == h));
+        let is_waiter = token.is_some_and(|t| {
+            slot.job
+                .waiters
+                .iter()
+                .any(|w| super::job::token_matches(t, &w.token_sha256))
+        });
         if !operator && !is_waiter {
             return Err(Error::NotAllowed);
         }

@@ -19,7 +19,14 @@ pub struct Step {
     pub env: Vec<(OsString, OsString)>,
     /// Working directory.
     pub cwd: PathBuf,
-    /// `false`: a new network namespace (no network at all). `true`: the host
-    /// network (the fetching stage talks to the proxy on loopback).
+    /// `false`: a new network namespace (no network at all). `true`: the
+    /// job's network, where the only address that answers is the proxy's
+    /// listener made for the job (`Sandbox::open_network`); the fetching
+    /// stage talks to the proxy there. (Insecure builds: the host's network.)
     pub network: bool,
+    /// The job's tree on the host (below the work root), which the sandbox
+    /// binds at `sandbox::BUILD_DIR` for the step: then `cwd`, and every
+    /// path the step is given, are paths inside that. Set by the worker for
+    /// isolated builds, never by a package type; `None`: host paths.
+    pub job: Option<PathBuf>,
 }

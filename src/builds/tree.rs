@@ -147,7 +147,7 @@ pub(crate) fn job_tree(root: &Path, log: &Path) -> io::Result<()> {
     fs::DirBuilder::new()
         .mode(0o755)
         .create(root.join("source"))?;
-    for dir in ["reqs", "install", "home", "tmp"] {
+    for dir in ["reqs", "unpacked", "install", "home", "tmp"] {
         fs::DirBuilder::new().mode(0o700).create(root.join(dir))?;
     }
     use std::os::unix::fs::OpenOptionsExt;

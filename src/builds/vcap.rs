@@ -3,7 +3,6 @@
 //! source by its inbox entry `SHA1.EXT`, and the answer waits for the build.
 
 use super::job::{ErrorClass, JobState};
-use super::kind::Kind;
 use super::spec::{self, LocalHandle, Source, Spec};
 use super::{queue, Builds, Error, LoadOutcome, Outcome};
 
@@ -18,7 +17,17 @@ impl Builds {
         name: &str,
         runtime: &str,
     ) -> Result<LoadOutcome, Error> {
-        let parsed = Kind::parse(kind).ok_or_else(|| Error::UnknownKind(kind.to_string()))?;
+        if !spec::valid_field(runtime) {
+            return Err(spec::Error::BadField {
+                field: "runtime",
+                value: runtime.chars().take(200).collect(),
+            }
+            .into());
+        }
+        // Before the index is asked anything: a request that cannot be built
+        // here costs the upstream nothing.
+        self.check_enabled()?;
+        let (parsed, _) = self.resolve(kind, runtime)?;
         let (source, handle) = match spec::Location::parse(location) {
             Some(spec::Location::Remote) => {
                 let release = parsed
@@ -56,13 +65,6 @@ impl Builds {
                 return Err(spec::Error::BadLocation(location.chars().take(64).collect()).into())
             }
         };
-        if !spec::valid_field(runtime) {
-            return Err(spec::Error::BadField {
-                field: "runtime",
-                value: runtime.chars().take(200).collect(),
-            }
-            .into());
-        }
         let spec = Spec {
             kind: parsed.as_str().to_string(),
             runtime: runtime.to_string(),

@@ -1,18 +1,21 @@
 //! The workers: each takes a job from the queue and runs its stages —
-//! fetching (the source through the proxy, then the build requirements),
-//! building (the kind's steps in the sandbox, no network), archiving (a
-//! deterministic tgz of the install directory only, committed with its
-//! record) — moving the job's state at each, and cleans up after every end.
-//! A shutdown leaves the job unfinished in the journal, so it runs again.
+//! fetching (the source through the proxy, then the build requirements, in
+//! the job's network where the proxy is the only address), building (the
+//! kind's steps in the sandbox, no network, the job's tree at the sandbox's
+//! fixed build path), archiving (a deterministic tgz of the install
+//! directory only, committed with its record) — moving the job's state at
+//! each, and cleans up after every end. A shutdown leaves the job
+//! unfinished in the journal, so it runs again.
 
 use super::artifacts::{ArtifactMeta, Artifacts};
 use super::fetch::Fetcher;
 use super::job::{now, ErrorClass, Job, JobId, JobState};
-use super::kind::{JobDirs, Kind};
+use super::kind::{JobDirs, Kind, StepView};
 use super::queue::{BuildQueue, Ready};
 use super::runtime::Runtime;
 use super::sandbox::{Lease, Sandbox};
 use super::spec::Source;
+use super::step::Step;
 use std::collections::HashMap;
 use std::fs::{self, Permissions};
 
@@ -34,6 +37,10 @@ pub struct Context {
     pub work: PathBuf,
     /// `logs/`: one log per job.
     pub logs: PathBuf,
+    /// Serves the proxy on each job network's listener.
+    pub gateway: super::Gateway,
+    /// The app's stop token (job networks stop being served with it too).
+    pub stop: CancellationToken,
 }
 
 impl Context {
@@ -159,7 +166,7 @@ async fn stages(
     let sandbox = context
         .sandbox
         .as_ref()
-        .ok_or_else(|| server("builds are disabled on this server"))?;
+        .ok_or_else(|| server("builds are off on this server"))?;
     let abi = runtime
         .abi()
         .await
@@ -178,14 +185,12 @@ async fn stages(
     .await;
     // Whatever happened: no process of the build's uid is left, the tree is
     // the server's again, and then it goes.
-    let handed = [
-        root.join("reqs"),
-        root.join("install"),
-        root.join("home"),
-        root.join("tmp"),
-    ];
+    let handed = JobDirs::new(&root, "").handed();
     if let Err(err) = sandbox.take_back(&lease, &handed).await {
         tracing::warn!(job_id = %job.id, error = %err, "cannot take the build directory back");
+    }
+    if let Err(err) = sandbox.close_network(&lease).await {
+        tracing::warn!(job_id = %job.id, error = %err, "cannot close the job network");
     }
     drop(lease);
     let doomed = root.clone();
@@ -287,17 +292,45 @@ async fn build_in(
             .map_err(|err| server(err.to_string()))??
         }
     };
-    let dirs = JobDirs {
-        root: root.to_path_buf(),
-        source,
-        reqs: root.join("reqs"),
-        install: root.join("install"),
-        home: root.join("home"),
-        tmp: root.join("tmp"),
+    let source_name = source
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .ok_or_else(|| server("the source has no file name"))?;
+    let dirs = JobDirs::new(root, &source_name);
+    // The job's network: the proxy, served on a listener inside it, is the
+    // only address its steps can reach. Served until this function returns.
+    let serving = context.stop.child_token();
+    let _served = serving.clone().drop_guard();
+    let proxy = match sandbox
+        .open_network(lease)
+        .await
+        .map_err(|err| server(format!("making the job network: {err}")))?
+    {
+        Some(listener) => {
+            let addr = listener
+                .local_addr()
+                .and_then(|addr| Ok((addr, tokio::net::TcpListener::from_std(listener)?)))
+                .map_err(|err| server(format!("the job network's listener: {err}")));
+            let (addr, listener) = addr?;
+            (context.gateway)(listener, serving.clone());
+            addr
+        }
+        None => context.fetcher.proxy(),
+    };
+    // What the steps see: isolated, the tree bound at the sandbox's fixed
+    // path (the same for every job, so builds record the same paths).
+    let view = StepView {
+        dirs: JobDirs::new(&sandbox.step_root(root), &source_name),
+        proxy,
+    };
+    let bind = (!sandbox.is_insecure()).then(|| root.to_path_buf());
+    let in_job = |mut step: Step| {
+        step.job = bind.clone();
+        step
     };
     // Before the hand-over: a kind may download into reqs/ itself, as the server.
     let fetch_steps = kind
-        .fetch_steps(runtime, &context.fetcher, &dirs)
+        .fetch_steps(runtime, &context.fetcher, &dirs, &view)
         .await
         .map_err(|err| {
             (
@@ -305,21 +338,16 @@ async fn build_in(
                 format!("fetching build requirements: {err}"),
             )
         })?;
-    let handed = [
-        dirs.reqs.clone(),
-        dirs.install.clone(),
-        dirs.home.clone(),
-        dirs.tmp.clone(),
-    ];
+    let handed = dirs.handed();
     sandbox
         .hand_over(lease, &handed)
         .await
         .map_err(|err| server(format!("handing the build directory over: {err}")))?;
-    for step in &fetch_steps {
+    for step in fetch_steps {
         run(
             sandbox,
             lease,
-            step,
+            &in_job(step),
             log,
             kill,
             "fetching build requirements",
@@ -327,8 +355,8 @@ async fn build_in(
         .await?;
     }
     context.queue.advance(&job.id, JobState::Building, |_| {});
-    for step in kind.build_steps(runtime, &dirs) {
-        run(sandbox, lease, &step, log, kill, "the build").await?;
+    for step in kind.build_steps(runtime, &view.dirs) {
+        run(sandbox, lease, &in_job(step), log, kill, "the build").await?;
     }
     // Taken back first: a server that dropped root cannot read what the
     // build uid made until then.
@@ -374,7 +402,7 @@ fn class_of(is_client: bool) -> ErrorClass {
 async fn run(
     sandbox: &Sandbox,
     lease: &Lease,
-    step: &super::step::Step,
+    step: &Step,
     log: &Path,
     kill: &CancellationToken,
     what: &str,

@@ -130,6 +130,7 @@ pub fn sh(script: &str, cwd: &Path) -> Step {
         ],
         cwd: cwd.to_path_buf(),
         network: false,
+        job: None,
     }
 }
 

@@ -292,6 +292,26 @@ impl Inbox {
     }
 }
 
+/// Blocking. While builds are off nothing in the cache is world-writable:
+/// `<dir>/public` is not created, and one left by a run with builds on is
+/// closed (mode 0700, so local users can no longer drop files in it). A
+/// missing `dir` or `public/` is fine.
+pub fn close_public(dir: &Path) -> io::Result<()> {
+    let public = dir.join("public");
+    match rustix::fs::open(
+        &public,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(PRIVATE_MODE))?),
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(err) => Err(io::Error::other(format!(
+            "closing {}: {err}",
+            public.display()
+        ))),
+    }
+}
+
 /// Creates directory `name` under `parent` if missing (0700 until its mode is
 /// set, so it is never briefly open), opens it without following a symlink
 /// and sets `mode`. `path` is for errors only.

@@ -24,7 +24,36 @@ const MAX_GEM_MEMBERS: usize = 16;
 /// SOURCE. A `rake-*.gem` in REQS (fetched for Rakefile extensions) is
 /// unpacked there and named in `ENV["rake"]`, which RubyGems' RakeBuilder
 /// runs instead of looking for an installed rake.
-const INSTALL_SCRIPT: &str = r#"
+///
+/// RubyGems builds an extension with a `siteconf<date>-<pid>-<random>.rb`
+/// and a `.gem.<date>-<pid>-<random>` directory and writes those names into
+/// the extension's Makefile and `gem_make.out`, which are installed: here
+/// temporary names are numbered instead (`siteconf0.rb`, `.gem.0`; the
+/// exclusive create still picks the next number on a clash), so that two
+/// builds install the same files.
+const INSTALL_SCRIPT: &str = r##"
+require "tmpdir"
+class << Dir::Tmpname
+  def create(basename, tmpdir = nil, max_try: nil, **opts)
+    origdir = tmpdir
+    tmpdir ||= self.tmpdir
+    prefix, suffix = basename
+    prefix = String.try_convert(prefix) or raise ArgumentError, "unexpected prefix: #{prefix.inspect}"
+    prefix = prefix.delete(Dir::Tmpname::UNUSABLE_CHARS)
+    suffix &&= (String.try_convert(suffix) or raise ArgumentError, "unexpected suffix: #{suffix.inspect}")
+    suffix &&= suffix.delete(Dir::Tmpname::UNUSABLE_CHARS)
+    n = 0
+    begin
+      path = File.join(tmpdir, "#{prefix}#{n}#{suffix}")
+      yield(path, n, opts, origdir)
+    rescue Errno::EEXIST
+      n += 1
+      retry if !max_try or n < max_try
+      raise "cannot make a temporary name from #{basename.inspect} in #{tmpdir}"
+    end
+    path
+  end
+end
 reqs, install, source = ARGV
 rake = Dir.glob(File.join(reqs, "rake-*.gem")).max
 if rake
@@ -44,7 +73,7 @@ begin
 rescue Gem::SystemExitException => e
   exit e.exit_code
 end
-"#;
+"##;
 
 pub(super) async fn fetch_remote(
     fetcher: &Fetcher,
@@ -120,6 +149,7 @@ pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
         env: base_env(rt, dirs),
         cwd: dirs.tmp.clone(),
         network: false,
+        job: None,
     }]
 }
 

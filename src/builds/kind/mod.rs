@@ -8,6 +8,7 @@
 pub mod gem;
 pub mod pip;
 mod release;
+mod requires;
 
 pub use release::Release;
 mod sdist;
@@ -16,14 +17,12 @@ use crate::builds::fetch::{self, Fetcher};
 use crate::builds::runtime::{Family, Runtime};
 use crate::builds::step::Step;
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// `SOURCE_DATE_EPOCH` of every step (1980-01-01, as `archive::MTIME`), so tools
 /// that honour it (wheel, gem build, compilers' `__DATE__`) stamp fixed dates.
 pub const SOURCE_DATE_EPOCH: u64 = 315_532_800;
-
-/// Upper bound of a remote source download unless the fetcher says otherwise.
-pub const MAX_SOURCE_SIZE: u64 = 512 * 1024 * 1024;
 
 /// A package type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,10 +35,13 @@ pub enum Kind {
     Pip,
 }
 
-/// The directories of one job (`work/<job-id>/`), as the sandbox sees them.
+/// The directories of one job (`work/<job-id>/`), either where they are on
+/// the host (for the server's own work) or where a step sees them (below
+/// the sandbox's fixed build path, see [`StepView`]).
 ///
-/// `reqs`, `install`, `home` and `tmp` belong to the build uid while steps
-/// run; `source` is the source file itself, readable by the build uid.
+/// `reqs`, `unpacked`, `install`, `home` and `tmp` belong to the build uid
+/// while steps run; `source` is the source file itself, readable by the
+/// build uid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobDirs {
     /// The job's directory.
@@ -48,6 +50,9 @@ pub struct JobDirs {
     pub source: PathBuf,
     /// Build requirements, fetched before the build.
     pub reqs: PathBuf,
+    /// Where an sdist is unpacked and built (in place, so the build's own
+    /// paths are this job's fixed ones, never an installer's random ones).
+    pub unpacked: PathBuf,
     /// Where the package is installed; the only directory archived.
     pub install: PathBuf,
     /// `HOME` of the steps.
@@ -58,17 +63,40 @@ pub struct JobDirs {
 
 impl JobDirs {
     /// The standard layout under `root`: `source/<source_name>`, `reqs/`,
-    /// `install/`, `home/`, `tmp/`. Only paths; nothing is created.
+    /// `unpacked/`, `install/`, `home/`, `tmp/`. Only paths; nothing is created.
     pub fn new(root: &Path, source_name: &str) -> JobDirs {
         JobDirs {
             root: root.to_path_buf(),
             source: root.join("source").join(source_name),
             reqs: root.join("reqs"),
+            unpacked: root.join("unpacked"),
             install: root.join("install"),
             home: root.join("home"),
             tmp: root.join("tmp"),
         }
     }
+
+    /// The directories the build uid owns while steps run.
+    pub fn handed(&self) -> [PathBuf; 5] {
+        [
+            self.reqs.clone(),
+            self.unpacked.clone(),
+            self.install.clone(),
+            self.home.clone(),
+            self.tmp.clone(),
+        ]
+    }
+}
+
+/// The world as a job's steps see it: its directories (at the sandbox's
+/// fixed build path when builds are isolated) and the address at which they
+/// reach the proxy (the job network's listener, the only address there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepView {
+    /// The job's directories, as paths inside the steps.
+    pub dirs: JobDirs,
+    /// The proxy, as the steps reach it.
+    pub proxy: SocketAddr,
 }
 
 /// Errors of a package type. [`Error::is_client`] is true when the request or
@@ -251,32 +279,48 @@ impl Kind {
         Ok(format!("{sha1}.{extension}"))
     }
 
-    /// Steps of the fetching stage after the source is there (network: true),
-    /// e.g. pip download of build-system.requires (only binary wheels) into
-    /// reqs/ via the proxy's pypi mount. May be empty.
+    /// Steps of the fetching stage after the source is there (network: true,
+    /// the job's network: the proxy and nothing else), e.g. pip download of
+    /// build-system.requires (only binary wheels) into reqs/ via the proxy's
+    /// pypi mount. May be empty. Requirements that name anything but a
+    /// project on the index (a URL, a path, an index option) are refused as
+    /// [`Error::BadSource`].
     ///
-    /// Reads the source (bounded, one member of the archive, off the async
-    /// runtime) and may download into `dirs.reqs` itself, as the server: call
-    /// it while `reqs/` is still the server's, before handing it to the build
-    /// uid. The steps run with `reqs/`, `home/` and `tmp/` handed over.
+    /// Reads the source at `dirs` (the host's paths; bounded, one member of
+    /// the archive, off the async runtime) and may download into `dirs.reqs`
+    /// itself, as the server: call it while `reqs/` is still the server's,
+    /// before handing it to the build uid. The steps are written for `view`
+    /// and run with the build uid's directories handed over.
     pub async fn fetch_steps(
         &self,
         rt: &Runtime,
         fetcher: &Fetcher,
         dirs: &JobDirs,
+        view: &StepView,
     ) -> Result<Vec<Step>, Error> {
         self.check_family(rt)?;
         match self {
             Kind::Gem => gem::fetch_steps(fetcher, dirs).await,
-            Kind::Pip => pip::fetch_steps(rt, fetcher, dirs).await,
+            Kind::Pip => pip::fetch_steps(rt, fetcher, dirs, view).await,
         }
     }
 
-    /// The build steps (network: false), run in order until one fails. gem:
-    /// `gem install --local --no-document --ignore-dependencies --install-dir
-    /// install/`; pip: `pip install --no-deps --no-index --find-links reqs/
-    /// --target install/` (build isolation from reqs/ only), then a step that
-    /// drops the job-specific `direct_url.json`.
+    /// Blocking. Refuses a local source whose build requirements could not
+    /// be fetched (see [`Kind::fetch_steps`]) before it is queued, with the
+    /// same [`Error::BadSource`].
+    pub fn check_source(&self, source: &Path) -> Result<(), Error> {
+        match self {
+            Kind::Gem => Ok(()),
+            Kind::Pip => pip::check_source(source),
+        }
+    }
+
+    /// The build steps (network: false) for `dirs` as the steps see them,
+    /// run in order until one fails. gem: `gem install --local --no-document
+    /// --ignore-dependencies --install-dir install/`; pip: the sdist unpacked
+    /// into `unpacked/`, `pip install --no-deps --no-index --find-links reqs/
+    /// --target install/ unpacked/` (built in place, build isolation from
+    /// reqs/ only), then a step that drops the job-specific `direct_url.json`.
     pub fn build_steps(&self, rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
         match self {
             Kind::Gem => gem::build_steps(rt, dirs),

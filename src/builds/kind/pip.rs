@@ -1,10 +1,13 @@
 //! `pip`: a Python sdist chosen from the pypi mount's PEP 691 page and fetched
 //! at the page's (proxy) link, so the proxy enforces the page's sha256. Its
-//! `build-system.requires` are downloaded as wheels only (no code of theirs
-//! runs outside the sandbox) through the same mount, then pip builds and
-//! installs the sdist offline with build isolation fed from those wheels.
+//! `build-system.requires` (project names and versions only: no URL, path or
+//! index option) are downloaded as wheels only (no code of theirs runs
+//! outside the sandbox) through the same mount, then the sdist is unpacked
+//! into the job and pip builds it there and installs it offline, with build
+//! isolation fed from those wheels.
 
-use super::{base_env, entries, sdist, Error, JobDirs};
+use super::requires::build_requires;
+use super::{base_env, entries, sdist, Error, JobDirs, StepView};
 use crate::builds::fetch::Fetcher;
 use crate::builds::runtime::Runtime;
 use crate::builds::step::Step;
@@ -16,11 +19,72 @@ use std::path::{Path, PathBuf};
 const PEP_691_JSON: &str = "application/vnd.pypi.simple.v1+json";
 /// Upper bound of a project page (the largest on pypi.org are a few MiB).
 const MAX_PAGE: u64 = 64 * 1024 * 1024;
-/// PEP 517's default when an sdist has no `[build-system]`.
-const DEFAULT_REQUIRES: [&str; 2] = ["setuptools>=40.8.0", "wheel"];
-/// Bounds on `build-system.requires`, which comes from the untrusted sdist.
-const MAX_REQUIREMENTS: usize = 64;
-const MAX_REQUIREMENT_LEN: usize = 512;
+/// Unpacks the sdist ARGV[1] (`.tar.gz` or `.zip`, told by its first bytes)
+/// into the empty directory ARGV[2], as pip would (the one top-level
+/// directory stripped), so that pip builds it in place, at a path that is the
+/// same for every build: directories and regular files only (and symlinks
+/// that stay inside), nothing outside ARGV[2], modes 0755/0644 by the
+/// member's execute bit, times from the archive.
+const UNPACK_SCRIPT: &str = r#"
+import os, sys, tarfile, zipfile
+source, dest = sys.argv[1], os.path.realpath(sys.argv[2])
+def within(path):
+    path = os.path.realpath(path)
+    return path == dest or path.startswith(dest + os.sep)
+def strip(names):
+    tops = {n.lstrip("/").split("/", 1)[0] for n in names}
+    leading = len(tops) == 1 and all("/" in n.lstrip("/").rstrip("/") or n.lstrip("/").rstrip("/") in tops for n in names)
+    def out(name):
+        name = name.lstrip("/")
+        if leading:
+            name = name.split("/", 1)[1] if "/" in name else ""
+        return os.path.join(dest, name)
+    return out
+def write(path, data, executable, mtime):
+    if not within(path):
+        sys.exit("unsafe member: " + path)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o755 if executable else 0o644)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+with open(source, "rb") as f:
+    magic = f.read(4)
+if magic[:2] == b"\x1f\x8b":
+    with tarfile.open(source, "r:gz") as tar:
+        members = tar.getmembers()
+        out = strip([m.name for m in members])
+        links = []
+        for m in members:
+            path = out(m.name)
+            if not within(path):
+                sys.exit("unsafe member: " + m.name)
+            if m.isdir():
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            elif m.isfile() or m.islnk():
+                write(path, tar.extractfile(m).read(), m.mode & 0o111, m.mtime)
+            elif m.issym():
+                links.append((path, m.linkname))
+        for path, target in links:
+            if within(os.path.join(os.path.dirname(path), target)) and not os.path.lexists(path):
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                os.symlink(target, path)
+elif magic == b"PK\x03\x04":
+    with zipfile.ZipFile(source) as z:
+        infos = z.infolist()
+        out = strip([i.filename for i in infos])
+        for i in infos:
+            path = out(i.filename)
+            if not within(path):
+                sys.exit("unsafe member: " + i.filename)
+            if i.is_dir():
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            else:
+                write(path, z.read(i), (i.external_attr >> 16) & 0o111, None)
+else:
+    sys.exit("not a .tar.gz or .zip sdist")
+"#;
 
 /// Removes `*.dist-info/direct_url.json` (and its RECORD line) from the
 /// target dir (ARGV[1]): pip records the source's `file://` URL there, a path
@@ -124,32 +188,45 @@ pub(super) async fn has_sdist(
     Ok(choose_sdist(&page, name, version).is_some_and(|chosen| chosen.filename == file))
 }
 
+/// Blocking. The build requirements of the sdist at `source`, refused (as
+/// [`Error::BadSource`]) when one names anything but a project on the index.
+fn requirements_of(source: &Path) -> Result<Vec<String>, Error> {
+    let pyproject = sdist::pyproject(source)?;
+    build_requires(pyproject.as_deref()).map_err(|reason| Error::BadSource {
+        path: source.to_path_buf(),
+        reason,
+    })
+}
+
+/// Blocking. See `Kind::check_source`.
+pub(super) fn check_source(source: &Path) -> Result<(), Error> {
+    requirements_of(source).map(drop)
+}
+
 pub(super) async fn fetch_steps(
     rt: &Runtime,
     fetcher: &Fetcher,
     dirs: &JobDirs,
+    view: &StepView,
 ) -> Result<Vec<Step>, Error> {
     let source = dirs.source.clone();
-    let pyproject = tokio::task::spawn_blocking(move || sdist::pyproject(&source))
+    let requirements = tokio::task::spawn_blocking(move || requirements_of(&source))
         .await
         .map_err(|e| Error::Io {
             path: dirs.source.clone(),
             source: std::io::Error::other(e),
         })??;
-    let requirements = build_requires(pyproject.as_deref()).map_err(|reason| Error::BadSource {
-        path: dirs.source.clone(),
-        reason,
-    })?;
     let mount = fetcher.pypi_mount()?;
+    let index = format!("http://{}/{mount}/simple/", view.proxy);
     let mut args: Vec<OsString> = vec![
         "-m".into(),
         "pip".into(),
         "download".into(),
         "--only-binary=:all:".into(),
         "--dest".into(),
-        dirs.reqs.clone().into(),
+        view.dirs.reqs.clone().into(),
         "--index-url".into(),
-        fetcher.url(&format!("/{mount}/simple/")).into(),
+        index.into(),
         "--no-cache-dir".into(),
         "--disable-pip-version-check".into(),
         "--no-input".into(),
@@ -160,13 +237,23 @@ pub(super) async fn fetch_steps(
     Ok(vec![Step {
         program: rt.interpreter.clone(),
         args,
-        env: pip_env(rt, dirs),
-        cwd: dirs.tmp.clone(),
+        env: pip_env(rt, &view.dirs),
+        cwd: view.dirs.tmp.clone(),
         network: true,
+        job: None,
     }])
 }
 
 pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
+    let unpack: Vec<OsString> = vec![
+        "-I".into(),
+        "-c".into(),
+        UNPACK_SCRIPT.into(),
+        dirs.source.clone().into(),
+        dirs.unpacked.clone().into(),
+    ];
+    // A directory, not the archive: pip (21.3 and later) builds it in place
+    // rather than in a temporary directory of a random name.
     let install: Vec<OsString> = vec![
         "-m".into(),
         "pip".into(),
@@ -181,7 +268,7 @@ pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
         "--no-cache-dir".into(),
         "--disable-pip-version-check".into(),
         "--no-input".into(),
-        dirs.source.clone().into(),
+        dirs.unpacked.clone().into(),
     ];
     let normalize: Vec<OsString> = vec![
         "-I".into(),
@@ -189,7 +276,7 @@ pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
         NORMALIZE_SCRIPT.into(),
         dirs.install.clone().into(),
     ];
-    [install, normalize]
+    [unpack, install, normalize]
         .into_iter()
         .map(|args| Step {
             program: rt.interpreter.clone(),
@@ -197,6 +284,7 @@ pub(super) fn build_steps(rt: &Runtime, dirs: &JobDirs) -> Vec<Step> {
             env: pip_env(rt, dirs),
             cwd: dirs.tmp.clone(),
             network: false,
+            job: None,
         })
         .collect()
 }
@@ -309,64 +397,6 @@ fn proxy_path(mount: &str, url: &str) -> Option<String> {
     (!inside.is_empty() && !path.starts_with("//")).then(|| path.to_string())
 }
 
-/// `build-system.requires` of a pyproject.toml (`None`: the sdist has none),
-/// PEP 517's default when there is no `[build-system]`, and `wheel` added
-/// beside setuptools: setuptools before 70.1 asks for it through
-/// `get_requires_for_build_wheel`, which cannot be asked before the build.
-fn build_requires(pyproject: Option<&str>) -> Result<Vec<String>, String> {
-    let default = || DEFAULT_REQUIRES.iter().map(|s| s.to_string()).collect();
-    let Some(text) = pyproject else {
-        return Ok(default());
-    };
-    let table: toml::Table =
-        toml::from_str(text).map_err(|e| format!("pyproject.toml: {}", e.message()))?;
-    let Some(build_system) = table.get("build-system") else {
-        return Ok(default());
-    };
-    let requires = build_system
-        .as_table()
-        .ok_or("pyproject.toml: build-system is not a table")?
-        .get("requires")
-        .ok_or("pyproject.toml: build-system has no requires (PEP 518)")?
-        .as_array()
-        .ok_or("pyproject.toml: build-system.requires is not a list")?;
-    if requires.len() > MAX_REQUIREMENTS {
-        return Err(format!(
-            "pyproject.toml: more than {MAX_REQUIREMENTS} build requirements"
-        ));
-    }
-    let mut out = Vec::new();
-    for requirement in requires {
-        let requirement = requirement
-            .as_str()
-            .ok_or("pyproject.toml: build-system.requires holds a non-string")?
-            .trim();
-        let valid = !requirement.is_empty()
-            && requirement.len() <= MAX_REQUIREMENT_LEN
-            && !requirement.starts_with('-')
-            && !requirement.chars().any(char::is_control);
-        if !valid {
-            return Err(format!(
-                "pyproject.toml: unusable build requirement {requirement:?}"
-            ));
-        }
-        out.push(requirement.to_string());
-    }
-    let named = |name: &str| out.iter().any(|r| requirement_name(r) == name);
-    if named("setuptools") && !named("wheel") {
-        out.push("wheel".to_string());
-    }
-    Ok(out)
-}
-
-/// The normalised project name a requirement string starts with.
-fn requirement_name(requirement: &str) -> String {
-    let end = requirement
-        .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
-        .unwrap_or(requirement.len());
-    normalize_name(&requirement[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,44 +464,6 @@ mod tests {
             "../../p/six.tar.gz",
         ] {
             assert_eq!(proxy_path("pypi", bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn build_requirements_from_pyproject() {
-        assert_eq!(build_requires(None).unwrap(), DEFAULT_REQUIRES);
-        assert_eq!(
-            build_requires(Some("[project]\nname = 'x'\n")).unwrap(),
-            DEFAULT_REQUIRES
-        );
-        assert_eq!(
-            build_requires(Some(
-                "[build-system]\nrequires = ['flit_core >=3.2,<4']\nbuild-backend = 'flit_core.buildapi'\n"
-            ))
-            .unwrap(),
-            vec!["flit_core >=3.2,<4"]
-        );
-        assert_eq!(
-            build_requires(Some("[build-system]\nrequires = ['Setuptools>=61']\n")).unwrap(),
-            vec!["Setuptools>=61", "wheel"]
-        );
-        assert_eq!(
-            build_requires(Some(
-                "[build-system]\nrequires = ['setuptools', 'wheel>0.3']\n"
-            ))
-            .unwrap(),
-            vec!["setuptools", "wheel>0.3"]
-        );
-        for bad in [
-            "[build-system]\nbuild-backend = 'x'\n",
-            "[build-system]\nrequires = 'setuptools'\n",
-            "[build-system]\nrequires = [1]\n",
-            "[build-system]\nrequires = ['--index-url=http://evil/']\n",
-            "[build-system]\nrequires = [\"a\\nb\"]\n",
-            "build-system = 3\n",
-            "not toml [",
-        ] {
-            assert!(build_requires(Some(bad)).is_err(), "{bad}");
         }
     }
 }

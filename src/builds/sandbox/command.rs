@@ -2,13 +2,16 @@
 //! (absolute paths, found once at start) and the argument vector that chains
 //! them. Pure apart from the search for the tools; spawning lives in `exec`.
 //!
-//! The chain, run as root: `unshare` (new PID, mount, IPC and, without
-//! network, network namespaces) → `sh` as the namespace's init (private tmpfs
-//! mounts, then waits for the step and reaps orphans) → `setpriv` (the lease's
-//! uid and gid, no groups, no capabilities, no new privileges) → `prlimit` →
-//! `env -i` (exactly the step's environment) → the program.
+//! The chain, run as root: `setpriv --pdeathsig` (killed when the thread that
+//! started it dies: see `spawner`) → `unshare` (new PID, mount, IPC and, for
+//! a step without the job's network, network namespaces) → `sh` as the
+//! namespace's init (private tmpfs mounts, the job's tree bound at
+//! [`BUILD_DIR`], then waits for the step and reaps orphans) → `setpriv` (the
+//! lease's uid and gid, no groups, no capabilities, no new privileges) →
+//! `prlimit` → `env -i` (exactly the step's environment) → the program.
 
-use super::{Limits, Step};
+use super::limits::Limits;
+use crate::builds::step::Step;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
@@ -23,15 +26,26 @@ pub const TOOL_DIRS: &[&str] = &["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 /// host, where a build could otherwise leave files for the next build of its uid.
 const PRIVATE_TMP: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
 
+/// Where a step sees its job's tree: one path for every job on every host,
+/// so that what a build records of where it ran (debug info, build ids, the
+/// Makefiles of native extensions) is the same wherever it ran. Inside the
+/// step's private `/tmp`, so making it touches nothing on the host.
+pub const BUILD_DIR: &str = "/tmp/build";
+
 /// The namespace's init: mounts the private tmpfs (binding the work root back
-/// in when a tmpfs covers it), then runs the rest of the chain as a child and
-/// exits with its status. As PID 1 it reaps orphans while it waits, and its
-/// exit (or its death with `unshare`) kills every process left in the
-/// namespace. A step killed by a signal therefore reports 128+N, as in any shell.
+/// in when a tmpfs covers it), binds the job's tree (when there is one) at
+/// `BUILD_DIR` and changes into the step's directory there, then runs the
+/// rest of the chain as a child and exits with its status. As PID 1 it reaps
+/// orphans while it waits, and its exit (or its death with `unshare`) kills
+/// every process left in the namespace. A step killed by a signal therefore
+/// reports 128+N, as in any shell. The directory is entered again by its
+/// path after the bind (so that the step's own view of where it is, `pwd`,
+/// is inside `BUILD_DIR`), and must be that path with no symlink on the way.
 const INIT_SCRIPT: &str = r#"set -e
-root=$1 mount=$2 rebind=$3 size=$4
-shift 4
+root=$1 mount=$2 rebind=$3 size=$4 job=$5 cwd=$6 build=$7
+shift 7
 exec 3<"$root"
+if [ -n "$job" ]; then exec 4<"$job"; fi
 while [ "$1" != -- ]; do
   "$mount" -t tmpfs -o "mode=1777,nosuid,nodev,size=$size" tmpfs "$1"
   shift
@@ -41,6 +55,15 @@ if [ "$rebind" = 1 ]; then
   "$mount" --no-canonicalize --bind --mkdir /proc/self/fd/3 "$root"
 fi
 exec 3<&-
+if [ -n "$job" ]; then
+  "$mount" --no-canonicalize --bind --mkdir /proc/self/fd/4 "$build"
+  exec 4<&-
+  cd -P -- "$cwd"
+  if [ "$(pwd -P)" != "$cwd" ]; then
+    echo "sandbox: $cwd is not a plain directory" >&2
+    exit 125
+  fi
+fi
 set +e
 "$@"
 "#;
@@ -60,6 +83,8 @@ pub struct Tools {
     pub env: Option<PathBuf>,
     /// A POSIX shell.
     pub sh: Option<PathBuf>,
+    /// iproute2 `ip`, to bring up loopback in a job's network namespace.
+    pub ip: Option<PathBuf>,
     /// Private tmpfs mount points that exist on this host.
     pub private_tmp: Vec<PathBuf>,
 }
@@ -85,38 +110,63 @@ impl Tools {
             prlimit: find("prlimit"),
             env: find("env"),
             sh: find("sh"),
+            ip: find("ip"),
             private_tmp,
         }
     }
 
     /// The tools for isolated steps, or the names of those missing.
     pub fn isolated(&self) -> Result<Isolated<'_>, String> {
-        match (
+        let tools = match (
             &self.unshare,
             &self.setpriv,
             &self.mount,
             &self.prlimit,
             &self.env,
             &self.sh,
+            &self.ip,
         ) {
-            (Some(unshare), Some(setpriv), Some(mount), Some(prlimit), Some(env), Some(sh)) => {
-                Ok(Isolated {
-                    unshare,
-                    setpriv,
-                    mount,
-                    limited: Limited { prlimit, env },
-                    sh,
-                    private_tmp: &self.private_tmp,
-                })
+            (
+                Some(unshare),
+                Some(setpriv),
+                Some(mount),
+                Some(prlimit),
+                Some(env),
+                Some(sh),
+                Some(ip),
+            ) => Isolated {
+                unshare,
+                setpriv,
+                mount,
+                limited: Limited {
+                    prlimit,
+                    env,
+                    setpriv: Some(setpriv),
+                },
+                sh,
+                ip,
+                private_tmp: &self.private_tmp,
+            },
+            _ => {
+                return Err(
+                    self.missing(&["unshare", "setpriv", "mount", "prlimit", "env", "sh", "ip"])
+                )
             }
-            _ => Err(self.missing(&["unshare", "setpriv", "mount", "prlimit", "env", "sh"])),
+        };
+        if !self.private_tmp.iter().any(|dir| dir == Path::new("/tmp")) {
+            return Err(format!("no /tmp directory to build in (at {BUILD_DIR})"));
         }
+        Ok(tools)
     }
 
     /// The tools for insecure steps (limits only), or the names of those missing.
     pub fn limited(&self) -> Result<Limited<'_>, String> {
         match (&self.prlimit, &self.env) {
-            (Some(prlimit), Some(env)) => Ok(Limited { prlimit, env }),
+            (Some(prlimit), Some(env)) => Ok(Limited {
+                prlimit,
+                env,
+                setpriv: self.setpriv.as_deref(),
+            }),
             _ => Err(self.missing(&["prlimit", "env"])),
         }
     }
@@ -128,10 +178,14 @@ impl Tools {
             "mount" => self.mount.is_some(),
             "prlimit" => self.prlimit.is_some(),
             "env" => self.env.is_some(),
+            "ip" => self.ip.is_some(),
             _ => self.sh.is_some(),
         };
         let missing: Vec<&str> = names.iter().copied().filter(|n| !have(n)).collect();
-        format!("missing {} (util-linux, coreutils)", missing.join(", "))
+        format!(
+            "missing {} (util-linux, coreutils, iproute2)",
+            missing.join(", ")
+        )
     }
 }
 
@@ -142,13 +196,28 @@ pub struct Isolated<'a> {
     mount: &'a Path,
     limited: Limited<'a>,
     sh: &'a Path,
+    ip: &'a Path,
     private_tmp: &'a [PathBuf],
 }
 
-/// What an insecure step needs: limits and a cleared environment.
+/// What an insecure step needs: limits and a cleared environment (and,
+/// when there is a `setpriv`, death with the thread that started it).
 pub struct Limited<'a> {
     prlimit: &'a Path,
     env: &'a Path,
+    setpriv: Option<&'a Path>,
+}
+
+/// Where an isolated step runs, besides its program and environment.
+#[derive(Clone, Copy, Debug)]
+pub struct Place<'a> {
+    /// The canonical work root (re-bound at its path when a private tmpfs covers it).
+    pub work_root: &'a Path,
+    /// The job's tree, bound at [`BUILD_DIR`]; then the step's cwd is there.
+    pub job: Option<&'a Path>,
+    /// `true`: the step's process is started inside the job's network
+    /// namespace and stays there; `false`: a new, empty one.
+    pub job_network: bool,
 }
 
 /// Checks what `env -i` and `execve` could misread: the program must be an
@@ -179,8 +248,18 @@ pub fn validate(step: &Step) -> Result<(), String> {
 }
 
 impl Limited<'_> {
-    /// `prlimit … -- env -i -- NAME=VALUE… program args…`.
+    /// `[setpriv --pdeathsig KILL --] prlimit … -- env -i -- NAME=VALUE… program args…`.
     pub fn argv(&self, step: &Step, limits: &Limits) -> Vec<OsString> {
+        let mut argv = match self.setpriv {
+            Some(setpriv) => pdeathsig(setpriv),
+            None => Vec::new(),
+        };
+        argv.extend(self.limits(step, limits));
+        argv
+    }
+
+    /// `prlimit … -- env -i -- NAME=VALUE… program args…`.
+    fn limits(&self, step: &Step, limits: &Limits) -> Vec<OsString> {
         let cpu = limits.cpu.as_secs() + u64::from(limits.cpu.subsec_nanos() > 0);
         let mut argv: Vec<OsString> = vec![
             self.prlimit.into(),
@@ -206,35 +285,60 @@ impl Limited<'_> {
     }
 }
 
+/// `setpriv --pdeathsig KILL --`: what follows gets SIGKILL when the thread
+/// that started it dies (the flag survives the exec of a program that is not
+/// set-user-ID).
+fn pdeathsig(setpriv: &Path) -> Vec<OsString> {
+    vec![
+        setpriv.into(),
+        "--pdeathsig".into(),
+        "KILL".into(),
+        "--".into(),
+    ]
+}
+
 impl Isolated<'_> {
-    /// The whole chain for `step` as `uid` (gid = uid). `work_root` must be
-    /// canonical: it is re-bound at the same path when a private tmpfs covers it.
-    pub fn argv(&self, uid: u32, step: &Step, limits: &Limits, work_root: &Path) -> Vec<OsString> {
-        let mut argv: Vec<OsString> = vec![
+    /// `ip`, to make a job's network.
+    pub fn ip(&self) -> &Path {
+        self.ip
+    }
+
+    /// The whole chain for `step` as `uid` (gid = uid) at `place`. With a
+    /// job, `step.cwd` is a path inside [`BUILD_DIR`].
+    pub fn argv(&self, uid: u32, step: &Step, limits: &Limits, place: Place<'_>) -> Vec<OsString> {
+        let mut argv = pdeathsig(self.setpriv);
+        argv.extend([
             self.unshare.into(),
             "--pid".into(),
             "--fork".into(),
             "--kill-child".into(),
             "--mount-proc".into(),
             "--ipc".into(),
-        ];
-        if !step.network {
+        ]);
+        if !place.job_network {
             argv.push("--net".into());
         }
         let rebind = self
             .private_tmp
             .iter()
-            .any(|dir| work_root.starts_with(dir));
+            .any(|dir| place.work_root.starts_with(dir));
+        let (job, cwd) = match place.job {
+            Some(job) => (job.as_os_str(), step.cwd.as_os_str()),
+            None => ("".as_ref(), "".as_ref()),
+        };
         argv.extend([
             "--".into(),
             self.sh.into(),
             "-c".into(),
             INIT_SCRIPT.into(),
             "sh".into(),
-            work_root.into(),
+            place.work_root.into(),
             self.mount.into(),
             if rebind { "1" } else { "0" }.into(),
             limits.file_size.max(1 << 20).to_string().into(),
+            job.into(),
+            cwd.into(),
+            BUILD_DIR.into(),
         ]);
         argv.extend(self.private_tmp.iter().map(OsString::from));
         argv.extend([
@@ -249,7 +353,7 @@ impl Isolated<'_> {
             "--bounding-set=-all".into(),
             "--".into(),
         ]);
-        argv.extend(self.limited.argv(step, limits));
+        argv.extend(self.limited.limits(step, limits));
         argv
     }
 }
@@ -266,6 +370,7 @@ mod tests {
             env: vec![("HOME".into(), "/w/home".into())],
             cwd: "/w".into(),
             network: false,
+            job: None,
         }
     }
 
@@ -288,7 +393,16 @@ mod tests {
             prlimit: p("prlimit"),
             env: p("env"),
             sh: Some("/bin/sh".into()),
+            ip: Some("/usr/sbin/ip".into()),
             private_tmp: vec!["/tmp".into(), "/dev/shm".into()],
+        }
+    }
+
+    fn at(work_root: &str) -> Place<'_> {
+        Place {
+            work_root: Path::new(work_root),
+            job: None,
+            job_network: false,
         }
     }
 
@@ -304,10 +418,14 @@ mod tests {
         let tools = Tools::find(&[empty.path().to_path_buf()]);
         let err = tools.isolated().err().expect("nothing found");
         assert!(
-            err.contains("unshare, setpriv, mount, prlimit, env, sh"),
+            err.contains("unshare, setpriv, mount, prlimit, env, sh, ip"),
             "{err}"
         );
         assert!(tools.limited().is_err());
+        let mut no_tmp = self::tools();
+        no_tmp.private_tmp.retain(|dir| dir != Path::new("/tmp"));
+        let err = no_tmp.isolated().err().expect("no /tmp to build in");
+        assert!(err.contains("/tmp"), "{err}");
     }
 
     #[test]
@@ -317,9 +435,19 @@ mod tests {
             62100,
             &step(),
             &limits(),
-            Path::new("/var/cache/w"),
+            at("/var/cache/w"),
         ));
-        assert_eq!(argv[0], "/usr/bin/unshare");
+        // Dies with the thread that started it, then new namespaces.
+        assert_eq!(
+            &argv[..5],
+            [
+                "/usr/bin/setpriv",
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "/usr/bin/unshare"
+            ]
+        );
         assert!(argv.contains(&"--net".to_string()));
         for flag in [
             "--reuid=62100",
@@ -335,12 +463,15 @@ mod tests {
         }
         let at = argv.iter().position(|a| a == "/var/cache/w").unwrap();
         assert_eq!(
-            &argv[at..at + 6],
+            &argv[at..at + 9],
             [
                 "/var/cache/w",
                 "/usr/bin/mount",
                 "0",
                 "1048576",
+                "",
+                "",
+                BUILD_DIR,
                 "/tmp",
                 "/dev/shm"
             ]
@@ -352,19 +483,33 @@ mod tests {
     }
 
     #[test]
-    fn network_keeps_the_host_network_and_a_tmp_work_root_is_rebound() {
+    fn a_job_network_step_keeps_its_namespace_and_the_job_is_bound() {
         let tools = tools();
         let mut step = step();
-        step.network = true;
-        let argv = strings(&tools.isolated().unwrap().argv(
-            1,
-            &step,
-            &limits(),
-            Path::new("/tmp/x/w"),
-        ));
+        step.cwd = format!("{BUILD_DIR}/tmp").into();
+        let place = Place {
+            work_root: Path::new("/tmp/x/w"),
+            job: Some(Path::new("/tmp/x/w/job-1")),
+            job_network: true,
+        };
+        let argv = strings(&tools.isolated().unwrap().argv(1, &step, &limits(), place));
         assert!(!argv.contains(&"--net".to_string()));
         let at = argv.iter().position(|a| a == "/tmp/x/w").unwrap();
-        assert_eq!(argv[at + 2], "1");
+        assert_eq!(argv[at + 2], "1", "a work root under /tmp is bound back");
+        assert_eq!(
+            &argv[at + 4..at + 7],
+            ["/tmp/x/w/job-1", "/tmp/build/tmp", BUILD_DIR]
+        );
+    }
+
+    #[test]
+    fn insecure_steps_die_with_their_thread_when_setpriv_is_there() {
+        let mut tools = tools();
+        let argv = strings(&tools.limited().unwrap().argv(&step(), &limits()));
+        assert_eq!(&argv[..2], ["/usr/bin/setpriv", "--pdeathsig"]);
+        tools.setpriv = None;
+        let argv = strings(&tools.limited().unwrap().argv(&step(), &limits()));
+        assert_eq!(argv[0], "/usr/bin/prlimit");
     }
 
     #[test]

@@ -1,20 +1,27 @@
-//! `Executor`: runs steps and moves directory ownership for a uid pool from
-//! this process. Used in-process when the server stays root, and by the
-//! privileged helper after the server dropped root; the lease pool and the
-//! choice between the two live in `Sandbox`, not here.
+//! `Executor`: runs steps, makes jobs' networks and moves directory
+//! ownership for a uid pool from this process. Used in-process when the
+//! server stays root, and by the privileged helper after the server dropped
+//! root; the lease pool and the choice between the two live in `Sandbox`,
+//! not here.
 //!
 //! Every request is checked here: uids from the pool only, working
-//! directories and handed-over trees below the work root only.
+//! directories, job trees and handed-over trees below the work root only.
 
-use super::command::{self, Tools};
+use super::command::{self, Place, Tools, BUILD_DIR};
+use super::error::Error;
+use super::limits::{Limits, Outcome};
 use super::owner::{self, Direction};
-use super::{procs, Error, Limits, Outcome, Step};
+use super::procs;
+use super::spawner::{NetNs, Spawner};
+use crate::builds::step::Step;
 use rustix::process::{kill_process_group, Pid, Signal};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -39,24 +46,38 @@ pub struct Executor {
     owner: (u32, u32),
     /// False: insecure mode (the server's own uid, limits and a timeout only).
     isolated: bool,
+    /// Starts every step; steps die when it (and so the executor) goes.
+    spawner: Spawner,
+    /// The open job network of each uid (one job per uid at a time).
+    networks: Mutex<HashMap<u32, NetNs>>,
 }
 
 impl Executor {
-    /// An executor; `work_root` must be canonical. Does no I/O.
-    pub fn new(
+    /// An executor, with its spawning thread; `work_root` must be canonical.
+    /// Needs a runtime.
+    pub fn start(
         tools: Tools,
         work_root: PathBuf,
         uids: Range<u32>,
         owner: (u32, u32),
         isolated: bool,
-    ) -> Executor {
-        Executor {
+    ) -> Result<Executor, Error> {
+        let spawner = Spawner::start()
+            .map_err(|err| Error::Helper(format!("starting the spawning thread: {err}")))?;
+        Ok(Executor {
             tools,
             work_root,
             uids,
             owner,
             isolated,
-        }
+            spawner,
+            networks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether steps are isolated (else: insecure mode).
+    pub fn is_isolated(&self) -> bool {
+        self.isolated
     }
 
     fn check_uid(&self, uid: u32) -> Result<(), Error> {
@@ -86,6 +107,7 @@ impl Executor {
             env: vec![("PATH".into(), TOOL_PATH.into())],
             cwd: self.work_root.clone(),
             network: false,
+            job: None,
         };
         let limits = Limits {
             cpu: Duration::from_secs(10),
@@ -125,9 +147,12 @@ impl Executor {
     }
 
     /// Runs `step` as `uid` (isolated) or as ourselves (insecure), output to
-    /// `out`. Kills everything on the wall-clock limit (`timed_out`) or on
-    /// `cancel` (`Error::Cancelled`); when isolated, returns only once no
-    /// process of `uid` is left (else `Error::Leftover`).
+    /// `out`. Isolated, a step with `job` sees that tree at `BUILD_DIR`, and
+    /// a `network` step runs in `uid`'s job network (see `open_network`),
+    /// any other in a new empty one. Kills everything on the wall-clock
+    /// limit (`timed_out`) or on `cancel` (`Error::Cancelled`); when
+    /// isolated, returns only once no process of `uid` is left (else
+    /// `Error::Leftover`).
     pub async fn run(
         &self,
         uid: u32,
@@ -138,14 +163,23 @@ impl Executor {
     ) -> Result<Outcome, Error> {
         self.check_uid(uid)?;
         command::validate(step).map_err(Error::Invalid)?;
+        let cwd_path = self.host_cwd(step)?;
         let root = self.work_root.clone();
-        let cwd_path = step.cwd.clone();
         let cwd = tokio::task::spawn_blocking(move || owner::open_dir(&root, &cwd_path))
             .await
             .map_err(|err| Error::Helper(format!("opening the working directory: {err}")))??;
+        let network = match (self.isolated, step.network) {
+            (true, true) => Some(self.network_of(uid)?),
+            _ => None,
+        };
         let argv = if self.isolated {
             let tools = self.tools.isolated().map_err(Error::Unavailable)?;
-            tools.argv(uid, step, limits, &self.work_root)
+            let place = Place {
+                work_root: &self.work_root,
+                job: step.job.as_deref(),
+                job_network: network.is_some(),
+            };
+            tools.argv(uid, step, limits, place)
         } else {
             let tools = self.tools.limited().map_err(Error::Unavailable)?;
             tools.argv(step, limits)
@@ -155,7 +189,8 @@ impl Executor {
             source,
         };
         let stderr = out.try_clone().map_err(spawn_err)?;
-        let mut child = Command::new(&argv[0])
+        let mut command = Command::new(&argv[0]);
+        command
             .args(&argv[1..])
             .env_clear()
             .env("PATH", TOOL_PATH)
@@ -167,8 +202,11 @@ impl Executor {
             .stderr(stderr)
             // Away from the server's terminal signals; cancellation kills it.
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        let mut child = self
+            .spawner
+            .spawn(command, network)
+            .await
             .map_err(spawn_err)?;
         drop(cwd);
         let pid = child.id().and_then(|pid| Pid::from_raw(pid as i32));
@@ -197,6 +235,91 @@ impl Executor {
             Ended::TimedOut => Ok(outcome(status, true)),
             Ended::Exited(_) => Ok(outcome(status, false)),
         }
+    }
+
+    /// Where `step` starts on the host: its `cwd`, or with a job tree (only
+    /// isolated), the same place below the tree as `cwd` is below `BUILD_DIR`.
+    fn host_cwd(&self, step: &Step) -> Result<PathBuf, Error> {
+        let Some(job) = &step.job else {
+            return Ok(step.cwd.clone());
+        };
+        if !self.isolated {
+            return Err(Error::Invalid(
+                "a job tree is bound only for isolated steps".into(),
+            ));
+        }
+        if owner::below(&self.work_root, job)?.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: the job tree must be below the work root",
+                job.display()
+            )));
+        }
+        let inside = step.cwd.strip_prefix(BUILD_DIR).map_err(|_| {
+            Error::Invalid(format!(
+                "{}: with a job tree, the working directory is inside {BUILD_DIR}",
+                step.cwd.display()
+            ))
+        })?;
+        Ok(job.join(inside))
+    }
+
+    fn network_of(&self, uid: u32) -> Result<NetNs, Error> {
+        self.networks
+            .lock()
+            .expect("the networks lock is never held across a panic")
+            .get(&uid)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "uid {uid} has no job network open for a step that needs one"
+                ))
+            })
+    }
+
+    /// Makes `uid`'s job network (replacing one still open): a network
+    /// namespace with loopback up and nothing else, where the returned
+    /// listener (127.0.0.1, a port of the kernel's choice) is the only
+    /// address that answers. Whoever holds the listener serves it; the
+    /// namespace lives until `close_network` and the listener are gone.
+    pub async fn open_network(&self, uid: u32) -> Result<std::net::TcpListener, Error> {
+        self.check_uid(uid)?;
+        if !self.isolated {
+            return Err(Error::Invalid("job networks need isolated builds".into()));
+        }
+        let tools = self.tools.isolated().map_err(Error::Unavailable)?;
+        let (ns, listener) = self
+            .spawner
+            .network(tools.ip())
+            .await
+            .map_err(|err| Error::Helper(format!("making the job network: {err}")))?;
+        self.networks
+            .lock()
+            .expect("the networks lock is never held across a panic")
+            .insert(uid, ns);
+        Ok(listener)
+    }
+
+    /// Forgets `uid`'s job network (steps already in it keep it).
+    pub fn close_network(&self, uid: u32) -> Result<(), Error> {
+        self.check_uid(uid)?;
+        self.networks
+            .lock()
+            .expect("the networks lock is never held across a panic")
+            .remove(&uid);
+        Ok(())
+    }
+
+    /// At start-up, before any uid is handed out: kills every process of the
+    /// pool's uids (a server that died with builds running leaves them) and
+    /// returns the uids whose processes outlived SIGKILL.
+    pub async fn clear_all(&self) -> Result<Vec<u32>, Error> {
+        if !self.isolated {
+            return Ok(Vec::new());
+        }
+        let uids = self.uids.clone();
+        tokio::task::spawn_blocking(move || procs::kill_range(uids, CLEAR_WAIT))
+            .await
+            .map_err(|err| Error::Helper(format!("scanning /proc: {err}")))
     }
 
     /// SIGKILL to the chain's first process: with `--kill-child` the

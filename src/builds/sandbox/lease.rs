@@ -2,7 +2,7 @@
 //! returned when the `Lease` is dropped, unless a process of it could not be
 //! killed. Owns no processes; `Sandbox` decides when a uid is clear.
 
-use super::Error;
+use super::error::Error;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +16,12 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(uids: Range<u32>) -> Pool {
+    /// The uids of `uids`, but those `withdrawn`.
+    pub(super) fn new(uids: Range<u32>, withdrawn: &[u32]) -> Pool {
+        let free: VecDeque<u32> = uids.filter(|uid| !withdrawn.contains(uid)).collect();
         Pool {
-            permits: Arc::new(Semaphore::new(uids.len())),
-            free: Mutex::new(uids.collect()),
+            permits: Arc::new(Semaphore::new(free.len())),
+            free: Mutex::new(free),
         }
     }
 
@@ -109,7 +111,7 @@ mod tests {
 
     #[tokio::test]
     async fn uids_go_round_and_a_tainted_one_never_comes_back() {
-        let pool = Arc::new(Pool::new(10..12));
+        let pool = Arc::new(Pool::new(10..13, &[12]));
         let first = pool.take(None).await;
         assert_eq!(first.uid(), 10);
         drop(first);

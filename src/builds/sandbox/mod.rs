@@ -5,31 +5,33 @@
 //! `/var/tmp`, `/dev/shm`, `/run/lock`. Does not know what a build is (that is `kind`).
 //!
 //! Three ways to run, chosen once by `Sandbox::start`: in this process (the
-//! server stays root), through the privileged helper (`privhelper`, when the
+//! server stays root), through the privileged helper (`helper`, when the
 //! server drops root after start), or insecure (operator's explicit choice
 //! when isolation is impossible: the server's own uid, limits and timeout only).
 
 mod command;
+mod error;
 mod exec;
+pub mod helper;
 mod lease;
+mod limits;
 mod owner;
 mod procs;
+mod spawner;
 
-pub(crate) use command::Tools;
-pub use command::TOOL_DIRS;
-pub(crate) use exec::Executor;
+pub use command::{BUILD_DIR, TOOL_DIRS};
+pub use error::Error;
 pub use lease::Lease;
+pub use limits::{Limits, Outcome};
 
-use crate::builds::privhelper;
+use command::Tools;
+use exec::Executor;
 use lease::Pool;
-use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// One command to run isolated (defined beside the package types, which
@@ -37,100 +39,6 @@ use tokio_util::sync::CancellationToken;
 /// `/dev/shm` or `/run/lock` (private tmpfs in the step), and its `cwd` must
 /// be the work root or below it, reached without following symlinks.
 pub use crate::builds::step::Step;
-
-/// Resource limits of one step.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// CPU time (RLIMIT_CPU, rounded up to whole seconds): SIGKILL past it.
-    pub cpu: Duration,
-    /// Address space in bytes (RLIMIT_AS): allocations fail past it.
-    pub memory: u64,
-    /// Largest file in bytes (RLIMIT_FSIZE): writes fail with EFBIG past it.
-    /// Also the size of each private tmpfs.
-    pub file_size: u64,
-    /// Processes and threads of the build uid (RLIMIT_NPROC).
-    pub processes: u64,
-    /// Wall-clock time: every process of the step is killed past it.
-    pub wall: Duration,
-}
-
-/// How a step ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// Exit status. Isolated, a step killed by a signal (say the CPU limit's
-    /// SIGKILL) reports 128+N here, as its shell-init does.
-    pub code: Option<i32>,
-    /// The signal that killed the step's first process (SIGKILL when the
-    /// sandbox killed it on the wall-clock limit).
-    pub signal: Option<i32>,
-    /// The wall-clock limit was reached and everything was killed.
-    pub timed_out: bool,
-}
-
-impl Outcome {
-    /// Exit status 0 within the time limit.
-    pub fn success(&self) -> bool {
-        !self.timed_out && self.code == Some(0)
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.timed_out, self.code, self.signal) {
-            (true, _, _) => f.write_str("timed out and was killed"),
-            (false, Some(code), _) => write!(f, "exited with status {code}"),
-            (false, None, Some(signal)) => write!(f, "was killed by signal {signal}"),
-            (false, None, None) => f.write_str("ended in an unknown way"),
-        }
-    }
-}
-
-/// Why the sandbox could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Isolation cannot be set up here (not root, tools missing, namespaces
-    /// refused); builds must be refused unless the operator allows insecure ones.
-    #[error("build isolation is unavailable: {0}")]
-    Unavailable(String),
-    /// A step, path or uid that the sandbox refuses (bad configuration, or a
-    /// request the privileged helper will not carry out).
-    #[error("refused: {0}")]
-    Invalid(String),
-    /// The step's first process could not be started.
-    #[error("starting {program}: {source}")]
-    Spawn {
-        /// What was started.
-        program: PathBuf,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file system operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Processes of a build uid survived SIGKILL; the uid is not reused.
-    #[error("processes of build uid {uid} outlived SIGKILL: {pids:?}")]
-    Leftover {
-        /// The build uid.
-        uid: u32,
-        /// Those still alive.
-        pids: Vec<i32>,
-    },
-    /// The privileged helper failed, went away, or answered nonsense.
-    #[error("sandbox helper: {0}")]
-    Helper(String),
-    /// The step was cancelled and every process of it killed.
-    #[error("cancelled")]
-    Cancelled,
-}
 
 /// What the sandbox is set up with.
 #[derive(Clone, Debug)]
@@ -150,7 +58,7 @@ pub struct SandboxConfig {
 /// server uses.
 #[derive(Clone, Debug)]
 pub struct StartOptions {
-    /// The executable to run as the privileged helper with `privhelper::ARG`;
+    /// The executable to run as the privileged helper with `helper::ARG`;
     /// `None`: this process's own executable.
     pub helper: Option<PathBuf>,
     /// Where `unshare`, `setpriv`, `mount`, `prlimit`, `env` and `sh` are
@@ -185,8 +93,8 @@ struct Inner {
 }
 
 enum Backend {
-    Local(Executor),
-    Helper(privhelper::Client),
+    Local(Box<Executor>),
+    Helper(helper::Client),
 }
 
 impl Sandbox {
@@ -236,7 +144,7 @@ impl Sandbox {
                 me.0
             ))
         } else if let Some(owner) = drop_to {
-            let init = privhelper::Init {
+            let init = helper::Init {
                 uids: config.uids.clone(),
                 work_root: work_root.clone(),
                 owner,
@@ -248,7 +156,7 @@ impl Sandbox {
                     .map_err(|err| format!("finding this executable for the helper: {err}")),
             };
             match exe {
-                Ok(exe) => privhelper::Client::start(&exe, init)
+                Ok(exe) => helper::Client::start(&exe, init)
                     .await
                     .map(Backend::Helper)
                     .map_err(|err| match err {
@@ -258,33 +166,48 @@ impl Sandbox {
                 Err(reason) => Err(reason),
             }
         } else {
-            let executor = Executor::new(
-                tools.clone(),
-                work_root.clone(),
-                config.uids.clone(),
-                me,
-                true,
-            );
             match tools.isolated() {
                 Err(missing) => Err(missing),
-                Ok(_) => executor.probe().await.map(|()| Backend::Local(executor)),
+                Ok(_) => {
+                    let executor = Executor::start(
+                        tools.clone(),
+                        work_root.clone(),
+                        config.uids.clone(),
+                        me,
+                        true,
+                    )?;
+                    executor
+                        .probe()
+                        .await
+                        .map(|()| Backend::Local(Box::new(executor)))
+                }
             }
         };
         let (backend, insecure) = match isolated {
             Ok(backend) => (backend, false),
             Err(reason) if config.insecure => {
                 tools.limited().map_err(Error::Unavailable)?;
-                let executor = Executor::new(tools, work_root, config.uids.clone(), server, false);
+                let executor =
+                    Executor::start(tools, work_root, config.uids.clone(), server, false)?;
                 executor.probe().await.map_err(Error::Unavailable)?;
                 tracing::warn!(
                     reason = %reason,
                     "builds run WITHOUT isolation, as the server's own user (insecure builds allowed)"
                 );
-                (Backend::Local(executor), true)
+                (Backend::Local(Box::new(executor)), true)
             }
             Err(reason) => return Err(Error::Unavailable(reason)),
         };
-        let pool = Pool::new(config.uids.clone());
+        // Processes a server that died left under the build uids go before
+        // any uid is handed out; a uid whose processes outlive SIGKILL is not.
+        let withdrawn = match &backend {
+            Backend::Local(executor) => executor.clear_all().await?,
+            Backend::Helper(client) => client.withdrawn().to_vec(),
+        };
+        if !withdrawn.is_empty() {
+            tracing::error!(uids = ?withdrawn, "build uids withdrawn from the pool: their processes outlived SIGKILL");
+        }
+        let pool = Pool::new(config.uids.clone(), &withdrawn);
         Ok(Sandbox {
             inner: Arc::new(Inner {
                 backend,
@@ -306,6 +229,43 @@ impl Sandbox {
     pub async fn lease(&self) -> Lease {
         let run_as = self.inner.insecure.then_some(self.inner.server_uid);
         self.inner.pool.take(run_as).await
+    }
+
+    /// Where a job whose tree is `job_root` sees it in its steps: at
+    /// [`BUILD_DIR`] when steps are isolated (the sandbox binds it there:
+    /// set `Step::job`), else where it is.
+    pub fn step_root(&self, job_root: &Path) -> PathBuf {
+        if self.inner.insecure {
+            job_root.to_path_buf()
+        } else {
+            PathBuf::from(BUILD_DIR)
+        }
+    }
+
+    /// Makes the lease's job network: a network namespace whose only
+    /// reachable address is the returned listener, which the caller serves
+    /// (the proxy) for the job's `network` steps; `None` in insecure mode,
+    /// where steps use the host's network. Open until `close_network` (or
+    /// the next `open_network` for the uid).
+    pub async fn open_network(
+        &self,
+        lease: &Lease,
+    ) -> Result<Option<std::net::TcpListener>, Error> {
+        let result = match &self.inner.backend {
+            Backend::Local(executor) if !executor.is_isolated() => return Ok(None),
+            Backend::Local(executor) => executor.open_network(lease.pooled()).await,
+            Backend::Helper(client) => client.open_network(lease.pooled()).await,
+        };
+        lease.checked(result).map(Some)
+    }
+
+    /// Forgets the lease's job network.
+    pub async fn close_network(&self, lease: &Lease) -> Result<(), Error> {
+        match &self.inner.backend {
+            Backend::Local(executor) if !executor.is_isolated() => Ok(()),
+            Backend::Local(executor) => executor.close_network(lease.pooled()),
+            Backend::Helper(client) => client.close_network(lease.pooled()).await,
+        }
     }
 
     /// Hands `dirs` (trees strictly below the work root) to the lease's
@@ -377,6 +337,7 @@ async fn open_log(path: &Path) -> Result<OwnedFd, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn outcomes_read_as_sentences() {

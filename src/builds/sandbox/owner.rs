@@ -8,7 +8,7 @@
 //! open directory, while no process of the build uid is alive: a symlink or a
 //! hard link planted by a build never makes root change a file elsewhere.
 
-use super::Error;
+use super::error::Error;
 use rustix::fs::{
     chmodat, chownat, fchown, fstat, openat, statat, AtFlags, Dir, FileType, Mode, OFlags, Stat,
 };
@@ -45,7 +45,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(rustix::io::Errno
 
 /// The components of `path` below `root`: `path` must be absolute, start
 /// with `root` and continue with plain names only (no `.`, `..`).
-fn below<'a>(root: &Path, path: &'a Path) -> Result<Vec<&'a OsStr>, Error> {
+pub(super) fn below<'a>(root: &Path, path: &'a Path) -> Result<Vec<&'a OsStr>, Error> {
     let refused = |why: &str| Error::Invalid(format!("{}: {why}", path.display()));
     let rest = path
         .strip_prefix(root)

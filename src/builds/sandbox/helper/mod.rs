@@ -11,7 +11,9 @@ pub mod wire;
 
 pub use client::Client;
 
-use crate::builds::sandbox::{Error, Executor, Tools};
+use crate::builds::sandbox::command::Tools;
+use crate::builds::sandbox::error::Error;
+use crate::builds::sandbox::exec::Executor;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -50,6 +52,15 @@ pub struct Init {
 /// The helper's whole life, for `main.rs`: serves the channel on stdin until
 /// it closes. Exit status 0 after a clean end, 1 otherwise.
 pub fn main() -> ExitCode {
+    // Dies with the server's thread that started it, even on SIGKILL (and
+    // then its steps die with it); if that happened already, stops now.
+    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .is_err()
+        || rustix::process::getppid().is_none_or(|pid| pid.as_raw_nonzero().get() == 1)
+    {
+        eprintln!("package-cache {ARG}: no server to serve");
+        return ExitCode::FAILURE;
+    }
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -117,7 +128,23 @@ pub async fn serve(channel: OwnedFd) -> Result<(), Error> {
             return Err(err);
         }
     };
-    reply(&channel, request.id, Ok(None)).await;
+    let withdrawn = match executor.clear_all().await {
+        Ok(withdrawn) => withdrawn,
+        Err(err) => {
+            reply(&channel, request.id, Err(Failure::from(&err))).await;
+            return Err(err);
+        }
+    };
+    send(
+        &channel,
+        Reply {
+            id: request.id,
+            result: Ok(None),
+            withdrawn,
+        },
+        None,
+    )
+    .await;
 
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -181,6 +208,31 @@ pub async fn serve(channel: OwnedFd) -> Result<(), Error> {
                     .await;
                 });
             }
+            Op::OpenNetwork { uid } => {
+                let (executor, channel) = (Arc::clone(&executor), Arc::clone(&channel));
+                tracker.spawn(async move {
+                    match executor.open_network(uid).await {
+                        Ok(listener) => {
+                            let reply = Reply {
+                                id,
+                                result: Ok(None),
+                                withdrawn: Vec::new(),
+                            };
+                            send(&channel, reply, Some(&OwnedFd::from(listener))).await;
+                        }
+                        Err(err) => reply(&channel, id, Err(Failure::from(&err))).await,
+                    }
+                });
+            }
+            Op::CloseNetwork { uid } => {
+                let result = executor.close_network(uid);
+                reply(
+                    &channel,
+                    id,
+                    result.map(|()| None).map_err(|e| Failure::from(&e)),
+                )
+                .await;
+            }
             Op::TakeBack { uid, dirs } => {
                 let (executor, channel) = (Arc::clone(&executor), Arc::clone(&channel));
                 tracker.spawn(async move {
@@ -229,7 +281,7 @@ async fn initialise(init: Init) -> Result<Executor, Error> {
         .await
         .map_err(|err| Error::Helper(format!("looking for tools: {err}")))?;
     tools.isolated().map_err(Error::Unavailable)?;
-    let executor = Executor::new(tools, init.work_root, init.uids, init.owner, true);
+    let executor = Executor::start(tools, init.work_root, init.uids, init.owner, true)?;
     executor.probe().await.map_err(Error::Unavailable)?;
     Ok(executor)
 }
@@ -237,9 +289,18 @@ async fn initialise(init: Init) -> Result<Executor, Error> {
 async fn reply(
     channel: &Channel,
     id: u64,
-    result: Result<Option<crate::builds::sandbox::Outcome>, Failure>,
+    result: Result<Option<crate::builds::sandbox::limits::Outcome>, Failure>,
 ) {
-    if let Err(err) = channel.send(&Reply { id, result }, None).await {
+    let reply = Reply {
+        id,
+        result,
+        withdrawn: Vec::new(),
+    };
+    send(channel, reply, None).await
+}
+
+async fn send(channel: &Channel, reply: Reply, fd: Option<&OwnedFd>) {
+    if let Err(err) = channel.send(&reply, fd.map(|fd| fd.as_fd())).await {
         // The server went away or cannot read: nothing else to tell it with.
         tracing::warn!(error = %err, "sandbox helper: reply not sent");
     }

@@ -5,7 +5,9 @@
 
 use super::wire::{Channel, Failure, Op, Reply, Request, WireOs};
 use super::{Init, ARG};
-use crate::builds::sandbox::{Error, Limits, Outcome, Step};
+use crate::builds::sandbox::error::Error;
+use crate::builds::sandbox::limits::{Limits, Outcome};
+use crate::builds::step::Step;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -24,7 +26,15 @@ const INIT_WAIT: Duration = Duration::from_secs(60);
 /// is bounded in the helper by a few seconds).
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Option<Outcome>, Failure>>>>;
+/// A reply as its caller gets it: the result, the uids withdrawn (init
+/// only) and the descriptors that came with it.
+struct Answer {
+    result: Result<Option<Outcome>, Failure>,
+    withdrawn: Vec<u32>,
+    fds: Vec<OwnedFd>,
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Answer>>>;
 
 struct Shared {
     channel: Channel,
@@ -39,6 +49,8 @@ struct Shared {
 /// A running privileged helper. Requests may be made concurrently.
 pub struct Client {
     shared: Arc<Shared>,
+    /// Build uids the helper found it could not clear at start.
+    withdrawn: Vec<u32>,
     _driver: AbortOnDropHandle<()>,
 }
 
@@ -70,12 +82,16 @@ impl Client {
             closed: AtomicBool::new(false),
         });
         let driver = AbortOnDropHandle::new(tokio::spawn(drive(Arc::clone(&shared), child)));
-        let client = Client {
+        let mut client = Client {
             shared,
+            withdrawn: Vec::new(),
             _driver: driver,
         };
-        match tokio::time::timeout(INIT_WAIT, client.call(Op::Init(init), None)).await {
-            Ok(Ok(_)) => Ok(client),
+        match tokio::time::timeout(INIT_WAIT, client.ask(Op::Init(init), None)).await {
+            Ok(Ok(answer)) => {
+                client.withdrawn = answer.withdrawn;
+                Ok(client)
+            }
             Ok(Err(err)) => Err(err),
             Err(_) => Err(Error::Helper(format!(
                 "no answer to init within {}s",
@@ -84,8 +100,22 @@ impl Client {
         }
     }
 
+    /// Build uids whose processes outlived SIGKILL when the helper cleared
+    /// the pool at start: they must not be handed out.
+    pub fn withdrawn(&self) -> &[u32] {
+        &self.withdrawn
+    }
+
     /// Sends one request and waits for its reply.
     pub async fn call(&self, op: Op, fd: Option<&OwnedFd>) -> Result<Option<Outcome>, Error> {
+        self.ask(op, fd)
+            .await
+            .and_then(|answer| flatten(Ok(answer)))
+    }
+
+    /// Sends one request and waits for its whole answer; a failed request
+    /// is its `Error`.
+    async fn ask(&self, op: Op, fd: Option<&OwnedFd>) -> Result<Answer, Error> {
         let (id, reply) = self.register()?;
         let mut guard = Unregister {
             shared: &self.shared,
@@ -93,9 +123,14 @@ impl Client {
             cancel_run: false,
         };
         self.send(id, op, fd).await?;
-        let result = reply.await;
+        let answer = reply
+            .await
+            .map_err(|_| Error::Helper("the helper exited".into()))?;
         guard.id = 0;
-        flatten(result)
+        if let Err(failure) = answer.result {
+            return Err(failure.into_error());
+        }
+        Ok(answer)
     }
 
     /// Runs a step in the helper; see `Sandbox::run`. Dropping the future
@@ -140,6 +175,25 @@ impl Client {
         self.call(Op::HandOver { uid, dirs }, None).await.map(drop)
     }
 
+    /// Makes `uid`'s job network; see `Sandbox::open_network`.
+    pub async fn open_network(&self, uid: u32) -> Result<std::net::TcpListener, Error> {
+        let mut answer = self.ask(Op::OpenNetwork { uid }, None).await?;
+        let fd = answer
+            .fds
+            .pop()
+            .ok_or_else(|| Error::Helper("a job network without its listener".into()))?;
+        let listener = std::net::TcpListener::from(fd);
+        listener
+            .set_nonblocking(true)
+            .map_err(|err| Error::Helper(format!("the job network's listener: {err}")))?;
+        Ok(listener)
+    }
+
+    /// Forgets `uid`'s job network; see `Sandbox::close_network`.
+    pub async fn close_network(&self, uid: u32) -> Result<(), Error> {
+        self.call(Op::CloseNetwork { uid }, None).await.map(drop)
+    }
+
     /// Takes trees back from `uid`; see `Sandbox::take_back`.
     pub async fn take_back(&self, uid: u32, dirs: &[PathBuf]) -> Result<(), Error> {
         let dirs = dirs.iter().map(|dir| WireOs::from(dir.as_path())).collect();
@@ -150,10 +204,7 @@ impl Client {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn register(
-        &self,
-    ) -> Result<(u64, oneshot::Receiver<Result<Option<Outcome>, Failure>>), Error> {
+    fn register(&self) -> Result<(u64, oneshot::Receiver<Answer>), Error> {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         let mut pending = self
@@ -177,12 +228,16 @@ impl Client {
     }
 }
 
-fn flatten(
-    result: Result<Result<Option<Outcome>, Failure>, oneshot::error::RecvError>,
-) -> Result<Option<Outcome>, Error> {
-    match result {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(failure)) => Err(failure.into_error()),
+fn flatten(answer: Result<Answer, oneshot::error::RecvError>) -> Result<Option<Outcome>, Error> {
+    match answer {
+        Ok(Answer {
+            result: Ok(outcome),
+            ..
+        }) => Ok(outcome),
+        Ok(Answer {
+            result: Err(failure),
+            ..
+        }) => Err(failure.into_error()),
         Err(_) => Err(Error::Helper("the helper exited".into())),
     }
 }
@@ -221,7 +276,7 @@ async fn drive(shared: Arc<Shared>, mut child: tokio::process::Child) {
     let mut buf = Vec::new();
     loop {
         match shared.channel.recv(&mut buf).await {
-            Ok(Some((len, _fds))) => match serde_json::from_slice::<Reply>(&buf[..len]) {
+            Ok(Some((len, fds))) => match serde_json::from_slice::<Reply>(&buf[..len]) {
                 Ok(reply) => {
                     let waiter = shared
                         .pending
@@ -229,7 +284,11 @@ async fn drive(shared: Arc<Shared>, mut child: tokio::process::Child) {
                         .expect("the pending lock is never held across a panic")
                         .remove(&reply.id);
                     if let Some(waiter) = waiter {
-                        let _ = waiter.send(reply.result);
+                        let _ = waiter.send(Answer {
+                            result: reply.result,
+                            withdrawn: reply.withdrawn,
+                            fds,
+                        });
                     }
                 }
                 Err(err) => {

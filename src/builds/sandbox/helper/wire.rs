@@ -1,9 +1,12 @@
 //! The helper's channel: a `SOCK_SEQPACKET` socket pair carrying one JSON
 //! request or reply per message (so a message is never split or merged) and,
 //! with a `run` request, the log file's descriptor (`SCM_RIGHTS`), so the
-//! root helper never opens a file by a path the server chose.
+//! root helper never opens a file by a path the server chose; with the
+//! answer to `open_network`, the job network's listening socket.
 
-use crate::builds::sandbox::{Limits, Outcome, Step};
+use crate::builds::sandbox::error::Error;
+use crate::builds::sandbox::limits::{Limits, Outcome};
+use crate::builds::step::Step;
 use rustix::net::{
     recvmsg, sendmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage,
     RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags,
@@ -66,6 +69,16 @@ pub enum Op {
         /// The trees.
         dirs: Vec<WireOs>,
     },
+    /// Make `uid`'s job network; the reply carries its listening socket.
+    OpenNetwork {
+        /// A uid of the pool.
+        uid: u32,
+    },
+    /// Forget `uid`'s job network.
+    CloseNetwork {
+        /// A uid of the pool.
+        uid: u32,
+    },
 }
 
 /// The helper's answer to the request with the same id.
@@ -75,6 +88,10 @@ pub struct Reply {
     pub id: u64,
     /// `Ok(Some(outcome))` for a run, `Ok(None)` for the others.
     pub result: Result<Option<Outcome>, Failure>,
+    /// For `init`: build uids whose processes outlived SIGKILL when the
+    /// helper cleared them at start; they must not be used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<u32>,
 }
 
 /// A failed request, as `sandbox::Error` minus the unserialisable parts.
@@ -105,9 +122,8 @@ pub enum FailureKind {
     Other,
 }
 
-impl From<&crate::builds::sandbox::Error> for Failure {
-    fn from(err: &crate::builds::sandbox::Error) -> Failure {
-        use crate::builds::sandbox::Error;
+impl From<&Error> for Failure {
+    fn from(err: &Error) -> Failure {
         let (kind, message, leftover) = match err {
             Error::Unavailable(reason) => (FailureKind::Unavailable, reason.clone(), None),
             Error::Invalid(reason) => (FailureKind::Invalid, reason.clone(), None),
@@ -138,8 +154,7 @@ impl Failure {
     }
 
     /// The `sandbox::Error` this stands for.
-    pub fn into_error(self) -> crate::builds::sandbox::Error {
-        use crate::builds::sandbox::Error;
+    pub fn into_error(self) -> Error {
         match (self.kind, self.leftover) {
             (FailureKind::Unavailable, _) => Error::Unavailable(self.message),
             (FailureKind::Invalid, _) => Error::Invalid(self.message),
@@ -205,6 +220,9 @@ pub struct WireStep {
     pub cwd: WireOs,
     /// `Step::network`.
     pub network: bool,
+    /// `Step::job`.
+    #[serde(default)]
+    pub job: Option<WireOs>,
 }
 
 impl From<&Step> for WireStep {
@@ -216,6 +234,7 @@ impl From<&Step> for WireStep {
             env: step.env.iter().map(|(k, v)| (os(k), os(v))).collect(),
             cwd: step.cwd.as_path().into(),
             network: step.network,
+            job: step.job.as_deref().map(WireOs::from),
         }
     }
 }
@@ -228,6 +247,7 @@ impl From<WireStep> for Step {
             env: step.env.into_iter().map(|(k, v)| (k.0, v.0)).collect(),
             cwd: step.cwd.into_path(),
             network: step.network,
+            job: step.job.map(WireOs::into_path),
         }
     }
 }
