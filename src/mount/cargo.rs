@@ -5,7 +5,8 @@
 //! for a version. Index files themselves pass byte for byte (`pubtime`,
 //! `yanked` and fields unknown here included). Pure: no I/O.
 
-use super::Checksum;
+use super::{artifact, document, Checksum, Class};
+use crate::config::Mount;
 use bytes::Bytes;
 
 /// Where the cache serves crate downloads on a Cargo mount: the default
@@ -241,6 +242,19 @@ pub fn checksum_for(index: &[u8], krate: &str, version: &str) -> Option<Checksum
         .cksum
 }
 
+/// Cargo: `config.json` and index files are documents; a download on the
+/// cache's own `dl` is an artifact. Its upstream path here is the default
+/// `dl` layout on the sources (`/api/v1/crates/C/V/download`); a registry
+/// whose `dl` is elsewhere needs the stored `config.json`
+/// ([`download_url`]) to find it.
+pub(super) fn classify(mount: &Mount, path: &str) -> Class {
+    match route(path) {
+        Route::Config | Route::Index(_) => document(mount, path, None),
+        Route::Download { .. } => artifact(path),
+        Route::Pass => Class::Pass,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,5 +410,37 @@ mod tests {
         assert_eq!(checksum_for(index.as_bytes(), "abc", "0.3.0"), None);
         assert_eq!(checksum_for(index.as_bytes(), "abc", "9.9.9"), None);
         assert_eq!(checksum_for(index.as_bytes(), "xyz", "0.1.0"), None);
+    }
+
+    #[test]
+    fn cargo_index_files_are_documents_and_downloads_artifacts() {
+        let m = crate::mount::tests::mount(crate::config::Profile::Cargo);
+        for p in [
+            "/config.json",
+            "/1/z",
+            "/2/xy",
+            "/3/a/abc",
+            "/fi/xt/fixture-core",
+        ] {
+            match crate::mount::classify(&m, p, None) {
+                Class::Document(spec) => {
+                    assert_eq!((spec.path.as_str(), spec.repr), (p, None));
+                    assert_eq!(spec.key, format!("m\n{p}\n-"));
+                }
+                other => panic!("{p}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            crate::mount::classify(&m, "/api/v1/crates/abc/0.2.0/download", None),
+            Class::Artifact {
+                upstream: crate::mount::MountUpstream::Sources,
+                path: "/api/v1/crates/abc/0.2.0/download".into()
+            }
+        );
+        assert_eq!(crate::mount::classify(&m, "/3/b/abc", None), Class::Pass);
+        assert_eq!(
+            crate::mount::classify(&m, "/api/v1/crates/new", None),
+            Class::Pass
+        );
     }
 }

@@ -96,7 +96,7 @@ pub enum Class {
 }
 
 /// Classifies `path` (raw, after `/NAME`) for `mount`. `accept` is the
-/// client's `Accept` header (pypi's representation).
+/// client's `Accept` header (pypi's and npm's representations).
 pub fn classify(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
     if path.is_empty() {
         return Class::Redirect(format!("/{}/", mount.name));
@@ -112,9 +112,9 @@ pub fn classify(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
             }
         }
         Profile::Generic => artifact(path),
-        Profile::Npm => classify_npm(mount, path, accept),
-        Profile::Cargo => classify_cargo(mount, path),
-        Profile::Go => classify_go(mount, path),
+        Profile::Npm => npm::classify(mount, path, accept),
+        Profile::Cargo => cargo::classify(mount, path),
+        Profile::Go => go::classify(mount, path),
     }
 }
 
@@ -231,49 +231,6 @@ fn classify_rubygems(mount: &Mount, path: &str) -> Class {
     artifact(path)
 }
 
-fn classify_npm(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
-    let repr = |r| Some(Repr::Npm(r));
-    match npm::route(path) {
-        npm::Route::Packument(name) => keyed_document(
-            mount,
-            &format!("/{}", name.as_path()),
-            &format!("/{}", name.upstream_segment()),
-            repr(npm::negotiate(accept)),
-        ),
-        // The registry has one representation of a version manifest.
-        npm::Route::Version(name, version) => {
-            let encoded = percent_encoding::utf8_percent_encode(&version, PATH_SEGMENT);
-            keyed_document(
-                mount,
-                &format!("/{}/{version}", name.as_path()),
-                &format!("/{}/{encoded}", name.upstream_segment()),
-                repr(npm::Repr::Full),
-            )
-        }
-        npm::Route::Tarball { upstream_path, .. } => Class::Artifact {
-            upstream: MountUpstream::Sources,
-            path: upstream_path,
-        },
-        npm::Route::Files { authority, path } => files_artifact(mount, &authority, path),
-        npm::Route::Keys => document(mount, path, None),
-        npm::Route::Pass => Class::Pass,
-    }
-}
-
-/// Characters a path segment must encode (RFC 3986 `pchar` keeps the rest).
-const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
-
 /// A file of the mount's files host `authority`, if it is one.
 fn files_artifact(mount: &Mount, authority: &str, path: String) -> Class {
     match mount
@@ -289,53 +246,12 @@ fn files_artifact(mount: &Mount, authority: &str, path: String) -> Class {
     }
 }
 
-/// Cargo: `config.json` and index files are documents; a download on the
-/// cache's own `dl` is an artifact. Its upstream path here is the default
-/// `dl` layout on the sources (`/api/v1/crates/C/V/download`); a registry
-/// whose `dl` is elsewhere needs the stored `config.json`
-/// ([`cargo::download_url`]) to find it.
-fn classify_cargo(mount: &Mount, path: &str) -> Class {
-    match cargo::route(path) {
-        cargo::Route::Config | cargo::Route::Index(_) => document(mount, path, None),
-        cargo::Route::Download { .. } => artifact(path),
-        cargo::Route::Pass => Class::Pass,
-    }
-}
-
-/// Go: lists, `@latest`, query answers and the sumdb's `supported` and
-/// `latest` are documents; a canonical version's files and sumdb lookups and
-/// tiles never change. Paths are fetched with `!` unencoded.
-fn classify_go(mount: &Mount, path: &str) -> Class {
-    let decoded = || percent_decode_str(path).decode_utf8_lossy().into_owned();
-    match go::route(path) {
-        go::Route::List(_)
-        | go::Route::Latest(_)
-        | go::Route::Query { .. }
-        | go::Route::Sumdb {
-            path: go::SumdbPath::Supported | go::SumdbPath::Latest,
-            ..
-        } => {
-            let decoded = decoded();
-            keyed_document(mount, &decoded, &decoded, None)
-        }
-        go::Route::Version { .. }
-        | go::Route::Sumdb {
-            path: go::SumdbPath::Lookup { .. } | go::SumdbPath::Tile(_),
-            ..
-        } => Class::Artifact {
-            upstream: MountUpstream::Sources,
-            path: decoded(),
-        },
-        go::Route::Pass => Class::Pass,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::SourceUrl;
 
-    fn mount(profile: Profile) -> Mount {
+    pub(crate) fn mount(profile: Profile) -> Mount {
         Mount {
             name: "m".into(),
             profile,
@@ -432,155 +348,5 @@ mod tests {
             classify(&m, "/distfiles/ab/foo.tar.gz", None),
             Class::Artifact { .. }
         ));
-    }
-
-    #[test]
-    fn npm_packuments_are_documents_per_representation() {
-        let m = mount(Profile::Npm);
-        let pnpm = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
-        let keys: Vec<_> = [
-            "/@acme%2fleft-pad2",
-            "/@acme%2Fleft-pad2",
-            "/@acme/left-pad2",
-        ]
-        .into_iter()
-        .flat_map(|p| [classify(&m, p, Some(pnpm)), classify(&m, p, None)])
-        .map(|class| match class {
-            Class::Document(spec) => {
-                assert_eq!(spec.path, "/@acme%2fleft-pad2");
-                (spec.key, spec.repr)
-            }
-            other => panic!("{other:?}"),
-        })
-        .collect();
-        assert_eq!(
-            keys[0],
-            (
-                "m\n/@acme/left-pad2\nabbreviated".to_string(),
-                Some(Repr::Npm(npm::Repr::Abbreviated))
-            )
-        );
-        assert_eq!(keys[1].0, "m\n/@acme/left-pad2\nfull");
-        assert!(keys.iter().step_by(2).all(|k| *k == keys[0]));
-        assert!(keys.iter().skip(1).step_by(2).all(|k| *k == keys[1]));
-        match classify(&m, "/acme-multi/1.1.0", Some(pnpm)) {
-            Class::Document(spec) => assert_eq!(spec.path, "/acme-multi/1.1.0"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            classify(&m, "/@acme%2fleft-pad2/-/left-pad2-1.0.0.tgz", None),
-            Class::Artifact {
-                upstream: MountUpstream::Sources,
-                path: "/@acme/left-pad2/-/left-pad2-1.0.0.tgz".into()
-            }
-        );
-        assert_eq!(
-            classify(&m, "/_files/files.example:8080/t/a-1.0.0.tgz", None),
-            Class::Artifact {
-                upstream: MountUpstream::Files(0),
-                path: "/t/a-1.0.0.tgz".into()
-            }
-        );
-        assert_eq!(
-            classify(&m, "/_files/evil.example/t/a-1.0.0.tgz", None),
-            Class::NotFound
-        );
-        assert_eq!(classify(&m, "/-/v1/search", None), Class::Pass);
-        assert!(matches!(
-            classify(&m, "/-/npm/v1/keys", None),
-            Class::Document(DocSpec { repr: None, .. })
-        ));
-    }
-
-    #[test]
-    fn cargo_index_files_are_documents_and_downloads_artifacts() {
-        let m = mount(Profile::Cargo);
-        for p in [
-            "/config.json",
-            "/1/z",
-            "/2/xy",
-            "/3/a/abc",
-            "/fi/xt/fixture-core",
-        ] {
-            match classify(&m, p, None) {
-                Class::Document(spec) => {
-                    assert_eq!((spec.path.as_str(), spec.repr), (p, None));
-                    assert_eq!(spec.key, format!("m\n{p}\n-"));
-                }
-                other => panic!("{p}: {other:?}"),
-            }
-        }
-        assert_eq!(
-            classify(&m, "/api/v1/crates/abc/0.2.0/download", None),
-            Class::Artifact {
-                upstream: MountUpstream::Sources,
-                path: "/api/v1/crates/abc/0.2.0/download".into()
-            }
-        );
-        assert_eq!(classify(&m, "/3/b/abc", None), Class::Pass);
-        assert_eq!(classify(&m, "/api/v1/crates/new", None), Class::Pass);
-    }
-
-    #[test]
-    fn go_lists_are_documents_and_versions_artifacts() {
-        let m = mount(Profile::Go);
-        for (p, fetched) in [
-            ("/example.test/hello/@v/list", "/example.test/hello/@v/list"),
-            (
-                "/example.test/%21shout/@latest",
-                "/example.test/!shout/@latest",
-            ),
-            (
-                "/example.test/hello/@v/master.info",
-                "/example.test/hello/@v/master.info",
-            ),
-            (
-                "/sumdb/sum.example.test/supported",
-                "/sumdb/sum.example.test/supported",
-            ),
-            (
-                "/sumdb/sum.example.test/latest",
-                "/sumdb/sum.example.test/latest",
-            ),
-        ] {
-            match classify(&m, p, None) {
-                Class::Document(spec) => {
-                    assert_eq!(spec.path, fetched);
-                    assert_eq!(spec.key, format!("m\n{fetched}\n-"));
-                }
-                other => panic!("{p}: {other:?}"),
-            }
-        }
-        for (p, fetched) in [
-            (
-                "/example.test/%21shout/@v/v0.1.0.zip",
-                "/example.test/!shout/@v/v0.1.0.zip",
-            ),
-            (
-                "/example.test/hello/@v/v1.0.0.info",
-                "/example.test/hello/@v/v1.0.0.info",
-            ),
-            (
-                "/sumdb/sum.example.test/lookup/example.test/hello@v1.0.0",
-                "/sumdb/sum.example.test/lookup/example.test/hello@v1.0.0",
-            ),
-            (
-                "/sumdb/sum.example.test/tile/8/0/000.p/3",
-                "/sumdb/sum.example.test/tile/8/0/000.p/3",
-            ),
-        ] {
-            assert_eq!(
-                classify(&m, p, None),
-                Class::Artifact {
-                    upstream: MountUpstream::Sources,
-                    path: fetched.into()
-                },
-                "{p}"
-            );
-        }
-        assert_eq!(
-            classify(&m, "/example.test/Hello/@v/list", None),
-            Class::Pass
-        );
     }
 }

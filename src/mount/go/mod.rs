@@ -10,6 +10,8 @@ mod sum;
 
 pub use sum::{h1_of_mod, h1_of_zip, parse_go_sum, parse_lookup, Error, SumLine};
 
+use super::{keyed_document, Class, MountUpstream};
+use crate::config::Mount;
 use percent_encoding::percent_decode_str;
 
 /// What a path (after the mount's `/NAME`) is on a module proxy. Module
@@ -325,6 +327,15 @@ pub fn is_canonical(v: &str) -> bool {
     core_ok && pre_ok
 }
 
+/// Whether an upstream status means "no such module or version" in the GOPROXY
+/// protocol: 404 and 410, on which `go` moves to the next entry of a
+/// comma-separated GOPROXY list. Any other failure stops it, so a proxy must
+/// pass these two as they are and never answer them for an upstream it could
+/// not reach.
+pub fn is_not_found(status: u16) -> bool {
+    status == 404 || status == 410
+}
+
 /// The path on a module proxy (after the mount) of one version's file, from
 /// the module path and version as go.sum spells them (unescaped).
 pub fn version_path(module: &str, version: &str, file: VersionFile) -> Option<String> {
@@ -334,6 +345,34 @@ pub fn version_path(module: &str, version: &str, file: VersionFile) -> Option<St
         escape(version)?,
         file.as_str()
     ))
+}
+
+/// Go: lists, `@latest`, query answers and the sumdb's `supported` and
+/// `latest` are documents; a canonical version's files and sumdb lookups and
+/// tiles never change. Paths are fetched with `!` unencoded.
+pub(super) fn classify(mount: &Mount, path: &str) -> Class {
+    let decoded = || percent_decode_str(path).decode_utf8_lossy().into_owned();
+    match route(path) {
+        Route::List(_)
+        | Route::Latest(_)
+        | Route::Query { .. }
+        | Route::Sumdb {
+            path: SumdbPath::Supported | SumdbPath::Latest,
+            ..
+        } => {
+            let decoded = decoded();
+            keyed_document(mount, &decoded, &decoded, None)
+        }
+        Route::Version { .. }
+        | Route::Sumdb {
+            path: SumdbPath::Lookup { .. } | SumdbPath::Tile(_),
+            ..
+        } => Class::Artifact {
+            upstream: MountUpstream::Sources,
+            path: decoded(),
+        },
+        Route::Pass => Class::Pass,
+    }
 }
 
 #[cfg(test)]

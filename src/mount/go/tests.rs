@@ -126,6 +126,14 @@ fn module_proxy_paths() {
 }
 
 #[test]
+fn only_404_and_410_are_not_found() {
+    assert!(is_not_found(404) && is_not_found(410));
+    for other in [200, 403, 500, 502, 504] {
+        assert!(!is_not_found(other), "{other}");
+    }
+}
+
+#[test]
 fn sumdb_paths() {
     let sumdb = |path: SumdbPath| Route::Sumdb {
         db: "sum.example.test".into(),
@@ -178,5 +186,68 @@ fn sumdb_paths() {
     assert_eq!(
         version_path("example.test/Shout", "v0.1.0", VersionFile::Zip).as_deref(),
         Some("/example.test/!shout/@v/v0.1.0.zip")
+    );
+}
+
+#[test]
+fn go_lists_are_documents_and_versions_artifacts() {
+    let m = crate::mount::tests::mount(crate::config::Profile::Go);
+    for (p, fetched) in [
+        ("/example.test/hello/@v/list", "/example.test/hello/@v/list"),
+        (
+            "/example.test/%21shout/@latest",
+            "/example.test/!shout/@latest",
+        ),
+        (
+            "/example.test/hello/@v/master.info",
+            "/example.test/hello/@v/master.info",
+        ),
+        (
+            "/sumdb/sum.example.test/supported",
+            "/sumdb/sum.example.test/supported",
+        ),
+        (
+            "/sumdb/sum.example.test/latest",
+            "/sumdb/sum.example.test/latest",
+        ),
+    ] {
+        match crate::mount::classify(&m, p, None) {
+            Class::Document(spec) => {
+                assert_eq!(spec.path, fetched);
+                assert_eq!(spec.key, format!("m\n{fetched}\n-"));
+            }
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+    for (p, fetched) in [
+        (
+            "/example.test/%21shout/@v/v0.1.0.zip",
+            "/example.test/!shout/@v/v0.1.0.zip",
+        ),
+        (
+            "/example.test/hello/@v/v1.0.0.info",
+            "/example.test/hello/@v/v1.0.0.info",
+        ),
+        (
+            "/sumdb/sum.example.test/lookup/example.test/hello@v1.0.0",
+            "/sumdb/sum.example.test/lookup/example.test/hello@v1.0.0",
+        ),
+        (
+            "/sumdb/sum.example.test/tile/8/0/000.p/3",
+            "/sumdb/sum.example.test/tile/8/0/000.p/3",
+        ),
+    ] {
+        assert_eq!(
+            crate::mount::classify(&m, p, None),
+            Class::Artifact {
+                upstream: MountUpstream::Sources,
+                path: fetched.into()
+            },
+            "{p}"
+        );
+    }
+    assert_eq!(
+        crate::mount::classify(&m, "/example.test/Hello/@v/list", None),
+        Class::Pass
     );
 }

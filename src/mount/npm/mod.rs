@@ -9,6 +9,8 @@ mod packument;
 
 pub use packument::{rewrite, Error, Rewritten};
 
+use super::{document, files_artifact, keyed_document, Class, MountUpstream};
+use crate::config::Mount;
 use percent_encoding::percent_decode_str;
 
 /// Which representation of a packument.
@@ -248,6 +250,51 @@ fn decode(raw: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
+/// The class of `path` on an npm mount: packuments and version manifests are
+/// documents (packuments one per representation), tarballs artifacts.
+pub(super) fn classify(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
+    let repr = |r| Some(super::Repr::Npm(r));
+    match route(path) {
+        Route::Packument(name) => keyed_document(
+            mount,
+            &format!("/{}", name.as_path()),
+            &format!("/{}", name.upstream_segment()),
+            repr(negotiate(accept)),
+        ),
+        // The registry has one representation of a version manifest.
+        Route::Version(name, version) => {
+            let encoded = percent_encoding::utf8_percent_encode(&version, PATH_SEGMENT);
+            keyed_document(
+                mount,
+                &format!("/{}/{version}", name.as_path()),
+                &format!("/{}/{encoded}", name.upstream_segment()),
+                repr(Repr::Full),
+            )
+        }
+        Route::Tarball { upstream_path, .. } => Class::Artifact {
+            upstream: MountUpstream::Sources,
+            path: upstream_path,
+        },
+        Route::Files { authority, path } => files_artifact(mount, &authority, path),
+        Route::Keys => document(mount, path, None),
+        Route::Pass => Class::Pass,
+    }
+}
+
+/// Characters a path segment must encode (RFC 3986 `pchar` keeps the rest).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +417,71 @@ mod tests {
         }
         let long = "a".repeat(215);
         assert_eq!(route(&format!("/{long}")), Route::Pass);
+    }
+
+    #[test]
+    fn npm_packuments_are_documents_per_representation() {
+        let m = crate::mount::tests::mount(crate::config::Profile::Npm);
+        let pnpm = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
+        let keys: Vec<_> = [
+            "/@acme%2fleft-pad2",
+            "/@acme%2Fleft-pad2",
+            "/@acme/left-pad2",
+        ]
+        .into_iter()
+        .flat_map(|p| {
+            [
+                crate::mount::classify(&m, p, Some(pnpm)),
+                crate::mount::classify(&m, p, None),
+            ]
+        })
+        .map(|class| match class {
+            Class::Document(spec) => {
+                assert_eq!(spec.path, "/@acme%2fleft-pad2");
+                (spec.key, spec.repr)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+        assert_eq!(
+            keys[0],
+            (
+                "m\n/@acme/left-pad2\nabbreviated".to_string(),
+                Some(crate::mount::Repr::Npm(Repr::Abbreviated))
+            )
+        );
+        assert_eq!(keys[1].0, "m\n/@acme/left-pad2\nfull");
+        assert!(keys.iter().step_by(2).all(|k| *k == keys[0]));
+        assert!(keys.iter().skip(1).step_by(2).all(|k| *k == keys[1]));
+        match crate::mount::classify(&m, "/acme-multi/1.1.0", Some(pnpm)) {
+            Class::Document(spec) => assert_eq!(spec.path, "/acme-multi/1.1.0"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            crate::mount::classify(&m, "/@acme%2fleft-pad2/-/left-pad2-1.0.0.tgz", None),
+            Class::Artifact {
+                upstream: MountUpstream::Sources,
+                path: "/@acme/left-pad2/-/left-pad2-1.0.0.tgz".into()
+            }
+        );
+        assert_eq!(
+            crate::mount::classify(&m, "/_files/files.example:8080/t/a-1.0.0.tgz", None),
+            Class::Artifact {
+                upstream: MountUpstream::Files(0),
+                path: "/t/a-1.0.0.tgz".into()
+            }
+        );
+        assert_eq!(
+            crate::mount::classify(&m, "/_files/evil.example/t/a-1.0.0.tgz", None),
+            Class::NotFound
+        );
+        assert_eq!(
+            crate::mount::classify(&m, "/-/v1/search", None),
+            Class::Pass
+        );
+        assert!(matches!(
+            crate::mount::classify(&m, "/-/npm/v1/keys", None),
+            Class::Document(crate::mount::DocSpec { repr: None, .. })
+        ));
     }
 }
