@@ -191,6 +191,21 @@ pub fn download_url(
     Some(url)
 }
 
+/// Where a crate download of `mount` comes from: the upstream `dl` (from the
+/// stored `config.json`) expanded for the crate, on one of the mount's sources
+/// or files hosts. `None` when the template cannot be expanded or points at a
+/// host the operator did not configure.
+pub fn download_upstream(
+    mount: &Mount,
+    upstream_dl: &str,
+    krate: &str,
+    version: &str,
+    cksum: Option<&Checksum>,
+) -> Option<(crate::mount::MountUpstream, String)> {
+    let url = url::Url::parse(&download_url(upstream_dl, krate, version, cksum)?).ok()?;
+    super::link::locate(mount, &url)
+}
+
 /// One version of a crate, as one line of its index file says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -441,6 +456,42 @@ mod tests {
         assert_eq!(
             crate::mount::classify(&m, "/api/v1/crates/new", None),
             Class::Pass
+        );
+    }
+
+    #[test]
+    fn downloads_are_fetched_only_from_configured_hosts() {
+        use crate::mount::MountUpstream;
+        let m = crate::mount::tests::mount(crate::config::Profile::Cargo);
+        assert_eq!(
+            download_upstream(
+                &m,
+                "http://index.example/api/v1/crates",
+                "abc",
+                "0.2.0",
+                None
+            ),
+            Some((
+                MountUpstream::Sources,
+                "/api/v1/crates/abc/0.2.0/download".into()
+            ))
+        );
+        assert_eq!(
+            download_upstream(
+                &m,
+                "http://files.example:8080/crates/{crate}/{crate}-{version}.crate",
+                "UpCase",
+                "0.1.0",
+                None
+            ),
+            Some((
+                MountUpstream::Files(0),
+                "/crates/UpCase/UpCase-0.1.0.crate".into()
+            ))
+        );
+        assert_eq!(
+            download_upstream(&m, "https://elsewhere.example/dl", "abc", "0.2.0", None),
+            None
         );
     }
 }

@@ -250,6 +250,20 @@ fn decode(raw: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
+/// [`rewrite`] for `mount` served at `mount_url`: tarballs on its sources or
+/// files hosts lead through it ([`super::link::mount_path`]); any other host
+/// is left as it is and counted in [`Rewritten::unmapped`].
+pub fn rewrite_for(
+    mount: &Mount,
+    mount_url: &str,
+    page_url: &url::Url,
+    body: bytes::Bytes,
+) -> Result<Rewritten, Error> {
+    rewrite(body, page_url, mount_url, &|link| {
+        super::link::mount_path(mount, link)
+    })
+}
+
 /// The class of `path` on an npm mount: packuments and version manifests are
 /// documents (packuments one per representation), tarballs artifacts.
 pub(super) fn classify(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
@@ -482,6 +496,33 @@ mod tests {
         assert!(matches!(
             crate::mount::classify(&m, "/-/npm/v1/keys", None),
             Class::Document(crate::mount::DocSpec { repr: None, .. })
+        ));
+    }
+
+    #[test]
+    fn a_mount_rewrites_links_to_its_sources_and_files_hosts() {
+        let m = crate::mount::tests::mount(crate::config::Profile::Npm);
+        let body = r#"{"versions":{"1.0.0":{"dist":{"tarball":"http://index.example/a/-/a-1.0.0.tgz","shasum":"0000000000000000000000000000000000000000"}},"2.0.0":{"dist":{"tarball":"http://files.example:8080/t/a-2.0.0.tgz"}},"3.0.0":{"dist":{"tarball":"http://other.example/a-3.0.0.tgz"}}}}"#;
+        let page = url::Url::parse("http://index.example/a").expect("url");
+        let out = rewrite_for(&m, "http://cache.example/m", &page, body.into()).expect("json");
+        assert_eq!(
+            String::from_utf8_lossy(&out.body),
+            body.replace("http://index.example/", "http://cache.example/m/")
+                .replace(
+                    "http://files.example:8080/",
+                    "http://cache.example/m/_files/files.example:8080/"
+                )
+        );
+        assert_eq!(out.digests.len(), 1);
+        assert_eq!(out.digests[0].0, "/a/-/a-1.0.0.tgz");
+        assert_eq!(out.unmapped, 1);
+        // The rewritten paths are what the mount classifies as those tarballs.
+        assert!(matches!(
+            crate::mount::classify(&m, "/_files/files.example:8080/t/a-2.0.0.tgz", None),
+            Class::Artifact {
+                upstream: MountUpstream::Files(0),
+                ..
+            }
         ));
     }
 }
