@@ -4,8 +4,9 @@
 //! the database verified through the cache, a tampered zip refused when its hash is known,
 //! 404 passed so go moves to its next GOPROXY entry. Also the pure `h1:` code against go's own.
 //!
-//! The tests through the cache wait for phase B of issue 10 (the go profile wired into the
-//! proxy) and are ignored until then.
+//! The go profile's documents and immutable files need no rewriting, so the proxy serves them
+//! through `mount::classify` already; checking a zip against a known `h1:` waits for phase B
+//! of issue 10, and its test is ignored until then.
 
 mod support;
 
@@ -191,7 +192,6 @@ async fn h1_hashes_agree_with_go_and_its_checksum_database() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn go_through_the_cache_cold_then_with_the_upstream_stopped() {
     let mut world = World::start().await;
     let proxy = world.proxy(&world.upstream, &["--index-ttl", "1"]).await;
@@ -212,6 +212,10 @@ async fn go_through_the_cache_cold_then_with_the_upstream_stopped() {
         assert!(l.contains("\"package-cache/"), "{l}");
     }
 
+    // The database's signed head, as a client that checks the log's growth asks for it.
+    let latest = get(&proxy.url(&format!("/go/sumdb/{SUMDB}/latest"))).await;
+    assert_eq!(latest.status, 200);
+
     // The upstream gone, documents past their TTL, a fresh module cache: still verified.
     world.upstream.stop().await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -222,6 +226,13 @@ async fn go_through_the_cache_cold_then_with_the_upstream_stopped() {
         let got = get(&proxy.url(&format!("/go/sumdb/{SUMDB}/{doc}"))).await;
         assert_eq!(got.status, 200, "{doc} offline");
     }
+    assert_eq!(
+        get(&proxy.url(&format!("/go/sumdb/{SUMDB}/latest")))
+            .await
+            .body,
+        latest.body,
+        "the stored head"
+    );
 }
 
 #[tokio::test]
@@ -270,7 +281,6 @@ async fn a_tampered_zip_is_refused_when_its_hash_is_known() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn not_found_upstream_lets_go_try_its_next_proxy() {
     let world = World::start().await;
     // The cache's upstream lacks example.test/Shout; the next GOPROXY entry has it.
