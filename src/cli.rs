@@ -112,12 +112,14 @@ pub struct Args {
     pub max_connections: usize,
 
     /// A named upstream mounted under /NAME/ (NAME=URL); repeat a NAME to add failover sources.
-    /// The names pypi, rubygems and gentoo pick their profile. user:password@ in the URL is
-    /// sent to that source's origin as credentials (and kept out of logs and the cache).
+    /// The names pypi, rubygems, gentoo, npm, cargo (or crates) and go pick their profile.
+    /// user:password@ in the URL is sent to that source's origin as credentials (and kept
+    /// out of logs and the cache).
     #[arg(long = "mirror", value_name = "NAME=URL")]
     pub mirrors: Vec<String>,
 
-    /// The profile of a mount (NAME=pypi|rubygems|gentoo|generic), when its name does not say.
+    /// The profile of a mount (NAME=pypi|rubygems|gentoo|generic|npm|cargo|go), when its name
+    /// does not say.
     #[arg(long = "profile", value_name = "NAME=PROFILE")]
     pub profiles: Vec<String>,
 

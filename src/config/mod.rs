@@ -6,8 +6,8 @@
 mod build;
 mod credential;
 mod mounts;
-mod upstream;
 mod shared;
+mod upstream;
 
 use crate::cli::Args;
 pub use build::BuildConfig;

@@ -18,6 +18,12 @@ pub enum Profile {
     Gentoo,
     /// Every path an immutable file.
     Generic,
+    /// An npm registry (packuments rewritten to route tarballs through the cache).
+    Npm,
+    /// A Cargo sparse registry (`config.json` rewritten to route crates through the cache).
+    Cargo,
+    /// A Go module proxy (GOPROXY protocol) and the checksum database it proxies.
+    Go,
 }
 
 impl Profile {
@@ -27,7 +33,19 @@ impl Profile {
             "rubygems" => Some(Profile::Rubygems),
             "gentoo" => Some(Profile::Gentoo),
             "generic" => Some(Profile::Generic),
+            "npm" => Some(Profile::Npm),
+            "cargo" => Some(Profile::Cargo),
+            "go" => Some(Profile::Go),
             _ => None,
+        }
+    }
+
+    /// The profile a mount's name picks when no `--profile` is given:
+    /// `crates` (the name users give a crates index) is Cargo too.
+    fn of_name(name: &str) -> Profile {
+        match name {
+            "crates" => Profile::Cargo,
+            _ => Profile::parse(name).unwrap_or(Profile::Generic),
         }
     }
 }
@@ -82,7 +100,7 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
             Some(mount) => mount.sources.push(source),
             None => mounts.push(Mount {
                 name: name.to_string(),
-                profile: Profile::parse(name).unwrap_or(Profile::Generic),
+                profile: Profile::of_name(name),
                 sources: vec![source],
                 files_hosts: Vec::new(),
                 index_path: None,
@@ -99,7 +117,7 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
         let profile = Profile::parse(value).ok_or_else(|| Error::Mount {
             option: "--profile",
             value: raw.clone(),
-            reason: "PROFILE must be pypi, rubygems, gentoo or generic".to_string(),
+            reason: "PROFILE must be pypi, rubygems, gentoo, generic, npm, cargo or go".to_string(),
         })?;
         let mount = mounts
             .iter_mut()
@@ -286,6 +304,32 @@ mod tests {
             ]
         );
         assert_eq!(c.mounts[0].sources.len(), 2);
+        let more = args(&[
+            "--mirror",
+            "npm=http://n.example/",
+            "--mirror",
+            "crates=http://c.example/",
+            "--mirror",
+            "go=http://g.example/",
+            "--mirror",
+            "private=http://p.example/",
+            "--profile",
+            "private=cargo",
+            "--mirror",
+            "cargo=http://k.example/",
+        ])
+        .unwrap();
+        let profiles: Vec<_> = more.mounts.iter().map(|m| m.profile).collect();
+        assert_eq!(
+            profiles,
+            [
+                Profile::Npm,
+                Profile::Cargo,
+                Profile::Go,
+                Profile::Cargo,
+                Profile::Cargo
+            ]
+        );
         assert!(c.mounts[0].files_hosts[0].https);
         for bad in [
             &["--mirror", "Pypi=http://a/"][..],
@@ -293,7 +337,7 @@ mod tests {
             &["--mirror", "nourl"],
             &["--mirror", "x=ftp://a/"],
             &["--profile", "x=pypi"],
-            &["--mirror", "x=http://a/", "--profile", "x=cargo"],
+            &["--mirror", "x=http://a/", "--profile", "x=maven"],
             &["--files-host", "nomount=http://f/"],
             &["--no-cache", "a[b"],
         ] {

@@ -3,8 +3,15 @@
 //! immutable artifact (kept forever), a redirect to the canonical spelling,
 //! or something the mount answers itself. Pure: no I/O, no HTTP types.
 
+pub mod cargo;
+mod checksum;
+pub mod go;
+pub mod link;
+pub mod npm;
 pub mod pypi;
 pub mod rubygems;
+
+pub use checksum::{Checksum, Verifier};
 
 use crate::config::{Mount, Profile};
 use percent_encoding::percent_decode_str;
@@ -18,14 +25,49 @@ pub enum MountUpstream {
     Files(usize),
 }
 
+/// The representation of a document that has several (chosen from `Accept`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Repr {
+    /// A PEP 691 simple page.
+    Pypi(pypi::Repr),
+    /// An npm packument: full or abbreviated.
+    Npm(npm::Repr),
+}
+
+impl Repr {
+    /// Content-Type that labels a stored document of this representation.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Repr::Pypi(r) => r.media_type(),
+            Repr::Npm(r) => r.media_type(),
+        }
+    }
+
+    /// The Accept header to send upstream for it.
+    pub fn accept_header(self) -> &'static str {
+        match self {
+            Repr::Pypi(r) => r.accept_header(),
+            Repr::Npm(r) => r.accept_header(),
+        }
+    }
+
+    /// Short suffix for cache keys and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Repr::Pypi(r) => r.as_str(),
+            Repr::Npm(r) => r.as_str(),
+        }
+    }
+}
+
 /// A mutable index document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DocSpec {
     /// Store key: mount, decoded path and representation; one entry per
     /// representation, whatever the client's exact `Accept`.
     pub key: String,
-    /// The PEP 691 representation (pypi simple pages).
-    pub repr: Option<pypi::Repr>,
+    /// The representation, for documents that have several.
+    pub repr: Option<Repr>,
     /// Path to request upstream (raw, on the mount's sources).
     pub path: String,
 }
@@ -54,7 +96,7 @@ pub enum Class {
 }
 
 /// Classifies `path` (raw, after `/NAME`) for `mount`. `accept` is the
-/// client's `Accept` header (pypi's representation).
+/// client's `Accept` header (pypi's and npm's representations).
 pub fn classify(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
     if path.is_empty() {
         return Class::Redirect(format!("/{}/", mount.name));
@@ -70,6 +112,9 @@ pub fn classify(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
             }
         }
         Profile::Generic => artifact(path),
+        Profile::Npm => npm::classify(mount, path, accept),
+        Profile::Cargo => cargo::classify(mount, path),
+        Profile::Go => go::classify(mount, path),
     }
 }
 
@@ -83,18 +128,24 @@ fn artifact(path: &str) -> Class {
     }
 }
 
-fn document(mount: &Mount, path: &str, repr: Option<pypi::Repr>) -> Class {
+fn document(mount: &Mount, path: &str, repr: Option<Repr>) -> Class {
     document_at(mount, path, path, repr)
 }
 
 /// A document the client names `path` and the upstream serves at `upstream_path`.
-fn document_at(mount: &Mount, path: &str, upstream_path: &str, repr: Option<pypi::Repr>) -> Class {
+fn document_at(mount: &Mount, path: &str, upstream_path: &str, repr: Option<Repr>) -> Class {
     let decoded = percent_decode_str(path).decode_utf8_lossy();
-    let repr_name = repr.map(pypi::Repr::as_str).unwrap_or("-");
+    keyed_document(mount, &decoded, upstream_path, repr)
+}
+
+/// A document stored under `key_path` (decoded, one spelling for all the
+/// paths that name it) and fetched from `path` (raw) upstream.
+fn keyed_document(mount: &Mount, key_path: &str, path: &str, repr: Option<Repr>) -> Class {
+    let repr_name = repr.map(Repr::as_str).unwrap_or("-");
     Class::Document(DocSpec {
-        key: format!("{}\n{decoded}\n{repr_name}", mount.name),
+        key: format!("{}\n{key_path}\n{repr_name}", mount.name),
         repr,
-        path: upstream_path.to_string(),
+        path: path.to_string(),
     })
 }
 
@@ -110,7 +161,7 @@ fn classify_pypi(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
             mount,
             path,
             &format!("{index}/"),
-            Some(pypi::negotiate(accept)),
+            Some(Repr::Pypi(pypi::negotiate(accept))),
         );
     }
     if index != "/simple" && !index.is_empty() {
@@ -153,7 +204,12 @@ fn classify_pypi(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
             return Class::Redirect(format!("/{name}{canonical}"));
         }
         let upstream = format!("{index}/{normal}/");
-        return document_at(mount, path, &upstream, Some(pypi::negotiate(accept)));
+        return document_at(
+            mount,
+            path,
+            &upstream,
+            Some(Repr::Pypi(pypi::negotiate(accept))),
+        );
     }
     if let Some(rest) = path.strip_prefix("/files/") {
         let (authority, tail) = match rest.find('/') {
@@ -210,12 +266,27 @@ fn classify_rubygems(mount: &Mount, path: &str) -> Class {
     artifact(path)
 }
 
+/// A file of the mount's files host `authority`, if it is one.
+fn files_artifact(mount: &Mount, authority: &str, path: String) -> Class {
+    match mount
+        .files_hosts
+        .iter()
+        .position(|h| h.authority.as_str() == authority)
+    {
+        Some(i) if !path.ends_with('/') => Class::Artifact {
+            upstream: MountUpstream::Files(i),
+            path,
+        },
+        _ => Class::NotFound,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::SourceUrl;
 
-    fn mount(profile: Profile) -> Mount {
+    pub(crate) fn mount(profile: Profile) -> Mount {
         Mount {
             name: "m".into(),
             profile,

@@ -113,7 +113,9 @@ impl Proxy {
                 }
                 None
             }
-            Profile::Gentoo | Profile::Generic => None,
+            Profile::Gentoo | Profile::Generic | Profile::Npm | Profile::Cargo | Profile::Go => {
+                None
+            }
         }
     }
 }

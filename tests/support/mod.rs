@@ -3,10 +3,14 @@
 pub mod api;
 pub mod app;
 pub mod build_world;
+pub mod cargo_registry;
 pub mod client;
 pub mod cmd;
+pub mod daemon;
 pub mod fixtures;
+pub mod goproxy;
 pub mod haproxy;
+pub mod npm;
 pub mod origin;
 pub mod pypi_world;
 pub mod raw;
