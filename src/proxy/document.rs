@@ -8,7 +8,7 @@
 
 use super::respond::{self, CacheStatus, Representation};
 use super::target::Target;
-use super::{headers, via, Proxy};
+use super::{headers, via, Error, Proxy};
 use crate::body::{self, Body};
 use crate::config::Mount;
 use crate::mount::{pypi, DocSpec};
@@ -29,14 +29,6 @@ enum Refreshed {
     Other(Fetched),
 }
 
-/// Why a refresh failed.
-enum RefreshError {
-    /// Every upstream said 404/410.
-    NotFound,
-    /// The upstream could not be reached or failed; (status, message) for a client with no stored copy.
-    Unreachable(StatusCode, String),
-}
-
 impl Proxy {
     pub(super) async fn document(
         &self,
@@ -44,13 +36,13 @@ impl Proxy {
         target: &Target,
         mount: &Mount,
         spec: DocSpec,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Error> {
         if self.policy.known_missing(&spec.key) {
-            return respond::remembered_missing();
+            return Err(Error::Missing { key: spec.path });
         }
         if let Some(doc) = self.stored_doc(&spec).await {
             if self.is_fresh(&doc) {
-                return self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false);
+                return Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false));
             }
         }
         let arrived = Instant::now();
@@ -61,22 +53,18 @@ impl Proxy {
         let stored = self.stored_doc(&spec).await;
         if let Some(doc) = &stored {
             if self.is_fresh(doc) {
-                return self.serve_doc(req, &spec, doc, CacheStatus::Hit, false);
+                return Ok(self.serve_doc(req, &spec, doc, CacheStatus::Hit, false));
             }
         }
         if let Some(failure) = self.policy.doc_failure_since(&spec.key, arrived) {
             return match stored {
-                Some(doc) => self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true),
-                None => respond::doc_failed(failure.status, &failure.message),
+                Some(doc) => Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true)),
+                None => Err(failure.error),
             };
         }
         let outcome = self.refresh(target, mount, &spec, stored.as_deref()).await;
         if let Err(err) = &outcome {
-            let (status, message) = match err {
-                RefreshError::NotFound => (404, "not found upstream\n".to_string()),
-                RefreshError::Unreachable(status, message) => (status.as_u16(), message.clone()),
-            };
-            self.policy.doc_failed(&spec.key, status, &message);
+            self.policy.doc_failed(&spec.key, err);
         }
         match outcome {
             Ok(Refreshed::NotModified) => {
@@ -84,33 +72,35 @@ impl Proxy {
                 doc.meta.validated_at = unix_now();
                 let doc = Arc::new(doc);
                 self.save_doc(doc.clone()).await;
-                self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false)
+                Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false))
             }
             Ok(Refreshed::New(doc)) => {
                 let doc = Arc::new(doc);
                 self.policy
                     .register_hashes(&spec.key, &doc.meta.hashes, true);
                 self.save_doc(doc.clone()).await;
-                self.serve_doc(req, &spec, &doc, CacheStatus::Miss, false)
+                Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Miss, false))
             }
-            Ok(Refreshed::Other(fetched)) => {
-                respond::passthrough(&req.method, fetched, CacheStatus::Pass)
-            }
-            Err(RefreshError::NotFound) => {
+            Ok(Refreshed::Other(fetched)) => Ok(respond::passthrough(
+                &req.method,
+                fetched,
+                CacheStatus::Pass,
+            )),
+            Err(err) if err.is_not_found() => {
                 if let Err(err) = self.store.remove_doc(&spec.key).await {
                     tracing::warn!(doc = %spec.path, error = %err, "cannot remove a document gone upstream");
                 }
                 self.policy.remember_missing(&spec.key);
-                respond::document_gone()
+                Err(err)
             }
-            Err(RefreshError::Unreachable(status, message)) => match stored {
+            Err(err) => match stored {
                 Some(doc) => {
-                    tracing::warn!(mount = %mount.name, doc = %spec.path, error = %message,
+                    tracing::warn!(mount = %mount.name, doc = %spec.path, error = %err,
                         age_s = unix_now().saturating_sub(doc.meta.validated_at),
                         "upstream unreachable; serving a stale index document");
-                    self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true)
+                    Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true))
                 }
-                None => respond::doc_failed(status.as_u16(), &message),
+                None => Err(err),
             },
         }
     }
@@ -143,7 +133,7 @@ impl Proxy {
         mount: &Mount,
         spec: &DocSpec,
         stored: Option<&Doc>,
-    ) -> Result<Refreshed, RefreshError> {
+    ) -> Result<Refreshed, Error> {
         let mut request_headers = headers::fill_request();
         if let Some(repr) = spec.repr {
             request_headers.insert(
@@ -168,14 +158,7 @@ impl Proxy {
             method: Method::GET,
             headers: request_headers,
         };
-        let mut fetched = match self.upstream.fetch(fetch).await {
-            Ok(fetched) => fetched,
-            Err(failed) if failed.all_not_found() => return Err(RefreshError::NotFound),
-            Err(failed) => {
-                let (status, message) = respond::upstream_failed(&failed);
-                return Err(RefreshError::Unreachable(status, message));
-            }
-        };
+        let mut fetched = self.upstream.fetch(fetch).await.map_err(Error::fetch)?;
         if fetched.status == StatusCode::NOT_MODIFIED && stored.is_some() {
             return Ok(Refreshed::NotModified);
         }
@@ -186,14 +169,10 @@ impl Proxy {
             // A login or captive portal in place of /versions or layout.conf:
             // a failed revalidation, never the new document.
             tracing::warn!(source = %fetched.url, "upstream answered an index document with an HTML page; not stored");
-            return Err(RefreshError::Unreachable(
-                StatusCode::BAD_GATEWAY,
-                "upstream answered with an HTML page\n".into(),
-            ));
+            return Err(Error::Portal { url: fetched.url });
         }
-        let raw = read_whole(&mut fetched).await.map_err(|message| {
-            tracing::warn!(source = %fetched.url, error = %message, "index document fetch failed");
-            RefreshError::Unreachable(StatusCode::BAD_GATEWAY, format!("{message}\n"))
+        let raw = read_whole(&mut fetched).await.inspect_err(|err| {
+            tracing::warn!(source = %fetched.url, error = %err, "index document fetch failed");
         })?;
         Ok(Refreshed::New(build_doc(mount, spec, &fetched, raw)))
     }
@@ -232,18 +211,26 @@ impl Proxy {
     }
 }
 
-async fn read_whole(fetched: &mut Fetched) -> Result<bytes::Bytes, String> {
+async fn read_whole(fetched: &mut Fetched) -> Result<bytes::Bytes, Error> {
     let mut buf = bytes::BytesMut::new();
     loop {
         match fetched.next_chunk().await {
             Ok(Some(chunk)) => {
                 if (buf.len() + chunk.len()) as u64 > MAX_DOC_LEN {
-                    return Err(format!("index document larger than {MAX_DOC_LEN} bytes"));
+                    return Err(Error::DocumentTooLarge {
+                        url: fetched.url.clone(),
+                        limit: MAX_DOC_LEN,
+                    });
                 }
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(buf.freeze()),
-            Err(err) => return Err(err.to_string()),
+            Err(err) => {
+                return Err(Error::DocumentBody {
+                    url: fetched.url.clone(),
+                    source: Arc::new(err),
+                })
+            }
         }
     }
 }

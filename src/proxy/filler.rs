@@ -3,8 +3,8 @@
 //! the commit. It runs on the app's task tracker, apart from every client, so
 //! a client leaving — before or after the upstream answers — cancels nothing.
 
-use super::{headers, respond, target::Target, via};
-use crate::store::{Committed, Fill, FillHead, FillPermit};
+use super::{headers, target::Target, via, Error};
+use crate::store::{Committed, Failure, Fill, FillHead, FillPermit};
 use crate::upstream::{FetchRequest, Fetched, Upstream};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -54,8 +54,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
     let fetched = match fetched {
         Ok(fetched) => fetched,
         Err(failed) => {
-            let (status, message) = respond::upstream_failed(&failed);
-            permit.fail(status.as_u16(), message);
+            permit.fail(Failure::new(Error::fetch(failed)));
             return;
         }
     };
@@ -92,10 +91,12 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
         // No byte to hold back: refuse before anything looks complete.
         tracing::error!(key = %permit.key(), source = %fetched.url,
             "download does not match the digest its index lists (empty body); nothing committed");
-        permit.fail(
-            StatusCode::BAD_GATEWAY.as_u16(),
-            "package-cache: the upstream's file does not match the digest its index lists".into(),
-        );
+        let err = Error::Digest {
+            key: permit.key().to_string(),
+            listed: expected_sha256.unwrap_or_default(),
+            got: EMPTY_SHA256.into(),
+        };
+        permit.fail(Failure::new(err));
         return;
     }
     let head = FillHead {

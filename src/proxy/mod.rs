@@ -4,6 +4,7 @@
 mod access;
 pub mod conditional;
 mod document;
+pub mod error;
 mod filler;
 pub mod headers;
 mod mounted;
@@ -17,11 +18,11 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mount::MountUpstream;
 use crate::store::{
-    BodyReader, CacheKey, Entry, FillFailure, FillHead, FillStart, FillState, FillWatch, Lookup,
-    Store,
+    BodyReader, CacheKey, Entry, Failure, FillHead, FillStart, FillState, FillWatch, Lookup, Store,
 };
 use crate::upstream::{FetchRequest, Upstream, Via};
 use access::AccessRecord;
+pub use error::Error;
 use http::{header, HeaderMap, HeaderValue, Request, Response};
 use respond::{CacheStatus, Representation};
 use route::Route;
@@ -86,7 +87,21 @@ impl Proxy {
             started,
             self.metrics.clone(),
         );
-        let response = self.dispatch(&parts, conn.as_ref()).await;
+        let response = match self.dispatch(&parts, conn.as_ref()).await {
+            Ok(response) => response,
+            Err(err) => {
+                if err.class() == error::Class::Client {
+                    let host = parts
+                        .headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok());
+                    let orig_dst = conn.as_ref().and_then(ConnInfo::redirected_from);
+                    tracing::warn!(method = %parts.method, uri = %parts.uri, host, ?orig_dst,
+                        error = %err, "request refused");
+                }
+                respond::error(&err)
+            }
+        };
         unanswered.disarm();
         let cache = match response
             .headers()
@@ -120,16 +135,9 @@ impl Proxy {
         &self,
         req: &http::request::Parts,
         conn: Option<&ConnInfo>,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Error> {
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let target = match target::parse(&req.uri, host, conn, &self.rules) {
-            Ok(target) => target,
-            Err(err) => {
-                let orig_dst = conn.and_then(ConnInfo::redirected_from);
-                tracing::warn!(uri = %req.uri, host, ?orig_dst, error = ?err, "request refused");
-                return respond::target_error(&err);
-            }
-        };
+        let target = target::parse(&req.uri, host, conn, &self.rules)?;
         if let Some(dst) = conn.and_then(ConnInfo::redirected_from) {
             tracing::debug!(orig_dst = %dst, host, "redirected connection");
         }
@@ -142,10 +150,7 @@ impl Proxy {
                 .await;
         }
         match route::classify(&req.method, &target, &req.headers) {
-            Route::Reject(reason) => {
-                tracing::warn!(method = %req.method, uri = %req.uri, ?reason, "request rejected");
-                respond::reject(&reason)
-            }
+            Route::Reject(reason) => Err(Error::rejected(reason, &req.method)),
             Route::Pass(reason) => {
                 tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");
                 self.pass(req, &target).await
@@ -166,9 +171,11 @@ impl Proxy {
         target: &Target,
         key: CacheKey,
         expected_sha256: Option<String>,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Error> {
         if self.policy.may_know_missing() && self.policy.known_missing(&key.canonical()) {
-            return respond::remembered_missing();
+            return Err(Error::Missing {
+                key: key.to_string(),
+            });
         }
         for _ in 0..MAX_LOOKUPS {
             let lookup = match self.store.lookup(&key).await {
@@ -193,7 +200,7 @@ impl Proxy {
                             }
                             continue;
                         }
-                        _ => return hit(req, &key, entry),
+                        _ => return Ok(hit(req, &key, entry)),
                     }
                 }
                 Lookup::Conflict => {
@@ -204,9 +211,9 @@ impl Proxy {
                     self.metrics.fill_joined();
                     match watch.started().await {
                         FillStart::Started(head) => {
-                            return from_fill(req, &head, watch, false).await
+                            return from_fill(req, &key, &head, watch, false).await
                         }
-                        FillStart::Failed(failure) => return self.failed(&key, &failure),
+                        FillStart::Failed(failure) => return Err(self.failed(&key, &failure)),
                         FillStart::Uncacheable => return self.pass(req, target).await,
                         FillStart::Vacated => continue,
                     }
@@ -234,17 +241,17 @@ impl Proxy {
                     self.metrics.fill_started();
                     match watch.started().await {
                         FillStart::Started(head) => {
-                            return from_fill(req, &head, watch, true).await
+                            return from_fill(req, &key, &head, watch, true).await
                         }
-                        FillStart::Failed(failure) => return self.failed(&key, &failure),
+                        FillStart::Failed(failure) => return Err(self.failed(&key, &failure)),
                         FillStart::Uncacheable => {
                             // Handed back before the state changed, so it is here.
                             if let Ok(fetched) = returned.try_recv() {
-                                return respond::passthrough(
+                                return Ok(respond::passthrough(
                                     &req.method,
                                     fetched,
                                     CacheStatus::Pass,
-                                );
+                                ));
                             }
                             return self.pass(req, target).await;
                         }
@@ -253,17 +260,31 @@ impl Proxy {
                 }
             }
         }
-        respond::busy()
+        Err(Error::Busy {
+            key: key.to_string(),
+        })
     }
 
-    fn failed(&self, key: &CacheKey, failure: &FillFailure) -> Response<Body> {
-        if failure.status == 404 {
+    /// The leader's error for a fill that failed before it started (the
+    /// leader's own request comes here too, so all answer alike).
+    fn failed(&self, key: &CacheKey, failure: &Failure) -> Error {
+        let err = failure
+            .downcast_ref::<Error>()
+            .cloned()
+            .unwrap_or_else(|| Error::Aborted {
+                key: key.to_string(),
+            });
+        if err.is_not_found() {
             self.policy.remember_missing(&key.canonical());
         }
-        respond::fill_failed(failure)
+        err
     }
 
-    async fn pass(&self, req: &http::request::Parts, target: &Target) -> Response<Body> {
+    async fn pass(
+        &self,
+        req: &http::request::Parts,
+        target: &Target,
+    ) -> Result<Response<Body>, Error> {
         let path_and_query = target.path_and_query();
         let fetch = FetchRequest {
             via: via(target),
@@ -271,13 +292,12 @@ impl Proxy {
             method: req.method.clone(),
             headers: headers::forwardable(&req.headers),
         };
-        match self.upstream.fetch(fetch).await {
-            Ok(fetched) => respond::passthrough(&req.method, fetched, CacheStatus::Pass),
-            Err(failed) => {
-                let (status, message) = respond::upstream_failed(&failed);
-                respond::text(status, message)
-            }
-        }
+        let fetched = self.upstream.fetch(fetch).await.map_err(Error::fetch)?;
+        Ok(respond::passthrough(
+            &req.method,
+            fetched,
+            CacheStatus::Pass,
+        ))
     }
 }
 
@@ -338,14 +358,17 @@ fn legacy_headers(key: &CacheKey, entry: &Entry) -> HeaderMap {
 /// `leader`: this request caused the fetch, so it is a miss whatever the progress.
 async fn from_fill(
     req: &http::request::Parts,
+    key: &CacheKey,
     head: &FillHead,
     mut watch: FillWatch,
     leader: bool,
-) -> Response<Body> {
+) -> Result<Response<Body>, Error> {
     if !watch.first_bytes().await {
         // Failed (cut short, or not the bytes its index lists) before this
         // response began: say so, rather than start a body that must break.
-        return respond::fill_aborted();
+        return Err(Error::Aborted {
+            key: key.to_string(),
+        });
     }
     // Every byte is on disk and its length checked; only the commit's fsync
     // and rename are left, so this is served from the cache.
@@ -364,14 +387,17 @@ async fn from_fill(
         len: head.content_length,
         cache,
     };
-    respond::representation(&req.method, &req.headers, rep, |start, end| {
-        match watch.reader(start, end) {
+    Ok(respond::representation(
+        &req.method,
+        &req.headers,
+        rep,
+        |start, end| match watch.reader(start, end) {
             Some(reader) => reader_body(reader),
             None => body::from_stream(futures_util::stream::once(async {
                 Err(std::io::Error::other("fill has no file"))
             })),
-        }
-    })
+        },
+    ))
 }
 
 fn reader_body(reader: BodyReader) -> Body {

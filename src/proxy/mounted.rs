@@ -5,12 +5,12 @@
 
 use super::route::{self, PassReason, RejectReason};
 use super::target::Target;
-use super::{respond, Proxy};
-use crate::body::{self, Body};
+use super::{respond, Error, Proxy};
+use crate::body::Body;
 use crate::config::{Mount, Profile};
 use crate::mount::{self, rubygems, Class, MountUpstream};
 use crate::store::{CacheKey, KeyError, Namespace};
-use http::{header, HeaderValue, Method, Response};
+use http::{header, Method, Response};
 use std::sync::Arc;
 
 impl Proxy {
@@ -20,18 +20,15 @@ impl Proxy {
         mount: Arc<Mount>,
         path: &str,
         query: Option<&str>,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Error> {
         if req.method != Method::GET && req.method != Method::HEAD {
-            return respond::reject(&RejectReason::Method);
+            return Err(Error::rejected(RejectReason::Method, &req.method));
         }
         // Hostile paths are refused whatever the profile makes of them.
         let namespace = Namespace::Mount(mount.name.clone());
         match CacheKey::try_from_path(namespace.clone(), if path.is_empty() { "/" } else { path }) {
             Ok(_) | Err(KeyError::Directory) => {}
-            Err(err) => {
-                tracing::warn!(uri = %req.uri, error = %err, "request rejected");
-                return respond::reject(&RejectReason::Path(err));
-            }
+            Err(err) => return Err(Error::rejected(RejectReason::Path(err), &req.method)),
         }
         let accept = req
             .headers
@@ -44,9 +41,11 @@ impl Proxy {
             query: query.map(str::to_string),
         };
         match mount::classify(&mount, path, accept) {
-            Class::Root => root(&req.method),
-            Class::Redirect(location) => redirect(&location, query),
-            Class::NotFound => respond::not_on_mount(),
+            Class::Root => Ok(respond::mount_root(&req.method)),
+            Class::Redirect(location) => Ok(redirect(&location, query)),
+            Class::NotFound => Err(Error::NotOnMount {
+                path: path.to_string(),
+            }),
             Class::Pass => self.pass(req, &sources).await,
             Class::Document(spec) => {
                 if let Some(reason) = self.pass_reason(req, query) {
@@ -116,20 +115,6 @@ impl Proxy {
             Profile::Gentoo | Profile::Generic => None,
         }
     }
-}
-
-/// A RubyGems source root: `gem` sends `HEAD /` to choose the compact index.
-fn root(method: &Method) -> Response<Body> {
-    let mut response = Response::new(if *method == Method::HEAD {
-        body::empty()
-    } else {
-        body::full(bytes::Bytes::from_static(b"package-cache rubygems mount\n"))
-    });
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 fn redirect(location: &str, query: Option<&str>) -> Response<Body> {

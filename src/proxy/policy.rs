@@ -2,6 +2,7 @@
 //! paths are never cached, one revalidation lock per index document, and the
 //! sha256 that index pages list for the files they link.
 
+use super::Error;
 use crate::config::Policy;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::{HashMap, HashSet};
@@ -36,10 +37,8 @@ pub struct PolicyState {
 pub struct DocFailure {
     /// When it failed.
     pub at: Instant,
-    /// The status a client with no stored copy gets.
-    pub status: u16,
-    /// Why.
-    pub message: String,
+    /// Why: what a client with no stored copy gets.
+    pub error: Error,
 }
 
 impl PolicyState {
@@ -133,7 +132,7 @@ impl PolicyState {
     }
 
     /// Records that revalidating `key` failed just now.
-    pub fn doc_failed(&self, key: &str, status: u16, message: &str) {
+    pub fn doc_failed(&self, key: &str, error: &Error) {
         let mut map = self.doc_failures.lock().expect("never poisoned");
         if map.len() >= 1024 {
             let cutoff = Instant::now() - Duration::from_secs(60);
@@ -141,8 +140,7 @@ impl PolicyState {
         }
         let failure = DocFailure {
             at: Instant::now(),
-            status,
-            message: message.to_string(),
+            error: error.clone(),
         };
         map.insert(key.to_string(), failure);
     }

@@ -8,7 +8,7 @@
 
 use super::disk::FILE_MODE;
 use super::spill::{Spill, WINDOW};
-use super::{CacheKey, Error, Inner};
+use super::{CacheKey, Error, Failure, Inner};
 use bytes::Bytes;
 use rustix::fs::OFlags;
 use sha2::{Digest, Sha256};
@@ -47,8 +47,8 @@ pub enum FillState {
     },
     /// The body failed part-way: readers must end their responses uncleanly.
     Aborted,
-    /// The fetch failed before any body: readers answer with this.
-    Failed(Arc<FillFailure>),
+    /// The fetch failed before any body: readers answer as the leader did.
+    Failed(Failure),
     /// The permit was given up before starting: readers look up again.
     Vacated,
     /// The answer is not cacheable (not a 200, or the store cannot take
@@ -70,15 +70,6 @@ impl FillState {
             FillState::Uncacheable => "uncacheable",
         }
     }
-}
-
-/// Why a fill never started, as the leader answered its own client.
-#[derive(Debug, PartialEq, Eq)]
-pub struct FillFailure {
-    /// HTTP status the leader answered with.
-    pub status: u16,
-    /// Short text for the response body.
-    pub message: String,
 }
 
 /// What the upstream said about the body, fixed when the fill starts.
@@ -241,13 +232,12 @@ impl FillPermit {
         self.shared.state.send_replace(FillState::Uncacheable);
     }
 
-    /// Gives up before any body: waiting readers answer `status` with `message`.
-    pub fn fail(mut self, status: u16, message: String) {
+    /// Gives up before any body: waiting readers answer as the leader did
+    /// (`failure` is its own error, carried to them as it is).
+    pub fn fail(mut self, failure: Failure) {
         self.done = true;
         self.inner.forget_fill(&self.shared);
-        self.shared
-            .state
-            .send_replace(FillState::Failed(Arc::new(FillFailure { status, message })));
+        self.shared.state.send_replace(FillState::Failed(failure));
     }
 }
 

@@ -13,6 +13,7 @@ mod commit;
 mod disk;
 mod doc;
 mod entry;
+mod failure;
 mod fill;
 mod hot;
 mod index;
@@ -26,7 +27,8 @@ mod state;
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
 use entry::{open_entry_blocking, Opened};
-pub use fill::{ActiveFill, Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
+pub use failure::Failure;
+pub use fill::{ActiveFill, Committed, Fill, FillHead, FillPermit, FillState};
 pub use index::Indexed;
 pub use key::{
     CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, MOUNTS_DIR,
@@ -148,7 +150,7 @@ pub enum FillStart {
     /// The body is streaming: respond from it.
     Started(Arc<FillHead>),
     /// The fetch failed; answer as the leader did.
-    Failed(Arc<FillFailure>),
+    Failed(Failure),
     /// The leader gave up before starting; look up again.
     Vacated,
     /// The answer is not cacheable; fetch it uncached.

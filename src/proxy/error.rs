@@ -1,0 +1,290 @@
+//! `proxy::Error`: every way a proxied request can fail, with where the fault
+//! lies (`Class`: the upstream, the client, or the cache itself) and whether
+//! another attempt may succeed. It says nothing of HTTP statuses or response
+//! texts: `respond::error` picks both, from the class, in one place.
+//!
+//! Errors are cheap to clone (their causes are shared), because one error can
+//! answer many requests: a fill's leader hands its error to the store as a
+//! `store::Failure`, and every request that followed the fill answers with a
+//! clone of it.
+
+use super::route::RejectReason;
+use super::target::TargetError;
+use crate::store::{self, KeyError};
+use crate::upstream;
+use http::Method;
+use std::sync::Arc;
+
+/// Where the fault lies; `respond` picks the status family from it, as
+/// pingora's `fail_to_proxy` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// The upstream failed, refused, or sent something unusable (502, 504,
+    /// or 404 when it said the file does not exist).
+    Upstream,
+    /// The request itself cannot be served (4xx).
+    Client,
+    /// The cache failed or is overloaded (500, 503).
+    Internal,
+}
+
+/// Why a request could not be answered from the cache or the upstream.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// The request names a host that is not allowed (not an open proxy).
+    #[error("host {host} is not allowed")]
+    Forbidden {
+        /// The host as the client named it.
+        host: String,
+    },
+    /// The request target cannot be understood.
+    #[error("malformed request: {reason}")]
+    Malformed {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Only GET and HEAD are served.
+    #[error("method {method} is not served")]
+    Method {
+        /// The method asked for.
+        method: Method,
+    },
+    /// The path is hostile or malformed.
+    #[error("refused path: {source}")]
+    Path {
+        /// What is wrong with it.
+        #[source]
+        source: KeyError,
+    },
+    /// A path under a mount that names nothing it can fetch (a files host
+    /// that is not configured, say).
+    #[error("{path} is not a path this mount serves")]
+    NotOnMount {
+        /// The path after the mount's name.
+        path: String,
+    },
+    /// Every source failed (or none could be asked).
+    #[error("upstream failed: {failed}")]
+    Fetch {
+        /// One error per source tried.
+        #[source]
+        failed: Arc<upstream::Failed>,
+    },
+    /// Every source said 404 for this key within the negative TTL.
+    #[error("{key} was not found upstream (remembered)")]
+    Missing {
+        /// The entry's or document's key.
+        key: String,
+    },
+    /// The upstream answered an index document with an HTML page (a login
+    /// or captive portal).
+    #[error("{url} answered an index document with an HTML page")]
+    Portal {
+        /// The URL that answered.
+        url: String,
+    },
+    /// An index document's body failed on its way in.
+    #[error("index document from {url}: {source}")]
+    DocumentBody {
+        /// The URL that answered.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: Arc<upstream::BodyError>,
+    },
+    /// An index document is larger than the cache takes.
+    #[error("index document from {url} is larger than {limit} bytes")]
+    DocumentTooLarge {
+        /// The URL that answered.
+        url: String,
+        /// The limit (`store::MAX_DOC_LEN`).
+        limit: u64,
+    },
+    /// A download does not have the sha256 its index lists.
+    #[error("{key} has sha256 {got}, its index lists {listed}")]
+    Digest {
+        /// The entry.
+        key: String,
+        /// What the index lists.
+        listed: String,
+        /// What arrived.
+        got: String,
+    },
+    /// A download's body failed after its head.
+    #[error("download of {key} from {url} failed: {source}")]
+    Body {
+        /// The entry.
+        key: String,
+        /// The URL it came from.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: Arc<upstream::BodyError>,
+    },
+    /// The fill this request was to stream from failed before the response
+    /// began, so there is nothing to send.
+    #[error("the download of {key} failed before this response began")]
+    Aborted {
+        /// The entry.
+        key: String,
+    },
+    /// The request gave up after looking the key up too often (its fill
+    /// leaders kept giving up).
+    #[error("{key}: too many lookups")]
+    Busy {
+        /// The entry.
+        key: String,
+    },
+    /// The cache directory failed.
+    #[error("cache: {source}")]
+    Store {
+        /// The store's error.
+        #[source]
+        source: Arc<store::Error>,
+    },
+}
+
+impl Error {
+    /// Every source failed.
+    pub fn fetch(failed: upstream::Failed) -> Error {
+        Error::Fetch {
+            failed: Arc::new(failed),
+        }
+    }
+
+    /// Where the fault lies.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Forbidden { .. }
+            | Error::Malformed { .. }
+            | Error::Method { .. }
+            | Error::Path { .. }
+            | Error::NotOnMount { .. } => Class::Client,
+            Error::Fetch { .. }
+            | Error::Missing { .. }
+            | Error::Portal { .. }
+            | Error::DocumentBody { .. }
+            | Error::DocumentTooLarge { .. }
+            | Error::Digest { .. }
+            | Error::Body { .. }
+            | Error::Aborted { .. } => Class::Upstream,
+            Error::Busy { .. } | Error::Store { .. } => Class::Internal,
+        }
+    }
+
+    /// Whether the upstream said that the thing does not exist: every source
+    /// said 404 or 410 (or there was no source to ask), now or within the
+    /// negative TTL.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Fetch { failed } => failed.attempts.is_empty() || failed.all_not_found(),
+            Error::Missing { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether every source failed by not answering in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Fetch { failed } if failed.all_timed_out())
+    }
+
+    /// Whether another attempt may succeed: a source could not be reached,
+    /// timed out, answered 5xx or cut the body short; or the cache was busy.
+    /// A 404, a refused request, a wrong digest or an HTML page would come
+    /// back the same.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Fetch { failed } => failed.attempts.iter().any(transient),
+            Error::Body { .. } | Error::Busy { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<TargetError> for Error {
+    fn from(err: TargetError) -> Error {
+        match err {
+            TargetError::Forbidden { host } => Error::Forbidden { host },
+            TargetError::Malformed(reason) => Error::Malformed { reason },
+        }
+    }
+}
+
+impl Error {
+    /// A refused request: `method` is the request's (for [`RejectReason::Method`]).
+    pub fn rejected(reason: RejectReason, method: &Method) -> Error {
+        match reason {
+            RejectReason::Method => Error::Method {
+                method: method.clone(),
+            },
+            RejectReason::Path(source) => Error::Path { source },
+        }
+    }
+}
+
+/// One failed attempt that says nothing about the file itself.
+fn transient(attempt: &upstream::Error) -> bool {
+    match attempt {
+        upstream::Error::Connect { .. }
+        | upstream::Error::Timeout { .. }
+        | upstream::Error::Body { .. } => true,
+        upstream::Error::Status { status, .. } => status.is_server_error(),
+        upstream::Error::Redirect { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    fn status(code: u16) -> upstream::Error {
+        upstream::Error::Status {
+            url: "http://a/x".into(),
+            status: StatusCode::from_u16(code).unwrap(),
+        }
+    }
+
+    fn timeout() -> upstream::Error {
+        upstream::Error::Timeout {
+            url: "http://a/x".into(),
+            secs: 1,
+        }
+    }
+
+    fn fetch(attempts: Vec<upstream::Error>) -> Error {
+        Error::fetch(upstream::Failed { attempts })
+    }
+
+    #[test]
+    fn upstream_failures_are_classed_by_what_the_sources_said() {
+        let gone = fetch(vec![status(404), status(410)]);
+        assert_eq!(gone.class(), Class::Upstream);
+        assert!(gone.is_not_found() && !gone.is_retryable() && !gone.is_timeout());
+        assert!(fetch(Vec::new()).is_not_found(), "no source to ask");
+        let mixed = fetch(vec![status(404), status(503)]);
+        assert!(!mixed.is_not_found() && mixed.is_retryable());
+        let slow = fetch(vec![timeout(), timeout()]);
+        assert!(slow.is_timeout() && slow.is_retryable());
+        assert!(!fetch(vec![timeout(), status(500)]).is_timeout());
+    }
+
+    #[test]
+    fn client_and_content_errors_are_never_retried() {
+        let refused = Error::Path {
+            source: KeyError::DotSegment,
+        };
+        assert_eq!(refused.class(), Class::Client);
+        assert!(!refused.is_retryable());
+        let digest = Error::Digest {
+            key: "/a".into(),
+            listed: "aa".into(),
+            got: "bb".into(),
+        };
+        assert_eq!(digest.class(), Class::Upstream);
+        assert!(!digest.is_retryable());
+        let busy = Error::Busy { key: "/a".into() };
+        assert_eq!(busy.class(), Class::Internal);
+        assert!(busy.is_retryable());
+    }
+}
