@@ -31,6 +31,7 @@ pub mod api;
 pub mod app;
 pub mod body;
 pub mod builds;
+pub mod cache_status;
 pub mod cli;
 pub mod client;
 pub mod config;

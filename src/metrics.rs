@@ -5,7 +5,7 @@
 //! the admin listener). It does not sample the store or serve HTTP: values
 //! that live elsewhere (fills in progress, cache size) are passed in at scrape.
 
-use crate::proxy::respond::CacheStatus;
+use crate::cache_status::CacheStatus;
 use crate::upstream;
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;

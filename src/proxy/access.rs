@@ -2,8 +2,8 @@
 //! finished or dropped, with the bytes actually sent and whether the body
 //! ended cleanly.
 
-use super::respond::CacheStatus;
 use crate::body::Body;
+use crate::cache_status::CacheStatus;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};

@@ -87,7 +87,7 @@ impl Proxy {
             started,
             self.metrics.clone(),
         );
-        let response = match self.dispatch(&parts, conn.as_ref()).await {
+        let mut response = match self.dispatch(&parts, conn.as_ref()).await {
             Ok(response) => response,
             Err(err) => {
                 if err.class() == error::Class::Client {
@@ -103,16 +103,7 @@ impl Proxy {
             }
         };
         unanswered.disarm();
-        let cache = match response
-            .headers()
-            .get(respond::X_CACHE)
-            .map(HeaderValue::as_bytes)
-        {
-            Some(b"HIT") => Some(CacheStatus::Hit),
-            Some(b"MISS") => Some(CacheStatus::Miss),
-            Some(b"PASS") => Some(CacheStatus::Pass),
-            _ => None,
-        };
+        let cache = respond::stamp(&mut response);
         let record = AccessRecord {
             method: parts.method.clone(),
             target: parts.uri.clone(),

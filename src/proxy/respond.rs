@@ -1,11 +1,13 @@
 //! The only place that turns outcomes and errors into status codes and
 //! headers: cached representations (with Range, If-Range, If-None-Match and
-//! If-Modified-Since), pass-through responses, and every error text.
+//! If-Modified-Since), pass-through responses, and every error text; and
+//! the `X-Cache` header, from the `CacheStatus` each answer carries.
 
 use super::conditional::{self, RangeAnswer};
 use super::error::{Class, Error};
 use super::headers;
 use crate::body::{self, Body};
+pub use crate::cache_status::CacheStatus;
 use crate::store::KeyError;
 use crate::upstream::Fetched;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -14,26 +16,23 @@ use http::{Method, Response, StatusCode};
 /// The response header telling what the cache did.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// What the cache did for a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// Served from a committed entry.
-    Hit,
-    /// Served from a fill in progress (started by this or another request).
-    Miss,
-    /// Fetched and streamed without storing.
-    Pass,
+/// Carries `cache` with `response` (as an extension), for [`stamp`].
+fn with_cache(mut response: Response<Body>, cache: CacheStatus) -> Response<Body> {
+    response.extensions_mut().insert(cache);
+    response
 }
 
-impl CacheStatus {
-    /// The `X-Cache` value.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Pass => "PASS",
-        }
+/// What the cache did for `response`, as the answer was made (`None` for
+/// errors, redirects and refusals), now written as its `X-Cache` header:
+/// the one place that header is set.
+pub fn stamp(response: &mut Response<Body>) -> Option<CacheStatus> {
+    let cache = response.extensions().get::<CacheStatus>().copied();
+    if let Some(cache) = cache {
+        response
+            .headers_mut()
+            .insert(X_CACHE, HeaderValue::from_static(cache.as_str()));
     }
+    cache
 }
 
 /// A short text answer (errors).
@@ -183,16 +182,13 @@ pub fn representation(
                     );
                     r.headers_mut()
                         .insert(header::CONTENT_RANGE, value(format!("bytes */{len}")));
-                    r.headers_mut()
-                        .insert(X_CACHE, HeaderValue::from_static(rep.cache.as_str()));
-                    return r;
+                    return with_cache(r, rep.cache);
                 }
             }
         }
     }
     let mut headers = rep.headers;
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(X_CACHE, HeaderValue::from_static(rep.cache.as_str()));
     let body = if status == StatusCode::NOT_MODIFIED {
         for name in [
             header::CONTENT_TYPE,
@@ -218,13 +214,12 @@ pub fn representation(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
-    response
+    with_cache(response, rep.cache)
 }
 
 /// Streams an upstream response through unchanged (hop-by-hop headers dropped).
 pub fn passthrough(method: &Method, fetched: Fetched, cache: CacheStatus) -> Response<Body> {
-    let mut headers = headers::response_passable(&fetched.headers);
-    headers.insert(X_CACHE, HeaderValue::from_static(cache.as_str()));
+    let headers = headers::response_passable(&fetched.headers);
     let status = fetched.status;
     let no_body = method == Method::HEAD
         || status == StatusCode::NOT_MODIFIED
@@ -247,7 +242,7 @@ pub fn passthrough(method: &Method, fetched: Fetched, cache: CacheStatus) -> Res
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
-    response
+    with_cache(response, cache)
 }
 
 fn value(s: String) -> HeaderValue {
@@ -339,11 +334,46 @@ mod tests {
             assert_eq!(response.status().as_u16(), status, "{err:?}");
             assert!(response.headers().get(X_CACHE).is_none(), "{err:?}");
         }
-        let busy = error(&Error::Busy { key: "/a".into() });
+        let mut failed = error(&Error::Busy { key: "/a".into() });
+        assert_eq!(
+            stamp(&mut failed),
+            None,
+            "an error says nothing of the cache"
+        );
+        let busy = failed;
         assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
         let post = error(&Error::Method {
             method: Method::POST,
         });
         assert_eq!(post.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn x_cache_is_written_from_the_status_the_answer_carries() {
+        for cache in [CacheStatus::Hit, CacheStatus::Miss, CacheStatus::Pass] {
+            let rep = Representation {
+                headers: HeaderMap::new(),
+                len: Some(3),
+                cache,
+            };
+            let mut ok = representation(&Method::GET, &HeaderMap::new(), rep, |_, _| {
+                body::full(bytes::Bytes::from_static(b"abc"))
+            });
+            assert!(ok.headers().get(X_CACHE).is_none(), "not before the stamp");
+            assert_eq!(stamp(&mut ok), Some(cache));
+            assert_eq!(ok.headers()[X_CACHE], cache.as_str());
+        }
+        // A range past the end is refused, but what the cache did still shows.
+        let mut ranged = HeaderMap::new();
+        ranged.insert(header::RANGE, HeaderValue::from_static("bytes=9-"));
+        let rep = Representation {
+            headers: HeaderMap::new(),
+            len: Some(3),
+            cache: CacheStatus::Hit,
+        };
+        let mut refused = representation(&Method::GET, &ranged, rep, |_, _| body::empty());
+        assert_eq!(refused.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(stamp(&mut refused), Some(CacheStatus::Hit));
+        assert_eq!(refused.headers()[X_CACHE], "HIT");
     }
 }
