@@ -1,23 +1,26 @@
 //! Index documents (PyPI pages, RubyGems `/versions` and `/info/*`, specs,
 //! Gentoo's `layout.conf`): served from the store while younger than the
 //! index TTL, then revalidated with a conditional request — one upstream
-//! request however many clients ask at once — and served stale, with `Age`
+//! request however many clients ask at once (a `store::Revalidation` flight:
+//! those who arrive meanwhile share its outcome) — and served stale, with `Age`
 //! and `Warning`, when the upstream cannot be reached. The client's own
 //! `Cache-Control` is not consulted: pip sends `max-age=0` on every request.
 //! PyPI pages are rewritten so that every file link leads through the cache.
 
 use super::respond::{self, CacheStatus, Representation};
 use super::target::Target;
-use super::{headers, via, Error, Proxy};
+use super::{headers, via, Error, Proxy, MAX_LOOKUPS};
 use crate::body::{self, Body};
 use crate::config::Mount;
 use crate::mount::{pypi, DocSpec};
-use crate::store::{unix_now, CacheKey, Doc, DocMeta, Namespace, MAX_DOC_LEN};
+use crate::store::{
+    unix_now, CacheKey, Doc, DocMeta, Failure, Namespace, Revalidated, Revalidation,
+    RevalidationPermit, MAX_DOC_LEN,
+};
 use crate::upstream::{FetchRequest, Fetched};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// What asking the upstream about a document gave.
 enum Refreshed {
@@ -30,6 +33,9 @@ enum Refreshed {
 }
 
 impl Proxy {
+    /// Serves the document `spec` of `mount`: the stored copy while fresh,
+    /// else the outcome of one revalidation shared by every request that
+    /// arrives while it is in flight.
     pub(super) async fn document(
         &self,
         req: &http::request::Parts,
@@ -40,68 +46,107 @@ impl Proxy {
         if self.policy.known_missing(&spec.key) {
             return Err(Error::Missing { key: spec.path });
         }
-        if let Some(doc) = self.stored_doc(&spec).await {
-            if self.is_fresh(&doc) {
-                return Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false));
-            }
-        }
-        let arrived = Instant::now();
-        let lock = self.policy.doc_lock(&spec.key);
-        let _guard = lock.lock().await;
-        // Whoever held the lock may have just refreshed it, or just failed
-        // to: either way its answer is ours, and the upstream is asked once.
         let stored = self.stored_doc(&spec).await;
-        if let Some(doc) = &stored {
-            if self.is_fresh(doc) {
-                return Ok(self.serve_doc(req, &spec, doc, CacheStatus::Hit, false));
+        if let Some(doc) = stored.as_ref().filter(|doc| self.is_fresh(doc)) {
+            return Ok(self.serve_doc(req, &spec, doc, CacheStatus::Hit, false));
+        }
+        for _ in 0..MAX_LOOKUPS {
+            let outcome = match self.store.revalidation(&spec.key) {
+                Revalidation::Lead(permit) => {
+                    return self.revalidate(req, target, mount, &spec, permit).await
+                }
+                Revalidation::Follow(watch) => watch.outcome().await,
+            };
+            match outcome {
+                Revalidated::Current(doc) => {
+                    return Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false))
+                }
+                Revalidated::Failed(failure) => {
+                    let err = Error::from_leader(&failure, &spec.path);
+                    return self.unrevalidated(req, &spec, stored, err);
+                }
+                Revalidated::Uncacheable => return self.pass(req, target).await,
+                Revalidated::Vacated => continue,
             }
         }
-        if let Some(failure) = self.policy.doc_failure_since(&spec.key, arrived) {
-            return match stored {
-                Some(doc) => Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true)),
-                None => Err(failure.error),
-            };
+        Err(Error::Busy { key: spec.path })
+    }
+
+    /// Asks the upstream about a stale (or missing) document, for every
+    /// request that follows `permit`, and answers this one.
+    async fn revalidate(
+        &self,
+        req: &http::request::Parts,
+        target: &Target,
+        mount: &Mount,
+        spec: &DocSpec,
+        permit: RevalidationPermit,
+    ) -> Result<Response<Body>, Error> {
+        // A revalidation that ended since this request looked stored its
+        // copy before it left: then that copy is current.
+        let stored = self.stored_doc(spec).await;
+        if let Some(doc) = stored.as_ref().filter(|doc| self.is_fresh(doc)) {
+            permit.finish(Revalidated::Current(doc.clone()));
+            return Ok(self.serve_doc(req, spec, doc, CacheStatus::Hit, false));
         }
-        let outcome = self.refresh(target, mount, &spec, stored.as_deref()).await;
-        if let Err(err) = &outcome {
-            self.policy.doc_failed(&spec.key, err);
-        }
-        match outcome {
+        match self.refresh(target, mount, spec, stored.as_deref()).await {
             Ok(Refreshed::NotModified) => {
                 let mut doc = Doc::clone(&stored.expect("304 only answers a conditional request"));
                 doc.meta.validated_at = unix_now();
                 let doc = Arc::new(doc);
+                // Stored before it is published: a request after the flight
+                // must find it fresh, not start another.
                 self.save_doc(doc.clone()).await;
-                Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false))
+                permit.finish(Revalidated::Current(doc.clone()));
+                Ok(self.serve_doc(req, spec, &doc, CacheStatus::Hit, false))
             }
             Ok(Refreshed::New(doc)) => {
                 let doc = Arc::new(doc);
                 self.policy
                     .register_hashes(&spec.key, &doc.meta.hashes, true);
                 self.save_doc(doc.clone()).await;
-                Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Miss, false))
+                permit.finish(Revalidated::Current(doc.clone()));
+                Ok(self.serve_doc(req, spec, &doc, CacheStatus::Miss, false))
             }
-            Ok(Refreshed::Other(fetched)) => Ok(respond::passthrough(
-                &req.method,
-                fetched,
-                CacheStatus::Pass,
-            )),
-            Err(err) if err.is_not_found() => {
-                if let Err(err) = self.store.remove_doc(&spec.key).await {
-                    tracing::warn!(doc = %spec.path, error = %err, "cannot remove a document gone upstream");
-                }
-                self.policy.remember_missing(&spec.key);
-                Err(err)
+            Ok(Refreshed::Other(fetched)) => {
+                permit.finish(Revalidated::Uncacheable);
+                Ok(respond::passthrough(
+                    &req.method,
+                    fetched,
+                    CacheStatus::Pass,
+                ))
             }
-            Err(err) => match stored {
-                Some(doc) => {
+            Err(err) => {
+                if err.is_not_found() {
+                    if let Err(err) = self.store.remove_doc(&spec.key).await {
+                        tracing::warn!(doc = %spec.path, error = %err, "cannot remove a document gone upstream");
+                    }
+                    self.policy.remember_missing(&spec.key);
+                } else if let Some(doc) = &stored {
                     tracing::warn!(mount = %mount.name, doc = %spec.path, error = %err,
                         age_s = unix_now().saturating_sub(doc.meta.validated_at),
                         "upstream unreachable; serving a stale index document");
-                    Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true))
                 }
-                None => Err(err),
-            },
+                permit.finish(Revalidated::Failed(Failure::new(err.clone())));
+                self.unrevalidated(req, spec, stored, err)
+            }
+        }
+    }
+
+    /// The answer when revalidating failed with `err`: the stored copy,
+    /// stale, unless the upstream said the document is gone.
+    fn unrevalidated(
+        &self,
+        req: &http::request::Parts,
+        spec: &DocSpec,
+        stored: Option<Arc<Doc>>,
+        err: Error,
+    ) -> Result<Response<Body>, Error> {
+        match stored {
+            Some(doc) if !err.is_not_found() => {
+                Ok(self.serve_doc(req, spec, &doc, CacheStatus::Hit, true))
+            }
+            _ => Err(err),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use super::route::RejectReason;
 use super::target::TargetError;
-use crate::store::{self, KeyError};
+use crate::store::{self, Failure, KeyError};
 use crate::upstream;
 use http::Method;
 use std::sync::Arc;
@@ -150,6 +150,19 @@ impl Error {
         Error::Fetch {
             failed: Arc::new(failed),
         }
+    }
+
+    /// The leader's error that `failure` carries, for a request that
+    /// followed a fill or a revalidation: every failure the proxy publishes
+    /// holds an `Error`, so this answers as the leader did. (Anything else is
+    /// taken for an aborted download of `key`.)
+    pub fn from_leader(failure: &Failure, key: &str) -> Error {
+        failure
+            .downcast_ref::<Error>()
+            .cloned()
+            .unwrap_or_else(|| Error::Aborted {
+                key: key.to_string(),
+            })
     }
 
     /// Where the fault lies.

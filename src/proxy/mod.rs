@@ -259,12 +259,7 @@ impl Proxy {
     /// The leader's error for a fill that failed before it started (the
     /// leader's own request comes here too, so all answer alike).
     fn failed(&self, key: &CacheKey, failure: &Failure) -> Error {
-        let err = failure
-            .downcast_ref::<Error>()
-            .cloned()
-            .unwrap_or_else(|| Error::Aborted {
-                key: key.to_string(),
-            });
+        let err = Error::from_leader(failure, &key.to_string());
         if err.is_not_found() {
             self.policy.remember_missing(&key.canonical());
         }

@@ -1,12 +1,11 @@
 //! Per-process memory of the caching policy: which 404s are remembered, which
-//! paths are never cached, one revalidation lock per index document, and the
-//! sha256 that index pages list for the files they link.
+//! paths are never cached, and the sha256 that index pages list for the
+//! files they link.
 
-use super::Error;
 use crate::config::Policy;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most remembered 404s; past it, expired ones are dropped, then all.
@@ -25,20 +24,8 @@ pub struct PolicyState {
     negative: Mutex<HashMap<String, Instant>>,
     /// Whether `negative` may hold anything: hits skip its lock otherwise.
     any_negative: std::sync::atomic::AtomicBool,
-    doc_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     hashes: Mutex<HashMap<String, String>>,
     registered: Mutex<HashSet<String>>,
-    doc_failures: Mutex<HashMap<String, DocFailure>>,
-}
-
-/// The last failed revalidation of a document, for the clients that queued
-/// behind it: they share its answer instead of asking again.
-#[derive(Clone, Debug)]
-pub struct DocFailure {
-    /// When it failed.
-    pub at: Instant,
-    /// Why: what a client with no stored copy gets.
-    pub error: Error,
 }
 
 impl PolicyState {
@@ -60,10 +47,8 @@ impl PolicyState {
             no_cache: builder.build().unwrap_or_else(|_| GlobSet::empty()),
             negative: Mutex::new(HashMap::new()),
             any_negative: std::sync::atomic::AtomicBool::new(false),
-            doc_locks: Mutex::new(HashMap::new()),
             hashes: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
-            doc_failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,41 +99,6 @@ impl PolicyState {
         map.insert(key.to_string(), now + self.negative_ttl);
         self.any_negative
             .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The lock that serialises revalidations of one document, so that many
-    /// clients at once make one upstream request.
-    pub fn doc_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.doc_locks.lock().expect("never poisoned");
-        if let Some(lock) = map.get(key).and_then(Weak::upgrade) {
-            return lock;
-        }
-        if map.len() >= 1024 {
-            map.retain(|_, weak| weak.strong_count() > 0);
-        }
-        let lock = Arc::new(tokio::sync::Mutex::new(()));
-        map.insert(key.to_string(), Arc::downgrade(&lock));
-        lock
-    }
-
-    /// Records that revalidating `key` failed just now.
-    pub fn doc_failed(&self, key: &str, error: &Error) {
-        let mut map = self.doc_failures.lock().expect("never poisoned");
-        if map.len() >= 1024 {
-            let cutoff = Instant::now() - Duration::from_secs(60);
-            map.retain(|_, f| f.at > cutoff);
-        }
-        let failure = DocFailure {
-            at: Instant::now(),
-            error: error.clone(),
-        };
-        map.insert(key.to_string(), failure);
-    }
-
-    /// The failure of a revalidation of `key` that ended after `since`.
-    pub fn doc_failure_since(&self, key: &str, since: Instant) -> Option<DocFailure> {
-        let map = self.doc_failures.lock().expect("never poisoned");
-        map.get(key).filter(|f| f.at >= since).cloned()
     }
 
     /// Records the digests a document lists. `fresh`: the document was just

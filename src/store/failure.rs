@@ -1,7 +1,8 @@
-//! `Failure`: why a piece of shared work (a fill, for now) ended before it had
-//! a result, as the request that did the work saw it. The store only carries
-//! it from the leader to the requests that follow it; it never looks inside,
-//! so it knows nothing of what the failure means to a client (a status, say).
+//! `Failure`: why a piece of shared work (a fill, a document revalidation)
+//! ended before it had a result, as the request that did the work saw it.
+//! The store only carries it from the leader to the requests that follow it
+//! (see `flight`); it never looks inside, so it knows nothing of what the
+//! failure means to a client (a status, say).
 
 use std::error::Error as StdError;
 use std::fmt;

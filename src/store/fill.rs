@@ -7,6 +7,7 @@
 //! dropped without `commit` is `Aborted` and its temporary file is unlinked.
 
 use super::disk::FILE_MODE;
+use super::flight::Lead;
 use super::spill::{Spill, WINDOW};
 use super::{CacheKey, Error, Failure, Inner};
 use bytes::Bytes;
@@ -139,24 +140,26 @@ impl FillShared {
         }
     }
 
-    pub(crate) fn new(key: CacheKey) -> Arc<FillShared> {
-        Arc::new(FillShared {
+    pub(crate) fn new(key: CacheKey) -> FillShared {
+        FillShared {
             key,
             state: watch::channel(FillState::Pending).0,
             head: OnceLock::new(),
             file: OnceLock::new(),
             spill: Mutex::new(Spill::default()),
             drained: Notify::new(),
-        })
+        }
     }
 }
 
-/// The exclusive right to fill one key. Dropped unused, waiting readers are
-/// told `Vacated` and look the key up again.
+/// The exclusive right to fill one key: the lead of its flight in the fill
+/// map. Dropped unused, waiting readers are told `Vacated` and look the key
+/// up again.
 pub struct FillPermit {
     pub(crate) inner: Arc<Inner>,
     pub(crate) shared: Arc<FillShared>,
-    pub(crate) done: bool,
+    /// `None` once used: started (the `Fill` holds it), failed or given up.
+    pub(crate) lead: Option<Lead<CacheKey, FillShared>>,
 }
 
 impl FillPermit {
@@ -209,10 +212,11 @@ impl FillPermit {
         self.shared
             .state
             .send_replace(FillState::Streaming { written: 0 });
-        self.done = true;
+        let lead = self.lead.take().expect("an unused permit holds its lead");
         Ok(Fill {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            lead,
             file,
             tmp_path,
             hasher: Some(Sha256::new()),
@@ -227,26 +231,28 @@ impl FillPermit {
     /// Gives up because the answer cannot be cached: waiting readers fetch
     /// for themselves, uncached.
     pub fn uncacheable(mut self) {
-        self.done = true;
-        self.inner.forget_fill(&self.shared);
-        self.shared.state.send_replace(FillState::Uncacheable);
+        self.end(FillState::Uncacheable);
     }
 
     /// Gives up before any body: waiting readers answer as the leader did
     /// (`failure` is its own error, carried to them as it is).
     pub fn fail(mut self, failure: Failure) {
-        self.done = true;
-        self.inner.forget_fill(&self.shared);
-        self.shared.state.send_replace(FillState::Failed(failure));
+        self.end(FillState::Failed(failure));
+    }
+
+    /// Leaves the fill map, then tells the waiters: woken, they must not
+    /// find this fill again.
+    fn end(&mut self, state: FillState) {
+        if let Some(mut lead) = self.lead.take() {
+            lead.leave();
+            self.shared.state.send_replace(state);
+        }
     }
 }
 
 impl Drop for FillPermit {
     fn drop(&mut self) {
-        if !self.done {
-            self.inner.forget_fill(&self.shared);
-            self.shared.state.send_replace(FillState::Vacated);
-        }
+        self.end(FillState::Vacated);
     }
 }
 
@@ -256,6 +262,9 @@ impl Drop for FillPermit {
 pub struct Fill {
     inner: Arc<Inner>,
     shared: Arc<FillShared>,
+    /// The fill map's entry: left once nobody new should join (spilled,
+    /// committed or failed).
+    lead: Lead<CacheKey, FillShared>,
     file: Arc<File>,
     tmp_path: PathBuf,
     hasher: Option<Sha256>,
@@ -335,7 +344,7 @@ impl Fill {
                 tracing::warn!(key = %self.shared.key, bytes_on_disk = self.written, error = %err,
                     "the cache cannot take this file; streaming the rest uncached");
                 self.spilled = true;
-                self.inner.forget_fill(&self.shared);
+                self.lead.leave();
                 self.shared.spill().start(self.written);
                 self.hold(chunks[failed_at..].to_vec()).await
             }
@@ -415,7 +424,7 @@ impl Fill {
         if self.spilled {
             // Complete and verified, so readers end cleanly; not stored.
             self.finished = true;
-            self.inner.forget_fill(&self.shared);
+            self.lead.leave();
             self.shared.state.send_replace(FillState::Complete {
                 len,
                 committed: false,
@@ -441,7 +450,7 @@ impl Fill {
         self.finished = true;
         // Forget the fill only after the rename, so that a lookup that misses
         // the fill map is sure to find the committed file.
-        self.inner.forget_fill(&self.shared);
+        self.lead.leave();
         let committed = stored.is_ok();
         self.shared
             .state
@@ -461,7 +470,7 @@ impl Drop for Fill {
         if self.finished {
             return;
         }
-        self.inner.forget_fill(&self.shared);
+        self.lead.leave();
         self.shared.state.send_replace(FillState::Aborted);
         let path = self.tmp_path.clone();
         // Readers keep their open descriptor; the name goes now.

@@ -8,6 +8,9 @@
 //! start-up), `meta/<2 hex>/<sha256 of key>` (one JSON file per entry) and
 //! `docs/<2 hex>/<sha256 of key>` (index documents, see `doc`).
 //! `scan` and `state` list all of it for maintenance and start-up indexes.
+//!
+//! Work that many requests want at once is done once (`flight`): one fill per
+//! key being downloaded (the fill map), one revalidation per index document.
 
 mod commit;
 mod disk;
@@ -15,11 +18,13 @@ mod doc;
 mod entry;
 mod failure;
 mod fill;
+mod flight;
 mod hot;
 mod index;
 mod key;
 mod meta;
 mod reader;
+mod revalidation;
 mod scan;
 mod spill;
 mod state;
@@ -36,6 +41,7 @@ pub use key::{
 };
 pub use meta::{unix_now, EntryMeta};
 pub use reader::BodyReader;
+pub use revalidation::{Revalidated, Revalidation, RevalidationPermit, RevalidationWatch};
 pub use scan::{meta_status, Entries, MetaStatus, Scan, ScanEntry, ScanError, ScanIssue};
 pub use state::{
     doc_file, doc_files, meta_file, meta_files, probe_lock, quarantine_dir, quarantine_files,
@@ -43,8 +49,8 @@ pub use state::{
 };
 
 use fill::FillShared;
+use flight::{Claim, Flights};
 use rustix::fs::{Mode, OFlags};
-use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -232,7 +238,10 @@ pub(crate) struct Inner {
     root_fd: OwnedFd,
     tmp_dir: PathBuf,
     meta_dir: PathBuf,
-    fills: Mutex<HashMap<CacheKey, Arc<FillShared>>>,
+    /// The fill map: one flight per key being filled.
+    fills: Arc<Flights<CacheKey, FillShared>>,
+    /// Index documents being revalidated, one flight per document key.
+    docs_in_flight: Arc<Flights<String, revalidation::DocFlight>>,
     hot: hot::HotSet,
     index: Mutex<index::Index>,
     track_recency: std::sync::atomic::AtomicBool,
@@ -260,17 +269,6 @@ impl Inner {
 
     fn index(&self) -> std::sync::MutexGuard<'_, index::Index> {
         self.index.lock().expect("index lock is never poisoned")
-    }
-
-    /// Removes `shared` from the fill map if it is still the current fill.
-    fn forget_fill(&self, shared: &Arc<FillShared>) {
-        let mut fills = self.fills.lock().expect("fill map lock is never poisoned");
-        if fills
-            .get(&shared.key)
-            .is_some_and(|s| Arc::ptr_eq(s, shared))
-        {
-            fills.remove(&shared.key);
-        }
     }
 }
 
@@ -353,7 +351,8 @@ impl Store {
                 root_fd,
                 tmp_dir,
                 meta_dir,
-                fills: Mutex::new(HashMap::new()),
+                fills: Flights::new(),
+                docs_in_flight: Flights::new(),
                 hot: hot::HotSet::new(HOT_BUDGET),
                 index: Mutex::new(index),
                 track_recency: std::sync::atomic::AtomicBool::new(false),
@@ -393,22 +392,13 @@ impl Store {
             Opened::Conflict => return Ok(Lookup::Conflict),
             Opened::Missing => {}
         }
-        let permit = {
-            let mut fills = self
-                .inner
-                .fills
-                .lock()
-                .expect("fill map lock is never poisoned");
-            if let Some(shared) = fills.get(key) {
-                return Ok(Lookup::Filling(FillWatch::new(shared.clone())));
-            }
-            let shared = FillShared::new(key.clone());
-            fills.insert(key.clone(), shared.clone());
-            FillPermit {
+        let permit = match self.inner.fills.claim(key, || FillShared::new(key.clone())) {
+            Claim::Follow(shared) => return Ok(Lookup::Filling(FillWatch::new(shared))),
+            Claim::Lead(lead) => FillPermit {
                 inner: self.inner.clone(),
-                shared,
-                done: false,
-            }
+                shared: lead.flight().clone(),
+                lead: Some(lead),
+            },
         };
         // A fill may have committed and left the map between our disk check
         // and our claim; look once more so that it is not fetched twice.
@@ -420,36 +410,24 @@ impl Store {
     }
 
     fn join(&self, key: &CacheKey) -> Option<FillWatch> {
-        let fills = self
-            .inner
-            .fills
-            .lock()
-            .expect("fill map lock is never poisoned");
-        let shared = fills.get(key)?;
-        Some(FillWatch::new(shared.clone()))
+        self.inner.fills.get(key).map(FillWatch::new)
     }
 
     /// Number of fills in progress.
     pub fn fills_in_progress(&self) -> usize {
-        self.inner
-            .fills
-            .lock()
-            .expect("fill map lock is never poisoned")
-            .len()
+        self.inner.fills.len()
     }
 
     /// The fills in progress, sorted by key (for the status page).
     pub fn active_fills(&self) -> Vec<ActiveFill> {
-        let shared: Vec<Arc<FillShared>> = self
+        // Each fill's state is read outside the map lock: lookups wait on it.
+        let mut fills: Vec<ActiveFill> = self
             .inner
             .fills
-            .lock()
-            .expect("fill map lock is never poisoned")
-            .values()
-            .cloned()
+            .all()
+            .iter()
+            .map(|s| s.progress())
             .collect();
-        // Read each fill's state outside the map lock: lookups wait on it.
-        let mut fills: Vec<ActiveFill> = shared.iter().map(|s| s.progress()).collect();
         fills.sort_by(|a, b| a.key.cmp(&b.key));
         fills
     }
