@@ -35,6 +35,7 @@ pub mod cache_status;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod digest;
 pub mod evict;
 pub mod maintain;
 pub mod metrics;

@@ -12,14 +12,13 @@ use super::target::Target;
 use super::{headers, via, Error, Proxy, MAX_LOOKUPS};
 use crate::body::{self, Body};
 use crate::config::Mount;
-use crate::mount::{pypi, DocSpec};
+use crate::mount::{self, DocSpec};
 use crate::store::{
     unix_now, CacheKey, Doc, DocMeta, Failure, Namespace, Revalidated, Revalidation,
     RevalidationPermit, MAX_DOC_LEN,
 };
 use crate::upstream::{FetchRequest, Fetched};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// What asking the upstream about a document gave.
@@ -43,7 +42,7 @@ impl Proxy {
         mount: &Mount,
         spec: DocSpec,
     ) -> Result<Response<Body>, Error> {
-        if self.policy.known_missing(&spec.key) {
+        if self.policy.negative.knows_missing(&spec.key) {
             return Err(Error::Missing { key: spec.path });
         }
         let stored = self.stored_doc(&spec).await;
@@ -103,7 +102,8 @@ impl Proxy {
             Ok(Refreshed::New(doc)) => {
                 let doc = Arc::new(doc);
                 self.policy
-                    .register_hashes(&spec.key, &doc.meta.hashes, true);
+                    .listed
+                    .register(&spec.key, &doc.meta.hashes, true);
                 self.save_doc(doc.clone()).await;
                 permit.finish(Revalidated::Current(doc.clone()));
                 Ok(self.serve_doc(req, spec, &doc, CacheStatus::Miss, false))
@@ -121,7 +121,7 @@ impl Proxy {
                     if let Err(err) = self.store.remove_doc(&spec.key).await {
                         tracing::warn!(doc = %spec.path, error = %err, "cannot remove a document gone upstream");
                     }
-                    self.policy.remember_missing(&spec.key);
+                    self.policy.negative.remember(&spec.key);
                 } else if let Some(doc) = &stored {
                     tracing::warn!(mount = %mount.name, doc = %spec.path, error = %err,
                         age_s = unix_now().saturating_sub(doc.meta.validated_at),
@@ -231,7 +231,8 @@ impl Proxy {
         stale: bool,
     ) -> Response<Body> {
         self.policy
-            .register_hashes(&spec.key, &doc.meta.hashes, false);
+            .listed
+            .register(&spec.key, &doc.meta.hashes, false);
         let mut stored: HeaderMap = headers::to_map(&doc.meta.headers);
         let age = unix_now().saturating_sub(doc.meta.validated_at);
         stored.insert(header::AGE, HeaderValue::from(age));
@@ -280,9 +281,8 @@ async fn read_whole(fetched: &mut Fetched) -> Result<bytes::Bytes, Error> {
     }
 }
 
-/// The stored form of a fetched document: PyPI pages rewritten (with the
-/// digests they list), everything else byte for byte with its headers, so
-/// RubyGems' MD5 ETags keep matching their bodies.
+/// The stored form of a fetched document: as `mount::rewrite_document`
+/// makes it, with the digests it lists keyed as the store keys their files.
 fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes) -> Doc {
     let upstream_headers = headers::storable(&fetched.headers);
     let header_value = |name: &str| {
@@ -291,105 +291,35 @@ fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
-    let mut meta = DocMeta {
-        key: spec.key.clone(),
-        headers: upstream_headers.clone(),
-        validated_at: unix_now(),
-        upstream_etag: header_value("etag"),
-        upstream_last_modified: header_value("last-modified"),
-        source: fetched.url.clone(),
-        hashes: Vec::new(),
-    };
-    if spec.repr.is_none() {
-        return Doc { meta, body: raw };
+    let (upstream_etag, upstream_last_modified) =
+        (header_value("etag"), header_value("last-modified"));
+    let rewritten = mount::rewrite_document(mount, spec, &fetched.url, &upstream_headers, raw);
+    if let Some(err) = &rewritten.unrewritten {
+        tracing::warn!(source = %fetched.url, error = %err, "index page not rewritten; served as sent");
     }
-    let Ok(page_url) = url::Url::parse(&fetched.url) else {
-        return Doc { meta, body: raw };
-    };
-    let is_json = header_value("content-type").is_some_and(|t| t.contains("json"));
-    let map = |link: &url::Url| proxy_path(mount, link);
-    let rewritten = if is_json {
-        pypi::rewrite_json(&raw, &page_url, &map)
-    } else {
-        pypi::rewrite_html(&raw, &page_url, &map)
-    };
-    let rewritten = match rewritten {
-        Ok(r) => r,
-        Err(err) => {
-            tracing::warn!(source = %fetched.url, error = %err, "index page not rewritten; served as sent");
-            return Doc { meta, body: raw };
-        }
-    };
-    if rewritten.unmapped > 0 {
-        tracing::warn!(source = %fetched.url, links = rewritten.unmapped,
+    if rewritten.unmapped_links > 0 {
+        tracing::warn!(source = %fetched.url, links = rewritten.unmapped_links,
             "index page links to hosts that are not configured (--files-host); those downloads bypass the cache");
     }
     let namespace = Namespace::Mount(mount.name.clone());
-    let prefix = format!("/{}", mount.name);
-    meta.hashes = rewritten
-        .hashes
-        .iter()
-        .filter_map(|(path, sha)| {
-            let rest = path.strip_prefix(&prefix)?;
-            let key = CacheKey::try_from_path(namespace.clone(), rest).ok()?;
-            Some((key.canonical(), sha.clone()))
+    let hashes = rewritten
+        .listed
+        .into_iter()
+        .filter_map(|(path, digest)| {
+            let key = CacheKey::try_from_path(namespace.clone(), &path).ok()?;
+            Some((key.canonical(), digest))
         })
         .collect();
-    // The body changed, so the upstream's validator no longer names it.
-    let etag = format!(
-        "\"{}\"",
-        &hex::encode(Sha256::digest(&rewritten.body))[..32]
-    );
-    meta.headers
-        .retain(|(n, _)| n != "etag" && n != "content-length");
-    meta.headers.push(("etag".into(), etag));
     Doc {
-        meta,
+        meta: DocMeta {
+            key: spec.key.clone(),
+            headers: rewritten.headers,
+            validated_at: unix_now(),
+            upstream_etag,
+            upstream_last_modified,
+            source: fetched.url.clone(),
+            hashes,
+        },
         body: rewritten.body,
     }
-}
-
-/// The proxy path for a link on a PyPI page: a file on the mount's sources or
-/// on a configured files host. Anything else stays as it is.
-fn proxy_path(mount: &Mount, link: &url::Url) -> Option<String> {
-    let https = match link.scheme() {
-        "http" => false,
-        "https" => true,
-        _ => return None,
-    };
-    let host = link.host_str()?;
-    let authority = match link.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    };
-    let authority = crate::config::Authority::try_new(&authority, https).ok()?;
-    let tail = |prefix: &str| -> Option<String> {
-        let rest = link.path().strip_prefix(prefix)?;
-        if !rest.starts_with('/') {
-            return None;
-        }
-        Some(match link.query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_string(),
-        })
-    };
-    for source in &mount.sources {
-        if source.https == https && source.authority == authority {
-            if let Some(rest) = tail(&source.prefix) {
-                return Some(format!("/{}{rest}", mount.name));
-            }
-        }
-    }
-    for files in &mount.files_hosts {
-        if files.https == https && files.authority == authority {
-            if let Some(rest) = tail(&files.prefix) {
-                return Some(format!(
-                    "/{}/files/{}{rest}",
-                    mount.name,
-                    authority.as_str()
-                ));
-            }
-        }
-    }
-    None
 }

@@ -4,6 +4,7 @@
 //! a client leaving — before or after the upstream answers — cancels nothing.
 
 use super::{headers, target::Target, via, Error};
+use crate::digest::Digest;
 use crate::store::{Committed, Failure, Fill, FillHead, FillPermit};
 use crate::upstream::{FetchRequest, Fetched, Upstream};
 use bytes::Bytes;
@@ -18,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct Job {
     pub upstream: Upstream,
     pub target: Target,
-    /// The sha256 an index lists for the file, checked before the commit.
-    pub expected_sha256: Option<String>,
+    /// The digest an index lists for the file, checked before the commit.
+    pub expected: Option<Digest>,
     /// A larger Content-Length passes uncached (`--max-size`).
     pub max_entry: Option<u64>,
     /// Fires on hard shutdown: the fill is abandoned, nothing committed.
@@ -36,7 +37,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
     let Job {
         upstream,
         target,
-        expected_sha256,
+        expected,
         max_entry,
         cancel,
         slot: _slot,
@@ -83,18 +84,14 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
         permit.uncacheable();
         return;
     }
-    if fetched.content_length() == Some(0)
-        && expected_sha256
-            .as_deref()
-            .is_some_and(|listed| listed != EMPTY_SHA256)
-    {
+    if fetched.content_length() == Some(0) && expected.as_ref().is_some_and(|d| !d.matches(b"")) {
         // No byte to hold back: refuse before anything looks complete.
         tracing::error!(key = %permit.key(), source = %fetched.url,
             "download does not match the digest its index lists (empty body); nothing committed");
         let err = Error::Digest {
             key: permit.key().to_string(),
-            listed: expected_sha256.unwrap_or_default(),
-            got: EMPTY_SHA256.into(),
+            listed: expected.map(|d| d.to_string()).unwrap_or_default(),
+            got: "an empty body".into(),
         };
         permit.fail(Failure::new(err));
         return;
@@ -103,7 +100,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
         headers: headers::storable(&fetched.headers),
         content_length: fetched.content_length(),
         source: fetched.url.clone(),
-        expected_sha256,
+        expected,
     };
     match permit.start(head).await {
         Ok(fill) => pump(fetched, fill, cancel).await,
@@ -124,9 +121,6 @@ fn looks_like_a_portal(fetched: &Fetched, key: &crate::store::CacheKey) -> bool 
     let name = String::from_utf8_lossy(key.file_name()).to_ascii_lowercase();
     !(name.ends_with(".html") || name.ends_with(".htm") || name.ends_with(".xhtml"))
 }
-
-/// The sha256 of no bytes.
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Most bytes gathered into one write.
 const BATCH: usize = 1 << 20;

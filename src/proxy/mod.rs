@@ -15,6 +15,7 @@ pub mod target;
 
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::digest::Digest;
 use crate::metrics::Metrics;
 use crate::mount::MountUpstream;
 use crate::store::{
@@ -45,7 +46,7 @@ pub struct Proxy {
     tasks: TaskTracker,
     fills_cancel: CancellationToken,
     fill_slots: Arc<Semaphore>,
-    policy: Arc<policy::PolicyState>,
+    policy: Arc<policy::Policy>,
     metrics: Arc<Metrics>,
 }
 
@@ -64,7 +65,7 @@ impl Proxy {
         config: &Config,
     ) -> Proxy {
         Proxy {
-            policy: Arc::new(policy::PolicyState::new(&config.policy)),
+            policy: Arc::new(policy::Policy::new(&config.policy)),
             store,
             upstream,
             rules: Arc::new(rules),
@@ -146,7 +147,7 @@ impl Proxy {
                 tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");
                 self.pass(req, &target).await
             }
-            Route::Cache(_) if self.policy.never_cache(req.uri.path()) => {
+            Route::Cache(_) if self.policy.no_cache.matches(req.uri.path()) => {
                 tracing::debug!(uri = %req.uri, reason = "no-cache pattern", "passing uncached");
                 self.pass(req, &target).await
             }
@@ -154,16 +155,16 @@ impl Proxy {
         }
     }
 
-    /// Serves `key` through the cache; `expected_sha256` is what an index
-    /// lists for it (a fill is verified against it before it is committed).
+    /// Serves `key` through the cache; `expected` is what an index lists for
+    /// it (a fill is verified against it before it is committed).
     async fn cached(
         &self,
         req: &http::request::Parts,
         target: &Target,
         key: CacheKey,
-        expected_sha256: Option<String>,
+        expected: Option<Digest>,
     ) -> Result<Response<Body>, Error> {
-        if self.policy.may_know_missing() && self.policy.known_missing(&key.canonical()) {
+        if self.policy.negative.may_hold() && self.policy.negative.knows_missing(&key.canonical()) {
             return Err(Error::Missing {
                 key: key.to_string(),
             });
@@ -179,8 +180,8 @@ impl Proxy {
             match lookup {
                 Lookup::Hit(entry) => {
                     let stored = entry.meta.as_ref().map(|m| m.sha256.as_str());
-                    match (&expected_sha256, stored) {
-                        (Some(listed), Some(stored)) if listed != stored => {
+                    match (&expected, stored) {
+                        (Some(listed), Some(stored)) if listed.contradicts_sha256(stored) => {
                             // Cached before its index was seen (or the index
                             // changed): the index wins; fetch again, verified.
                             tracing::error!(key = %key, stored, listed = %listed,
@@ -223,7 +224,7 @@ impl Proxy {
                     let job = filler::Job {
                         upstream: self.upstream.clone(),
                         target: target.clone(),
-                        expected_sha256: expected_sha256.clone(),
+                        expected: expected.clone(),
                         max_entry: self.policy.max_entry,
                         cancel: self.fills_cancel.clone(),
                         slot,
@@ -261,7 +262,7 @@ impl Proxy {
     fn failed(&self, key: &CacheKey, failure: &Failure) -> Error {
         let err = Error::from_leader(failure, &key.to_string());
         if err.is_not_found() {
-            self.policy.remember_missing(&key.canonical());
+            self.policy.negative.remember(&key.canonical());
         }
         err
     }

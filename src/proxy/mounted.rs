@@ -8,6 +8,7 @@ use super::target::Target;
 use super::{respond, Error, Proxy};
 use crate::body::Body;
 use crate::config::{Mount, Profile};
+use crate::digest::Digest;
 use crate::mount::{self, rubygems, Class, MountUpstream};
 use crate::store::{CacheKey, KeyError, Namespace};
 use http::{header, Method, Response};
@@ -81,16 +82,17 @@ impl Proxy {
     fn pass_reason(&self, req: &http::request::Parts, query: Option<&str>) -> Option<PassReason> {
         route::uncacheable(&req.headers, query).or_else(|| {
             self.policy
-                .never_cache(req.uri.path())
+                .no_cache
+                .matches(req.uri.path())
                 .then_some(PassReason::Pattern)
         })
     }
 
-    /// The sha256 an index lists for the file at `path` of `mount`: from the
+    /// The digest an index lists for the file at `path` of `mount`: from the
     /// PyPI pages served so far, or from the cached RubyGems `/info/NAME`.
-    async fn listed_digest(&self, mount: &Mount, path: &str, key: &CacheKey) -> Option<String> {
+    async fn listed_digest(&self, mount: &Mount, path: &str, key: &CacheKey) -> Option<Digest> {
         match mount.profile {
-            Profile::Pypi => self.policy.listed_hash(&key.canonical()),
+            Profile::Pypi => self.policy.listed.get(&key.canonical()),
             Profile::Rubygems => {
                 let file = path.strip_prefix("/gems/")?;
                 let file = percent_encoding::percent_decode_str(file)
@@ -106,8 +108,9 @@ impl Proxy {
                         continue;
                     };
                     let info = String::from_utf8_lossy(&doc.body);
-                    if let Some(sha) = rubygems::checksum_for(name, &info, &file) {
-                        return Some(sha);
+                    let listed = rubygems::checksum_for(name, &info, &file);
+                    if let Some(digest) = listed.as_deref().and_then(Digest::sha256) {
+                        return Some(digest);
                     }
                 }
                 None

@@ -10,9 +10,10 @@ use super::disk::FILE_MODE;
 use super::flight::Lead;
 use super::spill::{Spill, WINDOW};
 use super::{CacheKey, Error, Failure, Inner};
+use crate::digest::{Algorithm, Digest};
 use bytes::Bytes;
 use rustix::fs::OFlags;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -82,10 +83,10 @@ pub struct FillHead {
     pub content_length: Option<u64>,
     /// The URL the body comes from.
     pub source: String,
-    /// The sha256 an index lists for this file (lower-case hex). When set,
-    /// readers are kept one byte short of the end until the body matches it,
-    /// so a mismatch can never look like a complete download.
-    pub expected_sha256: Option<String>,
+    /// The digest an index lists for this file. When set, readers are kept
+    /// one byte short of the end until the body matches it, so a mismatch
+    /// can never look like a complete download.
+    pub expected: Option<Digest>,
 }
 
 /// A fill in progress as the status page shows it: a copy, stale at once.
@@ -207,7 +208,7 @@ impl FillPermit {
         };
         let _ = self.shared.file.set(file.clone());
         let expected_len = head.content_length;
-        let hold_back = u64::from(head.expected_sha256.is_some());
+        let hold_back = u64::from(head.expected.is_some());
         let _ = self.shared.head.set(Arc::new(head));
         self.shared
             .state
@@ -412,11 +413,16 @@ impl Fill {
             .get()
             .cloned()
             .expect("a started fill has a head");
-        if let Some(expected) = &head.expected_sha256 {
-            if *expected != sha256 {
+        if let Some(expected) = &head.expected {
+            // Every body is hashed with sha256 (its metadata records it); an
+            // index's other algorithms will need their own hasher here.
+            let matches = match expected.algorithm() {
+                Algorithm::Sha256 => expected.hex() == sha256,
+            };
+            if !matches {
                 return Err(Error::Digest {
                     key: self.shared.key.to_string(),
-                    expected: expected.clone(),
+                    expected: expected.to_string(),
                     got: sha256,
                 });
             }

@@ -103,7 +103,7 @@ pub enum Error {
         /// Announced length.
         expected: u64,
     },
-    /// The body does not have the sha256 its index lists.
+    /// The body does not have the digest its index lists.
     #[error("body of {key} has sha256 {got}, the index lists {expected}")]
     Digest {
         /// The entry.
