@@ -7,7 +7,7 @@ mod build;
 mod mounts;
 
 use crate::cli::Args;
-pub use build::BuildConfig;
+pub use build::{valid_field, BuildConfig};
 use http::uri::{Scheme, Uri};
 use mounts::mounts_from;
 pub use mounts::{Mount, Profile};

@@ -8,7 +8,6 @@
 pub mod client;
 
 use crate::config::{Authority, SourceUrl, UpstreamConfig};
-use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -217,6 +216,19 @@ async fn next_data(body: &mut Incoming, idle: Duration) -> Result<Option<Bytes>,
     }
 }
 
+/// Told of every attempt on a source (the metrics implement it; `app` wires
+/// them in), so that this module reports without knowing who listens.
+/// Called on the request path: implementations must be quick and never block.
+pub trait Observer: Send + Sync {
+    /// An attempt on `source` (an origin, `scheme://host:port`, whatever the
+    /// path or redirects) got its final response head after `elapsed`,
+    /// whatever its status.
+    fn answered(&self, source: &str, elapsed: Duration);
+
+    /// An attempt on `source` failed with `error` (a 404 included).
+    fn failed(&self, source: &str, error: &Error);
+}
+
 /// The upstream side: a pooled client and the configured sources.
 #[derive(Clone)]
 pub struct Upstream {
@@ -224,19 +236,22 @@ pub struct Upstream {
     sources: Vec<SourceUrl>,
     idle: Duration,
     max_redirects: usize,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn Observer>,
 }
 
 impl Upstream {
     /// Builds the client (reads certificate files). Every attempt's latency
-    /// and failure is recorded in `metrics`, by the origin of the URL tried.
-    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream, client::Error> {
+    /// and failure is told to `observer`, by the origin of the URL tried.
+    pub fn new(
+        config: &UpstreamConfig,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Upstream, client::Error> {
         Ok(Upstream {
             client: client::build(config)?,
             sources: config.sources.clone(),
             idle: config.idle_timeout,
             max_redirects: config.max_redirects,
-            metrics,
+            observer,
         })
     }
 
@@ -287,7 +302,7 @@ impl Upstream {
                 Err(err) => {
                     tracing::warn!(error = %err, elapsed_ms = started.elapsed().as_millis() as u64,
                         "upstream failed; trying next");
-                    self.metrics.upstream_failed(&origin, &err);
+                    self.observer.failed(&origin, &err);
                     attempts.push(err);
                 }
             }
@@ -295,7 +310,7 @@ impl Upstream {
         Err(Failed { attempts })
     }
 
-    /// One source: `origin` labels its metrics; `started` is when the
+    /// One source: `origin` names it to the observer; `started` is when the
     /// attempt began (the head latency spans its redirects).
     async fn fetch_one(
         &self,
@@ -309,7 +324,7 @@ impl Upstream {
             let response = self.send(&req.method, &url, &headers).await?;
             let status = response.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
-                self.metrics.upstream_answered(origin, started.elapsed());
+                self.observer.answered(origin, started.elapsed());
             }
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let next = redirect_target(&url, response.headers())?;
