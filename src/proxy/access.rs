@@ -2,6 +2,7 @@
 //! finished or dropped, with the bytes actually sent and whether the body
 //! ended cleanly.
 
+use super::target::ConnInfo;
 use crate::body::Body;
 use crate::cache_status::CacheStatus;
 use crate::metrics::Metrics;
@@ -20,8 +21,11 @@ pub struct AccessRecord {
     pub target: http::Uri,
     /// Response status.
     pub status: u16,
-    /// X-Cache value; `None` when the answer has none (errors, redirects).
+    /// What the cache did; `None` when the answer says nothing of it
+    /// (errors, redirects, refusals).
     pub cache: Option<CacheStatus>,
+    /// The `--mirror` mount the request was for, if any.
+    pub mount: Option<String>,
     /// Client address.
     pub peer: Option<std::net::SocketAddr>,
     /// Where the client meant to connect, when a DNAT rule sent it here.
@@ -31,6 +35,35 @@ pub struct AccessRecord {
     /// The response's Content-Length: hyper stops polling a body once that
     /// many bytes are sent, so reaching it is a complete response.
     pub expected: Option<u64>,
+}
+
+impl AccessRecord {
+    /// The record of `req`, answered with `response` (not yet sent), which
+    /// `cache` says how the cache served.
+    pub fn new(
+        req: &http::request::Parts,
+        response: &http::Response<Body>,
+        cache: Option<CacheStatus>,
+        mount: Option<String>,
+        conn: Option<&ConnInfo>,
+        started: Instant,
+    ) -> AccessRecord {
+        AccessRecord {
+            method: req.method.clone(),
+            target: req.uri.clone(),
+            status: response.status().as_u16(),
+            cache,
+            mount,
+            peer: conn.map(|c| c.peer),
+            orig_dst: conn.and_then(ConnInfo::redirected_from),
+            started,
+            expected: response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 /// Wraps a response body; logs once and counts the request in the
@@ -103,14 +136,15 @@ impl Drop for LoggedBody {
         let cache = r.cache.as_ref().map_or("-", CacheStatus::as_str);
         let elapsed_ms = r.started.elapsed().as_millis() as u64;
         let peer = r.peer.map(tracing::field::display);
+        let mount = r.mount.as_deref();
         match r.orig_dst {
             None => {
                 tracing::info!(method = %r.method, path = %r.target, status = r.status, cache,
-                bytes = self.bytes, elapsed_ms, peer, outcome, "request")
+                mount, bytes = self.bytes, elapsed_ms, peer, outcome, "request")
             }
             Some(dst) => {
                 tracing::info!(method = %r.method, path = %r.target, status = r.status, cache,
-                bytes = self.bytes, elapsed_ms, peer, orig_dst = %dst, outcome, "request")
+                mount, bytes = self.bytes, elapsed_ms, peer, orig_dst = %dst, outcome, "request")
             }
         }
     }
@@ -130,19 +164,18 @@ pub struct Unanswered {
 impl Unanswered {
     /// Arms the guard for one request.
     pub fn new(
-        method: &http::Method,
-        target: &http::Uri,
-        peer: Option<std::net::SocketAddr>,
+        req: &http::request::Parts,
+        conn: Option<&ConnInfo>,
         started: Instant,
-        metrics: Arc<Metrics>,
+        metrics: &Arc<Metrics>,
     ) -> Unanswered {
         Unanswered {
-            method: method.clone(),
-            target: target.clone(),
-            peer,
+            method: req.method.clone(),
+            target: req.uri.clone(),
+            peer: conn.map(|c| c.peer),
             started,
             armed: true,
-            metrics,
+            metrics: metrics.clone(),
         }
     }
 

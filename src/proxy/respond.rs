@@ -6,6 +6,7 @@
 use super::conditional::{self, RangeAnswer};
 use super::error::{Class, Error};
 use super::headers;
+use super::route::Local;
 use crate::body::{self, Body};
 pub use crate::cache_status::CacheStatus;
 use crate::store::KeyError;
@@ -250,7 +251,7 @@ fn value(s: String) -> HeaderValue {
 }
 
 /// Another spelling of a canonical proxy path (`location`, query kept).
-pub fn moved(location: &str) -> Response<Body> {
+fn moved(location: &str) -> Response<Body> {
     let mut r = text(StatusCode::MOVED_PERMANENTLY, format!("see {location}"));
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -258,9 +259,17 @@ pub fn moved(location: &str) -> Response<Body> {
     r
 }
 
+/// An answer the proxy gives itself.
+pub fn local(method: &Method, local: &Local) -> Response<Body> {
+    match local {
+        Local::MountRoot => mount_root(method),
+        Local::Redirect(location) => moved(location),
+    }
+}
+
 /// A RubyGems source root, answered by the mount itself: `gem` sends
 /// `HEAD /` to choose the compact index, also when the upstream is away.
-pub fn mount_root(method: &Method) -> Response<Body> {
+fn mount_root(method: &Method) -> Response<Body> {
     let mut response = Response::new(if *method == Method::HEAD {
         body::empty()
     } else {

@@ -28,6 +28,7 @@ mod revalidation;
 mod scan;
 mod spill;
 mod state;
+mod watch;
 
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
@@ -47,6 +48,7 @@ pub use state::{
     doc_file, doc_files, meta_file, meta_files, probe_lock, quarantine_dir, quarantine_files,
     tmp_files, LockProbe, StateFile, StateIssue,
 };
+pub use watch::{FillStart, FillWatch};
 
 use fill::FillShared;
 use flight::{Claim, Flights};
@@ -58,7 +60,6 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
 
 /// Entries up to this size are read whole when opened and kept in memory.
 pub const SMALL_ENTRY: u64 = 64 * 1024;
@@ -141,95 +142,6 @@ pub enum Lookup {
     /// The path cannot be an entry: a prefix of it is a file, or it is a
     /// directory (the `a` versus `a/b` case). Serve it uncached.
     Conflict,
-}
-
-/// A handle on a fill in progress, held by a request that joined it.
-pub struct FillWatch {
-    shared: Arc<FillShared>,
-    rx: watch::Receiver<FillState>,
-    /// Bytes seen written (in the file, or held in memory) by [`FillWatch::first_bytes`].
-    seen: u64,
-}
-
-/// What a joined fill turned out to be, once it left `Pending`.
-pub enum FillStart {
-    /// The body is streaming: respond from it.
-    Started(Arc<FillHead>),
-    /// The fetch failed; answer as the leader did.
-    Failed(Failure),
-    /// The leader gave up before starting; look up again.
-    Vacated,
-    /// The answer is not cacheable; fetch it uncached.
-    Uncacheable,
-}
-
-impl FillWatch {
-    pub(crate) fn new(shared: Arc<FillShared>) -> FillWatch {
-        let rx = shared.state.subscribe();
-        FillWatch {
-            shared,
-            rx,
-            seen: 0,
-        }
-    }
-
-    /// Waits until the fill has left `Pending`.
-    pub async fn started(&mut self) -> FillStart {
-        let state = match self.rx.wait_for(|s| *s != FillState::Pending).await {
-            Ok(state) => state.clone(),
-            Err(_) => return FillStart::Vacated,
-        };
-        match state {
-            FillState::Failed(failure) => FillStart::Failed(failure),
-            FillState::Vacated => FillStart::Vacated,
-            FillState::Uncacheable => FillStart::Uncacheable,
-            _ => match self.shared.head.get() {
-                Some(head) => FillStart::Started(head.clone()),
-                None => FillStart::Vacated,
-            },
-        }
-    }
-
-    /// Waits until the first bytes can be read, or the fill has ended.
-    /// False when it failed. A response should not begin before: hyper drops
-    /// the head of a response whose body fails on its first poll.
-    pub async fn first_bytes(&mut self) -> bool {
-        let ready = self.rx.wait_for(|s| match s {
-            FillState::Streaming { written } => *written > 0,
-            FillState::Spilling { received, .. } => *received > 0,
-            FillState::Pending => false,
-            _ => true,
-        });
-        let seen = match ready.await {
-            Ok(state) => match *state {
-                FillState::Streaming { written } => Some(written),
-                FillState::Spilling { received, .. } => Some(received),
-                FillState::Complete { len, .. } => Some(len),
-                _ => None,
-            },
-            Err(_) => None,
-        };
-        self.seen = seen.unwrap_or(0);
-        seen.is_some()
-    }
-
-    /// The current state (for logs and tests).
-    pub fn state(&self) -> FillState {
-        self.rx.borrow().clone()
-    }
-
-    /// A reader over `[start, end)` of the growing body (`end` may be `u64::MAX`).
-    /// Only meaningful after [`FillWatch::started`] returned `Started`.
-    pub fn reader(&self, start: u64, end: u64) -> Option<BodyReader> {
-        let file = self.shared.file.get()?.clone();
-        Some(BodyReader::growing(
-            self.shared.clone(),
-            file,
-            start,
-            end,
-            self.seen,
-        ))
-    }
 }
 
 /// Shared state of an open store.
