@@ -235,3 +235,51 @@ async fn the_shutdown_grace_is_a_deadline_and_nothing_half_done_is_kept() {
     );
     bin.kill9().await;
 }
+
+/// Query strings carry tokens (signed URLs, private indexes): the access log names the path
+/// only, and the query appears at debug level alone, on a line of its own.
+#[tokio::test]
+async fn query_strings_reach_the_log_only_at_debug_level() {
+    let origin = Origin::builder().file("/tok.bin", "body").start().await;
+    for (filter, shown) in [("package_cache=info", false), ("package_cache=debug", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "--source",
+            &origin.url(),
+            "--cache",
+            dir.path().to_str().unwrap(),
+        ];
+        let bin = Binary::start_logging(filter, &args).await;
+        let got = get(&bin.url("/tok.bin?token=s3cret-value")).await;
+        assert_eq!((got.status.as_u16(), got.cache()), (200, "PASS"));
+        let mut request = None;
+        for _ in 0..100 {
+            request = bin
+                .log_lines()
+                .into_iter()
+                .find(|l| l.contains("\"message\":\"request\"") && l.contains("/tok.bin"));
+            if request.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let request = request.expect("an access log line");
+        let v: serde_json::Value = serde_json::from_str(&request).unwrap();
+        assert_eq!(v["fields"]["path"], "/tok.bin", "{filter}: {request}");
+        let lines = bin.log_lines();
+        let leaked: Vec<_> = lines.iter().filter(|l| l.contains("s3cret")).collect();
+        if shown {
+            let query = leaked
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["fields"]["message"] == "request query")
+                .unwrap_or_else(|| panic!("a query line at debug: {lines:#?}"));
+            assert_eq!(query["level"], "DEBUG");
+            assert_eq!(query["fields"]["query"], "token=s3cret-value");
+            assert_eq!(query["fields"]["path"], "/tok.bin");
+        } else {
+            assert!(leaked.is_empty(), "the query leaked at info: {leaked:#?}");
+        }
+        bin.kill9().await;
+    }
+}

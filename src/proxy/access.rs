@@ -1,6 +1,7 @@
 //! The access log: one `tracing` line per request, written when its body is
 //! finished or dropped, with the bytes actually sent and whether the body
-//! ended cleanly.
+//! ended cleanly. The line names the path only: query strings carry tokens,
+//! so they are logged at debug level, on a line of their own.
 
 use super::target::ConnInfo;
 use crate::body::Body;
@@ -137,13 +138,15 @@ impl Drop for LoggedBody {
         let elapsed_ms = r.started.elapsed().as_millis() as u64;
         let peer = r.peer.map(tracing::field::display);
         let mount = r.mount.as_deref();
+        let path = WithoutQuery(&r.target);
+        log_query(&r.method, &r.target);
         match r.orig_dst {
             None => {
-                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache,
+                tracing::info!(method = %r.method, path = %path, status = r.status, cache,
                 mount, bytes = self.bytes, elapsed_ms, peer, outcome, "request")
             }
             Some(dst) => {
-                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache,
+                tracing::info!(method = %r.method, path = %path, status = r.status, cache,
                 mount, bytes = self.bytes, elapsed_ms, peer, orig_dst = %dst, outcome, "request")
             }
         }
@@ -189,9 +192,10 @@ impl Drop for Unanswered {
     fn drop(&mut self) {
         if self.armed {
             self.metrics.request_served(None, 0);
+            log_query(&self.method, &self.target);
             tracing::info!(
                 method = %self.method,
-                path = %self.target,
+                path = %WithoutQuery(&self.target),
                 cache = "-",
                 bytes = 0u64,
                 elapsed_ms = self.started.elapsed().as_millis() as u64,
@@ -200,5 +204,41 @@ impl Drop for Unanswered {
                 "request"
             );
         }
+    }
+}
+
+/// A request target as logs show it at the default level: scheme, host
+/// (absolute-form requests) and path, never the query.
+pub struct WithoutQuery<'a>(pub &'a http::Uri);
+
+impl std::fmt::Display for WithoutQuery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let (Some(scheme), Some(authority)) = (self.0.scheme_str(), self.0.authority()) {
+            write!(f, "{scheme}://{authority}")?;
+        }
+        f.write_str(self.0.path())
+    }
+}
+
+/// The query of a request, for whoever runs at debug level.
+fn log_query(method: &http::Method, target: &http::Uri) {
+    if let Some(query) = target.query() {
+        tracing::debug!(method = %method, path = %WithoutQuery(target), query, "request query");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_paths_have_no_query() {
+        let shown = |uri: &str| WithoutQuery(&uri.parse().unwrap()).to_string();
+        assert_eq!(shown("/a/b.whl?token=secret"), "/a/b.whl");
+        assert_eq!(shown("/a%20b"), "/a%20b");
+        assert_eq!(
+            shown("http://mirror.example:8080/x?sig=abc"),
+            "http://mirror.example:8080/x"
+        );
     }
 }

@@ -24,6 +24,11 @@ pub(super) enum Next {
     Pass,
     /// Look the key up again (a fill's leader gave up, or an entry was dropped).
     Again,
+    /// The fill this request followed failed before this response began, in
+    /// a way another attempt may fix: look the key up again and compete to
+    /// lead the next fill, as pingora's cache lock lets its readers do.
+    /// Answer with this error if the lookups run out.
+    Retry(Error),
 }
 
 impl Proxy {
@@ -61,10 +66,15 @@ impl Proxy {
     ) -> Next {
         self.metrics.fill_joined();
         match watch.started().await {
-            FillStart::Started(head) => {
-                Next::Answer(from_fill(req, key, &head, watch, false).await)
+            FillStart::Started(head) => from_fill(req, key, &head, watch, false).await,
+            FillStart::Failed(failure) => {
+                let err = self.failed(key, &failure);
+                if err.is_retryable() {
+                    tracing::debug!(key = %key, error = %err, "the fill this request joined failed; trying again");
+                    return Next::Retry(err);
+                }
+                Next::Answer(Err(err))
             }
-            FillStart::Failed(failure) => Next::Answer(Err(self.failed(key, &failure))),
             FillStart::Uncacheable => Next::Pass,
             FillStart::Vacated => Next::Again,
         }
@@ -100,9 +110,8 @@ impl Proxy {
         self.tasks.spawn(filler::run(job, permit, handback));
         self.metrics.fill_started();
         match watch.started().await {
-            FillStart::Started(head) => {
-                Next::Answer(from_fill(req, &key, &head, watch, true).await)
-            }
+            FillStart::Started(head) => from_fill(req, &key, &head, watch, true).await,
+            // This request's own attempt, with every source tried: its answer.
             FillStart::Failed(failure) => Next::Answer(Err(self.failed(&key, &failure))),
             // Handed back before the state changed, so it is here.
             FillStart::Uncacheable => match returned.try_recv() {
@@ -208,13 +217,19 @@ async fn from_fill(
     head: &FillHead,
     mut watch: FillWatch,
     leader: bool,
-) -> Result<Response<Body>, Error> {
+) -> Next {
     if !watch.first_bytes().await {
         // Failed (cut short, or not the bytes its index lists) before this
-        // response began: say so, rather than start a body that must break.
-        return Err(Error::Aborted {
+        // response began: never start a body that must break. A request that
+        // only followed the fill tries again when that may help.
+        let err = Error::Aborted {
             key: key.to_string(),
-        });
+        };
+        if !leader && Error::retryable_cause(watch.abort_cause().as_ref()) {
+            tracing::debug!(key = %key, "the fill this request joined broke before its first byte; trying again");
+            return Next::Retry(err);
+        }
+        return Next::Answer(Err(err));
     }
     // Every byte is on disk and its length checked; only the commit's fsync
     // and rename are left, so this is served from the cache.
@@ -233,7 +248,7 @@ async fn from_fill(
         len: head.content_length,
         cache,
     };
-    Ok(respond::representation(
+    Next::Answer(Ok(respond::representation(
         &req.method,
         &req.headers,
         rep,
@@ -243,7 +258,7 @@ async fn from_fill(
                 Err(std::io::Error::other("fill has no file"))
             })),
         },
-    ))
+    )))
 }
 
 fn reader_body(reader: BodyReader) -> Body {

@@ -209,8 +209,26 @@ impl Error {
         match self {
             Error::Fetch { failed } => failed.attempts.iter().any(transient),
             Error::Body { .. } | Error::Busy { .. } => true,
+            Error::Store { source } => matches!(**source, store::Error::Short { .. }),
             _ => false,
         }
+    }
+
+    /// Whether a fill that aborted with `cause` (the writer's error, or the
+    /// store's own at the commit) may succeed when fetched again. Without a
+    /// cause (abandoned at shutdown), no.
+    pub fn retryable_cause(cause: Option<&Failure>) -> bool {
+        let Some(cause) = cause else {
+            return false;
+        };
+        if let Some(err) = cause.downcast_ref::<Error>() {
+            return err.is_retryable();
+        }
+        // A body shorter than announced: cut short, as a reset is.
+        matches!(
+            cause.downcast_ref::<store::Error>(),
+            Some(store::Error::Short { .. })
+        )
     }
 }
 

@@ -6,10 +6,11 @@
 use super::{headers, target::Target, via, Error};
 use crate::digest::Digest;
 use crate::store::{Committed, Failure, Fill, FillHead, FillPermit};
-use crate::upstream::{FetchRequest, Fetched, Upstream};
+use crate::upstream::{BodyError, FetchRequest, Fetched, Upstream};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Method, StatusCode};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -132,7 +133,7 @@ enum Gathered {
     /// The body ended cleanly.
     End,
     /// The body failed.
-    Failed(crate::upstream::BodyError),
+    Failed(BodyError),
 }
 
 /// `first` plus every chunk that is ready without waiting, up to [`BATCH`].
@@ -152,6 +153,19 @@ fn gather(fetched: &mut Fetched, first: Bytes) -> (Vec<Bytes>, Gathered) {
         }
     }
     (batch, Gathered::More)
+}
+
+/// Gives `fill` up because its upstream body broke: the readers that had not
+/// begun their responses learn that another attempt may succeed.
+fn body_failed(fill: Fill, fetched: &Fetched, err: BodyError) {
+    tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
+        "upstream body failed; nothing committed");
+    let cause = Error::Body {
+        key: fill.key().to_string(),
+        url: fetched.url.clone(),
+        source: Arc::new(err),
+    };
+    fill.abort(Failure::new(cause));
 }
 
 /// Drives one download into its fill to the end (or to failure), even when
@@ -174,24 +188,17 @@ async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
                 let (batch, end) = gather(&mut fetched, data);
                 if let Err(err) = fill.write(batch).await {
                     tracing::error!(key = %fill.key(), error = %err, "fill write failed; nothing committed");
-                    return;
+                    let source = Arc::new(err);
+                    return fill.abort(Failure::new(Error::Store { source }));
                 }
                 match end {
                     Gathered::More => {}
                     Gathered::End => break,
-                    Gathered::Failed(err) => {
-                        tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
-                            "upstream body failed; nothing committed");
-                        return;
-                    }
+                    Gathered::Failed(err) => return body_failed(fill, &fetched, err),
                 }
             }
             Ok(None) => break,
-            Err(err) => {
-                tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
-                    "upstream body failed; nothing committed");
-                return;
-            }
+            Err(err) => return body_failed(fill, &fetched, err),
         }
     }
     let key = fill.key().to_string();

@@ -37,7 +37,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How often a request re-looks-up a key whose fill leader gave up.
+/// How often a request looks a key up: again when the fill it followed was
+/// given up, or failed in a way another attempt may fix.
 const MAX_LOOKUPS: usize = 4;
 
 /// The request handler. Cheap to clone; clones share the store and tasks.
@@ -130,6 +131,7 @@ impl Proxy {
             });
         }
         let expected = self.listed_digest(&target, &key).await;
+        let mut retried = None;
         for _ in 0..MAX_LOOKUPS {
             let next = match self.store.lookup(&key).await {
                 Ok(Lookup::Hit(entry)) => self.hit(req, &key, entry, expected.as_ref()).await,
@@ -148,11 +150,12 @@ impl Proxy {
                 Next::Answer(answer) => return answer,
                 Next::Pass => return self.pass(req, &target).await,
                 Next::Again => continue,
+                Next::Retry(err) => retried = Some(err),
             }
         }
-        Err(Error::Busy {
+        Err(retried.unwrap_or(Error::Busy {
             key: key.to_string(),
-        })
+        }))
     }
 
     /// Fetches `target` for the client and streams it through uncached.
@@ -199,8 +202,8 @@ fn refused(req: &http::request::Parts, conn: Option<&ConnInfo>, err: &Error) -> 
     if err.class() == error::Class::Client {
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let orig_dst = conn.and_then(ConnInfo::redirected_from);
-        tracing::warn!(method = %req.method, uri = %req.uri, host, ?orig_dst,
-            error = %err, "request refused");
+        tracing::warn!(method = %req.method, uri = %access::WithoutQuery(&req.uri), host,
+            ?orig_dst, error = %err, "request refused");
     }
     respond::error(err)
 }

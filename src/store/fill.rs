@@ -116,6 +116,9 @@ pub(crate) struct FillShared {
     pub(crate) spill: Mutex<Spill>,
     /// Signalled when a reader frees held bytes or leaves.
     pub(crate) drained: Notify,
+    /// Why the fill aborted, when its writer said so: set before `Aborted`
+    /// is published, so a reader woken by it finds the cause.
+    pub(crate) cause: OnceLock<Failure>,
 }
 
 impl FillShared {
@@ -149,6 +152,7 @@ impl FillShared {
             file: OnceLock::new(),
             spill: Mutex::new(Spill::default()),
             drained: Notify::new(),
+            cause: OnceLock::new(),
         }
     }
 }
@@ -385,6 +389,14 @@ impl Fill {
         Ok(())
     }
 
+    /// Gives the fill up because of `cause` (the writer's own error, say an
+    /// upstream body that broke): readers see `Aborted`, and those that had
+    /// not begun their responses can read why ([`super::FillWatch::abort_cause`]).
+    pub fn abort(self, cause: Failure) {
+        let _ = self.shared.cause.set(cause);
+        // Dropped unfinished: `Aborted`, the temporary file removed.
+    }
+
     /// Verifies the length, then stores the entry durably: fsync the body,
     /// write its metadata, rename the body into place, fsync the directories.
     ///
@@ -393,11 +405,13 @@ impl Fill {
     pub async fn commit(mut self) -> Result<Committed, Error> {
         if let Some(expected) = self.expected_len {
             if self.written != expected {
-                return Err(Error::Short {
+                let short = || Error::Short {
                     key: self.shared.key.to_string(),
                     expected,
                     got: self.written,
-                });
+                };
+                let _ = self.shared.cause.set(Failure::new(short()));
+                return Err(short());
             }
         }
         let len = self.written;
@@ -420,11 +434,13 @@ impl Fill {
                 Algorithm::Sha256 => expected.hex() == sha256,
             };
             if !matches {
-                return Err(Error::Digest {
+                let digest = || Error::Digest {
                     key: self.shared.key.to_string(),
                     expected: expected.to_string(),
-                    got: sha256,
-                });
+                    got: sha256.clone(),
+                };
+                let _ = self.shared.cause.set(Failure::new(digest()));
+                return Err(digest());
             }
         }
         if self.spilled {

@@ -78,6 +78,12 @@ impl FillWatch {
         seen.is_some()
     }
 
+    /// Why the fill aborted, when [`FillWatch::first_bytes`] said it had
+    /// failed and its writer (or the commit) gave a cause.
+    pub fn abort_cause(&self) -> Option<Failure> {
+        self.shared.cause.get().cloned()
+    }
+
     /// The current state (for logs and tests).
     pub fn state(&self) -> FillState {
         self.rx.borrow().clone()

@@ -162,8 +162,17 @@ impl Binary {
         Binary::start_on("127.0.0.1", args).await
     }
 
+    /// As `start`, with `RUST_LOG` set to `filter` (`start` logs `package_cache=info`).
+    pub async fn start_logging(filter: &str, args: &[&str]) -> Binary {
+        Binary::spawn("127.0.0.1", args, filter).await
+    }
+
     /// As `start`, listening on `host`.
     pub async fn start_on(host: &str, args: &[&str]) -> Binary {
+        Binary::spawn(host, args, "package_cache=info").await
+    }
+
+    async fn spawn(host: &str, args: &[&str], filter: &str) -> Binary {
         // Never the default admin port: tests run in parallel.
         let admin = if host.contains(':') {
             format!("[{host}]:0")
@@ -183,7 +192,7 @@ impl Binary {
             .args(args)
             .args(admin_args)
             .args(["--host", host, "--port", "0", "--log-format", "json"])
-            .env("RUST_LOG", "package_cache=info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
