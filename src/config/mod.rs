@@ -36,6 +36,14 @@ pub enum Error {
     /// No cache directory was given and no default could be derived.
     #[error("no cache directory: pass --cache DIR")]
     NoCacheDir,
+    /// Nothing to fetch from: no `--source`, `--mirror` or `--transparent-host`,
+    /// so every request would be a 404.
+    #[error(
+        "no upstream to cache from: add --source URL (a mirror, repeatable, e.g. \
+         --source http://mirror.example/gentoo) or --mirror NAME=URL (e.g. \
+         --mirror pypi=https://pypi.example); see --help"
+    )]
+    NoUpstream,
     /// A `--mirror`, `--profile` or `--files-host` entry is malformed.
     #[error("invalid {option} {value:?}: {reason}")]
     Mount {
@@ -317,13 +325,13 @@ impl TryFrom<Args> for Config {
 
     fn try_from(args: Args) -> Result<Config, Error> {
         let mounts = mounts_from(&args)?;
-        let sources = args
+        let sources: Vec<SourceUrl> = args
             .sources
             .iter()
             .filter(|s| !s.is_empty())
             .map(|s| SourceUrl::try_new(s))
             .collect::<Result<_, _>>()?;
-        let transparent_hosts = args
+        let transparent_hosts: Vec<Authority> = args
             .transparent_hosts
             .iter()
             .map(|h| Authority::try_new(h, false))
@@ -346,6 +354,9 @@ impl TryFrom<Args> for Config {
         }
         let admin = ListenAddr::try_admin(&args.admin)?;
         let build = BuildConfig::try_from_args(&args.build)?;
+        if sources.is_empty() && mounts.is_empty() && transparent_hosts.is_empty() {
+            return Err(Error::NoUpstream);
+        }
         let secs = Duration::from_secs;
         Ok(Config {
             build,
