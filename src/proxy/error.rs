@@ -73,7 +73,7 @@ pub enum Error {
     /// Every source said 404 for this key within the negative TTL.
     #[error("{key} was not found upstream (remembered)")]
     Missing {
-        /// The entry's or document's key.
+        /// The entry's key, or the document's path.
         key: String,
     },
     /// The upstream answered an index document with an HTML page (a login
