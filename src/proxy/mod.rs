@@ -112,7 +112,14 @@ impl Proxy {
         req: &http::request::Parts,
         target: Target,
     ) -> Result<Response<Body>, Error> {
-        let (target, key) = match route::route(req, target, &self.policy.no_cache)? {
+        let no_cache = &self.policy.no_cache;
+        let routed = match &target {
+            Target::Mount {
+                mount, path, query, ..
+            } => mounted::route(req, mount, path, query.as_deref(), no_cache)?,
+            _ => route::route(req, target, no_cache)?,
+        };
+        let (target, key) = match routed {
             Routed::Cache { target, key } => (target, key),
             Routed::Pass { target, reason } => {
                 tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");

@@ -1,8 +1,8 @@
 //! Routing: whether a request is served through the cache (a file, or a
 //! mount's index document), passed through uncached, answered by the proxy
-//! itself, or refused — decided from the request and its target alone.
+//! itself, or refused — decided from the request and its target alone
+//! (`mounted` does it for a mount's paths, with the same outcomes).
 
-use super::mounted;
 use super::policy::NoCache;
 use super::target::Target;
 use super::Error;
@@ -100,20 +100,15 @@ pub enum Local {
     Redirect(String),
 }
 
-/// Routes a request for `target`: refused (`Err`), answered by the proxy,
-/// passed uncached, or served through the cache. `no_cache` holds the
-/// operator's patterns, matched against the request's own path.
+/// Routes a request for `target` (the mirrors or a named host; a mount's
+/// paths are routed by its profile, in `mounted`): refused (`Err`), passed
+/// uncached, or served through the cache. `no_cache` holds the operator's
+/// patterns, matched against the request's own path.
 pub fn route(
     req: &http::request::Parts,
     target: Target,
     no_cache: &NoCache,
 ) -> Result<Routed, Error> {
-    if let Target::Mount {
-        mount, path, query, ..
-    } = &target
-    {
-        return mounted::route(req, mount, path, query.as_deref(), no_cache);
-    }
     match classify(&req.method, &target, &req.headers) {
         Route::Reject(reason) => Err(Error::rejected(reason, &req.method)),
         Route::Pass(reason) => Ok(Routed::Pass { target, reason }),

@@ -89,22 +89,6 @@ pub struct FillHead {
     pub expected: Option<Digest>,
 }
 
-/// A fill in progress as the status page shows it: a copy, stale at once.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ActiveFill {
-    /// The entry's key as logs show it (`/path`, `host/path`, `/mount/path`).
-    pub key: String,
-    /// Bytes written so far.
-    pub written: u64,
-    /// The upstream's Content-Length, once it answered with one.
-    pub content_length: Option<u64>,
-    /// Responses following the fill now: each live reader (and each request
-    /// still waiting for the upstream's answer) holds one receiver.
-    pub readers: usize,
-    /// The fill's state (`FillState::as_str`).
-    pub state: &'static str,
-}
-
 /// State shared between a fill's writer and its readers.
 pub(crate) struct FillShared {
     pub(crate) key: CacheKey,
@@ -124,24 +108,6 @@ pub(crate) struct FillShared {
 impl FillShared {
     pub(crate) fn spill(&self) -> std::sync::MutexGuard<'_, Spill> {
         self.spill.lock().expect("spill lock is never poisoned")
-    }
-}
-
-impl FillShared {
-    pub(crate) fn progress(&self) -> ActiveFill {
-        let state = self.state.borrow().clone();
-        let written = match state {
-            FillState::Streaming { written } => written,
-            FillState::Complete { len, .. } => len,
-            _ => 0,
-        };
-        ActiveFill {
-            key: self.key.to_string(),
-            written,
-            content_length: self.head.get().and_then(|h| h.content_length),
-            readers: self.state.receiver_count(),
-            state: state.as_str(),
-        }
     }
 
     pub(crate) fn new(key: CacheKey) -> FillShared {

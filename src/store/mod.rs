@@ -34,7 +34,7 @@ pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
 use entry::{open_entry_blocking, Opened};
 pub use failure::Failure;
-pub use fill::{ActiveFill, Committed, Fill, FillHead, FillPermit, FillState};
+pub use fill::{Committed, Fill, FillHead, FillPermit, FillState};
 pub use index::Indexed;
 pub use key::{
     CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, MOUNTS_DIR,
@@ -48,7 +48,7 @@ pub use state::{
     doc_file, doc_files, meta_file, meta_files, probe_lock, quarantine_dir, quarantine_files,
     tmp_files, LockProbe, StateFile, StateIssue,
 };
-pub use watch::{FillStart, FillWatch};
+pub use watch::{ActiveFill, FillStart, FillWatch};
 
 use fill::FillShared;
 use flight::{Claim, Flights};

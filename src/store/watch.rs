@@ -1,7 +1,8 @@
 //! `FillWatch`: a request's handle on a fill in progress, whether it started
 //! the fill or joined it: it waits for the fill to start (or to fail, or to
 //! be given up), then for its first bytes, and hands out readers that follow
-//! the growing file.
+//! the growing file. `ActiveFill` is a fill's progress as the status page
+//! shows it.
 
 use super::fill::{FillHead, FillShared, FillState};
 use super::{BodyReader, Failure};
@@ -100,5 +101,40 @@ impl FillWatch {
             end,
             self.seen,
         ))
+    }
+}
+
+/// A fill in progress as the status page shows it: a copy, stale at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveFill {
+    /// The entry's key as logs show it (`/path`, `host/path`, `/mount/path`).
+    pub key: String,
+    /// Bytes written so far.
+    pub written: u64,
+    /// The upstream's Content-Length, once it answered with one.
+    pub content_length: Option<u64>,
+    /// Responses following the fill now: each live reader (and each request
+    /// still waiting for the upstream's answer) holds one receiver.
+    pub readers: usize,
+    /// The fill's state (`FillState::as_str`).
+    pub state: &'static str,
+}
+
+impl FillShared {
+    /// A snapshot of this fill for the status page.
+    pub(crate) fn progress(&self) -> ActiveFill {
+        let state = self.state.borrow().clone();
+        let written = match state {
+            FillState::Streaming { written } => written,
+            FillState::Complete { len, .. } => len,
+            _ => 0,
+        };
+        ActiveFill {
+            key: self.key.to_string(),
+            written,
+            content_length: self.head.get().and_then(|h| h.content_length),
+            readers: self.state.receiver_count(),
+            state: state.as_str(),
+        }
     }
 }
