@@ -303,3 +303,31 @@ async fn clients_that_joined_a_fill_that_failed_before_its_first_byte_fetch_agai
     assert_eq!(origin.hits("/flaky.bin"), 2);
     app.stop().await;
 }
+
+/// An upstream that answers with an error (as one that cannot be reached, or does not answer
+/// in time) would do the same again at once: every client that joined the attempt shares its
+/// answer, and many clients still cost one upstream request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_error_is_shared_by_every_client_that_joined_the_attempt() {
+    let origin = Origin::builder()
+        .route(
+            "/down.bin",
+            Reply::status(503).first_byte_delay(Duration::from_millis(400)),
+        )
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let url = app.url("/down.bin");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for client in clients {
+        let got = client.await.unwrap();
+        assert_eq!(got.status, 502);
+        assert!(String::from_utf8_lossy(&got.body).starts_with("package-cache: "));
+    }
+    assert_eq!(origin.hits("/down.bin"), 1, "eight clients, one attempt");
+    app.stop().await;
+}

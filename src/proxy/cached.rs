@@ -24,8 +24,8 @@ pub(super) enum Next {
     Pass,
     /// Look the key up again (a fill's leader gave up, or an entry was dropped).
     Again,
-    /// The fill this request followed failed before this response began, in
-    /// a way another attempt may fix: look the key up again and compete to
+    /// The fill this request followed was cut short before this response
+    /// began (`Error::is_cut_short`): look the key up again and compete to
     /// lead the next fill, as pingora's cache lock lets its readers do.
     /// Answer with this error if the lookups run out.
     Retry(Error),
@@ -69,8 +69,8 @@ impl Proxy {
             FillStart::Started(head) => from_fill(req, key, &head, watch, false).await,
             FillStart::Failed(failure) => {
                 let err = self.failed(key, &failure);
-                if err.is_retryable() {
-                    tracing::debug!(key = %key, error = %err, "the fill this request joined failed; trying again");
+                if err.is_cut_short() {
+                    tracing::debug!(key = %key, error = %err, "the fill this request joined was cut short; trying again");
                     return Next::Retry(err);
                 }
                 Next::Answer(Err(err))
@@ -221,11 +221,11 @@ async fn from_fill(
     if !watch.first_bytes().await {
         // Failed (cut short, or not the bytes its index lists) before this
         // response began: never start a body that must break. A request that
-        // only followed the fill tries again when that may help.
+        // only followed a fill that was cut short tries again.
         let err = Error::Aborted {
             key: key.to_string(),
         };
-        if !leader && Error::retryable_cause(watch.abort_cause().as_ref()) {
+        if !leader && Error::cut_short_cause(watch.abort_cause().as_ref()) {
             tracing::debug!(key = %key, "the fill this request joined broke before its first byte; trying again");
             return Next::Retry(err);
         }

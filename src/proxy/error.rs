@@ -214,15 +214,33 @@ impl Error {
         }
     }
 
+    /// Whether the upstream answered but the transfer broke before the body
+    /// was whole (a reset or an early close, after the head): then the
+    /// requests that followed the attempt try again rather than share it.
+    /// A source that cannot be reached, does not answer in time or answers
+    /// with an error would do the same again at once: that is shared, so
+    /// many clients still cost one attempt.
+    pub fn is_cut_short(&self) -> bool {
+        match self {
+            Error::Fetch { failed } => failed
+                .attempts
+                .iter()
+                .any(|attempt| matches!(attempt, upstream::Error::Body { .. })),
+            Error::Body { .. } => true,
+            Error::Store { source } => matches!(**source, store::Error::Short { .. }),
+            _ => false,
+        }
+    }
+
     /// Whether a fill that aborted with `cause` (the writer's error, or the
-    /// store's own at the commit) may succeed when fetched again. Without a
-    /// cause (abandoned at shutdown), no.
-    pub fn retryable_cause(cause: Option<&Failure>) -> bool {
+    /// store's own at the commit) was cut short ([`Error::is_cut_short`]).
+    /// Without a cause (abandoned at shutdown), no.
+    pub fn cut_short_cause(cause: Option<&Failure>) -> bool {
         let Some(cause) = cause else {
             return false;
         };
         if let Some(err) = cause.downcast_ref::<Error>() {
-            return err.is_retryable();
+            return err.is_cut_short();
         }
         // A body shorter than announced: cut short, as a reset is.
         matches!(
@@ -298,6 +316,32 @@ mod tests {
         let slow = fetch(vec![timeout(), timeout()]);
         assert!(slow.is_timeout() && slow.is_retryable());
         assert!(!fetch(vec![timeout(), status(500)]).is_timeout());
+    }
+
+    #[test]
+    fn only_a_transfer_cut_short_sends_followers_to_try_again() {
+        // Would come back the same at once: shared by everyone who waited.
+        for shared in [
+            fetch(vec![timeout()]),
+            fetch(vec![status(503)]),
+            fetch(vec![status(404)]),
+            fetch(Vec::new()),
+        ] {
+            assert!(!shared.is_cut_short(), "{shared:?}");
+        }
+        let short = store::Error::Short {
+            key: "/a".into(),
+            expected: 10,
+            got: 5,
+        };
+        assert!(Error::cut_short_cause(Some(&Failure::new(short))));
+        let digest = store::Error::Digest {
+            key: "/a".into(),
+            expected: "x".into(),
+            got: "y".into(),
+        };
+        assert!(!Error::cut_short_cause(Some(&Failure::new(digest))));
+        assert!(!Error::cut_short_cause(None), "abandoned at shutdown");
     }
 
     #[test]
