@@ -101,12 +101,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Reads the system trust store and the CA file: blocking work.
     let metrics = Arc::new(Metrics::new());
     let upstream_config = config.upstream.clone();
-    let upstream_metrics = metrics.clone();
-    let upstream =
-        tokio::task::spawn_blocking(move || Upstream::new(&upstream_config, upstream_metrics))
-            .await
-            .context("setting up the upstream client")?
-            .context("setting up the upstream client")?;
+    let observer: Arc<dyn upstream::Observer> = metrics.clone();
+    let upstream = tokio::task::spawn_blocking(move || Upstream::new(&upstream_config, observer))
+        .await
+        .context("setting up the upstream client")?
+        .context("setting up the upstream client")?;
     let proxy_addr = listeners[0]
         .local_addr()
         .context("reading the bound address")?;

@@ -2,19 +2,23 @@
 //!
 //! A request flows one way through the crate:
 //! `server` (accept, timeouts, connection limit) → `proxy::Proxy::handle`
-//! → `proxy::target` (where the request points) → `proxy::route` (cache, pass or reject)
-//! → `store::Store::lookup` (hit, join a fill in progress, or a permit to fill)
-//! → `upstream::Upstream::fetch` (ordered failover over the sources)
-//! → a tracked fill task writes `store::Fill` and commits it
-//! → `proxy::respond` builds the response from a `store::BodyReader`.
+//! → `proxy::target` (where the request points) → `proxy::route` (cache, pass,
+//! a mount's index document, or refuse) → `store::Store::lookup` (hit, join a
+//! fill in progress, or a permit to fill) → `upstream::Upstream::fetch`
+//! (ordered failover over the sources) → a tracked fill task writes
+//! `store::Fill` and commits it → `proxy::respond` builds the response from a
+//! `store::BodyReader`, and picks the status of every error (`proxy::Error`).
 //!
 //! Index documents take a side path: `proxy::document` serves the stored copy
-//! (`store::Doc`) within the TTL, else revalidates it once for all clients,
-//! rewriting PyPI pages (`mount::pypi`) so that every file goes through the cache
-//! and the digests they list are enforced on the fills.
+//! (`store::Doc`) within the TTL, else revalidates it once for all the clients
+//! that ask meanwhile (`store::Revalidation`, a single flight like the fills),
+//! keeping what `mount::rewrite_document` makes of it: PyPI pages rewritten so
+//! that every file goes through the cache, and the digests they list
+//! (`digest::Digest`) enforced on the fills.
 //!
 //! Beside the proxy port, `admin` serves `/metrics`, `/healthz` and a status
-//! page from the counters in `metrics`, which the proxy and upstream update.
+//! page from the counters in `metrics`, which the proxy feeds with values
+//! (`cache_status::CacheStatus`) and the upstream through its observer.
 //!
 //! The fill task, never a client's response body, drives the download, so one
 //! upstream fetch serves any number of readers at their own pace and a client
@@ -31,9 +35,11 @@ pub mod api;
 pub mod app;
 pub mod body;
 pub mod builds;
+pub mod cache_status;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod digest;
 pub mod evict;
 pub mod maintain;
 pub mod metrics;

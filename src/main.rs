@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         None => {}
     }
     let syslog = args.syslog.then_some(args.syslog_socket.as_path());
+    let logs_to_stderr = syslog.is_none();
     // Held to the end of main: dropping it flushes the queued log lines.
     let _log_guard = match telemetry::init(args.verbose, args.log_format, syslog) {
         Ok(guard) => guard,
@@ -51,7 +52,11 @@ fn main() -> ExitCode {
     match runtime.block_on(app::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
+            // Said once where the operator looks: on stderr, and in syslog
+            // too when the log goes there (stderr is often a terminal then).
+            if !logs_to_stderr {
+                tracing::error!(error = format!("{err:#}"), "cannot start");
+            }
             eprintln!("package-cache: {err:#}");
             ExitCode::FAILURE
         }

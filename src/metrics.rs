@@ -1,11 +1,12 @@
 //! `Metrics`: the counters of one running app, and their Prometheus text.
 //!
 //! Owns every counter, gauge and histogram (one `Arc<Metrics>` per app,
-//! created in `app::start` and handed to the proxy, the upstream client and
-//! the admin listener). It does not sample the store or serve HTTP: values
-//! that live elsewhere (fills in progress, cache size) are passed in at scrape.
+//! created in `app::start` and handed to the proxy, to the upstream client as
+//! its `upstream::Observer`, and to the admin listener). It does not sample
+//! the store or serve HTTP: values that live elsewhere (fills in progress,
+//! cache size) are passed in at scrape.
 
-use crate::proxy::respond::CacheStatus;
+use crate::cache_status::CacheStatus;
 use crate::upstream;
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
@@ -172,6 +173,17 @@ pub struct Metrics {
 fn head_histogram() -> Histogram {
     // 5 ms to about 41 s: loopback mirrors to a stalled one at the idle timeout.
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// The upstream reports each attempt here (wired in `app`).
+impl upstream::Observer for Metrics {
+    fn answered(&self, source: &str, elapsed: Duration) {
+        self.upstream_answered(source, elapsed);
+    }
+
+    fn failed(&self, source: &str, error: &upstream::Error) {
+        self.upstream_failed(source, error);
+    }
 }
 
 impl Default for Metrics {

@@ -5,6 +5,7 @@
 //! shutdown. Puts `ConnInfo` (peer, local and original destination) in each
 //! request's extensions.
 
+use crate::proxy::respond;
 use crate::proxy::target::ConnInfo;
 use crate::proxy::Proxy;
 use hyper::server::conn::http1;
@@ -33,10 +34,6 @@ pub struct Limits {
     /// Simultaneous connections; more are answered 503 and closed.
     pub max_connections: usize,
 }
-
-const BUSY: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n\
-Content-Length: 37\r\nConnection: close\r\n\r\npackage-cache: too many connections\r\n";
 
 /// What every connection of the proxy's listeners shares.
 #[derive(Clone)]
@@ -157,7 +154,7 @@ async fn drive<I>(
 
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = stream.write_all(BUSY).await;
+        let _ = stream.write_all(respond::TOO_MANY_CONNECTIONS).await;
         let _ = stream.shutdown().await;
     })
     .await;

@@ -82,10 +82,51 @@ async fn ipv6_listen_addresses_work() {
 async fn a_second_server_on_the_same_cache_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().to_str().unwrap().to_string();
-    let bin = Binary::start(&["--cache", &cache]).await;
-    let stderr = support::app::refused_start(&["--cache", &cache]).await;
+    let args = ["--source", NOWHERE, "--cache", &cache];
+    let bin = Binary::start(&args).await;
+    let stderr = support::app::refused_start(&args).await;
     assert!(stderr.contains("locked"), "{stderr}");
+    assert_eq!(
+        stderr.matches("locked").count(),
+        1,
+        "a fatal start-up error is said once: {stderr}"
+    );
     bin.kill9().await;
+}
+
+/// A source that is never asked (these tests make no request through it).
+const NOWHERE: &str = "http://127.0.0.1:9/";
+
+#[tokio::test]
+async fn a_server_with_nothing_to_cache_from_refuses_to_start_and_says_what_to_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c");
+    let cache = cache.to_str().unwrap();
+    let stderr = support::app::refused_start(&["--cache", cache]).await;
+    assert!(
+        stderr.contains("add --source URL") && stderr.contains("--mirror NAME=URL"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "said once: {stderr}");
+    assert!(!dir.path().join("c").exists(), "nothing created");
+    // The maintenance and client commands need no upstream.
+    let out = run(&["stats", "--cache", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Any one upstream will do: a mount, or a host for transparent mode.
+    let origin = Origin::builder().start().await;
+    for upstream in [
+        vec!["--mirror".to_string(), format!("m={}", origin.url())],
+        vec!["--transparent-host".to_string(), "mirror.example".into()],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<&str> = upstream.iter().map(String::as_str).collect();
+        args.extend(["--cache", dir.path().to_str().unwrap()]);
+        Binary::start(&args).await.kill9().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +195,8 @@ async fn syslog_gets_the_log_lines() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"))
         .args(["--syslog", "--syslog-socket", socket_path.to_str().unwrap()])
         .args([
+            "--source",
+            NOWHERE,
             "--cache",
             dir.path().join("c").to_str().unwrap(),
             "--host",
@@ -234,4 +277,87 @@ async fn the_shutdown_grace_is_a_deadline_and_nothing_half_done_is_kept() {
         "nothing cached, upstream gone"
     );
     bin.kill9().await;
+}
+
+/// Query strings carry tokens (signed URLs, private indexes): the access log names the path
+/// only, and the query appears at debug level alone, on a line of its own.
+#[tokio::test]
+async fn query_strings_reach_the_log_only_at_debug_level() {
+    let origin = Origin::builder().file("/tok.bin", "body").start().await;
+    for (filter, shown) in [("package_cache=info", false), ("package_cache=debug", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "--source",
+            &origin.url(),
+            "--cache",
+            dir.path().to_str().unwrap(),
+        ];
+        let bin = Binary::start_logging(filter, &args).await;
+        let got = get(&bin.url("/tok.bin?token=s3cret-value")).await;
+        assert_eq!((got.status.as_u16(), got.cache()), (200, "PASS"));
+        let mut request = None;
+        for _ in 0..100 {
+            request = bin
+                .log_lines()
+                .into_iter()
+                .find(|l| l.contains("\"message\":\"request\"") && l.contains("/tok.bin"));
+            if request.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let request = request.expect("an access log line");
+        let v: serde_json::Value = serde_json::from_str(&request).unwrap();
+        assert_eq!(v["fields"]["path"], "/tok.bin", "{filter}: {request}");
+        let lines = bin.log_lines();
+        let leaked: Vec<_> = lines.iter().filter(|l| l.contains("s3cret")).collect();
+        if shown {
+            let query = leaked
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["fields"]["message"] == "request query")
+                .unwrap_or_else(|| panic!("a query line at debug: {lines:#?}"));
+            assert_eq!(query["level"], "DEBUG");
+            assert_eq!(query["fields"]["query"], "token=s3cret-value");
+            assert_eq!(query["fields"]["path"], "/tok.bin");
+        } else {
+            assert!(leaked.is_empty(), "the query leaked at info: {leaked:#?}");
+        }
+        bin.kill9().await;
+    }
+}
+
+/// The README's list of environment variables is the one `--help` (and the client commands'
+/// help) prints: every variable the binary reads is documented, and nothing else.
+#[test]
+fn the_readme_lists_the_environment_variables_help_shows() {
+    let mut helped = std::collections::BTreeSet::new();
+    for args in [
+        &["--help"][..],
+        &["build", "--help"],
+        &["inbox", "add", "--help"],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}");
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        for (i, _) in help.match_indices("[env: ") {
+            let name: String = help[i + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            helped.insert(name);
+        }
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("Environment variables `PC_")
+        .expect("the README's list of environment variables");
+    let paragraph = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+    let listed: std::collections::BTreeSet<String> = paragraph
+        .split('`')
+        .filter(|word| word.starts_with("PC_"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed, helped);
 }

@@ -243,3 +243,91 @@ async fn past_the_fill_limit_misses_pass_uncached() {
     assert!(!app.cache.join("two.bin").exists());
     app.stop().await;
 }
+
+/// A fill that fails before its first body byte (the upstream resets right after the head)
+/// fails only its leader, whose own attempt it was. The requests that joined it compete to
+/// lead a new fill, as pingora's cache lock lets them: one fetches again, the others follow
+/// it, and all of them get the file; a 404 or a refusal would still be shared as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_joined_a_fill_that_failed_before_its_first_byte_fetch_again() {
+    let body = bytes_of(300_000, 17);
+    let origin = Origin::builder()
+        .route_first(
+            "/flaky.bin",
+            1,
+            Reply::file(body.clone())
+                .first_byte_delay(Duration::from_millis(400))
+                .reset_after(0),
+        )
+        .route(
+            "/flaky.bin",
+            Reply::file(body.clone()).first_byte_delay(Duration::from_millis(200)),
+        )
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+    let url = app.url("/flaky.bin");
+    let leader = {
+        let url = url.clone();
+        tokio::spawn(async move { get(&url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let followers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    let led = leader.await.unwrap();
+    assert_eq!(led.status, 502, "the leader's own attempt failed");
+    assert!(String::from_utf8_lossy(&led.body).starts_with("package-cache: "));
+    for follower in followers {
+        let got = follower.await.unwrap();
+        assert_eq!(
+            (got.status.as_u16(), got.error.as_deref()),
+            (200, None),
+            "{:?}",
+            String::from_utf8_lossy(&got.body)
+        );
+        assert_eq!(sha256(&got.body), sha256(&body));
+    }
+    assert_eq!(
+        origin.hits("/flaky.bin"),
+        2,
+        "the failed attempt, then one more for every follower"
+    );
+    committed(&app.cache.join("flaky.bin")).await;
+    let later = get(&url).await;
+    assert_eq!((later.status.as_u16(), later.cache()), (200, "HIT"));
+    assert_eq!(sha256(&later.body), sha256(&body));
+    assert_eq!(origin.hits("/flaky.bin"), 2);
+    app.stop().await;
+}
+
+/// An upstream that answers with an error (as one that cannot be reached, or does not answer
+/// in time) would do the same again at once: every client that joined the attempt shares its
+/// answer, and many clients still cost one upstream request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_error_is_shared_by_every_client_that_joined_the_attempt() {
+    let origin = Origin::builder()
+        .route(
+            "/down.bin",
+            Reply::status(503).first_byte_delay(Duration::from_millis(400)),
+        )
+        .start()
+        .await;
+    let app = TestApp::start(|c| source(c, &origin.url())).await;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let url = app.url("/down.bin");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for client in clients {
+        let got = client.await.unwrap();
+        assert_eq!(got.status, 502);
+        assert!(String::from_utf8_lossy(&got.body).starts_with("package-cache: "));
+    }
+    assert_eq!(origin.hits("/down.bin"), 1, "eight clients, one attempt");
+    app.stop().await;
+}

@@ -438,6 +438,39 @@ async fn a_failed_revalidation_is_shared_by_the_clients_queued_behind_it() {
 }
 
 #[tokio::test]
+async fn a_revalidation_that_ended_is_not_shared_with_later_clients() {
+    let origin = Origin::builder()
+        .route_first(
+            "/versions",
+            1,
+            Reply::file("created_at: x\n---\na 1.0 abc\n"),
+        )
+        .route("/versions", Reply::status(503))
+        .start()
+        .await;
+    let app = TestApp::start(|mut c| {
+        c.policy.index_ttl = Duration::from_secs(1);
+        mount(c, "rubygems", Profile::Rubygems, &origin.url())
+    })
+    .await;
+    let url = app.url("/rubygems/versions");
+    let fresh = get(&url).await;
+    assert_eq!(fresh.status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for round in 1..=3 {
+        let stale = get(&url).await;
+        assert_eq!((stale.status.as_u16(), &stale.body), (200, &fresh.body));
+        assert!(stale.header("warning").is_some(), "round {round}");
+        assert_eq!(
+            origin.hits("/versions"),
+            1 + round,
+            "each failed revalidation ended; the next client asks again"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_html_page_never_replaces_an_index_document() {
     let origin = Origin::builder()
         .route(

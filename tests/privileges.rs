@@ -103,6 +103,8 @@ async fn runs_as_the_named_user_and_group_once_listening() {
 async fn an_unknown_user_stops_the_start_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = support::app::refused_start(&[
+        "--source",
+        "http://127.0.0.1:9/",
         "--cache",
         dir.path().to_str().unwrap(),
         "--user",

@@ -733,7 +733,10 @@ async fn documents_and_artifacts_round_trip() {
         upstream_etag: Some("\"abc\"".into()),
         upstream_last_modified: None,
         source: "http://index.example/simple/six/".into(),
-        hashes: vec![("/pypi/packages/six.whl".into(), "00".repeat(32))],
+        hashes: vec![(
+            "/pypi/packages/six.whl".into(),
+            package_cache::digest::Digest::sha256(&"00".repeat(32)).unwrap(),
+        )],
     };
     let v1 = Bytes::from_static(b"{\"files\": []}");
     store.write_doc(key, &meta, v1.clone()).await.unwrap();

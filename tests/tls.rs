@@ -91,6 +91,8 @@ async fn a_bad_certificate_stops_the_start() {
     let cache = dir.path().join("c");
     let cert = cert.to_str().unwrap();
     let stderr = support::app::refused_start(&[
+        "--source",
+        "http://127.0.0.1:9/",
         "--cache",
         cache.to_str().unwrap(),
         "--tls-port",

@@ -132,15 +132,9 @@ pub enum Error {
     BadSha1(String),
 }
 
-/// True when `s` may be a name, version, platform or runtime: 1 to 128 of
-/// `[A-Za-z0-9._+-]`, not starting with a dot (so never `.` or `..`).
-pub fn valid_field(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
-}
+/// True when `s` may be a name, version, platform or runtime (defined with
+/// the build options, which check `--runtime` names by the same rule).
+pub use crate::config::valid_field;
 
 /// True for 40 lowercase hex digits.
 pub fn valid_sha1(s: &str) -> bool {

@@ -8,6 +8,19 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// True when `s` may be a name, version, platform or runtime of a build (a
+/// part of an artifact's file name): 1 to 128 of `[A-Za-z0-9._+-]`, not
+/// starting with a dot (so never `.` or `..`). Here, below the build queue,
+/// because `--runtime` names are checked when the options are read;
+/// `builds::spec` checks every field of a request by this rule.
+pub fn valid_field(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+}
+
 /// The build queue's settings.
 #[derive(Clone, Debug)]
 pub struct BuildConfig {
@@ -77,7 +90,7 @@ impl BuildConfig {
             let (name, path) = raw
                 .split_once('=')
                 .ok_or_else(|| bad("--runtime", raw, "expected NAME=INTERPRETER"))?;
-            if !crate::builds::spec::valid_field(name) {
+            if !valid_field(name) {
                 return Err(bad("--runtime", raw, "a name is letters, digits, . _ + -"));
             }
             if runtimes.iter().any(|(n, _): &(String, PathBuf)| n == name) {

@@ -7,15 +7,16 @@ mod build;
 mod credential;
 mod mounts;
 mod shared;
+mod source;
 mod upstream;
 
 use crate::cli::Args;
-pub use build::BuildConfig;
+pub use build::{valid_field, BuildConfig};
 pub use credential::Credential;
-use http::uri::{Scheme, Uri};
 use mounts::mounts_from;
 pub use mounts::{Mount, Profile};
 pub use shared::SharedStoreConfig;
+pub use source::{Authority, SourceUrl};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +42,14 @@ pub enum Error {
     /// No cache directory was given and no default could be derived.
     #[error("no cache directory: pass --cache DIR")]
     NoCacheDir,
+    /// Nothing to fetch from: no `--source`, `--mirror` or `--transparent-host`,
+    /// so every request would be a 404.
+    #[error(
+        "no upstream to cache from: add --source URL (a mirror, repeatable, e.g. \
+         --source http://mirror.example/gentoo) or --mirror NAME=URL (e.g. \
+         --mirror pypi=https://pypi.example); see --help"
+    )]
+    NoUpstream,
     /// A `--mirror`, `--profile` or `--files-host` entry is malformed.
     #[error("invalid {option} {value:?}: {reason}")]
     Mount {
@@ -98,110 +107,6 @@ pub struct Policy {
     pub max_size: Option<u64>,
     /// Entries matching these globs are never evicted.
     pub pinned: Vec<String>,
-}
-
-/// An upstream host as `host` or `host:port` (lower case, default port omitted).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Authority(String);
-
-impl Authority {
-    /// Normalises `host[:port]` for `scheme`. Rejects anything that is not a
-    /// plain host name, IPv4 address or bracketed IPv6 address.
-    pub fn try_new(raw: &str, https: bool) -> Result<Authority, Error> {
-        let auth: http::uri::Authority = raw.parse().map_err(|_| Error::Host(raw.to_string()))?;
-        if raw.contains('@') {
-            return Err(Error::Host(raw.to_string()));
-        }
-        let host = auth.host().to_ascii_lowercase();
-        // The host names a directory under `.package-cache-hosts/`: no empty,
-        // dot-led or dots-only names.
-        let valid = !host.is_empty()
-            && !host.starts_with('.')
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
-        if !valid {
-            return Err(Error::Host(raw.to_string()));
-        }
-        let default_port = if https { 443 } else { 80 };
-        Ok(match auth.port_u16() {
-            Some(port) if port != default_port => Authority(format!("{host}:{port}")),
-            _ => Authority(host),
-        })
-    }
-
-    /// The normalised text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// One `--source` mirror: scheme, authority and path prefix (no trailing `/`),
-/// and the operator's credential for its origin, if any.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceUrl {
-    /// `http` or `https`.
-    pub https: bool,
-    /// Normalised authority (never with userinfo).
-    pub authority: Authority,
-    /// Path prefix, empty or starting with `/`, never ending with `/`.
-    pub prefix: String,
-    /// Sent as `Authorization` to this origin only: the URL's
-    /// `user:password@`, or a mount's `--mirror-auth` file.
-    pub credential: Option<Credential>,
-}
-
-impl SourceUrl {
-    /// Parses an absolute `http://` or `https://` URL. Its userinfo, if any,
-    /// becomes the credential (`Basic`) and leaves the URL.
-    pub fn try_new(url: &str) -> Result<SourceUrl, Error> {
-        let err = |reason| Error::Source {
-            url: redact_userinfo(url),
-            reason,
-        };
-        let uri: Uri = url.parse().map_err(|_| err("not a URL"))?;
-        let https = match uri.scheme() {
-            Some(s) if *s == Scheme::HTTP => false,
-            Some(s) if *s == Scheme::HTTPS => true,
-            _ => return Err(err("the scheme must be http or https")),
-        };
-        let raw_auth = uri.authority().ok_or_else(|| err("no host"))?.as_str();
-        let (userinfo, raw_auth) = upstream::split_userinfo(raw_auth);
-        let authority = Authority::try_new(raw_auth, https).map_err(|_| err("bad host"))?;
-        let credential = userinfo
-            .map(|(user, password)| Credential::basic(authority.as_str(), &user, &password))
-            .transpose()
-            .map_err(err)?;
-        if uri.query().is_some() {
-            return Err(err("a query string is not allowed"));
-        }
-        let prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(SourceUrl {
-            https,
-            authority,
-            prefix,
-            credential,
-        })
-    }
-
-    /// Whether `other` has the same scheme and authority.
-    pub fn same_origin(&self, other: &SourceUrl) -> bool {
-        self.https == other.https && self.authority == other.authority
-    }
-
-    /// `scheme://authority`.
-    pub fn origin(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.https { "https" } else { "http" },
-            self.authority.as_str()
-        )
-    }
-
-    /// The URL for a raw (still encoded) path and query on this source.
-    pub fn url_for(&self, path_and_query: &str) -> String {
-        format!("{}{}{}", self.origin(), self.prefix, path_and_query)
-    }
 }
 
 /// Where and how to reach upstreams.
@@ -442,13 +347,13 @@ impl TryFrom<Args> for Config {
 
     fn try_from(args: Args) -> Result<Config, Error> {
         let mounts = mounts_from(&args)?;
-        let sources = args
+        let sources: Vec<SourceUrl> = args
             .sources
             .iter()
             .filter(|s| !s.is_empty())
             .map(|s| SourceUrl::try_new(s))
             .collect::<Result<_, _>>()?;
-        let transparent_hosts = args
+        let transparent_hosts: Vec<Authority> = args
             .transparent_hosts
             .iter()
             .map(|h| Authority::try_new(h, false))
@@ -482,6 +387,9 @@ impl TryFrom<Args> for Config {
             .as_deref()
             .map(|url| SharedStoreConfig::try_from_args(url, &args.shared_store_opts))
             .transpose()?;
+        if sources.is_empty() && mounts.is_empty() && transparent_hosts.is_empty() {
+            return Err(Error::NoUpstream);
+        }
         let secs = Duration::from_secs;
         Ok(Config {
             build,
@@ -535,58 +443,6 @@ impl TryFrom<Args> for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sources_parse_with_prefixes() {
-        let s = SourceUrl::try_new("http://Mirror-A.example/gentoo/").unwrap();
-        assert_eq!(s.authority.as_str(), "mirror-a.example");
-        assert_eq!(s.prefix, "/gentoo");
-        assert_eq!(
-            s.url_for("/distfiles/x%2By"),
-            "http://mirror-a.example/gentoo/distfiles/x%2By"
-        );
-        let s = SourceUrl::try_new("https://h:8443").unwrap();
-        assert_eq!(s.url_for("/a"), "https://h:8443/a");
-        assert_eq!(
-            SourceUrl::try_new("https://h:443/")
-                .unwrap()
-                .authority
-                .as_str(),
-            "h"
-        );
-        assert!(SourceUrl::try_new("ftp://h/").is_err());
-        assert!(SourceUrl::try_new("/relative").is_err());
-        // Userinfo becomes the credential and leaves the URL.
-        let s = SourceUrl::try_new("http://u:p%40ss@h/x/").unwrap();
-        assert_eq!(s.url_for("/a"), "http://h/x/a");
-        assert_eq!(s.credential.map(|c| c.header()).unwrap(), "Basic dTpwQHNz");
-        assert!(SourceUrl::try_new("http://u@h/")
-            .unwrap()
-            .credential
-            .is_some());
-        let err = SourceUrl::try_new("ftp://u:secret@h/")
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("secret"), "{err}");
-    }
-
-    #[test]
-    fn authorities_normalise() {
-        assert_eq!(
-            Authority::try_new("Example.ORG:80", false)
-                .unwrap()
-                .as_str(),
-            "example.org"
-        );
-        assert_eq!(
-            Authority::try_new("[::1]:8080", false).unwrap().as_str(),
-            "[::1]:8080"
-        );
-        assert!(Authority::try_new("a b", false).is_err());
-        assert!(Authority::try_new("", false).is_err());
-        assert!(Authority::try_new("..", false).is_err());
-        assert!(Authority::try_new(".hidden", false).is_err());
-    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {

@@ -1,10 +1,13 @@
 //! Mounts: what each path under a `--mirror NAME=URL` mount is, by the
 //! mount's profile — a mutable index document (revalidated after a TTL), an
 //! immutable artifact (kept forever), a redirect to the canonical spelling,
-//! or something the mount answers itself. Pure: no I/O, no HTTP types.
+//! or something the mount answers itself — and what a fetched document
+//! becomes before it is kept (`document::rewrite_document`). Pure: no I/O,
+//! no HTTP types.
 
 pub mod cargo;
 mod checksum;
+mod document;
 pub mod go;
 pub mod link;
 pub mod npm;
@@ -12,6 +15,7 @@ pub mod pypi;
 pub mod rubygems;
 
 pub use checksum::{Checksum, Verifier};
+pub use document::{proxy_path, rewrite_document, Error, Rewritten};
 
 use crate::config::{Mount, Profile};
 use percent_encoding::percent_decode_str;

@@ -1,9 +1,11 @@
 //! The access log: one `tracing` line per request, written when its body is
 //! finished or dropped, with the bytes actually sent and whether the body
-//! ended cleanly.
+//! ended cleanly. The line names the path only: query strings carry tokens,
+//! so they are logged at debug level, on a line of their own.
 
-use super::respond::CacheStatus;
+use super::target::ConnInfo;
 use crate::body::Body;
+use crate::cache_status::CacheStatus;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
@@ -20,8 +22,11 @@ pub struct AccessRecord {
     pub target: http::Uri,
     /// Response status.
     pub status: u16,
-    /// X-Cache value; `None` when the answer has none (errors, redirects).
+    /// What the cache did; `None` when the answer says nothing of it
+    /// (errors, redirects, refusals).
     pub cache: Option<CacheStatus>,
+    /// The `--mirror` mount the request was for, if any.
+    pub mount: Option<String>,
     /// Client address.
     pub peer: Option<std::net::SocketAddr>,
     /// Where the client meant to connect, when a DNAT rule sent it here.
@@ -31,6 +36,35 @@ pub struct AccessRecord {
     /// The response's Content-Length: hyper stops polling a body once that
     /// many bytes are sent, so reaching it is a complete response.
     pub expected: Option<u64>,
+}
+
+impl AccessRecord {
+    /// The record of `req`, answered with `response` (not yet sent), which
+    /// `cache` says how the cache served.
+    pub fn new(
+        req: &http::request::Parts,
+        response: &http::Response<Body>,
+        cache: Option<CacheStatus>,
+        mount: Option<String>,
+        conn: Option<&ConnInfo>,
+        started: Instant,
+    ) -> AccessRecord {
+        AccessRecord {
+            method: req.method.clone(),
+            target: req.uri.clone(),
+            status: response.status().as_u16(),
+            cache,
+            mount,
+            peer: conn.map(|c| c.peer),
+            orig_dst: conn.and_then(ConnInfo::redirected_from),
+            started,
+            expected: response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 /// Wraps a response body; logs once and counts the request in the
@@ -103,14 +137,17 @@ impl Drop for LoggedBody {
         let cache = r.cache.as_ref().map_or("-", CacheStatus::as_str);
         let elapsed_ms = r.started.elapsed().as_millis() as u64;
         let peer = r.peer.map(tracing::field::display);
+        let mount = r.mount.as_deref();
+        let path = WithoutQuery(&r.target);
+        log_query(&r.method, &r.target);
         match r.orig_dst {
             None => {
-                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache,
-                bytes = self.bytes, elapsed_ms, peer, outcome, "request")
+                tracing::info!(method = %r.method, path = %path, status = r.status, cache,
+                mount, bytes = self.bytes, elapsed_ms, peer, outcome, "request")
             }
             Some(dst) => {
-                tracing::info!(method = %r.method, path = %r.target, status = r.status, cache,
-                bytes = self.bytes, elapsed_ms, peer, orig_dst = %dst, outcome, "request")
+                tracing::info!(method = %r.method, path = %path, status = r.status, cache,
+                mount, bytes = self.bytes, elapsed_ms, peer, orig_dst = %dst, outcome, "request")
             }
         }
     }
@@ -130,19 +167,18 @@ pub struct Unanswered {
 impl Unanswered {
     /// Arms the guard for one request.
     pub fn new(
-        method: &http::Method,
-        target: &http::Uri,
-        peer: Option<std::net::SocketAddr>,
+        req: &http::request::Parts,
+        conn: Option<&ConnInfo>,
         started: Instant,
-        metrics: Arc<Metrics>,
+        metrics: &Arc<Metrics>,
     ) -> Unanswered {
         Unanswered {
-            method: method.clone(),
-            target: target.clone(),
-            peer,
+            method: req.method.clone(),
+            target: req.uri.clone(),
+            peer: conn.map(|c| c.peer),
             started,
             armed: true,
-            metrics,
+            metrics: metrics.clone(),
         }
     }
 
@@ -156,9 +192,10 @@ impl Drop for Unanswered {
     fn drop(&mut self) {
         if self.armed {
             self.metrics.request_served(None, 0);
+            log_query(&self.method, &self.target);
             tracing::info!(
                 method = %self.method,
-                path = %self.target,
+                path = %WithoutQuery(&self.target),
                 cache = "-",
                 bytes = 0u64,
                 elapsed_ms = self.started.elapsed().as_millis() as u64,
@@ -167,5 +204,41 @@ impl Drop for Unanswered {
                 "request"
             );
         }
+    }
+}
+
+/// A request target as logs show it at the default level: scheme, host
+/// (absolute-form requests) and path, never the query.
+pub struct WithoutQuery<'a>(pub &'a http::Uri);
+
+impl std::fmt::Display for WithoutQuery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let (Some(scheme), Some(authority)) = (self.0.scheme_str(), self.0.authority()) {
+            write!(f, "{scheme}://{authority}")?;
+        }
+        f.write_str(self.0.path())
+    }
+}
+
+/// The query of a request, for whoever runs at debug level.
+fn log_query(method: &http::Method, target: &http::Uri) {
+    if let Some(query) = target.query() {
+        tracing::debug!(method = %method, path = %WithoutQuery(target), query, "request query");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_paths_have_no_query() {
+        let shown = |uri: &str| WithoutQuery(&uri.parse().unwrap()).to_string();
+        assert_eq!(shown("/a/b.whl?token=secret"), "/a/b.whl");
+        assert_eq!(shown("/a%20b"), "/a%20b");
+        assert_eq!(
+            shown("http://mirror.example:8080/x?sig=abc"),
+            "http://mirror.example:8080/x"
+        );
     }
 }

@@ -1,23 +1,25 @@
 //! Index documents (PyPI pages, RubyGems `/versions` and `/info/*`, specs,
 //! Gentoo's `layout.conf`): served from the store while younger than the
 //! index TTL, then revalidated with a conditional request — one upstream
-//! request however many clients ask at once — and served stale, with `Age`
+//! request however many clients ask at once (a `store::Revalidation` flight:
+//! those who arrive meanwhile share its outcome) — and served stale, with `Age`
 //! and `Warning`, when the upstream cannot be reached. The client's own
 //! `Cache-Control` is not consulted: pip sends `max-age=0` on every request.
 //! PyPI pages are rewritten so that every file link leads through the cache.
 
 use super::respond::{self, CacheStatus, Representation};
 use super::target::Target;
-use super::{headers, via, Proxy};
+use super::{headers, via, Error, Proxy, MAX_LOOKUPS};
 use crate::body::{self, Body};
 use crate::config::Mount;
-use crate::mount::{pypi, DocSpec};
-use crate::store::{unix_now, CacheKey, Doc, DocMeta, Namespace, MAX_DOC_LEN};
+use crate::mount::{self, DocSpec};
+use crate::store::{
+    unix_now, CacheKey, Doc, DocMeta, Failure, Namespace, Revalidated, Revalidation,
+    RevalidationPermit, MAX_DOC_LEN,
+};
 use crate::upstream::{FetchRequest, Fetched};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// What asking the upstream about a document gave.
 enum Refreshed {
@@ -29,89 +31,122 @@ enum Refreshed {
     Other(Fetched),
 }
 
-/// Why a refresh failed.
-enum RefreshError {
-    /// Every upstream said 404/410.
-    NotFound,
-    /// The upstream could not be reached or failed; (status, message) for a client with no stored copy.
-    Unreachable(StatusCode, String),
-}
-
 impl Proxy {
+    /// Serves the document `spec` of `mount`: the stored copy while fresh,
+    /// else the outcome of one revalidation shared by every request that
+    /// arrives while it is in flight.
     pub(super) async fn document(
         &self,
         req: &http::request::Parts,
         target: &Target,
         mount: &Mount,
         spec: DocSpec,
-    ) -> Response<Body> {
-        if self.policy.known_missing(&spec.key) {
-            return respond::remembered_missing();
+    ) -> Result<Response<Body>, Error> {
+        if self.policy.negative.knows_missing(&spec.key) {
+            return Err(Error::Missing { key: spec.path });
         }
-        if let Some(doc) = self.stored_doc(&spec).await {
-            if self.is_fresh(&doc) {
-                return self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false);
-            }
-        }
-        let arrived = Instant::now();
-        let lock = self.policy.doc_lock(&spec.key);
-        let _guard = lock.lock().await;
-        // Whoever held the lock may have just refreshed it, or just failed
-        // to: either way its answer is ours, and the upstream is asked once.
         let stored = self.stored_doc(&spec).await;
-        if let Some(doc) = &stored {
-            if self.is_fresh(doc) {
-                return self.serve_doc(req, &spec, doc, CacheStatus::Hit, false);
+        if let Some(doc) = stored.as_ref().filter(|doc| self.is_fresh(doc)) {
+            return Ok(self.serve_doc(req, &spec, doc, CacheStatus::Hit, false));
+        }
+        for _ in 0..MAX_LOOKUPS {
+            let outcome = match self.store.revalidation(&spec.key) {
+                Revalidation::Lead(permit) => {
+                    return self.revalidate(req, target, mount, &spec, permit).await
+                }
+                Revalidation::Follow(watch) => watch.outcome().await,
+            };
+            match outcome {
+                Revalidated::Current(doc) => {
+                    return Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false))
+                }
+                Revalidated::Failed(failure) => {
+                    let err = Error::from_leader(&failure, &spec.path);
+                    return self.unrevalidated(req, &spec, stored, err);
+                }
+                Revalidated::Uncacheable => return self.pass(req, target).await,
+                Revalidated::Vacated => continue,
             }
         }
-        if let Some(failure) = self.policy.doc_failure_since(&spec.key, arrived) {
-            return match stored {
-                Some(doc) => self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true),
-                None => respond::doc_failed(failure.status, &failure.message),
-            };
+        Err(Error::Busy { key: spec.path })
+    }
+
+    /// Asks the upstream about a stale (or missing) document, for every
+    /// request that follows `permit`, and answers this one.
+    async fn revalidate(
+        &self,
+        req: &http::request::Parts,
+        target: &Target,
+        mount: &Mount,
+        spec: &DocSpec,
+        permit: RevalidationPermit,
+    ) -> Result<Response<Body>, Error> {
+        // A revalidation that ended since this request looked stored its
+        // copy before it left: then that copy is current.
+        let stored = self.stored_doc(spec).await;
+        if let Some(doc) = stored.as_ref().filter(|doc| self.is_fresh(doc)) {
+            permit.finish(Revalidated::Current(doc.clone()));
+            return Ok(self.serve_doc(req, spec, doc, CacheStatus::Hit, false));
         }
-        let outcome = self.refresh(target, mount, &spec, stored.as_deref()).await;
-        if let Err(err) = &outcome {
-            let (status, message) = match err {
-                RefreshError::NotFound => (404, "not found upstream\n".to_string()),
-                RefreshError::Unreachable(status, message) => (status.as_u16(), message.clone()),
-            };
-            self.policy.doc_failed(&spec.key, status, &message);
-        }
-        match outcome {
+        match self.refresh(target, mount, spec, stored.as_deref()).await {
             Ok(Refreshed::NotModified) => {
                 let mut doc = Doc::clone(&stored.expect("304 only answers a conditional request"));
                 doc.meta.validated_at = unix_now();
                 let doc = Arc::new(doc);
+                // Stored before it is published: a request after the flight
+                // must find it fresh, not start another.
                 self.save_doc(doc.clone()).await;
-                self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false)
+                permit.finish(Revalidated::Current(doc.clone()));
+                Ok(self.serve_doc(req, spec, &doc, CacheStatus::Hit, false))
             }
             Ok(Refreshed::New(doc)) => {
                 let doc = Arc::new(doc);
                 self.policy
-                    .register_hashes(&spec.key, &doc.meta.hashes, true);
+                    .listed
+                    .register(&spec.key, &doc.meta.hashes, true);
                 self.save_doc(doc.clone()).await;
-                self.serve_doc(req, &spec, &doc, CacheStatus::Miss, false)
+                permit.finish(Revalidated::Current(doc.clone()));
+                Ok(self.serve_doc(req, spec, &doc, CacheStatus::Miss, false))
             }
             Ok(Refreshed::Other(fetched)) => {
-                respond::passthrough(&req.method, fetched, CacheStatus::Pass)
+                permit.finish(Revalidated::Uncacheable);
+                Ok(respond::passthrough(
+                    &req.method,
+                    fetched,
+                    CacheStatus::Pass,
+                ))
             }
-            Err(RefreshError::NotFound) => {
-                if let Err(err) = self.store.remove_doc(&spec.key).await {
-                    tracing::warn!(doc = %spec.path, error = %err, "cannot remove a document gone upstream");
-                }
-                self.policy.remember_missing(&spec.key);
-                respond::document_gone()
-            }
-            Err(RefreshError::Unreachable(status, message)) => match stored {
-                Some(doc) => {
-                    tracing::warn!(mount = %mount.name, doc = %spec.path, error = %message,
+            Err(err) => {
+                if err.is_not_found() {
+                    if let Err(err) = self.store.remove_doc(&spec.key).await {
+                        tracing::warn!(doc = %spec.path, error = %err, "cannot remove a document gone upstream");
+                    }
+                    self.policy.negative.remember(&spec.key);
+                } else if let Some(doc) = &stored {
+                    tracing::warn!(mount = %mount.name, doc = %spec.path, error = %err,
                         age_s = unix_now().saturating_sub(doc.meta.validated_at),
                         "upstream unreachable; serving a stale index document");
-                    self.serve_doc(req, &spec, &doc, CacheStatus::Hit, true)
                 }
-                None => respond::doc_failed(status.as_u16(), &message),
-            },
+                permit.finish(Revalidated::Failed(Failure::new(err.clone())));
+                self.unrevalidated(req, spec, stored, err)
+            }
+        }
+    }
+
+    /// The answer when revalidating failed with `err`: the stored copy,
+    /// stale, unless the upstream said the document is gone.
+    fn unrevalidated(
+        &self,
+        req: &http::request::Parts,
+        spec: &DocSpec,
+        stored: Option<Arc<Doc>>,
+        err: Error,
+    ) -> Result<Response<Body>, Error> {
+        match stored {
+            Some(doc) if !err.is_not_found() => {
+                Ok(self.serve_doc(req, spec, &doc, CacheStatus::Hit, true))
+            }
+            _ => Err(err),
         }
     }
 
@@ -143,7 +178,7 @@ impl Proxy {
         mount: &Mount,
         spec: &DocSpec,
         stored: Option<&Doc>,
-    ) -> Result<Refreshed, RefreshError> {
+    ) -> Result<Refreshed, Error> {
         let mut request_headers = headers::fill_request();
         if let Some(repr) = spec.repr {
             request_headers.insert(
@@ -169,14 +204,7 @@ impl Proxy {
             headers: request_headers,
             decode: true,
         };
-        let mut fetched = match self.upstream.fetch(fetch).await {
-            Ok(fetched) => fetched,
-            Err(failed) if failed.all_not_found() => return Err(RefreshError::NotFound),
-            Err(failed) => {
-                let (status, message) = respond::upstream_failed(&failed);
-                return Err(RefreshError::Unreachable(status, message));
-            }
-        };
+        let mut fetched = self.upstream.fetch(fetch).await.map_err(Error::fetch)?;
         if fetched.status == StatusCode::NOT_MODIFIED && stored.is_some() {
             return Ok(Refreshed::NotModified);
         }
@@ -187,14 +215,10 @@ impl Proxy {
             // A login or captive portal in place of /versions or layout.conf:
             // a failed revalidation, never the new document.
             tracing::warn!(source = %fetched.url, "upstream answered an index document with an HTML page; not stored");
-            return Err(RefreshError::Unreachable(
-                StatusCode::BAD_GATEWAY,
-                "upstream answered with an HTML page\n".into(),
-            ));
+            return Err(Error::Portal { url: fetched.url });
         }
-        let raw = read_whole(&mut fetched).await.map_err(|message| {
-            tracing::warn!(source = %fetched.url, error = %message, "index document fetch failed");
-            RefreshError::Unreachable(StatusCode::BAD_GATEWAY, format!("{message}\n"))
+        let raw = read_whole(&mut fetched).await.inspect_err(|err| {
+            tracing::warn!(source = %fetched.url, error = %err, "index document fetch failed");
         })?;
         Ok(Refreshed::New(build_doc(mount, spec, &fetched, raw)))
     }
@@ -208,7 +232,8 @@ impl Proxy {
         stale: bool,
     ) -> Response<Body> {
         self.policy
-            .register_hashes(&spec.key, &doc.meta.hashes, false);
+            .listed
+            .register(&spec.key, &doc.meta.hashes, false);
         let mut stored: HeaderMap = headers::to_map(&doc.meta.headers);
         let age = unix_now().saturating_sub(doc.meta.validated_at);
         stored.insert(header::AGE, HeaderValue::from(age));
@@ -233,25 +258,32 @@ impl Proxy {
     }
 }
 
-async fn read_whole(fetched: &mut Fetched) -> Result<bytes::Bytes, String> {
+async fn read_whole(fetched: &mut Fetched) -> Result<bytes::Bytes, Error> {
     let mut buf = bytes::BytesMut::new();
     loop {
         match fetched.next_chunk().await {
             Ok(Some(chunk)) => {
                 if (buf.len() + chunk.len()) as u64 > MAX_DOC_LEN {
-                    return Err(format!("index document larger than {MAX_DOC_LEN} bytes"));
+                    return Err(Error::DocumentTooLarge {
+                        url: fetched.url.clone(),
+                        limit: MAX_DOC_LEN,
+                    });
                 }
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(buf.freeze()),
-            Err(err) => return Err(err.to_string()),
+            Err(err) => {
+                return Err(Error::DocumentBody {
+                    url: fetched.url.clone(),
+                    source: Arc::new(err),
+                })
+            }
         }
     }
 }
 
-/// The stored form of a fetched document: PyPI pages rewritten (with the
-/// digests they list), everything else byte for byte with its headers, so
-/// RubyGems' MD5 ETags keep matching their bodies.
+/// The stored form of a fetched document: as `mount::rewrite_document`
+/// makes it, with the digests it lists keyed as the store keys their files.
 fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes) -> Doc {
     let upstream_headers = headers::storable(&fetched.headers);
     let header_value = |name: &str| {
@@ -260,105 +292,35 @@ fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
-    let mut meta = DocMeta {
-        key: spec.key.clone(),
-        headers: upstream_headers.clone(),
-        validated_at: unix_now(),
-        upstream_etag: header_value("etag"),
-        upstream_last_modified: header_value("last-modified"),
-        source: fetched.url.clone(),
-        hashes: Vec::new(),
-    };
-    if spec.repr.is_none() {
-        return Doc { meta, body: raw };
+    let (upstream_etag, upstream_last_modified) =
+        (header_value("etag"), header_value("last-modified"));
+    let rewritten = mount::rewrite_document(mount, spec, &fetched.url, &upstream_headers, raw);
+    if let Some(err) = &rewritten.unrewritten {
+        tracing::warn!(source = %fetched.url, error = %err, "index page not rewritten; served as sent");
     }
-    let Ok(page_url) = url::Url::parse(&fetched.url) else {
-        return Doc { meta, body: raw };
-    };
-    let is_json = header_value("content-type").is_some_and(|t| t.contains("json"));
-    let map = |link: &url::Url| proxy_path(mount, link);
-    let rewritten = if is_json {
-        pypi::rewrite_json(&raw, &page_url, &map)
-    } else {
-        pypi::rewrite_html(&raw, &page_url, &map)
-    };
-    let rewritten = match rewritten {
-        Ok(r) => r,
-        Err(err) => {
-            tracing::warn!(source = %fetched.url, error = %err, "index page not rewritten; served as sent");
-            return Doc { meta, body: raw };
-        }
-    };
-    if rewritten.unmapped > 0 {
-        tracing::warn!(source = %fetched.url, links = rewritten.unmapped,
+    if rewritten.unmapped_links > 0 {
+        tracing::warn!(source = %fetched.url, links = rewritten.unmapped_links,
             "index page links to hosts that are not configured (--files-host); those downloads bypass the cache");
     }
     let namespace = Namespace::Mount(mount.name.clone());
-    let prefix = format!("/{}", mount.name);
-    meta.hashes = rewritten
-        .hashes
-        .iter()
-        .filter_map(|(path, sha)| {
-            let rest = path.strip_prefix(&prefix)?;
-            let key = CacheKey::try_from_path(namespace.clone(), rest).ok()?;
-            Some((key.canonical(), sha.clone()))
+    let hashes = rewritten
+        .listed
+        .into_iter()
+        .filter_map(|(path, digest)| {
+            let key = CacheKey::try_from_path(namespace.clone(), &path).ok()?;
+            Some((key.canonical(), digest))
         })
         .collect();
-    // The body changed, so the upstream's validator no longer names it.
-    let etag = format!(
-        "\"{}\"",
-        &hex::encode(Sha256::digest(&rewritten.body))[..32]
-    );
-    meta.headers
-        .retain(|(n, _)| n != "etag" && n != "content-length");
-    meta.headers.push(("etag".into(), etag));
     Doc {
-        meta,
+        meta: DocMeta {
+            key: spec.key.clone(),
+            headers: rewritten.headers,
+            validated_at: unix_now(),
+            upstream_etag,
+            upstream_last_modified,
+            source: fetched.url.clone(),
+            hashes,
+        },
         body: rewritten.body,
     }
-}
-
-/// The proxy path for a link on a PyPI page: a file on the mount's sources or
-/// on a configured files host. Anything else stays as it is.
-fn proxy_path(mount: &Mount, link: &url::Url) -> Option<String> {
-    let https = match link.scheme() {
-        "http" => false,
-        "https" => true,
-        _ => return None,
-    };
-    let host = link.host_str()?;
-    let authority = match link.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    };
-    let authority = crate::config::Authority::try_new(&authority, https).ok()?;
-    let tail = |prefix: &str| -> Option<String> {
-        let rest = link.path().strip_prefix(prefix)?;
-        if !rest.starts_with('/') {
-            return None;
-        }
-        Some(match link.query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_string(),
-        })
-    };
-    for source in &mount.sources {
-        if source.https == https && source.authority == authority {
-            if let Some(rest) = tail(&source.prefix) {
-                return Some(format!("/{}{rest}", mount.name));
-            }
-        }
-    }
-    for files in &mount.files_hosts {
-        if files.https == https && files.authority == authority {
-            if let Some(rest) = tail(&files.prefix) {
-                return Some(format!(
-                    "/{}/files/{}{rest}",
-                    mount.name,
-                    authority.as_str()
-                ));
-            }
-        }
-    }
-    None
 }

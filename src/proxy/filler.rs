@@ -3,12 +3,14 @@
 //! the commit. It runs on the app's task tracker, apart from every client, so
 //! a client leaving — before or after the upstream answers — cancels nothing.
 
-use super::{headers, respond, target::Target, via};
-use crate::store::{Committed, Fill, FillHead, FillPermit};
-use crate::upstream::{FetchRequest, Fetched, Upstream};
+use super::{headers, target::Target, via, Error};
+use crate::digest::Digest;
+use crate::store::{Committed, Failure, Fill, FillHead, FillPermit};
+use crate::upstream::{BodyError, FetchRequest, Fetched, Upstream};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Method, StatusCode};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -18,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct Job {
     pub upstream: Upstream,
     pub target: Target,
-    /// The sha256 an index lists for the file, checked before the commit.
-    pub expected_sha256: Option<String>,
+    /// The digest an index lists for the file, checked before the commit.
+    pub expected: Option<Digest>,
     /// A larger Content-Length passes uncached (`--max-size`).
     pub max_entry: Option<u64>,
     /// Fires on hard shutdown: the fill is abandoned, nothing committed.
@@ -36,7 +38,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
     let Job {
         upstream,
         target,
-        expected_sha256,
+        expected,
         max_entry,
         cancel,
         slot: _slot,
@@ -55,8 +57,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
     let fetched = match fetched {
         Ok(fetched) => fetched,
         Err(failed) => {
-            let (status, message) = respond::upstream_failed(&failed);
-            permit.fail(status.as_u16(), message);
+            permit.fail(Failure::new(Error::fetch(failed)));
             return;
         }
     };
@@ -85,25 +86,23 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
         permit.uncacheable();
         return;
     }
-    if fetched.content_length() == Some(0)
-        && expected_sha256
-            .as_deref()
-            .is_some_and(|listed| listed != EMPTY_SHA256)
-    {
+    if fetched.content_length() == Some(0) && expected.as_ref().is_some_and(|d| !d.matches(b"")) {
         // No byte to hold back: refuse before anything looks complete.
         tracing::error!(key = %permit.key(), source = %fetched.url,
             "download does not match the digest its index lists (empty body); nothing committed");
-        permit.fail(
-            StatusCode::BAD_GATEWAY.as_u16(),
-            "package-cache: the upstream's file does not match the digest its index lists".into(),
-        );
+        let err = Error::Digest {
+            key: permit.key().to_string(),
+            listed: expected.map(|d| d.to_string()).unwrap_or_default(),
+            got: "an empty body".into(),
+        };
+        permit.fail(Failure::new(err));
         return;
     }
     let head = FillHead {
         headers: headers::storable(&fetched.headers),
         content_length: fetched.content_length(),
         source: fetched.url.clone(),
-        expected_sha256,
+        expected,
     };
     match permit.start(head).await {
         Ok(fill) => pump(fetched, fill, cancel).await,
@@ -125,9 +124,6 @@ fn looks_like_a_portal(fetched: &Fetched, key: &crate::store::CacheKey) -> bool 
     !(name.ends_with(".html") || name.ends_with(".htm") || name.ends_with(".xhtml"))
 }
 
-/// The sha256 of no bytes.
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
 /// Most bytes gathered into one write.
 const BATCH: usize = 1 << 20;
 
@@ -138,7 +134,7 @@ enum Gathered {
     /// The body ended cleanly.
     End,
     /// The body failed.
-    Failed(crate::upstream::BodyError),
+    Failed(BodyError),
 }
 
 /// `first` plus every chunk that is ready without waiting, up to [`BATCH`].
@@ -158,6 +154,19 @@ fn gather(fetched: &mut Fetched, first: Bytes) -> (Vec<Bytes>, Gathered) {
         }
     }
     (batch, Gathered::More)
+}
+
+/// Gives `fill` up because its upstream body broke: the readers that had not
+/// begun their responses learn that another attempt may succeed.
+fn body_failed(fill: Fill, fetched: &Fetched, err: BodyError) {
+    tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
+        "upstream body failed; nothing committed");
+    let cause = Error::Body {
+        key: fill.key().to_string(),
+        url: fetched.url.clone(),
+        source: Arc::new(err),
+    };
+    fill.abort(Failure::new(cause));
 }
 
 /// Drives one download into its fill to the end (or to failure), even when
@@ -180,24 +189,17 @@ async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
                 let (batch, end) = gather(&mut fetched, data);
                 if let Err(err) = fill.write(batch).await {
                     tracing::error!(key = %fill.key(), error = %err, "fill write failed; nothing committed");
-                    return;
+                    let source = Arc::new(err);
+                    return fill.abort(Failure::new(Error::Store { source }));
                 }
                 match end {
                     Gathered::More => {}
                     Gathered::End => break,
-                    Gathered::Failed(err) => {
-                        tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
-                            "upstream body failed; nothing committed");
-                        return;
-                    }
+                    Gathered::Failed(err) => return body_failed(fill, &fetched, err),
                 }
             }
             Ok(None) => break,
-            Err(err) => {
-                tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
-                    "upstream body failed; nothing committed");
-                return;
-            }
+            Err(err) => return body_failed(fill, &fetched, err),
         }
     }
     let key = fill.key().to_string();

@@ -1,9 +1,15 @@
 //! `Proxy::handle`: the whole request pipeline, reading like the flow —
 //! target → route → store lookup → (hit | join fill | fetch and fill) → respond.
+//! `target` and `route` decide where a request goes, `cached` does the
+//! lookup's steps (with `filler`, the fill task), `document` serves a
+//! mount's index documents, `respond` makes every answer and picks every
+//! status, and `access` logs and counts each request once.
 
 mod access;
+mod cached;
 pub mod conditional;
 mod document;
+pub mod error;
 mod filler;
 pub mod headers;
 mod mounted;
@@ -12,27 +18,27 @@ pub mod respond;
 pub mod route;
 pub mod target;
 
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mount::MountUpstream;
-use crate::store::{
-    BodyReader, CacheKey, Entry, FillFailure, FillHead, FillStart, FillState, FillWatch, Lookup,
-    Store,
-};
+use crate::store::{Lookup, Store};
 use crate::upstream::{FetchRequest, Upstream, Via};
 use access::AccessRecord;
-use http::{header, HeaderMap, HeaderValue, Request, Response};
-use respond::{CacheStatus, Representation};
-use route::Route;
+use cached::Next;
+pub use error::Error;
+use http::{header, Request, Response};
+use respond::CacheStatus;
+use route::Routed;
 use std::sync::Arc;
 use std::time::Instant;
 use target::{ConnInfo, HostRules, Target};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How often a request re-looks-up a key whose fill leader gave up.
+/// How often a request looks a key up: again when the fill it followed was
+/// given up, or failed in a way another attempt may fix.
 const MAX_LOOKUPS: usize = 4;
 
 /// The request handler. Cheap to clone; clones share the store and tasks.
@@ -44,7 +50,7 @@ pub struct Proxy {
     tasks: TaskTracker,
     fills_cancel: CancellationToken,
     fill_slots: Arc<Semaphore>,
-    policy: Arc<policy::PolicyState>,
+    policy: Arc<policy::Policy>,
     metrics: Arc<Metrics>,
 }
 
@@ -63,7 +69,7 @@ impl Proxy {
         config: &Config,
     ) -> Proxy {
         Proxy {
-            policy: Arc::new(policy::PolicyState::new(&config.policy)),
+            policy: Arc::new(policy::Policy::new(&config.policy)),
             store,
             upstream,
             rules: Arc::new(rules),
@@ -75,195 +81,96 @@ impl Proxy {
     }
 
     /// Handles one request. Never fails: every error becomes a response.
+    /// The request is logged and counted once, when its body is done.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<LoggedBody> {
         let started = Instant::now();
-        let (parts, _body) = req.into_parts();
-        let conn = parts.extensions.get::<ConnInfo>().copied();
-        let unanswered = access::Unanswered::new(
-            &parts.method,
-            &parts.uri,
-            conn.map(|c| c.peer),
-            started,
-            self.metrics.clone(),
-        );
-        let response = self.dispatch(&parts, conn.as_ref()).await;
-        unanswered.disarm();
-        let cache = match response
-            .headers()
-            .get(respond::X_CACHE)
-            .map(HeaderValue::as_bytes)
-        {
-            Some(b"HIT") => Some(CacheStatus::Hit),
-            Some(b"MISS") => Some(CacheStatus::Miss),
-            Some(b"PASS") => Some(CacheStatus::Pass),
+        let (req, _body) = req.into_parts();
+        let conn = req.extensions.get::<ConnInfo>().copied();
+        let unanswered = access::Unanswered::new(&req, conn.as_ref(), started, &self.metrics);
+        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let target = target::parse(&req.uri, host, conn.as_ref(), &self.rules);
+        let mount = match &target {
+            Ok(Target::Mount { mount, .. }) => Some(mount.name.clone()),
             _ => None,
         };
-        let record = AccessRecord {
-            method: parts.method.clone(),
-            target: parts.uri.clone(),
-            status: response.status().as_u16(),
-            cache,
-            peer: conn.map(|c| c.peer),
-            orig_dst: conn.as_ref().and_then(ConnInfo::redirected_from),
-            started,
-            expected: response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok()),
+        let answer = match target {
+            Ok(target) => self.serve(&req, target).await,
+            Err(err) => Err(err.into()),
         };
+        let mut response = answer.unwrap_or_else(|err| refused(&req, conn.as_ref(), &err));
+        unanswered.disarm();
+        let cache = respond::stamp(&mut response);
+        let record = AccessRecord::new(&req, &response, cache, mount, conn.as_ref(), started);
         let metrics = self.metrics.clone();
         response.map(|b| LoggedBody::new(b, record, metrics))
     }
 
-    async fn dispatch(
+    /// The flow: target → route → lookup → hit | join | fill. Every answer,
+    /// error or not, is made by `respond`.
+    async fn serve(
         &self,
         req: &http::request::Parts,
-        conn: Option<&ConnInfo>,
-    ) -> Response<Body> {
-        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let target = match target::parse(&req.uri, host, conn, &self.rules) {
-            Ok(target) => target,
-            Err(err) => {
-                let orig_dst = conn.and_then(ConnInfo::redirected_from);
-                tracing::warn!(uri = %req.uri, host, ?orig_dst, error = ?err, "request refused");
-                return respond::target_error(&err);
-            }
+        target: Target,
+    ) -> Result<Response<Body>, Error> {
+        let no_cache = &self.policy.no_cache;
+        let routed = match &target {
+            Target::Mount {
+                mount, path, query, ..
+            } => mounted::route(req, mount, path, query.as_deref(), no_cache)?,
+            _ => route::route(req, target, no_cache)?,
         };
-        if let Some(dst) = conn.and_then(ConnInfo::redirected_from) {
-            tracing::debug!(orig_dst = %dst, host, "redirected connection");
-        }
-        if let Target::Mount {
-            mount, path, query, ..
-        } = &target
-        {
-            return self
-                .mounted(req, mount.clone(), path, query.as_deref())
-                .await;
-        }
-        match route::classify(&req.method, &target, &req.headers) {
-            Route::Reject(reason) => {
-                tracing::warn!(method = %req.method, uri = %req.uri, ?reason, "request rejected");
-                respond::reject(&reason)
-            }
-            Route::Pass(reason) => {
+        let (target, key) = match routed {
+            Routed::Cache { target, key } => (target, key),
+            Routed::Pass { target, reason } => {
                 tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");
-                self.pass(req, &target).await
+                return self.pass(req, &target).await;
             }
-            Route::Cache(_) if self.policy.never_cache(req.uri.path()) => {
-                tracing::debug!(uri = %req.uri, reason = "no-cache pattern", "passing uncached");
-                self.pass(req, &target).await
-            }
-            Route::Cache(key) => self.cached(req, &target, key, None).await,
+            Routed::Document {
+                target,
+                mount,
+                spec,
+            } => return self.document(req, &target, &mount, spec).await,
+            Routed::Local(local) => return Ok(respond::local(&req.method, &local)),
+        };
+        if self.policy.negative.may_hold() && self.policy.negative.knows_missing(&key.canonical()) {
+            return Err(Error::Missing {
+                key: key.to_string(),
+            });
         }
+        let expected = self.listed_digest(&target, &key).await;
+        let mut retried = None;
+        for _ in 0..MAX_LOOKUPS {
+            let next = match self.store.lookup(&key).await {
+                Ok(Lookup::Hit(entry)) => self.hit(req, &key, entry, expected.as_ref()).await,
+                Ok(Lookup::Filling(watch)) => self.join(req, &key, watch).await,
+                Ok(Lookup::Miss(permit)) => self.fill(req, &target, permit, expected.clone()).await,
+                Ok(Lookup::Conflict) => {
+                    tracing::debug!(key = %key, "path conflicts with a cached entry; passing uncached");
+                    Next::Pass
+                }
+                Err(err) => {
+                    tracing::error!(key = %key, error = %err, "store lookup failed; passing uncached");
+                    Next::Pass
+                }
+            };
+            match next {
+                Next::Answer(answer) => return answer,
+                Next::Pass => return self.pass(req, &target).await,
+                Next::Again => continue,
+                Next::Retry(err) => retried = Some(err),
+            }
+        }
+        Err(retried.unwrap_or(Error::Busy {
+            key: key.to_string(),
+        }))
     }
 
-    /// Serves `key` through the cache; `expected_sha256` is what an index
-    /// lists for it (a fill is verified against it before it is committed).
-    async fn cached(
+    /// Fetches `target` for the client and streams it through uncached.
+    async fn pass(
         &self,
         req: &http::request::Parts,
         target: &Target,
-        key: CacheKey,
-        expected_sha256: Option<String>,
-    ) -> Response<Body> {
-        if self.policy.may_know_missing() && self.policy.known_missing(&key.canonical()) {
-            return respond::remembered_missing();
-        }
-        for _ in 0..MAX_LOOKUPS {
-            let lookup = match self.store.lookup(&key).await {
-                Ok(lookup) => lookup,
-                Err(err) => {
-                    tracing::error!(key = %key, error = %err, "store lookup failed; passing uncached");
-                    return self.pass(req, target).await;
-                }
-            };
-            match lookup {
-                Lookup::Hit(entry) => {
-                    let stored = entry.meta.as_ref().map(|m| m.sha256.as_str());
-                    match (&expected_sha256, stored) {
-                        (Some(listed), Some(stored)) if listed != stored => {
-                            // Cached before its index was seen (or the index
-                            // changed): the index wins; fetch again, verified.
-                            tracing::error!(key = %key, stored, listed = %listed,
-                                "cached file does not match the digest its index lists; dropping it");
-                            if let Err(err) = self.store.discard(&key, &entry).await {
-                                tracing::error!(key = %key, error = %err, "cannot drop the entry; passing uncached");
-                                return self.pass(req, target).await;
-                            }
-                            continue;
-                        }
-                        _ => return hit(req, &key, entry),
-                    }
-                }
-                Lookup::Conflict => {
-                    tracing::debug!(key = %key, "path conflicts with a cached entry; passing uncached");
-                    return self.pass(req, target).await;
-                }
-                Lookup::Filling(mut watch) => {
-                    self.metrics.fill_joined();
-                    match watch.started().await {
-                        FillStart::Started(head) => {
-                            return from_fill(req, &head, watch, false).await
-                        }
-                        FillStart::Failed(failure) => return self.failed(&key, &failure),
-                        FillStart::Uncacheable => return self.pass(req, target).await,
-                        FillStart::Vacated => continue,
-                    }
-                }
-                Lookup::Miss(permit) => {
-                    // Fills outlive their clients, so they need a bound of their own.
-                    let Ok(slot) = self.fill_slots.clone().try_acquire_owned() else {
-                        tracing::warn!(key = %key, "too many fills in progress; passing uncached");
-                        permit.uncacheable();
-                        return self.pass(req, target).await;
-                    };
-                    // The fill task owns the fetch, so this client leaving (even
-                    // before the upstream answers) cancels nothing.
-                    let mut watch = permit.watch();
-                    let (handback, mut returned) = oneshot::channel();
-                    let job = filler::Job {
-                        upstream: self.upstream.clone(),
-                        target: target.clone(),
-                        expected_sha256: expected_sha256.clone(),
-                        max_entry: self.policy.max_entry,
-                        cancel: self.fills_cancel.clone(),
-                        slot,
-                    };
-                    self.tasks.spawn(filler::run(job, permit, handback));
-                    self.metrics.fill_started();
-                    match watch.started().await {
-                        FillStart::Started(head) => {
-                            return from_fill(req, &head, watch, true).await
-                        }
-                        FillStart::Failed(failure) => return self.failed(&key, &failure),
-                        FillStart::Uncacheable => {
-                            // Handed back before the state changed, so it is here.
-                            if let Ok(fetched) = returned.try_recv() {
-                                return respond::passthrough(
-                                    &req.method,
-                                    fetched,
-                                    CacheStatus::Pass,
-                                );
-                            }
-                            return self.pass(req, target).await;
-                        }
-                        FillStart::Vacated => continue,
-                    }
-                }
-            }
-        }
-        respond::busy()
-    }
-
-    fn failed(&self, key: &CacheKey, failure: &FillFailure) -> Response<Body> {
-        if failure.status == 404 {
-            self.policy.remember_missing(&key.canonical());
-        }
-        respond::fill_failed(failure)
-    }
-
-    async fn pass(&self, req: &http::request::Parts, target: &Target) -> Response<Body> {
+    ) -> Result<Response<Body>, Error> {
         let path_and_query = target.path_and_query();
         let fetch = FetchRequest {
             via: via(target),
@@ -272,13 +179,12 @@ impl Proxy {
             headers: headers::forwardable(&req.headers),
             decode: false,
         };
-        match self.upstream.fetch(fetch).await {
-            Ok(fetched) => respond::passthrough(&req.method, fetched, CacheStatus::Pass),
-            Err(failed) => {
-                let (status, message) = respond::upstream_failed(&failed);
-                respond::text(status, message)
-            }
-        }
+        let fetched = self.upstream.fetch(fetch).await.map_err(Error::fetch)?;
+        Ok(respond::passthrough(
+            &req.method,
+            fetched,
+            CacheStatus::Pass,
+        ))
     }
 }
 
@@ -298,85 +204,16 @@ fn via(target: &Target) -> Via<'_> {
     }
 }
 
-fn hit(req: &http::request::Parts, key: &CacheKey, entry: Entry) -> Response<Body> {
-    let mut stored = match &entry.meta {
-        Some(meta) => headers::to_map(&meta.headers),
-        None => legacy_headers(key, &entry),
-    };
-    if !stored.contains_key(header::CONTENT_TYPE) {
-        stored.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
+/// The answer to a request that failed; a refused one (the client's fault)
+/// is logged here, the only place that sees it whole.
+fn refused(req: &http::request::Parts, conn: Option<&ConnInfo>, err: &Error) -> Response<Body> {
+    if err.class() == error::Class::Client {
+        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let orig_dst = conn.and_then(ConnInfo::redirected_from);
+        tracing::warn!(method = %req.method, uri = %access::WithoutQuery(&req.uri), host,
+            ?orig_dst, error = %err, "request refused");
     }
-    let rep = Representation {
-        headers: stored,
-        len: Some(entry.len),
-        cache: CacheStatus::Hit,
-    };
-    respond::representation(&req.method, &req.headers, rep, |start, end| {
-        match entry.small_body() {
-            Some(bytes) => body::full(bytes.slice(start as usize..end as usize)),
-            None => reader_body(entry.reader(start, end)),
-        }
-    })
-}
-
-/// Headers for a plain file with no metadata (a package-cache 0.2 entry).
-fn legacy_headers(key: &CacheKey, entry: &Entry) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    let name = String::from_utf8_lossy(key.file_name()).into_owned();
-    let mime = mime_guess::from_path(&name).first_or_octet_stream();
-    if let Ok(v) = HeaderValue::from_str(mime.essence_str()) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(entry.mtime)) {
-        h.insert(header::LAST_MODIFIED, v);
-    }
-    h
-}
-
-/// `leader`: this request caused the fetch, so it is a miss whatever the progress.
-async fn from_fill(
-    req: &http::request::Parts,
-    head: &FillHead,
-    mut watch: FillWatch,
-    leader: bool,
-) -> Response<Body> {
-    if !watch.first_bytes().await {
-        // Failed (cut short, or not the bytes its index lists) before this
-        // response began: say so, rather than start a body that must break.
-        return respond::fill_aborted();
-    }
-    // Every byte is on disk and its length checked; only the commit's fsync
-    // and rename are left, so this is served from the cache.
-    let cache = match watch.state() {
-        _ if leader => CacheStatus::Miss,
-        FillState::Complete {
-            committed: true, ..
-        } => CacheStatus::Hit,
-        FillState::Streaming { written } if Some(written) == head.content_length => {
-            CacheStatus::Hit
-        }
-        _ => CacheStatus::Miss,
-    };
-    let rep = Representation {
-        headers: headers::to_map(&head.headers),
-        len: head.content_length,
-        cache,
-    };
-    respond::representation(&req.method, &req.headers, rep, |start, end| {
-        match watch.reader(start, end) {
-            Some(reader) => reader_body(reader),
-            None => body::from_stream(futures_util::stream::once(async {
-                Err(std::io::Error::other("fill has no file"))
-            })),
-        }
-    })
-}
-
-fn reader_body(reader: BodyReader) -> Body {
-    body::from_stream(reader.into_stream())
+    respond::error(err)
 }
 
 pub use access::LoggedBody;

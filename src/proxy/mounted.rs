@@ -1,142 +1,91 @@
-//! Requests under a `--mirror` mount: the mount's profile classifies the
-//! path; documents go through revalidation (`document`), artifacts through the
-//! streaming fill with the digest their index lists, and the rest is answered
-//! here.
+//! Routing under a `--mirror` mount: the mount's profile classifies the path
+//! (`mount::classify`) into an index document, an artifact on one of the
+//! mount's upstreams, a redirect, the mount's own root, or something passed
+//! through. Hostile paths are refused whatever the profile makes of them.
 
-use super::route::{self, PassReason, RejectReason};
+use super::policy::NoCache;
+use super::route::{self, Local, PassReason, RejectReason, Routed};
 use super::target::Target;
-use super::{respond, Proxy};
-use crate::body::{self, Body};
-use crate::config::{Mount, Profile};
-use crate::mount::{self, rubygems, Class, MountUpstream};
+use super::Error;
+use crate::config::Mount;
+use crate::mount::{self, Class, MountUpstream};
 use crate::store::{CacheKey, KeyError, Namespace};
-use http::{header, HeaderValue, Method, Response};
+use http::{header, Method};
 use std::sync::Arc;
 
-impl Proxy {
-    pub(super) async fn mounted(
-        &self,
-        req: &http::request::Parts,
-        mount: Arc<Mount>,
-        path: &str,
-        query: Option<&str>,
-    ) -> Response<Body> {
-        if req.method != Method::GET && req.method != Method::HEAD {
-            return respond::reject(&RejectReason::Method);
-        }
-        // Hostile paths are refused whatever the profile makes of them.
-        let namespace = Namespace::Mount(mount.name.clone());
-        match CacheKey::try_from_path(namespace.clone(), if path.is_empty() { "/" } else { path }) {
-            Ok(_) | Err(KeyError::Directory) => {}
-            Err(err) => {
-                tracing::warn!(uri = %req.uri, error = %err, "request rejected");
-                return respond::reject(&RejectReason::Path(err));
-            }
-        }
-        let accept = req
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
-        let sources = Target::Mount {
-            mount: mount.clone(),
-            upstream: MountUpstream::Sources,
-            path: path.to_string(),
-            query: query.map(str::to_string),
-        };
-        match mount::classify(&mount, path, accept) {
-            Class::Root => root(&req.method),
-            Class::Redirect(location) => redirect(&location, query),
-            Class::NotFound => respond::not_on_mount(),
-            Class::Pass => self.pass(req, &sources).await,
-            Class::Document(spec) => {
-                if let Some(reason) = self.pass_reason(req, query) {
-                    tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");
-                    return self.pass(req, &sources).await;
-                }
-                self.document(req, &sources, &mount, spec).await
-            }
-            Class::Artifact {
-                upstream,
-                path: up_path,
-            } => {
-                let target = Target::Mount {
-                    mount: mount.clone(),
-                    upstream,
-                    path: up_path,
-                    query: query.map(str::to_string),
-                };
-                let Ok(key) = CacheKey::try_from_path(namespace, path) else {
-                    return self.pass(req, &target).await;
-                };
-                if let Some(reason) = self.pass_reason(req, query) {
-                    tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");
-                    return self.pass(req, &target).await;
-                }
-                let expected = self.listed_digest(&mount, path, &key).await;
-                self.cached(req, &target, key, expected).await
-            }
-        }
+/// Routes the request `req` for `path` (raw, after `/NAME`) and `query`
+/// under `mount`.
+pub(super) fn route(
+    req: &http::request::Parts,
+    mount: &Arc<Mount>,
+    path: &str,
+    query: Option<&str>,
+    no_cache: &NoCache,
+) -> Result<Routed, Error> {
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return Err(Error::rejected(RejectReason::Method, &req.method));
     }
-
-    /// Credentials, a query, or an operator pattern keep a request uncached.
-    fn pass_reason(&self, req: &http::request::Parts, query: Option<&str>) -> Option<PassReason> {
-        route::uncacheable(&req.headers, query).or_else(|| {
-            self.policy
-                .never_cache(req.uri.path())
-                .then_some(PassReason::Pattern)
-        })
+    let namespace = Namespace::Mount(mount.name.clone());
+    match CacheKey::try_from_path(namespace.clone(), if path.is_empty() { "/" } else { path }) {
+        Ok(_) | Err(KeyError::Directory) => {}
+        Err(err) => return Err(Error::rejected(RejectReason::Path(err), &req.method)),
     }
-
-    /// The sha256 an index lists for the file at `path` of `mount`: from the
-    /// PyPI pages served so far, or from the cached RubyGems `/info/NAME`.
-    async fn listed_digest(&self, mount: &Mount, path: &str, key: &CacheKey) -> Option<String> {
-        match mount.profile {
-            Profile::Pypi => self.policy.listed_hash(&key.canonical()),
-            Profile::Rubygems => {
-                let file = path.strip_prefix("/gems/")?;
-                let file = percent_encoding::percent_decode_str(file)
-                    .decode_utf8()
-                    .ok()?;
-                for name in rubygems::candidate_names(&file) {
-                    let Class::Document(spec) =
-                        mount::classify(mount, &format!("/info/{name}"), None)
-                    else {
-                        continue;
-                    };
-                    let Ok(Some(doc)) = self.store.read_doc(&spec.key).await else {
-                        continue;
-                    };
-                    let info = String::from_utf8_lossy(&doc.body);
-                    if let Some(sha) = rubygems::checksum_for(name, &info, &file) {
-                        return Some(sha);
-                    }
-                }
-                None
-            }
-            Profile::Gentoo | Profile::Generic | Profile::Npm | Profile::Cargo | Profile::Go => {
-                None
-            }
-        }
-    }
-}
-
-/// A RubyGems source root: `gem` sends `HEAD /` to choose the compact index.
-fn root(method: &Method) -> Response<Body> {
-    let mut response = Response::new(if *method == Method::HEAD {
-        body::empty()
-    } else {
-        body::full(bytes::Bytes::from_static(b"package-cache rubygems mount\n"))
+    let accept = req
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let on = |upstream, path: String| Target::Mount {
+        mount: mount.clone(),
+        upstream,
+        path,
+        query: query.map(str::to_string),
+    };
+    // Credentials, a query, or an operator pattern keep a request uncached.
+    let uncached = route::uncacheable(&req.headers, query).or_else(|| {
+        no_cache
+            .matches(req.uri.path())
+            .then_some(PassReason::Pattern)
     });
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-fn redirect(location: &str, query: Option<&str>) -> Response<Body> {
-    match query {
-        Some(q) => respond::moved(&format!("{location}?{q}")),
-        None => respond::moved(location),
-    }
+    let sources = on(MountUpstream::Sources, path.to_string());
+    Ok(match mount::classify(mount, path, accept) {
+        Class::Root => Routed::Local(Local::MountRoot),
+        Class::Redirect(location) => Routed::Local(Local::Redirect(match query {
+            Some(q) => format!("{location}?{q}"),
+            None => location,
+        })),
+        Class::NotFound => {
+            return Err(Error::NotOnMount {
+                path: path.to_string(),
+            })
+        }
+        Class::Pass => Routed::Pass {
+            target: sources,
+            reason: PassReason::Listing,
+        },
+        Class::Document(spec) => match uncached {
+            Some(reason) => Routed::Pass {
+                target: sources,
+                reason,
+            },
+            None => Routed::Document {
+                target: sources,
+                mount: mount.clone(),
+                spec,
+            },
+        },
+        Class::Artifact {
+            upstream,
+            path: upstream_path,
+        } => {
+            let target = on(upstream, upstream_path);
+            match (CacheKey::try_from_path(namespace, path), uncached) {
+                (Err(_), _) => Routed::Pass {
+                    target,
+                    reason: PassReason::Directory,
+                },
+                (Ok(_), Some(reason)) => Routed::Pass { target, reason },
+                (Ok(key), None) => Routed::Cache { target, key },
+            }
+        }
+    })
 }

@@ -1,44 +1,43 @@
 //! The only place that turns outcomes and errors into status codes and
 //! headers: cached representations (with Range, If-Range, If-None-Match and
-//! If-Modified-Since), pass-through responses, and every error text.
+//! If-Modified-Since), pass-through responses, and every error text; and
+//! the `X-Cache` header, from the `CacheStatus` each answer carries.
 
 use super::conditional::{self, RangeAnswer};
+use super::error::{Class, Error};
 use super::headers;
-use super::route::RejectReason;
-use super::target::TargetError;
+use super::route::Local;
 use crate::body::{self, Body};
-use crate::store::{FillFailure, KeyError};
-use crate::upstream::{Failed, Fetched};
+pub use crate::cache_status::CacheStatus;
+use crate::store::KeyError;
+use crate::upstream::Fetched;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 /// The response header telling what the cache did.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// What the cache did for a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// Served from a committed entry.
-    Hit,
-    /// Served from a fill in progress (started by this or another request).
-    Miss,
-    /// Fetched and streamed without storing.
-    Pass,
+/// Carries `cache` with `response` (as an extension), for [`stamp`].
+fn with_cache(mut response: Response<Body>, cache: CacheStatus) -> Response<Body> {
+    response.extensions_mut().insert(cache);
+    response
 }
 
-impl CacheStatus {
-    /// The `X-Cache` value.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Pass => "PASS",
-        }
+/// What the cache did for `response`, as the answer was made (`None` for
+/// errors, redirects and refusals), now written as its `X-Cache` header:
+/// the one place that header is set.
+pub fn stamp(response: &mut Response<Body>) -> Option<CacheStatus> {
+    let cache = response.extensions().get::<CacheStatus>().copied();
+    if let Some(cache) = cache {
+        response
+            .headers_mut()
+            .insert(X_CACHE, HeaderValue::from_static(cache.as_str()));
     }
+    cache
 }
 
 /// A short text answer (errors).
-pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut message = message.into();
     message.push('\n');
     let mut response = Response::new(body::full(message));
@@ -50,83 +49,82 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     response
 }
 
-/// A request that names no allowed upstream.
-pub fn target_error(err: &TargetError) -> Response<Body> {
-    match err {
-        TargetError::Forbidden { host } => text(
-            StatusCode::FORBIDDEN,
-            format!("package-cache: host {host} is not allowed here (this is not an open proxy)"),
-        ),
-        TargetError::Malformed(why) => {
-            text(StatusCode::BAD_REQUEST, format!("package-cache: {why}"))
-        }
+/// The status for `err`: its class picks the family (4xx for the client,
+/// 502/504, or 404 when the upstream said so, for the upstream; 500/503 for
+/// the cache itself), its variant the code.
+pub fn status_of(err: &Error) -> StatusCode {
+    match err.class() {
+        Class::Client => match err {
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Path {
+                source: KeyError::TooLong,
+            } => StatusCode::URI_TOO_LONG,
+            Error::NotOnMount { .. } => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_REQUEST,
+        },
+        Class::Upstream if err.is_not_found() => StatusCode::NOT_FOUND,
+        Class::Upstream if err.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+        Class::Upstream => StatusCode::BAD_GATEWAY,
+        Class::Internal if err.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-/// A refused request.
-pub fn reject(reason: &RejectReason) -> Response<Body> {
-    match reason {
-        RejectReason::Method => {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "package-cache: only GET and HEAD are served",
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            r
+/// The answer to a request that failed: [`status_of`] with a short text
+/// saying why (never the upstream's own bytes).
+pub fn error(err: &Error) -> Response<Body> {
+    let status = status_of(err);
+    let why = match err {
+        Error::Forbidden { host } => {
+            format!("host {host} is not allowed here (this is not an open proxy)")
         }
-        RejectReason::Path(KeyError::TooLong) => {
-            text(StatusCode::URI_TOO_LONG, "package-cache: path too long")
+        Error::Malformed { reason } => reason.to_string(),
+        Error::Method { .. } => "only GET and HEAD are served".into(),
+        Error::Path { source } => source.to_string(),
+        Error::NotOnMount { .. } => "not a path this mount serves".into(),
+        Error::Fetch { failed } => {
+            let summary = match status {
+                StatusCode::NOT_FOUND => "not found upstream",
+                StatusCode::GATEWAY_TIMEOUT => "upstream timed out",
+                _ => "upstream failed",
+            };
+            format!("{summary}: {failed}")
         }
-        RejectReason::Path(err) => text(StatusCode::BAD_REQUEST, format!("package-cache: {err}")),
+        Error::Missing { .. } => "not found upstream (remembered)".into(),
+        Error::Portal { .. } => "upstream answered with an HTML page".into(),
+        Error::DocumentBody { source, .. } => source.to_string(),
+        Error::DocumentTooLarge { limit, .. } => {
+            format!("index document larger than {limit} bytes")
+        }
+        Error::Digest { .. } => {
+            "the upstream's file does not match the digest its index lists".into()
+        }
+        Error::Body { .. } | Error::Aborted { .. } => {
+            "the download failed; nothing was cached".into()
+        }
+        Error::Busy { .. } => "busy, retry shortly".into(),
+        Error::Store { .. } => "the cache failed".into(),
+    };
+    let mut response = text(status, format!("package-cache: {why}"));
+    let headers = response.headers_mut();
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
+    response
 }
 
-/// Status and text for a fetch that failed on every source: 404 when every
-/// source said so (or there is no source to ask), 504 when all timed out,
-/// else 502.
-pub fn upstream_failed(failed: &Failed) -> (StatusCode, String) {
-    let status = if failed.attempts.is_empty() || failed.all_not_found() {
-        StatusCode::NOT_FOUND
-    } else if failed.all_timed_out() {
-        StatusCode::GATEWAY_TIMEOUT
-    } else {
-        StatusCode::BAD_GATEWAY
-    };
-    let summary = match status {
-        StatusCode::NOT_FOUND => "not found upstream",
-        StatusCode::GATEWAY_TIMEOUT => "upstream timed out",
-        _ => "upstream failed",
-    };
-    (status, format!("package-cache: {summary}: {failed}"))
-}
-
-/// A waiter's answer when the fill it joined failed before starting.
-pub fn fill_failed(failure: &FillFailure) -> Response<Body> {
-    text(
-        StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_GATEWAY),
-        failure.message.clone(),
-    )
-}
-
-/// An internal failure (the cache directory misbehaved).
-pub fn internal(message: &str) -> Response<Body> {
-    text(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("package-cache: {message}"),
-    )
-}
-
-/// Too many requests or connections.
-pub fn busy() -> Response<Body> {
-    let mut r = text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "package-cache: busy, retry shortly",
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
-}
+/// What the server writes, before any HTTP parsing, on a connection past
+/// `--max-connections`; then it closes the connection.
+pub const TOO_MANY_CONNECTIONS: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n\
+Content-Length: 37\r\nConnection: close\r\n\r\npackage-cache: too many connections\r\n";
 
 /// A stored (or filling) representation: its end-to-end headers and length.
 pub struct Representation {
@@ -185,16 +183,13 @@ pub fn representation(
                     );
                     r.headers_mut()
                         .insert(header::CONTENT_RANGE, value(format!("bytes */{len}")));
-                    r.headers_mut()
-                        .insert(X_CACHE, HeaderValue::from_static(rep.cache.as_str()));
-                    return r;
+                    return with_cache(r, rep.cache);
                 }
             }
         }
     }
     let mut headers = rep.headers;
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(X_CACHE, HeaderValue::from_static(rep.cache.as_str()));
     let body = if status == StatusCode::NOT_MODIFIED {
         for name in [
             header::CONTENT_TYPE,
@@ -220,13 +215,12 @@ pub fn representation(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
-    response
+    with_cache(response, rep.cache)
 }
 
 /// Streams an upstream response through unchanged (hop-by-hop headers dropped).
 pub fn passthrough(method: &Method, fetched: Fetched, cache: CacheStatus) -> Response<Body> {
-    let mut headers = headers::response_passable(&fetched.headers);
-    headers.insert(X_CACHE, HeaderValue::from_static(cache.as_str()));
+    let headers = headers::response_passable(&fetched.headers);
     let status = fetched.status;
     let no_body = method == Method::HEAD
         || status == StatusCode::NOT_MODIFIED
@@ -249,36 +243,15 @@ pub fn passthrough(method: &Method, fetched: Fetched, cache: CacheStatus) -> Res
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
-    response
+    with_cache(response, cache)
 }
 
 fn value(s: String) -> HeaderValue {
     HeaderValue::try_from(s).expect("formatted header values are visible ASCII")
 }
 
-/// A path every upstream said 404 for within the negative TTL.
-pub fn remembered_missing() -> Response<Body> {
-    text(
-        StatusCode::NOT_FOUND,
-        "package-cache: not found upstream (remembered)",
-    )
-}
-
-/// An index document every upstream said 404 for.
-pub fn document_gone() -> Response<Body> {
-    text(StatusCode::NOT_FOUND, "package-cache: not found upstream")
-}
-
-/// A path a mount cannot fetch (a files host that is not configured).
-pub fn not_on_mount() -> Response<Body> {
-    text(
-        StatusCode::NOT_FOUND,
-        "package-cache: not a path this mount serves",
-    )
-}
-
 /// Another spelling of a canonical proxy path (`location`, query kept).
-pub fn moved(location: &str) -> Response<Body> {
+fn moved(location: &str) -> Response<Body> {
     let mut r = text(StatusCode::MOVED_PERMANENTLY, format!("see {location}"));
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -286,19 +259,130 @@ pub fn moved(location: &str) -> Response<Body> {
     r
 }
 
-/// A joined fill that failed (cut short, or not the bytes its index lists)
-/// before this response began.
-pub fn fill_aborted() -> Response<Body> {
-    text(
-        StatusCode::BAD_GATEWAY,
-        "package-cache: the download failed; nothing was cached",
-    )
+/// An answer the proxy gives itself.
+pub fn local(method: &Method, local: &Local) -> Response<Body> {
+    match local {
+        Local::MountRoot => mount_root(method),
+        Local::Redirect(location) => moved(location),
+    }
 }
 
-/// The answer a failed document revalidation gave, for a client with no stored copy.
-pub fn doc_failed(status: u16, message: &str) -> Response<Body> {
-    text(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-        message.trim_end().to_string(),
-    )
+/// A RubyGems source root, answered by the mount itself: `gem` sends
+/// `HEAD /` to choose the compact index, also when the upstream is away.
+fn mount_root(method: &Method) -> Response<Body> {
+    let mut response = Response::new(if *method == Method::HEAD {
+        body::empty()
+    } else {
+        body::full(bytes::Bytes::from_static(b"package-cache rubygems mount\n"))
+    });
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream;
+
+    fn fetch(codes: &[u16]) -> Error {
+        let attempts = codes
+            .iter()
+            .map(|&code| match code {
+                0 => upstream::Error::Timeout {
+                    url: "http://a/x".into(),
+                    secs: 1,
+                },
+                code => upstream::Error::Status {
+                    url: "http://a/x".into(),
+                    status: StatusCode::from_u16(code).unwrap(),
+                },
+            })
+            .collect();
+        Error::fetch(upstream::Failed { attempts })
+    }
+
+    #[test]
+    fn each_class_picks_its_status_family() {
+        let cases = [
+            (fetch(&[404, 410]), 404),
+            (fetch(&[]), 404),
+            (fetch(&[0, 0]), 504),
+            (fetch(&[404, 500]), 502),
+            (fetch(&[0, 503]), 502),
+            (Error::Missing { key: "/a".into() }, 404),
+            (Error::Portal { url: "u".into() }, 502),
+            (Error::Aborted { key: "/a".into() }, 502),
+            (Error::Forbidden { host: "h".into() }, 403),
+            (Error::Malformed { reason: "r" }, 400),
+            (
+                Error::Method {
+                    method: Method::POST,
+                },
+                405,
+            ),
+            (
+                Error::Path {
+                    source: KeyError::TooLong,
+                },
+                414,
+            ),
+            (
+                Error::Path {
+                    source: KeyError::DotSegment,
+                },
+                400,
+            ),
+            (Error::NotOnMount { path: "/x".into() }, 404),
+            (Error::Busy { key: "/a".into() }, 503),
+        ];
+        for (err, status) in cases {
+            let response = error(&err);
+            assert_eq!(response.status().as_u16(), status, "{err:?}");
+            assert!(response.headers().get(X_CACHE).is_none(), "{err:?}");
+        }
+        let mut failed = error(&Error::Busy { key: "/a".into() });
+        assert_eq!(
+            stamp(&mut failed),
+            None,
+            "an error says nothing of the cache"
+        );
+        let busy = failed;
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        let post = error(&Error::Method {
+            method: Method::POST,
+        });
+        assert_eq!(post.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn x_cache_is_written_from_the_status_the_answer_carries() {
+        for cache in [CacheStatus::Hit, CacheStatus::Miss, CacheStatus::Pass] {
+            let rep = Representation {
+                headers: HeaderMap::new(),
+                len: Some(3),
+                cache,
+            };
+            let mut ok = representation(&Method::GET, &HeaderMap::new(), rep, |_, _| {
+                body::full(bytes::Bytes::from_static(b"abc"))
+            });
+            assert!(ok.headers().get(X_CACHE).is_none(), "not before the stamp");
+            assert_eq!(stamp(&mut ok), Some(cache));
+            assert_eq!(ok.headers()[X_CACHE], cache.as_str());
+        }
+        // A range past the end is refused, but what the cache did still shows.
+        let mut ranged = HeaderMap::new();
+        ranged.insert(header::RANGE, HeaderValue::from_static("bytes=9-"));
+        let rep = Representation {
+            headers: HeaderMap::new(),
+            len: Some(3),
+            cache: CacheStatus::Hit,
+        };
+        let mut refused = representation(&Method::GET, &ranged, rep, |_, _| body::empty());
+        assert_eq!(refused.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(stamp(&mut refused), Some(CacheStatus::Hit));
+        assert_eq!(refused.headers()[X_CACHE], "HIT");
+    }
 }

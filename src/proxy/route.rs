@@ -1,9 +1,16 @@
-//! `Route`: whether a request is served through the cache, passed through
-//! uncached, or refused — decided from the method, target and headers alone.
+//! Routing: whether a request is served through the cache (a file, or a
+//! mount's index document), passed through uncached, answered by the proxy
+//! itself, or refused — decided from the request and its target alone
+//! (`mounted` does it for a mount's paths, with the same outcomes).
 
+use super::policy::NoCache;
 use super::target::Target;
+use super::Error;
+use crate::config::Mount;
+use crate::mount::DocSpec;
 use crate::store::{CacheKey, KeyError, Namespace};
 use http::{header, HeaderMap, Method};
+use std::sync::Arc;
 
 /// Why a request is passed through uncached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +23,8 @@ pub enum PassReason {
     Directory,
     /// It matches a `--no-cache` pattern.
     Pattern,
+    /// A mount passes it through (listings and the like).
+    Listing,
 }
 
 impl PassReason {
@@ -26,6 +35,7 @@ impl PassReason {
             PassReason::Query => "query",
             PassReason::Directory => "directory",
             PassReason::Pattern => "no-cache pattern",
+            PassReason::Listing => "listing",
         }
     }
 }
@@ -50,7 +60,67 @@ pub enum Route {
     Reject(RejectReason),
 }
 
-/// Classifies a request.
+/// Where a request goes, once routed.
+#[derive(Debug)]
+pub enum Routed {
+    /// Served through the cache under `key`, filled from `target`.
+    Cache {
+        /// Where a fill fetches it.
+        target: Target,
+        /// The entry.
+        key: CacheKey,
+    },
+    /// Fetched from `target` and streamed without storing.
+    Pass {
+        /// Where it is fetched.
+        target: Target,
+        /// Why it is not cached.
+        reason: PassReason,
+    },
+    /// An index document of `mount`, revalidated after the TTL.
+    Document {
+        /// Where it is revalidated.
+        target: Target,
+        /// The mount it belongs to.
+        mount: Arc<Mount>,
+        /// Which document.
+        spec: DocSpec,
+    },
+    /// Answered by the proxy itself.
+    Local(Local),
+}
+
+/// The answers the proxy gives without asking anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    /// A RubyGems mount's root: `gem` probes it with `HEAD` to choose the
+    /// compact index, also when the upstream is away.
+    MountRoot,
+    /// Another spelling of a canonical path: redirect there (query kept).
+    Redirect(String),
+}
+
+/// Routes a request for `target` (the mirrors or a named host; a mount's
+/// paths are routed by its profile, in `mounted`): refused (`Err`), passed
+/// uncached, or served through the cache. `no_cache` holds the operator's
+/// patterns, matched against the request's own path.
+pub fn route(
+    req: &http::request::Parts,
+    target: Target,
+    no_cache: &NoCache,
+) -> Result<Routed, Error> {
+    match classify(&req.method, &target, &req.headers) {
+        Route::Reject(reason) => Err(Error::rejected(reason, &req.method)),
+        Route::Pass(reason) => Ok(Routed::Pass { target, reason }),
+        Route::Cache(_) if no_cache.matches(req.uri.path()) => Ok(Routed::Pass {
+            target,
+            reason: PassReason::Pattern,
+        }),
+        Route::Cache(key) => Ok(Routed::Cache { target, key }),
+    }
+}
+
+/// Classifies a request for a target outside the mounts.
 pub fn classify(method: &Method, target: &Target, headers: &HeaderMap) -> Route {
     if method != Method::GET && method != Method::HEAD {
         return Route::Reject(RejectReason::Method);

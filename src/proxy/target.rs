@@ -110,12 +110,12 @@ impl Target {
 /// Why a request names no allowed upstream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TargetError {
-    /// The named host is not allowed (403).
+    /// The named host is not allowed.
     Forbidden {
         /// The host as the client named it.
         host: String,
     },
-    /// The request target cannot be understood (400).
+    /// The request target cannot be understood.
     Malformed(&'static str),
 }
 

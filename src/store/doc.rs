@@ -8,6 +8,7 @@
 
 use super::disk;
 use super::{Error, Store};
+use crate::digest::Digest;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -84,9 +85,9 @@ pub struct DocMeta {
     pub upstream_last_modified: Option<String>,
     /// The URL it came from.
     pub source: String,
-    /// Expected sha256 of files the document lists, by store key
+    /// The digests of the files the document lists, by store key
     /// (`CacheKey::canonical`): what downloads are verified against.
-    pub hashes: Vec<(String, String)>,
+    pub hashes: Vec<(String, Digest)>,
 }
 
 /// A document and its metadata.
@@ -104,7 +105,7 @@ impl Doc {
             .meta
             .hashes
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 48)
+            .map(|(k, v)| k.len() + v.hex().len() + 56)
             .sum();
         self.body.len() + hashes + 512
     }

@@ -7,11 +7,13 @@
 //! dropped without `commit` is `Aborted` and its temporary file is unlinked.
 
 use super::disk::FILE_MODE;
+use super::flight::Lead;
 use super::spill::{Spill, WINDOW};
-use super::{CacheKey, Error, Inner};
+use super::{CacheKey, Error, Failure, Inner};
+use crate::digest::{Algorithm, Digest};
 use bytes::Bytes;
 use rustix::fs::OFlags;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -47,8 +49,8 @@ pub enum FillState {
     },
     /// The body failed part-way: readers must end their responses uncleanly.
     Aborted,
-    /// The fetch failed before any body: readers answer with this.
-    Failed(Arc<FillFailure>),
+    /// The fetch failed before any body: readers answer as the leader did.
+    Failed(Failure),
     /// The permit was given up before starting: readers look up again.
     Vacated,
     /// The answer is not cacheable (not a 200, or the store cannot take
@@ -72,15 +74,6 @@ impl FillState {
     }
 }
 
-/// Why a fill never started, as the leader answered its own client.
-#[derive(Debug, PartialEq, Eq)]
-pub struct FillFailure {
-    /// HTTP status the leader answered with.
-    pub status: u16,
-    /// Short text for the response body.
-    pub message: String,
-}
-
 /// What the upstream said about the body, fixed when the fill starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FillHead {
@@ -90,26 +83,10 @@ pub struct FillHead {
     pub content_length: Option<u64>,
     /// The URL the body comes from.
     pub source: String,
-    /// The sha256 an index lists for this file (lower-case hex). When set,
-    /// readers are kept one byte short of the end until the body matches it,
-    /// so a mismatch can never look like a complete download.
-    pub expected_sha256: Option<String>,
-}
-
-/// A fill in progress as the status page shows it: a copy, stale at once.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ActiveFill {
-    /// The entry's key as logs show it (`/path`, `host/path`, `/mount/path`).
-    pub key: String,
-    /// Bytes written so far.
-    pub written: u64,
-    /// The upstream's Content-Length, once it answered with one.
-    pub content_length: Option<u64>,
-    /// Responses following the fill now: each live reader (and each request
-    /// still waiting for the upstream's answer) holds one receiver.
-    pub readers: usize,
-    /// The fill's state (`FillState::as_str`).
-    pub state: &'static str,
+    /// The digest an index lists for this file. When set, readers are kept
+    /// one byte short of the end until the body matches it, so a mismatch
+    /// can never look like a complete download.
+    pub expected: Option<Digest>,
 }
 
 /// State shared between a fill's writer and its readers.
@@ -123,49 +100,37 @@ pub(crate) struct FillShared {
     pub(crate) spill: Mutex<Spill>,
     /// Signalled when a reader frees held bytes or leaves.
     pub(crate) drained: Notify,
+    /// Why the fill aborted, when its writer said so: set before `Aborted`
+    /// is published, so a reader woken by it finds the cause.
+    pub(crate) cause: OnceLock<Failure>,
 }
 
 impl FillShared {
     pub(crate) fn spill(&self) -> std::sync::MutexGuard<'_, Spill> {
         self.spill.lock().expect("spill lock is never poisoned")
     }
-}
 
-impl FillShared {
-    pub(crate) fn progress(&self) -> ActiveFill {
-        let state = self.state.borrow().clone();
-        let written = match state {
-            FillState::Streaming { written } => written,
-            FillState::Complete { len, .. } => len,
-            _ => 0,
-        };
-        ActiveFill {
-            key: self.key.to_string(),
-            written,
-            content_length: self.head.get().and_then(|h| h.content_length),
-            readers: self.state.receiver_count(),
-            state: state.as_str(),
-        }
-    }
-
-    pub(crate) fn new(key: CacheKey) -> Arc<FillShared> {
-        Arc::new(FillShared {
+    pub(crate) fn new(key: CacheKey) -> FillShared {
+        FillShared {
             key,
             state: watch::channel(FillState::Pending).0,
             head: OnceLock::new(),
             file: OnceLock::new(),
             spill: Mutex::new(Spill::default()),
             drained: Notify::new(),
-        })
+            cause: OnceLock::new(),
+        }
     }
 }
 
-/// The exclusive right to fill one key. Dropped unused, waiting readers are
-/// told `Vacated` and look the key up again.
+/// The exclusive right to fill one key: the lead of its flight in the fill
+/// map. Dropped unused, waiting readers are told `Vacated` and look the key
+/// up again.
 pub struct FillPermit {
     pub(crate) inner: Arc<Inner>,
     pub(crate) shared: Arc<FillShared>,
-    pub(crate) done: bool,
+    /// `None` once used: started (the `Fill` holds it), failed or given up.
+    pub(crate) lead: Option<Lead<CacheKey, FillShared>>,
 }
 
 impl FillPermit {
@@ -213,15 +178,16 @@ impl FillPermit {
         };
         let _ = self.shared.file.set(file.clone());
         let expected_len = head.content_length;
-        let hold_back = u64::from(head.expected_sha256.is_some());
+        let hold_back = u64::from(head.expected.is_some());
         let _ = self.shared.head.set(Arc::new(head));
         self.shared
             .state
             .send_replace(FillState::Streaming { written: 0 });
-        self.done = true;
+        let lead = self.lead.take().expect("an unused permit holds its lead");
         Ok(Fill {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            lead,
             file,
             tmp_path,
             hasher: Some(Sha256::new()),
@@ -236,27 +202,28 @@ impl FillPermit {
     /// Gives up because the answer cannot be cached: waiting readers fetch
     /// for themselves, uncached.
     pub fn uncacheable(mut self) {
-        self.done = true;
-        self.inner.forget_fill(&self.shared);
-        self.shared.state.send_replace(FillState::Uncacheable);
+        self.end(FillState::Uncacheable);
     }
 
-    /// Gives up before any body: waiting readers answer `status` with `message`.
-    pub fn fail(mut self, status: u16, message: String) {
-        self.done = true;
-        self.inner.forget_fill(&self.shared);
-        self.shared
-            .state
-            .send_replace(FillState::Failed(Arc::new(FillFailure { status, message })));
+    /// Gives up before any body: waiting readers answer as the leader did
+    /// (`failure` is its own error, carried to them as it is).
+    pub fn fail(mut self, failure: Failure) {
+        self.end(FillState::Failed(failure));
+    }
+
+    /// Leaves the fill map, then tells the waiters: woken, they must not
+    /// find this fill again.
+    fn end(&mut self, state: FillState) {
+        if let Some(mut lead) = self.lead.take() {
+            lead.leave();
+            self.shared.state.send_replace(state);
+        }
     }
 }
 
 impl Drop for FillPermit {
     fn drop(&mut self) {
-        if !self.done {
-            self.inner.forget_fill(&self.shared);
-            self.shared.state.send_replace(FillState::Vacated);
-        }
+        self.end(FillState::Vacated);
     }
 }
 
@@ -266,6 +233,9 @@ impl Drop for FillPermit {
 pub struct Fill {
     inner: Arc<Inner>,
     shared: Arc<FillShared>,
+    /// The fill map's entry: left once nobody new should join (spilled,
+    /// committed or failed).
+    lead: Lead<CacheKey, FillShared>,
     file: Arc<File>,
     tmp_path: PathBuf,
     hasher: Option<Sha256>,
@@ -345,7 +315,7 @@ impl Fill {
                 tracing::warn!(key = %self.shared.key, bytes_on_disk = self.written, error = %err,
                     "the cache cannot take this file; streaming the rest uncached");
                 self.spilled = true;
-                self.inner.forget_fill(&self.shared);
+                self.lead.leave();
                 self.shared.spill().start(self.written);
                 self.hold(chunks[failed_at..].to_vec()).await
             }
@@ -385,6 +355,14 @@ impl Fill {
         Ok(())
     }
 
+    /// Gives the fill up because of `cause` (the writer's own error, say an
+    /// upstream body that broke): readers see `Aborted`, and those that had
+    /// not begun their responses can read why ([`super::FillWatch::abort_cause`]).
+    pub fn abort(self, cause: Failure) {
+        let _ = self.shared.cause.set(cause);
+        // Dropped unfinished: `Aborted`, the temporary file removed.
+    }
+
     /// Verifies the length, then stores the entry durably: fsync the body,
     /// write its metadata, rename the body into place, fsync the directories.
     ///
@@ -393,11 +371,13 @@ impl Fill {
     pub async fn commit(mut self) -> Result<Committed, Error> {
         if let Some(expected) = self.expected_len {
             if self.written != expected {
-                return Err(Error::Short {
+                let short = || Error::Short {
                     key: self.shared.key.to_string(),
                     expected,
                     got: self.written,
-                });
+                };
+                let _ = self.shared.cause.set(Failure::new(short()));
+                return Err(short());
             }
         }
         let len = self.written;
@@ -413,19 +393,26 @@ impl Fill {
             .get()
             .cloned()
             .expect("a started fill has a head");
-        if let Some(expected) = &head.expected_sha256 {
-            if *expected != sha256 {
-                return Err(Error::Digest {
+        if let Some(expected) = &head.expected {
+            // Every body is hashed with sha256 (its metadata records it); an
+            // index's other algorithms will need their own hasher here.
+            let matches = match expected.algorithm() {
+                Algorithm::Sha256 => expected.hex() == sha256,
+            };
+            if !matches {
+                let digest = || Error::Digest {
                     key: self.shared.key.to_string(),
-                    expected: expected.clone(),
-                    got: sha256,
-                });
+                    expected: expected.to_string(),
+                    got: sha256.clone(),
+                };
+                let _ = self.shared.cause.set(Failure::new(digest()));
+                return Err(digest());
             }
         }
         if self.spilled {
             // Complete and verified, so readers end cleanly; not stored.
             self.finished = true;
-            self.inner.forget_fill(&self.shared);
+            self.lead.leave();
             self.shared.state.send_replace(FillState::Complete {
                 len,
                 committed: false,
@@ -451,7 +438,7 @@ impl Fill {
         self.finished = true;
         // Forget the fill only after the rename, so that a lookup that misses
         // the fill map is sure to find the committed file.
-        self.inner.forget_fill(&self.shared);
+        self.lead.leave();
         let committed = stored.is_ok();
         self.shared
             .state
@@ -471,7 +458,7 @@ impl Drop for Fill {
         if self.finished {
             return;
         }
-        self.inner.forget_fill(&self.shared);
+        self.lead.leave();
         self.shared.state.send_replace(FillState::Aborted);
         let path = self.tmp_path.clone();
         // Readers keep their open descriptor; the name goes now.

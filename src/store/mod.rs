@@ -8,26 +8,34 @@
 //! start-up), `meta/<2 hex>/<sha256 of key>` (one JSON file per entry) and
 //! `docs/<2 hex>/<sha256 of key>` (index documents, see `doc`).
 //! `scan` and `state` list all of it for maintenance and start-up indexes.
+//!
+//! Work that many requests want at once is done once (`flight`): one fill per
+//! key being downloaded (the fill map), one revalidation per index document.
 
 mod commit;
 mod disk;
 mod doc;
 mod entry;
+mod failure;
 mod fill;
+mod flight;
 mod hot;
 mod index;
 mod key;
 mod meta;
 mod reader;
+mod revalidation;
 mod scan;
 pub mod shared;
 mod spill;
 mod state;
+mod watch;
 
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
 use entry::{open_entry_blocking, Opened};
-pub use fill::{ActiveFill, Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
+pub use failure::Failure;
+pub use fill::{Committed, Fill, FillHead, FillPermit, FillState};
 pub use index::Indexed;
 pub use key::{
     CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, MOUNTS_DIR,
@@ -35,15 +43,17 @@ pub use key::{
 };
 pub use meta::{unix_now, EntryMeta};
 pub use reader::BodyReader;
+pub use revalidation::{Revalidated, Revalidation, RevalidationPermit, RevalidationWatch};
 pub use scan::{meta_status, Entries, MetaStatus, Scan, ScanEntry, ScanError, ScanIssue};
 pub use state::{
     doc_file, doc_files, meta_file, meta_files, probe_lock, quarantine_dir, quarantine_files,
     tmp_files, LockProbe, StateFile, StateIssue,
 };
+pub use watch::{ActiveFill, FillStart, FillWatch};
 
 use fill::FillShared;
+use flight::{Claim, Flights};
 use rustix::fs::{Mode, OFlags};
-use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -51,7 +61,6 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
 
 /// Entries up to this size are read whole when opened and kept in memory.
 pub const SMALL_ENTRY: u64 = 64 * 1024;
@@ -96,7 +105,7 @@ pub enum Error {
         /// Announced length.
         expected: u64,
     },
-    /// The body does not have the sha256 its index lists.
+    /// The body does not have the digest its index lists.
     #[error("body of {key} has sha256 {got}, the index lists {expected}")]
     Digest {
         /// The entry.
@@ -136,102 +145,16 @@ pub enum Lookup {
     Conflict,
 }
 
-/// A handle on a fill in progress, held by a request that joined it.
-pub struct FillWatch {
-    shared: Arc<FillShared>,
-    rx: watch::Receiver<FillState>,
-    /// Bytes seen written (in the file, or held in memory) by [`FillWatch::first_bytes`].
-    seen: u64,
-}
-
-/// What a joined fill turned out to be, once it left `Pending`.
-pub enum FillStart {
-    /// The body is streaming: respond from it.
-    Started(Arc<FillHead>),
-    /// The fetch failed; answer as the leader did.
-    Failed(Arc<FillFailure>),
-    /// The leader gave up before starting; look up again.
-    Vacated,
-    /// The answer is not cacheable; fetch it uncached.
-    Uncacheable,
-}
-
-impl FillWatch {
-    pub(crate) fn new(shared: Arc<FillShared>) -> FillWatch {
-        let rx = shared.state.subscribe();
-        FillWatch {
-            shared,
-            rx,
-            seen: 0,
-        }
-    }
-
-    /// Waits until the fill has left `Pending`.
-    pub async fn started(&mut self) -> FillStart {
-        let state = match self.rx.wait_for(|s| *s != FillState::Pending).await {
-            Ok(state) => state.clone(),
-            Err(_) => return FillStart::Vacated,
-        };
-        match state {
-            FillState::Failed(failure) => FillStart::Failed(failure),
-            FillState::Vacated => FillStart::Vacated,
-            FillState::Uncacheable => FillStart::Uncacheable,
-            _ => match self.shared.head.get() {
-                Some(head) => FillStart::Started(head.clone()),
-                None => FillStart::Vacated,
-            },
-        }
-    }
-
-    /// Waits until the first bytes can be read, or the fill has ended.
-    /// False when it failed. A response should not begin before: hyper drops
-    /// the head of a response whose body fails on its first poll.
-    pub async fn first_bytes(&mut self) -> bool {
-        let ready = self.rx.wait_for(|s| match s {
-            FillState::Streaming { written } => *written > 0,
-            FillState::Spilling { received, .. } => *received > 0,
-            FillState::Pending => false,
-            _ => true,
-        });
-        let seen = match ready.await {
-            Ok(state) => match *state {
-                FillState::Streaming { written } => Some(written),
-                FillState::Spilling { received, .. } => Some(received),
-                FillState::Complete { len, .. } => Some(len),
-                _ => None,
-            },
-            Err(_) => None,
-        };
-        self.seen = seen.unwrap_or(0);
-        seen.is_some()
-    }
-
-    /// The current state (for logs and tests).
-    pub fn state(&self) -> FillState {
-        self.rx.borrow().clone()
-    }
-
-    /// A reader over `[start, end)` of the growing body (`end` may be `u64::MAX`).
-    /// Only meaningful after [`FillWatch::started`] returned `Started`.
-    pub fn reader(&self, start: u64, end: u64) -> Option<BodyReader> {
-        let file = self.shared.file.get()?.clone();
-        Some(BodyReader::growing(
-            self.shared.clone(),
-            file,
-            start,
-            end,
-            self.seen,
-        ))
-    }
-}
-
 /// Shared state of an open store.
 pub(crate) struct Inner {
     root: PathBuf,
     root_fd: OwnedFd,
     tmp_dir: PathBuf,
     meta_dir: PathBuf,
-    fills: Mutex<HashMap<CacheKey, Arc<FillShared>>>,
+    /// The fill map: one flight per key being filled.
+    fills: Arc<Flights<CacheKey, FillShared>>,
+    /// Index documents being revalidated, one flight per document key.
+    docs_in_flight: Arc<Flights<String, revalidation::DocFlight>>,
     hot: hot::HotSet,
     index: Mutex<index::Index>,
     track_recency: std::sync::atomic::AtomicBool,
@@ -259,17 +182,6 @@ impl Inner {
 
     fn index(&self) -> std::sync::MutexGuard<'_, index::Index> {
         self.index.lock().expect("index lock is never poisoned")
-    }
-
-    /// Removes `shared` from the fill map if it is still the current fill.
-    fn forget_fill(&self, shared: &Arc<FillShared>) {
-        let mut fills = self.fills.lock().expect("fill map lock is never poisoned");
-        if fills
-            .get(&shared.key)
-            .is_some_and(|s| Arc::ptr_eq(s, shared))
-        {
-            fills.remove(&shared.key);
-        }
     }
 }
 
@@ -352,7 +264,8 @@ impl Store {
                 root_fd,
                 tmp_dir,
                 meta_dir,
-                fills: Mutex::new(HashMap::new()),
+                fills: Flights::new(),
+                docs_in_flight: Flights::new(),
                 hot: hot::HotSet::new(HOT_BUDGET),
                 index: Mutex::new(index),
                 track_recency: std::sync::atomic::AtomicBool::new(false),
@@ -392,22 +305,13 @@ impl Store {
             Opened::Conflict => return Ok(Lookup::Conflict),
             Opened::Missing => {}
         }
-        let permit = {
-            let mut fills = self
-                .inner
-                .fills
-                .lock()
-                .expect("fill map lock is never poisoned");
-            if let Some(shared) = fills.get(key) {
-                return Ok(Lookup::Filling(FillWatch::new(shared.clone())));
-            }
-            let shared = FillShared::new(key.clone());
-            fills.insert(key.clone(), shared.clone());
-            FillPermit {
+        let permit = match self.inner.fills.claim(key, || FillShared::new(key.clone())) {
+            Claim::Follow(shared) => return Ok(Lookup::Filling(FillWatch::new(shared))),
+            Claim::Lead(lead) => FillPermit {
                 inner: self.inner.clone(),
-                shared,
-                done: false,
-            }
+                shared: lead.flight().clone(),
+                lead: Some(lead),
+            },
         };
         // A fill may have committed and left the map between our disk check
         // and our claim; look once more so that it is not fetched twice.
@@ -419,36 +323,24 @@ impl Store {
     }
 
     fn join(&self, key: &CacheKey) -> Option<FillWatch> {
-        let fills = self
-            .inner
-            .fills
-            .lock()
-            .expect("fill map lock is never poisoned");
-        let shared = fills.get(key)?;
-        Some(FillWatch::new(shared.clone()))
+        self.inner.fills.get(key).map(FillWatch::new)
     }
 
     /// Number of fills in progress.
     pub fn fills_in_progress(&self) -> usize {
-        self.inner
-            .fills
-            .lock()
-            .expect("fill map lock is never poisoned")
-            .len()
+        self.inner.fills.len()
     }
 
     /// The fills in progress, sorted by key (for the status page).
     pub fn active_fills(&self) -> Vec<ActiveFill> {
-        let shared: Vec<Arc<FillShared>> = self
+        // Each fill's state is read outside the map lock: lookups wait on it.
+        let mut fills: Vec<ActiveFill> = self
             .inner
             .fills
-            .lock()
-            .expect("fill map lock is never poisoned")
-            .values()
-            .cloned()
+            .all()
+            .iter()
+            .map(|s| s.progress())
             .collect();
-        // Read each fill's state outside the map lock: lookups wait on it.
-        let mut fills: Vec<ActiveFill> = shared.iter().map(|s| s.progress()).collect();
         fills.sort_by(|a, b| a.key.cmp(&b.key));
         fills
     }

@@ -126,6 +126,8 @@ impl Failed {
     }
 }
 
+impl std::error::Error for Failed {}
+
 impl fmt::Display for Failed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.attempts.is_empty() {

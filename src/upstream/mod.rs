@@ -24,7 +24,6 @@ use fetched::{next_data, RawError};
 use redirect::{is_downgrade, redirect_target, same_origin};
 
 use crate::config::{Authority, Credential, SourceUrl, UpstreamConfig};
-use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Empty;
@@ -72,6 +71,19 @@ pub struct FetchRequest<'a> {
     pub decode: bool,
 }
 
+/// Told of every attempt on a source (the metrics implement it; `app` wires
+/// them in), so that this module reports without knowing who listens.
+/// Called on the request path: implementations must be quick and never block.
+pub trait Observer: Send + Sync {
+    /// An attempt on `source` (an origin, `scheme://host:port`, whatever the
+    /// path or redirects) got its final response head after `elapsed`,
+    /// whatever its status.
+    fn answered(&self, source: &str, elapsed: Duration);
+
+    /// An attempt on `source` failed with `error` (a 404 included).
+    fn failed(&self, source: &str, error: &Error);
+}
+
 /// The upstream side: a pooled client and the configured sources.
 #[derive(Clone)]
 pub struct Upstream {
@@ -79,19 +91,22 @@ pub struct Upstream {
     sources: Vec<SourceUrl>,
     idle: Duration,
     max_redirects: usize,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn Observer>,
 }
 
 impl Upstream {
     /// Builds the client (reads certificate files). Every attempt's latency
-    /// and failure is recorded in `metrics`, by the origin of the URL tried.
-    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream, client::Error> {
+    /// and failure is told to `observer`, by the origin of the URL tried.
+    pub fn new(
+        config: &UpstreamConfig,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Upstream, client::Error> {
         Ok(Upstream {
             client: client::build(config)?,
             sources: config.sources.clone(),
             idle: config.idle_timeout,
             max_redirects: config.max_redirects,
-            metrics,
+            observer,
         })
     }
 
@@ -142,7 +157,7 @@ impl Upstream {
                 }
                 Err(err) => {
                     log_failure(&origin, &err, started, i + 1 == count);
-                    self.metrics.upstream_failed(&origin, &err);
+                    self.observer.failed(&origin, &err);
                     attempts.push(err);
                 }
             }
@@ -151,7 +166,7 @@ impl Upstream {
     }
 
     /// One source: `credential` goes to its origin (unless the client sent
-    /// its own `Authorization`); `origin` labels its metrics; `started` is
+    /// its own `Authorization`); `origin` names it to the observer; `started` is
     /// when the attempt began (the head latency spans its redirects).
     async fn fetch_one(
         &self,
@@ -179,7 +194,7 @@ impl Upstream {
             let response = self.send(client, &req.method, &url, &headers).await?;
             let status = response.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
-                self.metrics.upstream_answered(origin, started.elapsed());
+                self.observer.answered(origin, started.elapsed());
             }
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let next = redirect_target(&url, response.headers())?;

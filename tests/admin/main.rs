@@ -318,19 +318,24 @@ async fn admin_paths_are_not_served_on_the_proxy_port() {
 async fn the_binary_logs_its_admin_address_and_honours_off() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("c");
-    let bin = Binary::start(&["--cache", cache.to_str().unwrap()]).await;
+    let cache = cache.to_str().unwrap();
+    // A source that is never asked: this test makes no request through it.
+    let source = ["--source", "http://127.0.0.1:9/"];
+    let bin = Binary::start(&[&source[..], &["--cache", cache]].concat()).await;
     let admin = bin.admin.expect("an admin listening line");
     assert_ne!(admin, bin.addr);
     let got = get(&format!("http://{admin}/healthz")).await;
     assert_eq!(got.status, 200);
     bin.kill9().await;
 
-    let bin = Binary::start(&["--cache", cache.to_str().unwrap(), "--admin", "off"]).await;
+    let bin = Binary::start(&[&source[..], &["--cache", cache, "--admin", "off"]].concat()).await;
     assert_eq!(bin.admin, None);
     bin.kill9().await;
 
-    let stderr =
-        support::app::refused_start(&["--cache", cache.to_str().unwrap(), "--admin", "4001"]).await;
+    let stderr = support::app::refused_start(
+        &[&source[..], &["--cache", cache, "--admin", "4001"]].concat(),
+    )
+    .await;
     assert!(stderr.contains("--admin"), "{stderr}");
 }
 

@@ -162,17 +162,22 @@ impl Binary {
         Binary::start_on("127.0.0.1", args).await
     }
 
+    /// As `start`, with `RUST_LOG` set to `filter` (`start` logs `package_cache=info`).
+    pub async fn start_logging(filter: &str, args: &[&str]) -> Binary {
+        Binary::spawn("127.0.0.1", args, filter, &[]).await
+    }
+
     /// As `start`, listening on `host`.
     pub async fn start_on(host: &str, args: &[&str]) -> Binary {
-        Binary::launch(host, args, &[]).await
+        Binary::spawn(host, args, "package_cache=info", &[]).await
     }
 
     /// As `start`, with these environment variables set too.
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Binary {
-        Binary::launch("127.0.0.1", args, env).await
+        Binary::spawn("127.0.0.1", args, "package_cache=info", env).await
     }
 
-    async fn launch(host: &str, args: &[&str], env: &[(&str, &str)]) -> Binary {
+    async fn spawn(host: &str, args: &[&str], filter: &str, env: &[(&str, &str)]) -> Binary {
         // Never the default admin port: tests run in parallel.
         let admin = if host.contains(':') {
             format!("[{host}]:0")
@@ -192,7 +197,7 @@ impl Binary {
             .args(args)
             .args(admin_args)
             .args(["--host", host, "--port", "0", "--log-format", "json"])
-            .env("RUST_LOG", "package_cache=info")
+            .env("RUST_LOG", filter)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -54,6 +54,7 @@ pub struct Origin {
 #[derive(Debug)]
 pub struct OriginBuilder {
     routes: HashMap<String, Reply>,
+    firsts: HashMap<String, (usize, Reply)>,
     fallback: Reply,
     tls: Option<TlsIdentity>,
     keep_alive: Option<Duration>,
@@ -86,6 +87,7 @@ impl Recorded {
 #[derive(Debug)]
 struct Shared {
     routes: HashMap<String, Reply>,
+    firsts: HashMap<String, (usize, Reply)>,
     fallback: Reply,
     keep_alive: Option<Duration>,
     close_reused: bool,
@@ -112,6 +114,13 @@ impl OriginBuilder {
     /// Answers requests for exactly `path` with `reply`; a later route for the same path wins.
     pub fn route(mut self, path: &str, reply: Reply) -> Self {
         self.routes.insert(path.to_string(), reply);
+        self
+    }
+
+    /// Answers the first `n` requests for exactly `path` with `reply`, and later ones with the
+    /// path's route (or the fallback): an upstream whose first attempts fail, say.
+    pub fn route_first(mut self, path: &str, n: usize, reply: Reply) -> Self {
+        self.firsts.insert(path.to_string(), (n, reply));
         self
     }
 
@@ -166,6 +175,7 @@ impl OriginBuilder {
             .expect("a bound listener has an address");
         let shared = Arc::new(Shared {
             routes: self.routes,
+            firsts: self.firsts,
             fallback: self.fallback,
             keep_alive: self.keep_alive,
             close_reused: self.close_reused,
@@ -202,6 +212,7 @@ impl Origin {
     pub fn builder() -> OriginBuilder {
         OriginBuilder {
             routes: HashMap::new(),
+            firsts: HashMap::new(),
             fallback: Reply::status(404),
             tls: None,
             keep_alive: None,
@@ -371,15 +382,22 @@ async fn serve<S: Transport>(mut io: S, shared: &Shared) {
                 .map(|v| v.as_bytes())
                 == Some(required.as_bytes())
         });
-        shared.requests().push(recorded);
+        let nth = {
+            let mut requests = shared.requests();
+            requests.push(recorded);
+            requests.iter().filter(|r| r.path() == path).count()
+        };
         if shared.close_reused && served > 0 {
             return close_cleanly(io).await;
         }
         let denied = Reply::status(401).header("www-authenticate", "Basic realm=\"test\"");
-        let reply = if authorized {
-            shared.routes.get(&path).unwrap_or(&shared.fallback)
-        } else {
+        let reply = if !authorized {
             &denied
+        } else {
+            match shared.firsts.get(&path) {
+                Some((n, first)) if nth <= *n => first,
+                _ => shared.routes.get(&path).unwrap_or(&shared.fallback),
+            }
         };
         // A chunked request body is not parsed, so the connection cannot be reused after it.
         let close = close || chunked_body;

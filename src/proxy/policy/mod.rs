@@ -1,0 +1,41 @@
+//! The caching policy as it stands in memory, one concern per module: the
+//! paths never cached (`no_cache`), the 404s remembered (`negative`) and the
+//! digests index pages list for their files (`listed`). Built once from the
+//! validated config; shared by every request behind an `Arc`.
+
+mod listed;
+mod negative;
+mod no_cache;
+
+pub use listed::ListedDigests;
+pub use negative::NegativeCache;
+pub use no_cache::NoCache;
+
+use std::time::Duration;
+
+/// The policy of one running proxy.
+pub struct Policy {
+    /// Index documents are revalidated after this.
+    pub index_ttl: Duration,
+    /// A file larger than this can never be kept (`--max-size`).
+    pub max_entry: Option<u64>,
+    /// `--no-cache` patterns.
+    pub no_cache: NoCache,
+    /// 404s from every upstream, remembered for `--negative-ttl`.
+    pub negative: NegativeCache,
+    /// Digests listed by the index pages served so far.
+    pub listed: ListedDigests,
+}
+
+impl Policy {
+    /// From the validated config.
+    pub fn new(config: &crate::config::Policy) -> Policy {
+        Policy {
+            index_ttl: config.index_ttl,
+            max_entry: config.max_size,
+            no_cache: NoCache::new(&config.no_cache),
+            negative: NegativeCache::new(config.negative_ttl),
+            listed: ListedDigests::default(),
+        }
+    }
+}
