@@ -50,8 +50,11 @@ use tokio_util::task::TaskTracker;
 /// What the build queue needs from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// `<cache>/.package-cache/build`.
+    /// `<cache>/.package-cache/build` (`store::Layout::build_root`).
     pub root: PathBuf,
+    /// Where durable writes stage their files: the cache's `tmp/`
+    /// (`store::Layout::tmp_dir`), on the same filesystem, emptied at start-up.
+    pub tmp: PathBuf,
     /// Builds running at once.
     pub concurrency: usize,
     /// Jobs waiting at most; more get 503.
@@ -132,6 +135,7 @@ impl Builds {
         stop: CancellationToken,
     ) -> std::io::Result<Builds> {
         let root = settings.root.clone();
+        let tmp = settings.tmp.clone();
         let inbox_config = inbox::InboxConfig {
             max_size: settings.max_source,
             per_user_bytes: settings.inbox_per_user,
@@ -140,10 +144,10 @@ impl Builds {
         let (artifacts, journal, loaded, inbox, operator_token) =
             tokio::task::spawn_blocking(move || {
                 tree::make_dirs(&root)?;
-                let operator_token = operator_token(&root.join("operator.token"))?;
+                let operator_token = operator_token(&root.join("operator.token"), &tmp)?;
                 let (jobs, _, _, inbox) = paths(&root);
-                let artifacts = Artifacts::open(&root)?;
-                let journal = journal::Journal::open(&jobs)?;
+                let artifacts = Artifacts::open(&root, &tmp)?;
+                let journal = journal::Journal::open(&jobs, &tmp)?;
                 let loaded = journal.load()?;
                 let inbox = Inbox::open(&inbox, inbox_config).map_err(std::io::Error::other)?;
                 Ok::<_, std::io::Error>((artifacts, journal, loaded, inbox, operator_token))
@@ -168,6 +172,7 @@ impl Builds {
             fetcher,
             work,
             logs,
+            tmp: settings.tmp.clone(),
         };
         let builds = Builds {
             inner: Arc::new(Inner {
@@ -436,15 +441,16 @@ impl Builds {
     }
 }
 
-/// Reads the operator token at `path`, creating it (0600) the first time. Blocking.
-fn operator_token(path: &Path) -> std::io::Result<String> {
+/// Reads the operator token at `path`, creating it (0600, staged in `tmp`)
+/// the first time. Blocking.
+fn operator_token(path: &Path, tmp: &Path) -> std::io::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
         _ => {}
     }
     let token = job::random_hex(24);
-    tree::write_durably(path, token.as_bytes(), 0o600)?;
+    crate::store::durable::write_file(tmp, path, token.as_bytes(), 0o600)?;
     Ok(token)
 }
 

@@ -1,21 +1,20 @@
 //! Fills: one in-progress download of an entry, shared by any number of readers.
 //!
 //! A `FillPermit` is the exclusive right to fill a key; `FillPermit::start`
-//! turns it into a `Fill` writing a temporary file in `<root>/.package-cache/tmp`.
+//! turns it into a `Fill` writing a `durable::TempFile` in the cache's `tmp/`.
 //! Progress is published on a `watch` channel, so readers follow the growing
 //! file at their own pace and a slow reader never slows the writer. A `Fill`
 //! dropped without `commit` is `Aborted` and its temporary file is unlinked.
 
-use super::disk::FILE_MODE;
+use super::durable::TempFile;
+use super::layout::FILE_MODE;
 use super::spill::{Spill, WINDOW};
 use super::{CacheKey, Error, Inner};
 use bytes::Bytes;
 use rustix::fs::OFlags;
 use sha2::{Digest, Sha256};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{watch, Notify};
 
@@ -183,27 +182,21 @@ impl FillPermit {
     /// On failure the permit comes back unused, so the caller decides what
     /// waiters see (dropping it tells them to look up again).
     pub async fn start(mut self, head: FillHead) -> Result<Fill, (Error, FillPermit)> {
-        let tmp_path = self.inner.tmp_path("part");
-        let path = tmp_path.clone();
+        let tmp_dir = self.inner.layout.tmp_dir();
+        let dir = tmp_dir.clone();
+        // O_NOATIME: reads of a growing file must not dirty its inode
+        // (readers run on the runtime thread with RWF_NOWAIT).
         let opened = tokio::task::spawn_blocking(move || {
-            // O_NOATIME: reads of a growing file must not dirty its inode
-            // (readers run on the runtime thread with RWF_NOWAIT).
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .custom_flags(OFlags::NOATIME.bits() as i32)
-                .open(&path)
+            TempFile::create_with(&dir, FILE_MODE, OFlags::NOATIME)
         })
         .await;
-        let file = match opened {
-            Ok(Ok(file)) => Arc::new(file),
+        let temp = match opened {
+            Ok(Ok(temp)) => temp,
             Ok(Err(source)) => {
                 return Err((
                     Error::Io {
                         op: "create temporary file",
-                        path: tmp_path,
+                        path: tmp_dir,
                         source,
                     },
                     self,
@@ -211,6 +204,7 @@ impl FillPermit {
             }
             Err(err) => return Err((Error::join(err), self)),
         };
+        let file = temp.file().clone();
         let _ = self.shared.file.set(file.clone());
         let expected_len = head.content_length;
         let hold_back = u64::from(head.expected_sha256.is_some());
@@ -223,7 +217,7 @@ impl FillPermit {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
             file,
-            tmp_path,
+            temp: Some(temp),
             hasher: Some(Sha256::new()),
             written: 0,
             expected_len,
@@ -267,7 +261,8 @@ pub struct Fill {
     inner: Arc<Inner>,
     shared: Arc<FillShared>,
     file: Arc<File>,
-    tmp_path: PathBuf,
+    /// The temporary file, until it is committed or dropped.
+    temp: Option<TempFile>,
     hasher: Option<Sha256>,
     written: u64,
     expected_len: Option<u64>,
@@ -430,21 +425,19 @@ impl Fill {
                 len,
                 committed: false,
             });
-            let path = self.tmp_path.clone();
-            tokio::task::spawn_blocking(move || fs::remove_file(path));
+            let temp = self.temp.take();
+            tokio::task::spawn_blocking(move || drop(temp));
             return Ok(Committed::NotStored);
         }
         let inner = self.inner.clone();
         let key = self.shared.key.clone();
-        let file = self.file.clone();
-        let tmp_path = self.tmp_path.clone();
+        let temp = self
+            .temp
+            .take()
+            .expect("a fill keeps its file until commit");
+        // A failed commit drops (unlinks) the temporary file on the blocking pool.
         let stored = tokio::task::spawn_blocking(move || {
-            let result =
-                super::commit::store_blocking(&inner, &key, &file, &tmp_path, len, sha256, &head);
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp_path);
-            }
-            result
+            super::commit::store_blocking(&inner, &key, temp, len, sha256, &head)
         })
         .await
         .map_err(Error::join)?;
@@ -473,15 +466,13 @@ impl Drop for Fill {
         }
         self.inner.forget_fill(&self.shared);
         self.shared.state.send_replace(FillState::Aborted);
-        let path = self.tmp_path.clone();
+        let temp = self.temp.take();
         // Readers keep their open descriptor; the name goes now.
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn_blocking(move || fs::remove_file(path));
+                handle.spawn_blocking(move || drop(temp));
             }
-            Err(_) => {
-                let _ = fs::remove_file(path);
-            }
+            Err(_) => drop(temp),
         }
     }
 }

@@ -4,9 +4,9 @@
 //! then kept current by commits, hits and removals.
 
 use super::key::CacheKey;
-use super::scan::Scan;
+use super::layout::Layout;
+use super::maintenance::Scan;
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 /// One committed entry as eviction sees it.
@@ -71,12 +71,12 @@ impl Index {
             .collect()
     }
 
-    /// Lists the committed entries under `root` (blocking). Parts that
+    /// Lists the committed entries of the cache (blocking). Parts that
     /// cannot be read are skipped: an entry the index misses is only never
     /// evicted.
-    pub(crate) fn scan(root: &Path) -> Index {
+    pub(crate) fn scan(layout: &Layout) -> Index {
         let mut index = Index::default();
-        let entries = match Scan::new(root).without_meta().entries() {
+        let entries = match Scan::new(layout).without_meta().entries() {
             Ok(entries) => entries,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot list the cache; eviction sees only new entries");

@@ -6,7 +6,13 @@
 //! body leaves metadata whose inode matches nothing, which is ignored.
 
 use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Largest metadata file read back (guards against a damaged store).
+const MAX_META_LEN: u64 = 1 << 20;
 
 /// Metadata of one committed entry. Serialized as JSON.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -36,6 +42,15 @@ impl EntryMeta {
             .map(|(n, v)| n.len() + v.len() + 48)
             .sum();
         128 + self.key.len() + self.sha256.len() + self.source.len() + headers
+    }
+
+    /// Reads a metadata file; `None` when it is missing or unreadable as
+    /// metadata. Blocking.
+    pub fn read(path: &Path) -> Option<EntryMeta> {
+        let file = File::open(path).ok()?;
+        let mut buf = Vec::new();
+        file.take(MAX_META_LEN).read_to_end(&mut buf).ok()?;
+        serde_json::from_slice(&buf).ok()
     }
 
     /// The first value of header `name` (lower case), if recorded.

@@ -1,46 +1,39 @@
 //! The cache directory: the only code that touches it. No hyper types here.
 //!
-//! Layout under the root (mode 0711, files 0644, as the VCAP package cache):
-//! `<path>` bodies of the `--source` mirrors (the package-cache 0.2 layout),
-//! `.package-cache-hosts/<host>/<path>` bodies fetched for named hosts,
-//! `.package-cache-mounts/<name>/<path>` bodies of `--mirror` mounts, and
-//! `.package-cache/` (0700) with `lock`, `tmp/` (fills in progress, cleared at
-//! start-up), `meta/<2 hex>/<sha256 of key>` (one JSON file per entry) and
-//! `docs/<2 hex>/<sha256 of key>` (index documents, see `doc`).
-//! `scan` and `state` list all of it for maintenance and start-up indexes.
+//! `layout` names every path under the root and `durable` is the one way a
+//! file is written to its place. The serving API is [`Store`]: lookups that
+//! give a hit, a fill to follow or a permit to fill (`fill`, `reader`,
+//! `spill`), the commit (`commit`), index documents (`doc`), the in-memory
+//! index for eviction (`index`) and small hot entries (`hot`). The
+//! maintenance API (`maintenance`: scans and listings for `package-cache
+//! stats|verify|gc|purge`) is apart from it.
 
 mod commit;
-mod disk;
 mod doc;
+pub mod durable;
 mod entry;
 mod fill;
 mod hot;
 mod index;
 mod key;
+mod layout;
+pub mod maintenance;
 mod meta;
 mod reader;
-mod scan;
 mod spill;
-mod state;
 
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
 use entry::{open_entry_blocking, Opened};
 pub use fill::{ActiveFill, Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
 pub use index::Indexed;
-pub use key::{
-    CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, MOUNTS_DIR,
-    STATE_DIR,
-};
+pub use key::{CacheKey, KeyError, Namespace, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN};
+pub use layout::{Layout, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
 pub use meta::{unix_now, EntryMeta};
 pub use reader::BodyReader;
-pub use scan::{meta_status, Entries, MetaStatus, Scan, ScanEntry, ScanError, ScanIssue};
-pub use state::{
-    doc_file, doc_files, meta_file, meta_files, probe_lock, quarantine_dir, quarantine_files,
-    tmp_files, LockProbe, StateFile, StateIssue,
-};
 
 use fill::FillShared;
+use layout::{DIR_MODE, PRIVATE_DIR_MODE};
 use rustix::fs::{Mode, OFlags};
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -48,7 +41,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -226,36 +219,17 @@ impl FillWatch {
 
 /// Shared state of an open store.
 pub(crate) struct Inner {
-    root: PathBuf,
+    layout: Layout,
     root_fd: OwnedFd,
-    tmp_dir: PathBuf,
-    meta_dir: PathBuf,
     fills: Mutex<HashMap<CacheKey, Arc<FillShared>>>,
     hot: hot::HotSet,
     index: Mutex<index::Index>,
     track_recency: std::sync::atomic::AtomicBool,
     docs: Mutex<doc::DocMemo>,
-    seq: AtomicU64,
     _lock: File,
 }
 
 impl Inner {
-    fn tmp_name(&self, suffix: &str) -> String {
-        format!(
-            "{}-{}.{suffix}",
-            std::process::id(),
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-
-    fn tmp_path(&self, suffix: &str) -> PathBuf {
-        self.tmp_dir.join(self.tmp_name(suffix))
-    }
-
-    fn meta_path(&self, key: &CacheKey) -> PathBuf {
-        state::fan_out(&self.meta_dir, key.canonical().as_bytes())
-    }
-
     fn index(&self) -> std::sync::MutexGuard<'_, index::Index> {
         self.index.lock().expect("index lock is never poisoned")
     }
@@ -283,41 +257,41 @@ impl Store {
     /// Opens (creating if needed) the cache directory at `root`, takes its
     /// lock, and removes temporary files left by a crash.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Store, Error> {
-        let root = root.into();
-        tokio::task::spawn_blocking(move || Store::open_blocking(root))
+        let layout = Layout::new(root);
+        tokio::task::spawn_blocking(move || Store::open_blocking(layout))
             .await
             .map_err(Error::join)?
     }
 
-    fn open_blocking(root: PathBuf) -> Result<Store, Error> {
+    fn open_blocking(layout: Layout) -> Result<Store, Error> {
         let io = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| Error::Io { op, path, source }
         };
+        let root = layout.root().to_path_buf();
         if !root.exists() {
             DirBuilder::new()
                 .recursive(true)
-                .mode(disk::DIR_MODE)
+                .mode(DIR_MODE)
                 .create(&root)
                 .map_err(io("create", &root))?;
-            fs::set_permissions(&root, fs::Permissions::from_mode(disk::DIR_MODE))
+            fs::set_permissions(&root, fs::Permissions::from_mode(DIR_MODE))
                 .map_err(io("chmod", &root))?;
         }
-        let state = root.join(STATE_DIR);
-        let tmp_dir = state.join("tmp");
-        let meta_dir = state.join("meta");
-        for dir in [&state, &tmp_dir, &meta_dir] {
-            match DirBuilder::new().mode(0o700).create(dir) {
+        let state = layout.state_dir();
+        let tmp_dir = layout.tmp_dir();
+        for dir in [state.clone(), tmp_dir.clone(), layout.meta_dir()] {
+            match DirBuilder::new().mode(PRIVATE_DIR_MODE).create(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io("create", dir)(e)),
+                Err(e) => return Err(io("create", &dir)(e)),
             }
         }
         // Traversable, not listable: local clients open built artifacts under
         // `build/artifacts/` by exact name; everything else in here is 0700.
         fs::set_permissions(&state, fs::Permissions::from_mode(0o711))
             .map_err(io("chmod", &state))?;
-        let lock_path = state.join("lock");
+        let lock_path = layout.lock_file();
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -331,14 +305,14 @@ impl Store {
             Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
             Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
         }
-        let removed = disk::clear_dir(&tmp_dir).map_err(io("clear", &tmp_dir))?;
+        let removed = durable::clear_dir(&tmp_dir).map_err(io("clear", &tmp_dir))?;
         if removed > 0 {
             tracing::info!(
                 count = removed,
                 "removed temporary files left by an earlier run"
             );
         }
-        let index = index::Index::scan(&root);
+        let index = index::Index::scan(&layout);
         let root_fd = rustix::fs::open(
             &root,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -347,16 +321,13 @@ impl Store {
         .map_err(|e| io("open", &root)(e.into()))?;
         Ok(Store {
             inner: Arc::new(Inner {
-                root,
+                layout,
                 root_fd,
-                tmp_dir,
-                meta_dir,
                 fills: Mutex::new(HashMap::new()),
                 hot: hot::HotSet::new(HOT_BUDGET),
                 index: Mutex::new(index),
                 track_recency: std::sync::atomic::AtomicBool::new(false),
                 docs: Mutex::new(doc::DocMemo::default()),
-                seq: AtomicU64::new(0),
                 _lock: lock,
             }),
         })
@@ -364,7 +335,12 @@ impl Store {
 
     /// The cache root.
     pub fn root(&self) -> &Path {
-        &self.inner.root
+        self.inner.layout.root()
+    }
+
+    /// The paths of this cache.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
     }
 
     /// Finds `key`: a committed entry, a fill to follow, or a permit to fill it.
@@ -458,10 +434,10 @@ impl Store {
     pub async fn check_usable(&self) -> Result<(), Error> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            for dir in [&inner.root, &inner.tmp_dir] {
-                disk::check_writable_dir(dir).map_err(|source| Error::Io {
+            for dir in [inner.layout.root().to_path_buf(), inner.layout.tmp_dir()] {
+                durable::check_writable_dir(&dir).map_err(|source| Error::Io {
                     op: "check",
-                    path: dir.clone(),
+                    path: dir,
                     source,
                 })?;
             }
@@ -534,7 +510,7 @@ impl Store {
 }
 
 fn remove_blocking(inner: &Inner, key: &CacheKey, inode: Option<u64>) -> Result<u64, Error> {
-    let path = inner.root.join(key.relative_path());
+    let path = inner.layout.entry(key);
     let md = match fs::symlink_metadata(&path) {
         Ok(md) => md,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -558,7 +534,7 @@ fn remove_blocking(inner: &Inner, key: &CacheKey, inode: Option<u64>) -> Result<
         path: path.clone(),
         source,
     })?;
-    let _ = fs::remove_file(inner.meta_path(key));
+    let _ = fs::remove_file(inner.layout.meta_file(key));
     inner.hot.remove(key);
     inner.index().forget(key);
     Ok(md.len())

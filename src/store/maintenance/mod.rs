@@ -1,35 +1,24 @@
-//! The private state directory seen from outside a running server: where an
-//! entry's metadata and a document live, listings of the metadata, document
-//! and temporary files, and whether a server holds the lock.
+//! The maintenance API: the cache directory seen from outside the serving
+//! path, for `package-cache stats|verify|gc|purge` and for the index built at
+//! start-up. `scan` walks the committed bodies; this module lists the private
+//! state (metadata, documents, temporary and quarantined files), tells whether
+//! an entry's metadata is bound to its body, and probes the server's lock.
 //!
-//! Blocking and read-only (the lock probe aside); the maintenance commands
-//! decide what to remove. The namespace trees are walked by `scan`.
+//! Blocking and read-only (the lock probe aside): the maintenance commands
+//! decide what to remove. The serving API is `Store`'s.
 
-use super::disk;
+mod scan;
+
+pub use scan::{Entries, MetaStatus, Scan, ScanEntry, ScanError, ScanIssue};
+
 use super::doc::{self, DocMeta};
-use super::key::{CacheKey, STATE_DIR};
+use super::key::CacheKey;
+use super::layout::{Layout, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
 use super::meta::EntryMeta;
-use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-
-/// The metadata file of `key` in the cache at `root`.
-pub fn meta_file(root: &Path, key: &CacheKey) -> PathBuf {
-    meta_file_by_canonical(root, &key.canonical())
-}
-
-/// The file of the index document with key `doc_key` in the cache at `root`.
-pub fn doc_file(root: &Path, doc_key: &str) -> PathBuf {
-    fan_out(&root.join(STATE_DIR).join("docs"), doc_key.as_bytes())
-}
-
-/// `<dir>/<2 hex>/<sha256 hex>`: the name a key's state file is stored under.
-pub(super) fn fan_out(dir: &Path, key: &[u8]) -> PathBuf {
-    let digest = hex::encode(Sha256::digest(key));
-    dir.join(&digest[..2]).join(digest)
-}
 
 /// A file found in the state directory.
 #[derive(Clone, Debug)]
@@ -56,45 +45,73 @@ pub struct StateIssue {
     pub source: io::Error,
 }
 
-/// Every metadata file under `<root>/.package-cache/meta/`.
-pub fn meta_files(root: &Path) -> Vec<Result<StateFile<EntryMeta>, StateIssue>> {
-    fanned_files(&root.join(STATE_DIR).join("meta"), |path| {
-        disk::read_meta(path).filter(|meta| *path == meta_file_by_canonical(root, &meta.key))
+/// Every metadata file under `meta/`.
+pub fn meta_files(layout: &Layout) -> Vec<Result<StateFile<EntryMeta>, StateIssue>> {
+    fanned_files(&layout.meta_dir(), |path| {
+        EntryMeta::read(path).filter(|meta| *path == layout.meta_file_named(&meta.key))
     })
 }
 
-/// Every document file under `<root>/.package-cache/docs/`.
-pub fn doc_files(root: &Path) -> Vec<Result<StateFile<DocMeta>, StateIssue>> {
-    fanned_files(&root.join(STATE_DIR).join("docs"), |path| {
-        doc::read_head(path).filter(|meta| *path == doc_file(root, &meta.key))
+/// Every document file under `docs/`.
+pub fn doc_files(layout: &Layout) -> Vec<Result<StateFile<DocMeta>, StateIssue>> {
+    fanned_files(&layout.docs_dir(), |path| {
+        doc::read_head(path).filter(|meta| *path == layout.doc_file(&meta.key))
     })
 }
 
-/// Every file in `<root>/.package-cache/tmp/` (fills and metadata in progress,
-/// or left by a crash); `parsed` is always `Some(())`.
-pub fn tmp_files(root: &Path) -> Vec<Result<StateFile<()>, StateIssue>> {
-    let dir = root.join(STATE_DIR).join("tmp");
+/// Every file in `tmp/` (fills and durable writes in progress, or left by a
+/// crash); `parsed` is always `Some(())`.
+pub fn tmp_files(layout: &Layout) -> Vec<Result<StateFile<()>, StateIssue>> {
     let mut out = Vec::new();
-    list(&dir, &mut out, |_| Some(()));
+    list(&layout.tmp_dir(), &mut out, |_| Some(()));
     out
-}
-
-/// Where `verify` moves bodies that do not match their sha256:
-/// `<root>/.package-cache/quarantine/` (0700, never served, never removed
-/// by `gc`).
-pub fn quarantine_dir(root: &Path) -> PathBuf {
-    root.join(STATE_DIR).join("quarantine")
 }
 
 /// Every file in the quarantine directory; `parsed` is always `Some(())`.
-pub fn quarantine_files(root: &Path) -> Vec<Result<StateFile<()>, StateIssue>> {
+pub fn quarantine_files(layout: &Layout) -> Vec<Result<StateFile<()>, StateIssue>> {
     let mut out = Vec::new();
-    list(&quarantine_dir(root), &mut out, |_| Some(()));
+    list(&layout.quarantine_dir(), &mut out, |_| Some(()));
     out
 }
 
-fn meta_file_by_canonical(root: &Path, canonical: &str) -> PathBuf {
-    fan_out(&root.join(STATE_DIR).join("meta"), canonical.as_bytes())
+/// What the metadata file for `key` says about the body with `inode` and `size`.
+pub fn meta_status(layout: &Layout, key: &CacheKey, inode: u64, size: u64) -> MetaStatus {
+    let path = layout.meta_file(key);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return MetaStatus::Absent,
+        _ => {}
+    }
+    match EntryMeta::read(&path) {
+        Some(meta) if meta.inode == inode && meta.size == size && meta.key == key.canonical() => {
+            MetaStatus::Bound(meta)
+        }
+        _ => MetaStatus::Unbound,
+    }
+}
+
+/// The directories whose empty subdirectories `gc` may remove: each
+/// top-level directory of the mirrors' tree and each directory at the top of
+/// a host's or mount's namespace (those tops themselves stay). Blocking.
+pub fn namespace_trees(layout: &Layout) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for child in children(layout.root()) {
+        let name = child.file_name().unwrap_or_default();
+        if name == HOSTS_DIR || name == MOUNTS_DIR {
+            for top in children(&child) {
+                out.extend(children(&top));
+            }
+        } else if name != STATE_DIR {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// The entries of `dir` (none if it cannot be read).
+fn children(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
 }
 
 /// Files two levels down (`<dir>/<2 hex>/<name>`), parsed with `parse`.
@@ -183,7 +200,7 @@ fn state_file<T>(
     })
 }
 
-/// Whether a server is using the cache at `root`, judged by its lock.
+/// Whether a server is using the cache, judged by its lock.
 #[derive(Debug)]
 pub enum LockProbe {
     /// No server holds the lock; this process now does, until the guard drops
@@ -194,8 +211,8 @@ pub enum LockProbe {
 }
 
 /// Tries to take the cache's lock without waiting.
-pub fn probe_lock(root: &Path) -> io::Result<LockProbe> {
-    let path = root.join(STATE_DIR).join("lock");
+pub fn probe_lock(layout: &Layout) -> io::Result<LockProbe> {
+    let path = layout.lock_file();
     let file = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(file) => file,
         // No lock file: no server ever ran here. Create it, as a server would,
