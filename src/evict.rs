@@ -45,12 +45,12 @@ impl Limits {
 
 /// The entries to remove, least recently used first, to bring `total`
 /// down to `target`. Pinned entries are skipped.
-pub fn select_victims(
-    entries: &[Indexed],
+pub fn select_victims<'a>(
+    entries: &'a [Indexed],
     total: u64,
     target: u64,
     limits: &Limits,
-) -> Vec<CacheKey> {
+) -> Vec<&'a Indexed> {
     if total <= target {
         return Vec::new();
     }
@@ -66,7 +66,7 @@ pub fn select_victims(
             break;
         }
         excess = excess.saturating_sub(entry.size);
-        victims.push(entry.key.clone());
+        victims.push(entry);
     }
     victims
 }
@@ -85,20 +85,21 @@ pub async fn run(store: Store, limits: Limits, cancel: CancellationToken, on_evi
             continue;
         }
         let target = limits.max_size / 100 * LOW_WATER_PERCENT;
-        let victims = select_victims(&store.indexed(), total, target, &limits);
+        let indexed = store.indexed();
+        let victims = select_victims(&indexed, total, target, &limits);
         let (mut freed, mut count) = (0u64, 0u64);
-        for key in victims {
+        for victim in victims {
             if cancel.is_cancelled() {
                 return;
             }
-            match store.evict(&key).await {
+            match store.evict(victim).await {
                 Ok(0) => {}
                 Ok(bytes) => {
                     freed += bytes;
                     count += 1;
                     on_evict(bytes);
                 }
-                Err(err) => tracing::warn!(key = %key, error = %err, "cannot evict"),
+                Err(err) => tracing::warn!(key = %victim.key, error = %err, "cannot evict"),
             }
         }
         let (after, entries) = store.usage();
@@ -130,6 +131,7 @@ mod tests {
             key: CacheKey::try_from_path(Namespace::Mirrors, path).unwrap(),
             size,
             last_used,
+            inode: 0,
         }
     }
 
@@ -142,7 +144,7 @@ mod tests {
             entry("/d", 40, 2),
         ];
         let limits = Limits::new(100, &["/keep/**".into()]);
-        let names = |v: Vec<CacheKey>| v.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let names = |v: Vec<&Indexed>| v.iter().map(|e| e.key.to_string()).collect::<Vec<_>>();
         assert_eq!(
             names(select_victims(&entries, 160, 90, &limits)),
             ["/b", "/d"]

@@ -33,11 +33,7 @@ pub(super) fn run(
             continue;
         }
         if !dry_run {
-            // Body first: with the metadata gone first, a server could serve
-            // the body as a plain file in between.
-            let removed = remove_file(&root.join(&entry.rel))
-                .and_then(|_| remove_file(&layout.meta_file(&entry.key)));
-            if let Err(err) = removed {
+            if let Err(err) = maintenance::remove_entry(layout, &entry) {
                 failed += 1;
                 bar.suspend(|| writeln!(out, "FAILED {path}: {err}"))?;
                 continue;

@@ -1,6 +1,7 @@
 //! The commit of a complete, verified fill: write its metadata (bound to the
 //! body's inode), then move the body into place with `durable` (fsync,
-//! rename, fsync of its directory), and record it in the index.
+//! rename, fsync of its directory), and record it in the index; the last
+//! three under the key's guard, so a removal never splits them.
 
 use super::durable::{self, TempFile};
 use super::layout::{Layout, DIR_MODE, FILE_MODE, PRIVATE_DIR_MODE};
@@ -51,11 +52,14 @@ pub(super) fn store_blocking(
         inode,
     };
     let meta_path = layout.meta_file(key);
+    // From the metadata to the index, no removal of this key comes in
+    // between: it could take the new metadata or the new body.
+    let _guard = inner.guards.lock(key);
     write_meta(layout, &meta, &meta_path).map_err(io("write metadata", &meta_path))?;
     body.commit(&final_path)
         .map_err(io("rename", &final_path))?;
     inner.hot.remove(key);
-    inner.index().record(key, len);
+    inner.index().record(key, len, inode);
     Ok(())
 }
 

@@ -152,6 +152,15 @@ impl Layout {
         self.meta_file_named(&key.canonical())
     }
 
+    /// The metadata file of `key`, relative to the root (for `*at` calls
+    /// on the root's descriptor).
+    pub fn meta_rel(&self, key: &CacheKey) -> PathBuf {
+        fan_out(
+            &Path::new(STATE_DIR).join("meta"),
+            key.canonical().as_bytes(),
+        )
+    }
+
     /// The metadata file stored under the canonical name `canonical`.
     pub fn meta_file_named(&self, canonical: &str) -> PathBuf {
         fan_out(&self.meta_dir(), canonical.as_bytes())

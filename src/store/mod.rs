@@ -13,6 +13,7 @@ mod doc;
 pub mod durable;
 mod entry;
 mod fill;
+mod guard;
 mod hot;
 mod index;
 mod key;
@@ -20,7 +21,10 @@ mod layout;
 pub mod maintenance;
 mod meta;
 mod reader;
+mod remove;
 mod spill;
+#[cfg(test)]
+mod tests;
 
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
@@ -39,7 +43,7 @@ use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -226,10 +230,20 @@ pub(crate) struct Inner {
     index: Mutex<index::Index>,
     track_recency: std::sync::atomic::AtomicBool,
     docs: Mutex<doc::DocMemo>,
+    /// Commits and removals of one key exclude each other.
+    guards: guard::KeyGuards,
     _lock: File,
 }
 
 impl Inner {
+    /// Whether a fill of `key` is in progress.
+    fn filling(&self, key: &CacheKey) -> bool {
+        self.fills
+            .lock()
+            .expect("fill map lock is never poisoned")
+            .contains_key(key)
+    }
+
     fn index(&self) -> std::sync::MutexGuard<'_, index::Index> {
         self.index.lock().expect("index lock is never poisoned")
     }
@@ -328,6 +342,7 @@ impl Store {
                 index: Mutex::new(index),
                 track_recency: std::sync::atomic::AtomicBool::new(false),
                 docs: Mutex::new(doc::DocMemo::default()),
+                guards: guard::KeyGuards::new(),
                 _lock: lock,
             }),
         })
@@ -456,7 +471,9 @@ impl Store {
         };
         // Whatever is on disk, the copy held in memory is the one refused.
         self.inner.hot.remove(key);
-        self.remove(key, Some(inode)).await.map(|_| ())
+        self.remove(key, remove::Chosen::Inode(inode))
+            .await
+            .map(|_| ())
     }
 
     /// Records hits for eviction's recency; off (a lock saved per hit)
@@ -481,21 +498,23 @@ impl Store {
         self.inner.index().snapshot()
     }
 
-    /// Removes `key`'s committed body and metadata, unless a fill of it is in
-    /// progress. Readers that have it open keep reading. Returns the bytes freed.
-    pub async fn evict(&self, key: &CacheKey) -> Result<u64, Error> {
-        if self.join(key).is_some() {
-            return Ok(0);
-        }
-        self.remove(key, None).await
+    /// Removes the entry `victim` (chosen from [`Store::indexed`]): its body
+    /// and metadata, if the body is still the one indexed (same inode), it was
+    /// not used since it was chosen, and no fill of its key is in progress;
+    /// atomically with respect to commits of the key. Readers that have it
+    /// open keep reading. Returns the bytes freed (0 when it stayed).
+    pub async fn evict(&self, victim: &Indexed) -> Result<u64, Error> {
+        let chosen = remove::Chosen::Victim {
+            inode: victim.inode,
+            last_used: victim.last_used,
+        };
+        self.remove(&victim.key, chosen).await
     }
 
-    /// Unlinks `key`'s body (only if it is still inode `inode`, when given)
-    /// and its metadata, and forgets it. Returns the bytes freed.
-    async fn remove(&self, key: &CacheKey, inode: Option<u64>) -> Result<u64, Error> {
+    async fn remove(&self, key: &CacheKey, chosen: remove::Chosen) -> Result<u64, Error> {
         let inner = self.inner.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || remove_blocking(&inner, &key, inode))
+        tokio::task::spawn_blocking(move || remove::remove_blocking(&inner, &key, chosen))
             .await
             .map_err(Error::join)?
     }
@@ -507,35 +526,4 @@ impl Store {
             .await
             .map_err(Error::join)?
     }
-}
-
-fn remove_blocking(inner: &Inner, key: &CacheKey, inode: Option<u64>) -> Result<u64, Error> {
-    let path = inner.layout.entry(key);
-    let md = match fs::symlink_metadata(&path) {
-        Ok(md) => md,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            inner.index().forget(key);
-            return Ok(0);
-        }
-        Err(source) => {
-            return Err(Error::Io {
-                op: "stat",
-                path,
-                source,
-            })
-        }
-    };
-    // Only a file, and only the one meant: one committed meanwhile stays.
-    if !md.is_file() || inode.is_some_and(|ino| ino != md.ino()) {
-        return Ok(0);
-    }
-    fs::remove_file(&path).map_err(|source| Error::Io {
-        op: "remove",
-        path: path.clone(),
-        source,
-    })?;
-    let _ = fs::remove_file(inner.layout.meta_file(key));
-    inner.hot.remove(key);
-    inner.index().forget(key);
-    Ok(md.len())
 }

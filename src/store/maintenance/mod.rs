@@ -89,6 +89,44 @@ pub fn meta_status(layout: &Layout, key: &CacheKey, inode: u64, size: u64) -> Me
     }
 }
 
+/// Removes the body `entry` (as a scan found it) and then its metadata: the
+/// body only if it is still the inode scanned, found through its directory's
+/// descriptor opened beneath the root. `Ok(false)` when it was gone or
+/// replaced meanwhile. Body first: with the metadata gone first, a server
+/// could serve the body as a plain file in between. Blocking.
+pub fn remove_entry(layout: &Layout, entry: &ScanEntry) -> io::Result<bool> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use rustix::io::Errno;
+    let root = rustix::fs::open(
+        layout.root(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let Some(name) = entry.rel.file_name() else {
+        return Ok(false);
+    };
+    let parent = entry.rel.parent().unwrap_or(Path::new(""));
+    let dir = match super::remove::open_beneath(&root, parent) {
+        Ok(dir) => dir,
+        Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) if stat.st_ino == entry.inode => {}
+        Ok(_) | Err(Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+        Ok(()) => {}
+        Err(Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    match rustix::fs::unlinkat(&root, layout.meta_rel(&entry.key), AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The directories whose empty subdirectories `gc` may remove: each
 /// top-level directory of the mirrors' tree and each directory at the top of
 /// a host's or mount's namespace (those tops themselves stay). Blocking.

@@ -1,0 +1,492 @@
+//! The fill state machine and removal, on a real temporary directory (as
+//! sccache tests its disk cache): commit, abort, a short body, hold-back
+//! with a digest, vacate, spill on a full disk, and commits racing
+//! evictions of the same key.
+
+use super::*;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+fn key(path: &str) -> CacheKey {
+    CacheKey::try_from_path(Namespace::Mirrors, path).expect("a valid test key")
+}
+
+fn head(content_length: Option<u64>, expected_sha256: Option<String>) -> FillHead {
+    FillHead {
+        headers: vec![("content-type".into(), "application/octet-stream".into())],
+        content_length,
+        source: "http://origin.test/f".into(),
+        expected_sha256,
+    }
+}
+
+fn body(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+async fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(dir.path().join("cache"))
+        .await
+        .expect("the store opens");
+    (dir, store)
+}
+
+async fn miss(store: &Store, key: &CacheKey) -> FillPermit {
+    match store.lookup(key).await.expect("lookup") {
+        Lookup::Miss(permit) => permit,
+        Lookup::Hit(_) => panic!("{key}: a hit, expected a miss"),
+        Lookup::Filling(_) => panic!("{key}: filling, expected a miss"),
+        Lookup::Conflict => panic!("{key}: a conflict, expected a miss"),
+    }
+}
+
+async fn hit(store: &Store, key: &CacheKey) -> Entry {
+    match store.lookup(key).await.expect("lookup") {
+        Lookup::Hit(entry) => entry,
+        _ => panic!("{key}: expected a hit"),
+    }
+}
+
+/// Everything a reader yields until its end, or the error that ended it
+/// with the bytes before it.
+async fn drain(mut reader: BodyReader) -> (Vec<u8>, Option<std::io::Error>) {
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), reader.next_chunk())
+            .await
+            .expect("a reader never hangs")
+        {
+            Ok(Some(chunk)) => got.extend_from_slice(&chunk),
+            Ok(None) => return (got, None),
+            Err(err) => return (got, Some(err)),
+        }
+    }
+}
+
+async fn hit_body(store: &Store, key: &CacheKey) -> Vec<u8> {
+    let entry = hit(store, key).await;
+    match entry.small_body() {
+        Some(small) => small.to_vec(),
+        None => {
+            let (got, err) = drain(entry.reader(0, entry.len)).await;
+            assert!(err.is_none(), "{err:?}");
+            got
+        }
+    }
+}
+
+/// Fills `key` with `bytes` in two writes and commits.
+async fn fill(store: &Store, key: &CacheKey, bytes: &Bytes) -> Committed {
+    let permit = miss(store, key).await;
+    let mut fill = permit
+        .start(head(Some(bytes.len() as u64), None))
+        .await
+        .map_err(|(err, _)| err)
+        .expect("the fill starts");
+    let half = bytes.len() / 2;
+    fill.write(vec![bytes.slice(..half)]).await.expect("write");
+    fill.write(vec![bytes.slice(half..)]).await.expect("write");
+    fill.commit().await.expect("a complete body commits")
+}
+
+/// Temporary files left in the store's `tmp/`, once pending removals ran.
+async fn tmp_left(store: &Store) -> usize {
+    let dir = store.layout().tmp_dir();
+    for _ in 0..100 {
+        let n = std::fs::read_dir(&dir).expect("tmp/ exists").count();
+        if n == 0 {
+            return 0;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::read_dir(&dir).expect("tmp/ exists").count()
+}
+
+/// The index, the body on disk and its metadata agree about `key`.
+fn consistent(store: &Store, key: &CacheKey) {
+    let path = store.layout().entry(key);
+    let indexed = store.indexed().into_iter().find(|e| e.key == *key);
+    match (std::fs::metadata(&path), indexed) {
+        (Ok(md), Some(entry)) => {
+            assert_eq!(md.ino(), entry.inode, "the index names the body on disk");
+            assert_eq!(md.len(), entry.size);
+            let meta = EntryMeta::read(&store.layout().meta_file(key))
+                .expect("a committed body has metadata");
+            assert_eq!(meta.inode, md.ino(), "metadata bound to the body");
+        }
+        (Err(_), None) => {}
+        (Ok(_), None) => panic!("{key}: a body the index does not know"),
+        (Err(_), Some(_)) => panic!("{key}: the index names a body that is gone"),
+    }
+}
+
+#[tokio::test]
+async fn a_complete_fill_is_followed_by_its_readers_and_then_hit() {
+    let (_dir, store) = open().await;
+    let k = key("/a/f.tgz");
+    let bytes = body(200_000, 1);
+    let permit = miss(&store, &k).await;
+    let Lookup::Filling(mut joined) = store.lookup(&k).await.unwrap() else {
+        panic!("a second lookup joins the fill");
+    };
+    let mut fill = permit
+        .start(head(Some(bytes.len() as u64), None))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert!(matches!(joined.started().await, FillStart::Started(_)));
+    let reader = joined
+        .reader(0, u64::MAX)
+        .expect("a started fill has a file");
+    let reading = tokio::spawn(drain(reader));
+    fill.write(vec![bytes.slice(..1000)]).await.unwrap();
+    fill.write(vec![bytes.slice(1000..)]).await.unwrap();
+    assert_eq!(fill.commit().await.unwrap(), Committed::Stored);
+    let (got, err) = reading.await.unwrap();
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, bytes);
+    assert_eq!(
+        joined.state(),
+        FillState::Complete {
+            len: bytes.len() as u64,
+            committed: true
+        }
+    );
+    let entry = hit(&store, &k).await;
+    let meta = entry.meta.clone().expect("metadata bound to the body");
+    assert_eq!(meta.sha256, sha(&bytes));
+    assert_eq!(hit_body(&store, &k).await, bytes);
+    assert_eq!(store.usage(), (bytes.len() as u64, 1));
+    assert_eq!(store.fills_in_progress(), 0);
+    assert_eq!(tmp_left(&store).await, 0);
+    consistent(&store, &k);
+}
+
+#[tokio::test]
+async fn a_dropped_fill_is_aborted_its_readers_fail_and_nothing_stays() {
+    let (_dir, store) = open().await;
+    let k = key("/aborted.bin");
+    let bytes = body(100_000, 2);
+    let permit = miss(&store, &k).await;
+    let mut watch = permit.watch();
+    let mut fill = permit
+        .start(head(Some(bytes.len() as u64), None))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    fill.write(vec![bytes.slice(..40_000)]).await.unwrap();
+    assert!(watch.first_bytes().await);
+    let reader = watch.reader(0, u64::MAX).unwrap();
+    drop(fill);
+    assert_eq!(watch.state(), FillState::Aborted);
+    let (got, err) = drain(reader).await;
+    assert_eq!(
+        got,
+        bytes[..40_000],
+        "the bytes written still reach the reader"
+    );
+    assert!(err.is_some(), "then the body ends uncleanly, never cleanly");
+    assert_eq!(tmp_left(&store).await, 0);
+    assert!(!store.layout().entry(&k).exists());
+    drop(miss(&store, &k).await);
+    assert_eq!(store.usage(), (0, 0));
+}
+
+#[tokio::test]
+async fn a_short_or_long_body_never_commits() {
+    let (_dir, store) = open().await;
+    let k = key("/short.bin");
+    let bytes = body(10_000, 3);
+    let permit = miss(&store, &k).await;
+    let watch = permit.watch();
+    let mut fill = permit
+        .start(head(Some(20_000), None))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    fill.write(vec![bytes.clone()]).await.unwrap();
+    assert!(matches!(
+        fill.commit().await,
+        Err(Error::Short { got: 10_000, .. })
+    ));
+    assert_eq!(watch.state(), FillState::Aborted);
+    let permit = miss(&store, &k).await;
+    let mut fill = permit
+        .start(head(Some(5_000), None))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert!(matches!(
+        fill.write(vec![bytes.clone()]).await,
+        Err(Error::TooLong { .. })
+    ));
+    drop(fill);
+    assert_eq!(tmp_left(&store).await, 0);
+    assert!(!store.layout().entry(&k).exists());
+}
+
+#[tokio::test]
+async fn hold_back_keeps_the_last_byte_until_the_digest_matches() {
+    let (_dir, store) = open().await;
+    let bytes = body(70_000, 4);
+    for (path, listed, stored) in [
+        ("/good.whl", sha(&bytes), true),
+        ("/bad.whl", sha(b"another body"), false),
+    ] {
+        let k = key(path);
+        let permit = miss(&store, &k).await;
+        let mut watch = permit.watch();
+        let mut fill = permit
+            .start(head(Some(bytes.len() as u64), Some(listed)))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        fill.write(vec![bytes.clone()]).await.unwrap();
+        assert!(watch.first_bytes().await);
+        assert_eq!(
+            watch.state(),
+            FillState::Streaming {
+                written: bytes.len() as u64 - 1
+            },
+            "{path}: one byte held back until the digest is checked"
+        );
+        let reader = watch.reader(0, u64::MAX).unwrap();
+        let reading = tokio::spawn(drain(reader));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !reading.is_finished(),
+            "{path}: the reader waits for the last byte"
+        );
+        let committed = fill.commit().await;
+        let (got, err) = reading.await.unwrap();
+        if stored {
+            assert_eq!(committed.unwrap(), Committed::Stored);
+            assert!(err.is_none());
+            assert_eq!(got, bytes);
+            assert_eq!(hit_body(&store, &k).await, bytes);
+        } else {
+            assert!(matches!(committed, Err(Error::Digest { .. })), "{path}");
+            assert_eq!(
+                got,
+                bytes[..bytes.len() - 1],
+                "{path}: never the whole body"
+            );
+            assert!(err.is_some(), "{path}: an unclean end");
+            assert!(!store.layout().entry(&k).exists());
+        }
+    }
+    assert_eq!(tmp_left(&store).await, 0);
+}
+
+#[tokio::test]
+async fn a_vacated_permit_sends_its_waiters_to_look_again() {
+    let (_dir, store) = open().await;
+    let k = key("/vacated");
+    let permit = miss(&store, &k).await;
+    let Lookup::Filling(mut joined) = store.lookup(&k).await.unwrap() else {
+        panic!("joins the fill");
+    };
+    drop(permit);
+    assert!(matches!(joined.started().await, FillStart::Vacated));
+    assert_eq!(store.fills_in_progress(), 0);
+    // The next one competes for the key and wins it.
+    let permit = miss(&store, &k).await;
+    let Lookup::Filling(mut joined) = store.lookup(&k).await.unwrap() else {
+        panic!("joins the fill");
+    };
+    permit.uncacheable();
+    assert!(matches!(joined.started().await, FillStart::Uncacheable));
+    drop(miss(&store, &k).await);
+}
+
+/// A tmpfs of `size` mounted for one test (the disk that fills up); needs
+/// root, as tests/diskfull.rs does.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount -t tmpfs (needs root)");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_spills_the_rest_to_the_readers_and_stores_nothing() {
+    let disk = Tmpfs::mount("256k");
+    let store = Store::open(disk.0.path().join("cache")).await.unwrap();
+    let k = key("/big.iso");
+    let bytes = body(3 << 20, 5);
+    let permit = miss(&store, &k).await;
+    let mut watch = permit.watch();
+    let mut fill = permit
+        .start(head(Some(bytes.len() as u64), None))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert!(matches!(watch.started().await, FillStart::Started(_)));
+    let reader = watch.reader(0, u64::MAX).unwrap();
+    let reading = tokio::spawn(drain(reader));
+    for chunk in bytes.chunks(64 * 1024) {
+        fill.write(vec![Bytes::copy_from_slice(chunk)])
+            .await
+            .expect("a refused write spills, it does not fail");
+    }
+    assert!(matches!(watch.state(), FillState::Spilling { .. }));
+    assert_eq!(fill.commit().await.unwrap(), Committed::NotStored);
+    let (got, err) = reading.await.unwrap();
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(sha(&got), sha(&bytes), "every byte, from disk then memory");
+    assert_eq!(tmp_left(&store).await, 0);
+    assert!(!store.layout().entry(&k).exists());
+    assert_eq!(store.usage(), (0, 0));
+    drop(store);
+}
+
+#[tokio::test]
+async fn a_spilled_fill_without_readers_gives_up() {
+    let disk = Tmpfs::mount("256k");
+    let store = Store::open(disk.0.path().join("cache")).await.unwrap();
+    let k = key("/nobody.iso");
+    let bytes = body(2 << 20, 6);
+    let mut fill = miss(&store, &k)
+        .await
+        .start(head(Some(bytes.len() as u64), None))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let mut failed = None;
+    for chunk in bytes.chunks(64 * 1024) {
+        if let Err(err) = fill.write(vec![Bytes::copy_from_slice(chunk)]).await {
+            failed = Some(err);
+            break;
+        }
+    }
+    assert!(
+        matches!(failed, Some(Error::NoReaders { .. })),
+        "{failed:?}"
+    );
+    drop(fill);
+    assert_eq!(tmp_left(&store).await, 0);
+    drop(store);
+}
+
+#[tokio::test]
+async fn an_eviction_removes_only_the_body_it_chose() {
+    let (_dir, store) = open().await;
+    store.track_recency(true);
+    let k = key("/e/entry.tgz");
+    let first = body(100_000, 7);
+    assert_eq!(fill(&store, &k, &first).await, Committed::Stored);
+    let chosen = store.indexed().pop().expect("indexed");
+    // Meanwhile the body is refused and fetched again: a new inode.
+    let old = hit(&store, &k).await;
+    store.discard(&k, &old).await.unwrap();
+    let second = body(90_000, 8);
+    assert_eq!(fill(&store, &k, &second).await, Committed::Stored);
+    assert_eq!(
+        store.evict(&chosen).await.unwrap(),
+        0,
+        "not the body chosen"
+    );
+    assert_eq!(hit_body(&store, &k).await, second);
+    consistent(&store, &k);
+
+    // Used after it was chosen: it stays.
+    let chosen = store.indexed().pop().unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    hit(&store, &k).await;
+    assert_eq!(store.evict(&chosen).await.unwrap(), 0, "used since");
+    consistent(&store, &k);
+
+    // Being filled: it stays.
+    let chosen = store.indexed().pop().unwrap();
+    let other = key("/e/other");
+    let permit = miss(&store, &other).await;
+    let other_chosen = Indexed {
+        key: other.clone(),
+        ..chosen.clone()
+    };
+    assert_eq!(store.evict(&other_chosen).await.unwrap(), 0);
+    drop(permit);
+
+    // Chosen and untouched: removed, metadata too.
+    assert_eq!(store.evict(&chosen).await.unwrap(), second.len() as u64);
+    assert!(!store.layout().entry(&k).exists());
+    assert!(!store.layout().meta_file(&k).exists());
+    assert_eq!(store.usage(), (0, 0));
+    consistent(&store, &k);
+    drop(miss(&store, &k).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_racing_evictions_of_the_same_key_leave_it_consistent() {
+    let (_dir, store) = open().await;
+    let k = key("/race/hot.bin");
+    assert_eq!(fill(&store, &k, &body(20_000, 0)).await, Committed::Stored);
+    for round in 1..=150u8 {
+        let chosen = store.indexed().into_iter().find(|e| e.key == k);
+        let refill = {
+            let (store, k) = (store.clone(), k.clone());
+            tokio::spawn(async move {
+                if let Lookup::Hit(old) = store.lookup(&k).await.unwrap() {
+                    store.discard(&k, &old).await.unwrap();
+                }
+                let Lookup::Miss(permit) = store.lookup(&k).await.unwrap() else {
+                    return None;
+                };
+                let bytes = body(20_000 + usize::from(round), round);
+                let mut fill = permit
+                    .start(head(Some(bytes.len() as u64), None))
+                    .await
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+                fill.write(vec![bytes.clone()]).await.unwrap();
+                (fill.commit().await.unwrap() == Committed::Stored).then_some(bytes)
+            })
+        };
+        let evict = {
+            let store = store.clone();
+            // Spread the evictions over the refill, its commit included.
+            let delay = Duration::from_micros(u64::from(round % 20) * 150);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                match chosen {
+                    Some(chosen) => store.evict(&chosen).await.unwrap(),
+                    None => 0,
+                }
+            })
+        };
+        let stored = refill.await.unwrap();
+        evict.await.unwrap();
+        consistent(&store, &k);
+        if let Some(bytes) = stored {
+            // The victim was the body before: the new one always stays.
+            assert_eq!(hit_body(&store, &k).await, bytes, "round {round}");
+        }
+    }
+    assert_eq!(tmp_left(&store).await, 0);
+}
