@@ -142,8 +142,8 @@ impl Gc<'_> {
         let mut bound = HashSet::new();
         for entry in Scan::new(self.layout).entries()?.flatten() {
             self.bar.inc(1);
-            if entry.meta.bound().is_some() {
-                bound.insert(self.layout.meta_file(&entry.key));
+            if let Some(meta) = entry.meta.bound() {
+                bound.insert(self.layout.meta_file_named(&meta.key));
             }
         }
         self.bar.set_message("checking metadata");

@@ -98,8 +98,8 @@ pub fn collect(layout: &Layout) -> Result<Stats, Error> {
         slot.entries.add(entry.size);
         stats.entries.add(entry.size);
         match &entry.meta {
-            MetaStatus::Bound(_) => {
-                bound.insert(layout.meta_file(&entry.key));
+            MetaStatus::Bound(meta) => {
+                bound.insert(layout.meta_file_named(&meta.key));
             }
             _ => {
                 slot.without_metadata.add(entry.size);

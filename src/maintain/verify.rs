@@ -86,7 +86,7 @@ pub(super) fn run(layout: &Layout, out: &mut dyn Write) -> Result<Verdict, Error
             continue;
         }
         tally.mismatched += 1;
-        let line = match quarantine(layout, entry) {
+        let line = match quarantine(layout, entry, meta) {
             Ok(Some(to)) => format!(
                 "MISMATCH {}: sha256 {digest}, recorded {}; quarantined as {}",
                 entry.key,
@@ -162,7 +162,7 @@ fn hash_body(
 
 /// Moves `entry`'s body and metadata into the quarantine directory; returns
 /// where the body went, or `None` if the path no longer holds that body.
-fn quarantine(layout: &Layout, entry: &ScanEntry) -> io::Result<Option<PathBuf>> {
+fn quarantine(layout: &Layout, entry: &ScanEntry, meta: &EntryMeta) -> io::Result<Option<PathBuf>> {
     let dir = layout.quarantine_dir();
     match fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
@@ -185,7 +185,7 @@ fn quarantine(layout: &Layout, entry: &ScanEntry) -> io::Result<Option<PathBuf>>
         .find(|p| fs::symlink_metadata(p).is_err())
         .ok_or_else(|| io::Error::new(io::ErrorKind::AlreadyExists, "quarantine is full"))?;
     fs::rename(&body, &target)?;
-    let meta = layout.meta_file(&entry.key);
+    let meta = layout.meta_file_named(&meta.key);
     let mut meta_target = target.clone().into_os_string();
     meta_target.push(".meta");
     match fs::rename(&meta, &meta_target) {

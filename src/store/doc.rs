@@ -8,7 +8,7 @@
 
 use super::durable::{self, TempFile};
 use super::layout::{Layout, PRIVATE_DIR_MODE};
-use super::{Error, Store};
+use super::{CacheKey, Error, Store};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
@@ -210,7 +210,31 @@ pub(super) fn read_head(path: &Path) -> Option<DocMeta> {
     parse_head(&mut File::open(path).ok()?)
 }
 
-/// The length-prefixed JSON head of a document file.
+/// The head as a document file holds it: the metadata, and which names its
+/// `hashes` use.
+#[derive(Serialize)]
+struct HeadOut<'a> {
+    names: u32,
+    #[serde(flatten)]
+    meta: &'a DocMeta,
+}
+
+#[derive(Deserialize)]
+struct HeadIn {
+    /// Absent in files of earlier versions, whose names were lossy.
+    #[serde(default)]
+    names: u32,
+    #[serde(flatten)]
+    meta: DocMeta,
+}
+
+/// `names` of heads whose `hashes` use `CacheKey::canonical`.
+const CANONICAL_NAMES: u32 = 1;
+
+/// The length-prefixed JSON head of a document file. The digests listed by a
+/// document an earlier version wrote are renamed to today's canonical names
+/// (see `CacheKey::canonical_from_legacy`), so the files they vouch for are
+/// still checked.
 fn parse_head(file: &mut File) -> Option<DocMeta> {
     let mut len = [0u8; 4];
     file.read_exact(&mut len).ok()?;
@@ -220,11 +244,21 @@ fn parse_head(file: &mut File) -> Option<DocMeta> {
     }
     let mut head = vec![0; head_len as usize];
     file.read_exact(&mut head).ok()?;
-    serde_json::from_slice::<DocMeta>(&head).ok()
+    let HeadIn { names, mut meta } = serde_json::from_slice::<HeadIn>(&head).ok()?;
+    if names < CANONICAL_NAMES {
+        for (key, _) in &mut meta.hashes {
+            *key = CacheKey::canonical_from_legacy(key);
+        }
+    }
+    Some(meta)
 }
 
 fn write_blocking(doc: &Doc, layout: &Layout, path: &Path) -> std::io::Result<()> {
-    let head = serde_json::to_vec(&doc.meta).map_err(std::io::Error::other)?;
+    let head = HeadOut {
+        names: CANONICAL_NAMES,
+        meta: &doc.meta,
+    };
+    let head = serde_json::to_vec(&head).map_err(std::io::Error::other)?;
     let mut file = TempFile::create(&layout.tmp_dir(), 0o600)?;
     file.write_all(&(head.len() as u32).to_be_bytes())?;
     file.write_all(&head)?;

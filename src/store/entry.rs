@@ -90,9 +90,7 @@ pub(super) fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opene
     if !md.is_file() {
         return Ok(Opened::Conflict);
     }
-    let meta = EntryMeta::read(&inner.layout.meta_file(key))
-        .filter(|m| m.inode == md.ino() && m.size == md.len() && m.key == key.canonical())
-        .map(Arc::new);
+    let meta = EntryMeta::read_bound(&inner.layout, key, md.ino(), md.len()).map(Arc::new);
     let len = md.len();
     let file = Arc::new(file);
     let small = if len <= SMALL_ENTRY {

@@ -155,15 +155,18 @@ impl Layout {
     /// The metadata file of `key`, relative to the root (for `*at` calls
     /// on the root's descriptor).
     pub fn meta_rel(&self, key: &CacheKey) -> PathBuf {
-        fan_out(
-            &Path::new(STATE_DIR).join("meta"),
-            key.canonical().as_bytes(),
-        )
+        self.meta_rel_named(&key.canonical())
     }
 
-    /// The metadata file stored under the canonical name `canonical`.
+    /// The metadata file stored under the name `canonical`, relative to the root.
+    pub fn meta_rel_named(&self, canonical: &str) -> PathBuf {
+        fan_out(&Path::new(STATE_DIR).join("meta"), canonical.as_bytes())
+    }
+
+    /// The metadata file stored under the name `canonical` (a key's
+    /// canonical name, or the name an earlier version gave it).
     pub fn meta_file_named(&self, canonical: &str) -> PathBuf {
-        fan_out(&self.meta_dir(), canonical.as_bytes())
+        self.root.join(self.meta_rel_named(canonical))
     }
 
     /// The file of the index document with key `doc_key`.

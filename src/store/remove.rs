@@ -6,7 +6,7 @@
 //! else, stays. Readers that have it open keep reading (Unix unlink).
 
 use super::layout::Layout;
-use super::{CacheKey, Error, Inner};
+use super::{CacheKey, EntryMeta, Error, Inner};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use std::ffi::OsStr;
@@ -92,17 +92,43 @@ pub(super) fn remove_blocking(inner: &Inner, key: &CacheKey, chosen: Chosen) -> 
         return Ok(0);
     }
     rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(io("remove"))?;
-    match rustix::fs::unlinkat(&inner.root_fd, inner.layout.meta_rel(key), AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => {}
+    if let Err(e) = remove_meta(&inner.root_fd, &inner.layout, key, inode) {
         // The body is gone; metadata bound to its inode is never used again
         // (gc removes it).
-        Err(e) => {
-            tracing::warn!(key = %key, error = %e, "cannot remove the metadata of an evicted entry")
-        }
+        tracing::warn!(key = %key, error = %e, "cannot remove the metadata of a removed entry");
     }
     inner.hot.remove(key);
     forget_if(inner, key, inode);
     Ok(stat.st_size as u64)
+}
+
+/// Removes the metadata of `key` whose body (inode `inode`) was just
+/// removed: the file under its canonical name (only the server writes it, and
+/// a commit of the key waits for the guard), and the one under the name an
+/// earlier version used if it is bound to that inode: that name may be
+/// another key's too.
+pub(super) fn remove_meta(
+    root: &OwnedFd,
+    layout: &Layout,
+    key: &CacheKey,
+    inode: u64,
+) -> std::io::Result<()> {
+    let unlink = |name: &str| match rustix::fs::unlinkat(
+        root,
+        layout.meta_rel_named(name),
+        AtFlags::empty(),
+    ) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(std::io::Error::from(e)),
+    };
+    unlink(&key.canonical())?;
+    if let Some(legacy) = key.legacy_canonical() {
+        let path = layout.meta_file_named(&legacy);
+        if EntryMeta::read(&path).is_some_and(|m| m.inode == inode && m.key == legacy) {
+            unlink(&legacy)?;
+        }
+    }
+    Ok(())
 }
 
 /// Forgets `key` if the index holds the body `inode`.

@@ -74,18 +74,21 @@ pub fn quarantine_files(layout: &Layout) -> Vec<Result<StateFile<()>, StateIssue
     out
 }
 
-/// What the metadata file for `key` says about the body with `inode` and `size`.
+/// What the metadata files for `key` (under its canonical name, or the name
+/// an earlier version gave it) say about the body with `inode` and `size`.
+/// A bound one is stored at `Layout::meta_file_named(&meta.key)`.
 pub fn meta_status(layout: &Layout, key: &CacheKey, inode: u64, size: u64) -> MetaStatus {
-    let path = layout.meta_file(key);
-    match std::fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return MetaStatus::Absent,
-        _ => {}
+    if let Some(meta) = EntryMeta::read_bound(layout, key, inode, size) {
+        return MetaStatus::Bound(meta);
     }
-    match EntryMeta::read(&path) {
-        Some(meta) if meta.inode == inode && meta.size == size && meta.key == key.canonical() => {
-            MetaStatus::Bound(meta)
-        }
-        _ => MetaStatus::Unbound,
+    let names = std::iter::once(key.canonical()).chain(key.legacy_canonical());
+    let any = names
+        .map(|name| layout.meta_file_named(&name))
+        .any(|path| fs::symlink_metadata(path).is_ok());
+    if any {
+        MetaStatus::Unbound
+    } else {
+        MetaStatus::Absent
     }
 }
 
@@ -121,10 +124,8 @@ pub fn remove_entry(layout: &Layout, entry: &ScanEntry) -> io::Result<bool> {
         Err(Errno::NOENT) => return Ok(false),
         Err(e) => return Err(e.into()),
     }
-    match rustix::fs::unlinkat(&root, layout.meta_rel(&entry.key), AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => Ok(true),
-        Err(e) => Err(e.into()),
-    }
+    super::remove::remove_meta(&root, layout, &entry.key, entry.inode)?;
+    Ok(true)
 }
 
 /// The directories whose empty subdirectories `gc` may remove: each

@@ -2,10 +2,14 @@
 //!
 //! All validation of client-supplied paths lives here, so that no key can name
 //! a file outside its namespace directory or the proxy's own state. Where a
-//! key's body lives on disk is `layout`'s business.
+//! key's body lives on disk is `layout`'s business; its one-string name
+//! (metadata files, the 404 memory, the digest registry) is `canonical`'s.
+
+mod canonical;
 
 use percent_encoding::percent_decode_str;
 use std::fmt;
+
 /// No key's first segment starts with this: the cache root keeps its own
 /// directories under names that do (see `layout`).
 pub const RESERVED_PREFIX: &str = ".package-cache";
@@ -171,18 +175,6 @@ impl CacheKey {
     /// The file name of the entry (its last segment), for guessing a media type.
     pub fn file_name(&self) -> &[u8] {
         self.segments.last().map(Vec::as_slice).unwrap_or_default()
-    }
-
-    /// A stable string form, unique per key: used for the metadata file name.
-    pub fn canonical(&self) -> String {
-        let ns = match &self.namespace {
-            Namespace::Mirrors => "mirrors",
-            Namespace::Host(host) => host.as_str(),
-            Namespace::Mount(name) => {
-                return format!("mount:{name}\n{}", self.relative_path_lossy())
-            }
-        };
-        format!("{ns}\n{}", self.relative_path_lossy())
     }
 
     fn relative_path_lossy(&self) -> String {
