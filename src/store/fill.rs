@@ -6,6 +6,7 @@
 //! file at their own pace and a slow reader never slows the writer. A `Fill`
 //! dropped without `commit` is `Aborted` and its temporary file is unlinked.
 
+use super::budget::Reservation;
 use super::durable::TempFile;
 use super::layout::FILE_MODE;
 use super::spill::{Spill, WINDOW};
@@ -178,10 +179,16 @@ impl FillPermit {
         super::FillWatch::new(self.shared.clone())
     }
 
-    /// Creates the temporary file and publishes `head`; readers may start.
-    /// On failure the permit comes back unused, so the caller decides what
-    /// waiters see (dropping it tells them to look up again).
+    /// Reserves room for the body under `--max-size` (its Content-Length;
+    /// a body of unknown length reserves as it grows), creates the temporary
+    /// file and publishes `head`; readers may start. On failure the permit
+    /// comes back unused, so the caller decides what waiters see (dropping it
+    /// tells them to look up again).
     pub async fn start(mut self, head: FillHead) -> Result<Fill, (Error, FillPermit)> {
+        let reservation = match head.content_length {
+            Some(len) => Reservation::reserve(self.inner.clone(), len).await,
+            None => Reservation::none(self.inner.clone()),
+        };
         let tmp_dir = self.inner.layout.tmp_dir();
         let dir = tmp_dir.clone();
         // O_NOATIME: reads of a growing file must not dirty its inode
@@ -218,6 +225,7 @@ impl FillPermit {
             shared: self.shared.clone(),
             file,
             temp: Some(temp),
+            reservation,
             hasher: Some(Sha256::new()),
             written: 0,
             expected_len,
@@ -263,6 +271,8 @@ pub struct Fill {
     file: Arc<File>,
     /// The temporary file, until it is committed or dropped.
     temp: Option<TempFile>,
+    /// Room promised under `--max-size`; given back when the fill ends.
+    reservation: Reservation,
     hasher: Option<Sha256>,
     written: u64,
     expected_len: Option<u64>,
@@ -279,7 +289,7 @@ pub enum Committed {
     /// Stored in the cache.
     Stored,
     /// Complete and served, but not stored (the path conflicts with another
-    /// entry, or the disk refused); logged by the caller.
+    /// entry, the disk refused, or `--max-size` has no room for it).
     NotStored,
 }
 
@@ -308,6 +318,9 @@ impl Fill {
         }
         if self.spilled {
             return self.hold(chunks).await;
+        }
+        if self.expected_len.is_none() {
+            self.reservation.grow_to(self.written + len).await;
         }
         let file = self.file.clone();
         let mut hasher = self
@@ -419,25 +432,27 @@ impl Fill {
         }
         if self.spilled {
             // Complete and verified, so readers end cleanly; not stored.
-            self.finished = true;
-            self.inner.forget_fill(&self.shared);
-            self.shared.state.send_replace(FillState::Complete {
-                len,
-                committed: false,
-            });
-            let temp = self.temp.take();
-            tokio::task::spawn_blocking(move || drop(temp));
-            return Ok(Committed::NotStored);
+            return Ok(self.complete_unstored(len));
         }
+        // Room before the rename, never after: the bytes are claimed against
+        // `--max-size` together with the committed entries.
+        let Some(claim) = self.reservation.claim(len).await else {
+            tracing::info!(key = %self.shared.key, bytes = len,
+                "no room under --max-size (pinned entries or fills in flight); served uncached");
+            return Ok(self.complete_unstored(len));
+        };
         let inner = self.inner.clone();
         let key = self.shared.key.clone();
         let temp = self
             .temp
             .take()
             .expect("a fill keeps its file until commit");
-        // A failed commit drops (unlinks) the temporary file on the blocking pool.
+        // A failed commit drops (unlinks) the temporary file on the blocking
+        // pool; the claim goes once the index holds the entry (or never will).
         let stored = tokio::task::spawn_blocking(move || {
-            super::commit::store_blocking(&inner, &key, temp, len, sha256, &head)
+            let stored = super::commit::store_blocking(&inner, &key, temp, len, sha256, &head);
+            drop(claim);
+            stored
         })
         .await
         .map_err(Error::join)?;
@@ -456,6 +471,22 @@ impl Fill {
                 Ok(Committed::NotStored)
             }
         }
+    }
+}
+
+impl Fill {
+    /// Ends a complete, verified fill that is not stored: its readers end
+    /// cleanly, its temporary file goes.
+    fn complete_unstored(&mut self, len: u64) -> Committed {
+        self.finished = true;
+        self.inner.forget_fill(&self.shared);
+        self.shared.state.send_replace(FillState::Complete {
+            len,
+            committed: false,
+        });
+        let temp = self.temp.take();
+        tokio::task::spawn_blocking(move || drop(temp));
+        Committed::NotStored
     }
 }
 

@@ -94,6 +94,11 @@ impl Index {
         }
     }
 
+    /// Bytes counted against `--max-size`: bodies, plus `overhead` per entry.
+    pub(crate) fn charged(&self, overhead: u64) -> u64 {
+        self.total + self.entries.len() as u64 * overhead
+    }
+
     /// (bytes, entries).
     pub(crate) fn usage(&self) -> (u64, u64) {
         (self.total, self.entries.len() as u64)

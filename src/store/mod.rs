@@ -8,6 +8,7 @@
 //! maintenance API (`maintenance`: scans and listings for `package-cache
 //! stats|verify|gc|purge`) is apart from it.
 
+mod budget;
 mod commit;
 mod doc;
 pub mod durable;
@@ -26,6 +27,7 @@ mod spill;
 #[cfg(test)]
 mod tests;
 
+pub use budget::{Evictor, ENTRY_OVERHEAD};
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
 use entry::{open_entry_blocking, Opened};
@@ -232,6 +234,8 @@ pub(crate) struct Inner {
     docs: Mutex<doc::DocMemo>,
     /// Commits and removals of one key exclude each other.
     guards: guard::KeyGuards,
+    /// `--max-size`, once set.
+    budget: std::sync::OnceLock<budget::Budget>,
     _lock: File,
 }
 
@@ -343,6 +347,7 @@ impl Store {
                 track_recency: std::sync::atomic::AtomicBool::new(false),
                 docs: Mutex::new(doc::DocMemo::default()),
                 guards: guard::KeyGuards::new(),
+                budget: std::sync::OnceLock::new(),
                 _lock: lock,
             }),
         })
@@ -402,7 +407,10 @@ impl Store {
         // A fill may have committed and left the map between our disk check
         // and our claim; look once more so that it is not fetched twice.
         match self.open_entry(key).await? {
-            Opened::Entry(entry) => Ok(Lookup::Hit(entry)),
+            Opened::Entry(entry) => {
+                self.touch(key);
+                Ok(Lookup::Hit(entry))
+            }
             Opened::Conflict => Ok(Lookup::Conflict),
             Opened::Missing => Ok(Lookup::Miss(permit)),
         }
@@ -474,6 +482,28 @@ impl Store {
         self.remove(key, remove::Chosen::Inode(inode))
             .await
             .map(|_| ())
+    }
+
+    /// Keeps the cache within `max_size` bytes from now on (see `budget`):
+    /// fills reserve room when admitted, commits claim theirs before the
+    /// rename, and room is made in `evictor`'s order. Turns on recency
+    /// tracking. Set once; later calls change nothing.
+    pub fn limit(&self, max_size: u64, evictor: Arc<dyn Evictor>) {
+        let _ = self
+            .inner
+            .budget
+            .set(budget::Budget::new(max_size, evictor));
+        self.track_recency(true);
+    }
+
+    /// If the cache is over its limit (entries of an earlier run, a lower
+    /// limit than before), removes entries down to its low-water mark.
+    /// Returns the entries and bytes evicted.
+    pub async fn trim(&self) -> (u64, u64) {
+        match self.inner.budget.get() {
+            Some(budget) => budget::make_room(&self.inner, budget, 0).await,
+            None => (0, 0),
+        }
     }
 
     /// Records hits for eviction's recency; off (a lock saved per hit)
