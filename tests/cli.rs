@@ -85,6 +85,8 @@ async fn a_second_server_on_the_same_cache_refuses_to_start() {
     let bin = Binary::start(&["--cache", &cache]).await;
     let stderr = support::app::refused_start(&["--cache", &cache]).await;
     assert!(stderr.contains("locked"), "{stderr}");
+    let holder = format!("package-cache process {}", bin.child.id().unwrap());
+    assert!(stderr.contains(&holder), "names the holder: {stderr}");
     bin.kill9().await;
 }
 

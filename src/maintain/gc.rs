@@ -65,10 +65,12 @@ pub(super) fn run(layout: &Layout, dry_run: bool, out: &mut dyn Write) -> Result
         t.directories,
         t.temporary,
         HumanBytes(t.bytes),
-        if server {
-            "; temporary files kept: a server is running"
-        } else {
-            ""
+        match server {
+            Some(pid) => format!(
+                "; temporary files kept: a server is running ({})",
+                store::describe_holder(pid)
+            ),
+            None => String::new(),
         },
         if t.recent > 0 {
             format!("; {} kept as too recent", t.recent)
@@ -110,13 +112,14 @@ impl Gc<'_> {
     }
 
     /// Leftover fills, only when no server holds the lock (a server's own
-    /// are in use). Returns whether a server is running.
-    fn temporary_files(&mut self) -> Result<bool, Error> {
+    /// are in use). Returns the lock holder's PID (if known) when a server
+    /// is running.
+    fn temporary_files(&mut self) -> Result<Option<Option<u32>>, Error> {
         let guard = match maintenance::probe_lock(self.layout) {
             Ok(LockProbe::Acquired(guard)) => guard,
-            Ok(LockProbe::Held) => return Ok(true),
+            Ok(LockProbe::Held { pid }) => return Ok(Some(pid)),
             // No state directory: nothing was ever served from here.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
                 return Err(Error::Io {
                     op: "lock",
@@ -133,7 +136,7 @@ impl Gc<'_> {
         }
         // Released now: a server may start while the rest runs.
         drop(guard);
-        Ok(false)
+        Ok(None)
     }
 
     /// Metadata that no body is bound to, and metadata that cannot be parsed.

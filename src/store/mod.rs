@@ -19,6 +19,7 @@ mod hot;
 mod index;
 mod key;
 mod layout;
+mod lock;
 pub mod maintenance;
 mod meta;
 mod reader;
@@ -35,6 +36,7 @@ pub use fill::{ActiveFill, Committed, Fill, FillFailure, FillHead, FillPermit, F
 pub use index::Indexed;
 pub use key::{CacheKey, KeyError, Namespace, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN};
 pub use layout::{Layout, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
+pub use lock::{describe as describe_holder, CacheLock, LockProbe};
 pub use meta::{unix_now, EntryMeta};
 pub use reader::BodyReader;
 
@@ -42,10 +44,10 @@ use fill::FillShared;
 use layout::{DIR_MODE, PRIVATE_DIR_MODE};
 use rustix::fs::{Mode, OFlags};
 use std::collections::HashMap;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -60,10 +62,14 @@ const HOT_BUDGET: usize = 32 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Another process holds the cache directory's lock.
-    #[error("cache directory {path} is locked by another package-cache process")]
+    #[error("cache directory {root} is locked by {} (lock file {path})", lock::describe(*pid))]
     Locked {
+        /// The cache root.
+        root: PathBuf,
         /// The lock file.
         path: PathBuf,
+        /// The holder's PID, as it wrote it in the lock file.
+        pid: Option<u32>,
     },
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
@@ -236,7 +242,7 @@ pub(crate) struct Inner {
     guards: guard::KeyGuards,
     /// `--max-size`, once set.
     budget: std::sync::OnceLock<budget::Budget>,
-    _lock: File,
+    _lock: CacheLock,
 }
 
 impl Inner {
@@ -310,19 +316,16 @@ impl Store {
         fs::set_permissions(&state, fs::Permissions::from_mode(0o711))
             .map_err(io("chmod", &state))?;
         let lock_path = layout.lock_file();
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io("open", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
-            Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
-        }
+        let lock = match CacheLock::try_acquire(&layout).map_err(io("lock", &lock_path))? {
+            LockProbe::Acquired(lock) => lock,
+            LockProbe::Held { pid } => {
+                return Err(Error::Locked {
+                    root,
+                    path: lock_path,
+                    pid,
+                })
+            }
+        };
         let removed = durable::clear_dir(&tmp_dir).map_err(io("clear", &tmp_dir))?;
         if removed > 0 {
             tracing::info!(

@@ -14,8 +14,9 @@ pub use scan::{Entries, MetaStatus, Scan, ScanEntry, ScanError, ScanIssue};
 use super::doc::{self, DocMeta};
 use super::key::CacheKey;
 use super::layout::{Layout, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
+pub use super::lock::{CacheLock, LockProbe};
 use super::meta::EntryMeta;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -239,38 +240,10 @@ fn state_file<T>(
     })
 }
 
-/// Whether a server is using the cache, judged by its lock.
-#[derive(Debug)]
-pub enum LockProbe {
-    /// No server holds the lock; this process now does, until the guard drops
-    /// (a server started meanwhile refuses to start).
-    Acquired(File),
-    /// A server (or another maintenance command) holds it.
-    Held,
-}
-
-/// Tries to take the cache's lock without waiting.
+/// Whether a server is using the cache, judged by its lock: tries to take
+/// it without waiting (creating the lock file as a server would, so that one
+/// starting now contends with the caller). `NotFound` when the cache has no
+/// state directory (no server ever ran there). Blocking.
 pub fn probe_lock(layout: &Layout) -> io::Result<LockProbe> {
-    let path = layout.lock_file();
-    let file = match OpenOptions::new().read(true).write(true).open(&path) {
-        Ok(file) => file,
-        // No lock file: no server ever ran here. Create it, as a server would,
-        // so that one starting now contends with us.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&path)?
-        }
-        Err(e) => return Err(e),
-    };
-    match file.try_lock() {
-        Ok(()) => Ok(LockProbe::Acquired(file)),
-        Err(fs::TryLockError::WouldBlock) => Ok(LockProbe::Held),
-        Err(fs::TryLockError::Error(e)) => Err(e),
-    }
+    CacheLock::try_acquire(layout)
 }
