@@ -1,18 +1,23 @@
 //! The cache directory: the only code that touches it. No hyper types here.
 //!
-//! `layout` names every path under the root and `durable` is the one way a
-//! file is written to its place. The serving API is [`Store`]: lookups that
-//! give a hit, a fill to follow or a permit to fill (`fill`, `reader`,
-//! `spill`), the commit (`commit`), index documents (`doc`), the in-memory
-//! index for eviction (`index`) and small hot entries (`hot`). The
-//! maintenance API (`maintenance`: scans and listings for `package-cache
-//! stats|verify|gc|purge`) is apart from it.
+//! `layout` names every path under the root; `durable` is the one way a file
+//! is written to its place; `lock` keeps one server per directory. The
+//! serving API is [`Store`]: a lookup gives a hit (`entry`, `hot`), a fill to
+//! follow (`reader`) or a permit to fill (`fill`, then `writer` writes the
+//! body, `spill` holds what a full disk refuses, `commit` stores it), under
+//! `--max-size` (`budget`, `index`); removals are `remove`'s, atomic with
+//! commits of the same key (`guard`). Entries live in tiers (`tier`): the
+//! local disk (`disk`) first, then any tier added below it. Index documents
+//! are `doc`'s. The maintenance API (`maintenance`: scans and listings for
+//! `package-cache stats|verify|gc|purge`) is apart from the serving one.
 
 mod budget;
 mod commit;
+mod disk;
 mod doc;
 pub mod durable;
 mod entry;
+mod error;
 mod fill;
 mod guard;
 mod hot;
@@ -22,32 +27,33 @@ mod layout;
 mod lock;
 pub mod maintenance;
 mod meta;
+mod open;
 mod reader;
 mod remove;
 mod spill;
 #[cfg(test)]
 mod tests;
+pub mod tier;
+mod writer;
 
 pub use budget::{Evictor, ENTRY_OVERHEAD};
+pub use disk::DiskTier;
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
 use entry::{open_entry_blocking, Opened};
-pub use fill::{ActiveFill, Committed, Fill, FillFailure, FillHead, FillPermit, FillState};
+pub use error::Error;
+pub use fill::{ActiveFill, FillFailure, FillHead, FillPermit, FillState};
 pub use index::Indexed;
 pub use key::{CacheKey, KeyError, Namespace, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN};
 pub use layout::{Layout, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
 pub use lock::{describe as describe_holder, CacheLock, LockProbe};
 pub use meta::{unix_now, EntryMeta};
 pub use reader::BodyReader;
+pub use writer::{Committed, Fill};
 
 use fill::FillShared;
-use layout::{DIR_MODE, PRIVATE_DIR_MODE};
-use rustix::fs::{Mode, OFlags};
 use std::collections::HashMap;
-use std::fs::{self, DirBuilder};
-use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -57,75 +63,6 @@ use tokio::sync::watch;
 pub const SMALL_ENTRY: u64 = 64 * 1024;
 /// Memory for small entries kept whole (see `hot`).
 const HOT_BUDGET: usize = 32 << 20;
-
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Another process holds the cache directory's lock.
-    #[error("cache directory {root} is locked by {} (lock file {path})", lock::describe(*pid))]
-    Locked {
-        /// The cache root.
-        root: PathBuf,
-        /// The lock file.
-        path: PathBuf,
-        /// The holder's PID, as it wrote it in the lock file.
-        pid: Option<u32>,
-    },
-    /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// The body ended before its announced length.
-    #[error("body of {key} ended after {got} of {expected} bytes")]
-    Short {
-        /// The entry.
-        key: String,
-        /// Announced length.
-        expected: u64,
-        /// Bytes received.
-        got: u64,
-    },
-    /// The body went on past its announced length.
-    #[error("body of {key} is longer than the announced {expected} bytes")]
-    TooLong {
-        /// The entry.
-        key: String,
-        /// Announced length.
-        expected: u64,
-    },
-    /// The body does not have the sha256 its index lists.
-    #[error("body of {key} has sha256 {got}, the index lists {expected}")]
-    Digest {
-        /// The entry.
-        key: String,
-        /// The index's digest.
-        expected: String,
-        /// The body's.
-        got: String,
-    },
-    /// The disk refused a fill and every reader of it left.
-    #[error("every reader of {key} left while it was streamed uncached")]
-    NoReaders {
-        /// The entry.
-        key: String,
-    },
-    /// A blocking task panicked or was cancelled.
-    #[error("blocking task failed: {0}")]
-    Join(String),
-}
-
-impl Error {
-    fn join(err: tokio::task::JoinError) -> Error {
-        Error::Join(err.to_string())
-    }
-}
 
 /// The outcome of [`Store::lookup`].
 pub enum Lookup {
@@ -242,10 +179,20 @@ pub(crate) struct Inner {
     guards: guard::KeyGuards,
     /// `--max-size`, once set.
     budget: std::sync::OnceLock<budget::Budget>,
+    /// Tiers below the local disk, in lookup order.
+    lower: std::sync::RwLock<Vec<Arc<dyn tier::Tier>>>,
     _lock: CacheLock,
 }
 
 impl Inner {
+    /// The tiers below the local disk.
+    fn lower_tiers(&self) -> Vec<Arc<dyn tier::Tier>> {
+        self.lower
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// Whether a fill of `key` is in progress.
     fn filling(&self, key: &CacheKey) -> bool {
         self.fills
@@ -285,75 +232,6 @@ impl Store {
         tokio::task::spawn_blocking(move || Store::open_blocking(layout))
             .await
             .map_err(Error::join)?
-    }
-
-    fn open_blocking(layout: Layout) -> Result<Store, Error> {
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { op, path, source }
-        };
-        let root = layout.root().to_path_buf();
-        if !root.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(&root)
-                .map_err(io("create", &root))?;
-            fs::set_permissions(&root, fs::Permissions::from_mode(DIR_MODE))
-                .map_err(io("chmod", &root))?;
-        }
-        let state = layout.state_dir();
-        let tmp_dir = layout.tmp_dir();
-        for dir in [state.clone(), tmp_dir.clone(), layout.meta_dir()] {
-            match DirBuilder::new().mode(PRIVATE_DIR_MODE).create(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io("create", &dir)(e)),
-            }
-        }
-        // Traversable, not listable: local clients open built artifacts under
-        // `build/artifacts/` by exact name; everything else in here is 0700.
-        fs::set_permissions(&state, fs::Permissions::from_mode(0o711))
-            .map_err(io("chmod", &state))?;
-        let lock_path = layout.lock_file();
-        let lock = match CacheLock::try_acquire(&layout).map_err(io("lock", &lock_path))? {
-            LockProbe::Acquired(lock) => lock,
-            LockProbe::Held { pid } => {
-                return Err(Error::Locked {
-                    root,
-                    path: lock_path,
-                    pid,
-                })
-            }
-        };
-        let removed = durable::clear_dir(&tmp_dir).map_err(io("clear", &tmp_dir))?;
-        if removed > 0 {
-            tracing::info!(
-                count = removed,
-                "removed temporary files left by an earlier run"
-            );
-        }
-        let index = index::Index::scan(&layout);
-        let root_fd = rustix::fs::open(
-            &root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| io("open", &root)(e.into()))?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                layout,
-                root_fd,
-                fills: Mutex::new(HashMap::new()),
-                hot: hot::HotSet::new(HOT_BUDGET),
-                index: Mutex::new(index),
-                track_recency: std::sync::atomic::AtomicBool::new(false),
-                docs: Mutex::new(doc::DocMemo::default()),
-                guards: guard::KeyGuards::new(),
-                budget: std::sync::OnceLock::new(),
-                _lock: lock,
-            }),
-        })
     }
 
     /// The cache root.
@@ -497,6 +375,17 @@ impl Store {
             .budget
             .set(budget::Budget::new(max_size, evictor));
         self.track_recency(true);
+    }
+
+    /// Adds `tier` below the local disk and the tiers added before it: a
+    /// miss may be filled from it (`FillPermit::fill_from_lower`), and every
+    /// fill writes to it too and publishes there once complete and verified.
+    pub fn add_tier(&self, tier: Arc<dyn tier::Tier>) {
+        self.inner
+            .lower
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(tier);
     }
 
     /// If the cache is over its limit (entries of an earlier run, a lower
