@@ -82,15 +82,28 @@ fn write_page(out: &mut String, v: &View) -> std::fmt::Result {
         env!("CARGO_PKG_VERSION"),
         duration(s.uptime),
     )?;
-    cards(out, v)?;
-    requests(out, s)?;
-    fills(out, v)?;
-    upstreams(out, v)?;
-    cache(out, v)?;
-    build_queue(out, v)?;
+    for section in SECTIONS {
+        section(out, v)?;
+    }
     out.push_str("</main></body></html>\n");
     Ok(())
 }
+
+/// One part of the page: writes its heading and content from the view and
+/// nothing else.
+type Section = fn(&mut String, &View) -> std::fmt::Result;
+
+/// The page, top to bottom. A new concern adds its own section here.
+const SECTIONS: &[Section] = &[
+    cards,
+    requests,
+    fills,
+    downloads,
+    documents,
+    upstreams,
+    cache,
+    build_queue,
+];
 
 fn build_queue(out: &mut String, v: &View) -> std::fmt::Result {
     let depth = v.sampled.build_queue_depth;
@@ -146,7 +159,7 @@ fn cards(out: &mut String, v: &View) -> std::fmt::Result {
         &v.sampled.fills_in_progress.to_string(),
         &format!(
             "{} started, {} requests joined one",
-            s.fills_started, s.fill_joins
+            s.fills.started, s.fills.joins
         ),
     )?;
     out.push_str("</section>");
@@ -170,9 +183,10 @@ fn card(
     )
 }
 
-fn requests(out: &mut String, s: &Snapshot) -> std::fmt::Result {
+fn requests(out: &mut String, v: &View) -> std::fmt::Result {
+    let s = &v.snapshot;
     let r = &s.requests;
-    let total = r.hit + r.miss + r.pass + r.other;
+    let total = r.total();
     write!(
         out,
         "<h2>Requests <span class=\"num\" id=\"requests-total\" data-value=\"{total}\">({total})</span></h2>\
@@ -206,7 +220,71 @@ fn requests(out: &mut String, s: &Snapshot) -> std::fmt::Result {
         )?;
     }
     out.push_str("</tbody></table>");
+    let (gone, broken) = (s.client_gone, s.broken);
+    write!(
+        out,
+        "<p class=\"note\">Of these, the client left before the end of \
+         <span class=\"num\" id=\"requests-client-gone\" data-value=\"{gone}\">{gone}</span>, \
+         and <span class=\"num\" id=\"requests-aborted\" data-value=\"{broken}\">{broken}</span> \
+         broke off on this side.</p>"
+    )
+}
+
+/// Rows of `(label, id, value)` as a two-column table with exact values.
+fn counts_table(out: &mut String, id: &str, rows: &[(&str, &str, u64)]) -> std::fmt::Result {
+    write!(out, "<table id=\"{id}\"><tbody>")?;
+    for (label, id, n) in rows {
+        write!(
+            out,
+            "<tr><td>{label}</td><td class=\"num\" id=\"{id}\" data-value=\"{n}\">{n}</td></tr>"
+        )?;
+    }
+    out.push_str("</tbody></table>");
     Ok(())
+}
+
+fn downloads(out: &mut String, v: &View) -> std::fmt::Result {
+    let f = &v.snapshot.fills;
+    out.push_str("<h2>Downloads into the cache</h2>");
+    counts_table(
+        out,
+        "downloads",
+        &[
+            (
+                "started (the upstream answered 200)",
+                "fills-started",
+                f.started,
+            ),
+            ("committed", "fills-committed", f.committed),
+            ("complete, not stored", "fills-not-stored", f.not_stored),
+            ("failed, nothing stored", "fills-failed", f.failed),
+            ("abandoned at shutdown", "fills-abandoned", f.abandoned),
+            ("requests that joined one", "fill-joins", f.joins),
+        ],
+    )
+}
+
+fn documents(out: &mut String, v: &View) -> std::fmt::Result {
+    let r = &v.snapshot.revalidations;
+    out.push_str("<h2>Index documents asked upstream</h2>");
+    counts_table(
+        out,
+        "revalidations",
+        &[
+            ("new version stored", "revalidations-updated", r.updated),
+            ("not modified", "revalidations-not-modified", r.not_modified),
+            (
+                "failed (stale copy served if any)",
+                "revalidations-failed",
+                r.failed,
+            ),
+            (
+                "passed on (not a document)",
+                "revalidations-passed",
+                r.passed,
+            ),
+        ],
+    )
 }
 
 fn fills(out: &mut String, v: &View) -> std::fmt::Result {
@@ -262,7 +340,7 @@ fn upstreams(out: &mut String, v: &View) -> std::fmt::Result {
     }
     out.push_str(
         "<table id=\"upstreams\"><thead><tr><th>source</th><th>health</th>\
-         <th class=\"num\">answers</th><th class=\"num\">errors</th><th class=\"num\">404/410</th>\
+         <th class=\"num\">attempts</th><th class=\"num\">answers</th><th class=\"num\">errors</th><th class=\"num\">404/410</th>\
          <th class=\"num\">mean latency</th><th class=\"num\">last latency</th><th>last error</th>\
          </tr></thead><tbody>",
     );
@@ -290,8 +368,9 @@ fn source_row(out: &mut String, h: &SourceHealth, now: SystemTime) -> std::fmt::
     write!(
         out,
         "<tr class=\"source\" data-source=\"{origin}\"><td class=\"key origin\">{origin}</td><td>{health}</td>\
-         <td class=\"num\">{}</td><td class=\"num errors\">{}</td><td class=\"num\">{}</td>\
+         <td class=\"num attempts\">{}</td><td class=\"num\">{}</td><td class=\"num errors\">{}</td><td class=\"num\">{}</td>\
          <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{last_error}</td></tr>",
+        h.attempts,
         h.answers,
         h.errors,
         h.not_found,

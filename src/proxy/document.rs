@@ -12,6 +12,7 @@ use super::target::Target;
 use super::{headers, via, Error, Proxy, MAX_LOOKUPS};
 use crate::body::{self, Body};
 use crate::config::Mount;
+use crate::metrics::Refresh;
 use crate::mount::{self, DocSpec};
 use crate::store::{
     unix_now, CacheKey, Doc, DocMeta, Failure, Namespace, Revalidated, Revalidation,
@@ -88,7 +89,14 @@ impl Proxy {
             permit.finish(Revalidated::Current(doc.clone()));
             return Ok(self.serve_doc(req, spec, doc, CacheStatus::Hit, false));
         }
-        match self.refresh(target, mount, spec, stored.as_deref()).await {
+        let refreshed = self.refresh(target, mount, spec, stored.as_deref()).await;
+        self.metrics.revalidated(match &refreshed {
+            Ok(Refreshed::NotModified) => Refresh::NotModified,
+            Ok(Refreshed::New(_)) => Refresh::Updated,
+            Ok(Refreshed::Other(_)) => Refresh::Passed,
+            Err(_) => Refresh::Failed,
+        });
+        match refreshed {
             Ok(Refreshed::NotModified) => {
                 let mut doc = Doc::clone(&stored.expect("304 only answers a conditional request"));
                 doc.meta.validated_at = unix_now();

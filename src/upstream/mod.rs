@@ -75,6 +75,11 @@ pub struct FetchRequest<'a> {
 /// them in), so that this module reports without knowing who listens.
 /// Called on the request path: implementations must be quick and never block.
 pub trait Observer: Send + Sync {
+    /// An attempt on `source` begins (one per source tried, its redirects
+    /// included). Every attempt is then `answered`, `failed`, both (a head,
+    /// then a failure such as a 404), or neither when its caller gave up.
+    fn attempted(&self, source: &str);
+
     /// An attempt on `source` (an origin, `scheme://host:port`, whatever the
     /// path or redirects) got its final response head after `elapsed`,
     /// whatever its status.
@@ -146,6 +151,7 @@ impl Upstream {
         for (i, (url, credential)) in urls.into_iter().enumerate() {
             let started = Instant::now();
             let origin = origin_of(&url);
+            self.observer.attempted(&origin);
             match self
                 .fetch_one(url, credential.as_ref(), &req, &origin, started)
                 .await

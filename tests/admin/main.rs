@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod adding_up;
 mod chromium;
 mod exposition;
 
@@ -138,8 +139,8 @@ async fn metrics_count_a_known_sequence_of_requests() {
         s.get("package_cache_served_bytes_total{from=\"upstream\"}"),
         miss_bytes as f64
     );
-    // The 404 was a fill too: it started, and failed before any body.
-    assert_eq!(s.get("package_cache_fills_started_total"), 4.0);
+    // A 404 is no fill: nothing began writing.
+    assert_eq!(s.get("package_cache_fills_started_total"), 3.0);
     assert_eq!(s.get("package_cache_fill_joins_total"), 0.0);
     assert_eq!(s.get("package_cache_fills_in_progress"), 0.0);
     let src = format!("source=\"http://{}\"", origin.addr());
@@ -199,7 +200,8 @@ async fn a_fill_in_progress_shows_its_readers_and_progress() {
     let s = scrape(&app).await;
     assert_eq!(s.get("package_cache_fills_in_progress"), 1.0);
     assert_eq!(s.get("package_cache_fills_started_total"), 1.0);
-    assert_eq!(s.get("package_cache_fill_joins_total"), 1.0);
+    // A join is counted with its request, once the answer is over.
+    assert_eq!(s.get("package_cache_fill_joins_total"), 0.0);
 
     let page = get(&app.admin_url("/")).await;
     assert_eq!(page.status, 200);
@@ -231,6 +233,11 @@ async fn a_fill_in_progress_shows_its_readers_and_progress() {
     })
     .await;
     assert_eq!(s.get("package_cache_requests_total{cache=\"MISS\"}"), 2.0);
+    assert_eq!(s.get("package_cache_fill_joins_total"), 1.0);
+    assert_eq!(
+        s.get("package_cache_requests_incomplete_total{reason=\"client_gone\"}"),
+        2.0
+    );
     let page = String::from_utf8(get(&app.admin_url("/")).await.body).unwrap();
     assert!(page.contains("No downloads in progress."), "{page}");
     app.stop().await;
