@@ -21,8 +21,10 @@
 //!   fetch (its redirects included); `upstream_errors_total{source,kind}`
 //!   the failed ones among them.
 
+mod format;
 mod snapshot;
 
+pub use format::Format;
 pub use snapshot::{
     FillCounts, RequestCounts, RevalidationCounts, Sampled, Snapshot, SourceHealth,
 };
@@ -457,8 +459,8 @@ impl Metrics {
         self.evicted_bytes.inc_by(bytes);
     }
 
-    /// The OpenMetrics text exposition, with `sampled` as the gauges' values.
-    pub fn encode(&self, sampled: Sampled) -> Result<String, std::fmt::Error> {
+    /// The exposition in `format`, with `sampled` as the gauges' values.
+    pub fn encode(&self, sampled: Sampled, format: Format) -> Result<String, std::fmt::Error> {
         self.fills_in_progress.set(sampled.fills_in_progress);
         self.cache_bytes.set(sampled.cache_bytes);
         self.cache_entries.set(sampled.cache_entries);
@@ -470,7 +472,10 @@ impl Metrics {
         }
         let mut out = String::with_capacity(4096);
         text::encode(&mut out, &self.registry)?;
-        Ok(out)
+        Ok(match format {
+            Format::OpenMetrics => out,
+            Format::PrometheusText => format::to_prometheus_text(&out),
+        })
     }
 
     /// The counters as the status page shows them.

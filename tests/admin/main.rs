@@ -9,6 +9,7 @@ mod support;
 mod adding_up;
 mod chromium;
 mod exposition;
+mod formats;
 
 use chromium::{chromium, dump_dom, element, human};
 use exposition::{parse_exposition, Scrape};
