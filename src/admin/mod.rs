@@ -6,6 +6,8 @@
 
 mod accept;
 mod page;
+mod text;
+mod traffic;
 
 use crate::builds::Builds;
 use crate::metrics::{Metrics, Sampled};
@@ -175,11 +177,21 @@ impl Admin {
             fills: self.inner.store.active_fills(),
             now: std::time::SystemTime::now(),
         };
-        with_type(
+        let mut response = with_type(
             StatusCode::OK,
             page::render(&view),
             "text/html; charset=utf-8",
-        )
+        );
+        // The page loads nothing and runs nothing; keys and error messages
+        // in it are client-chosen (escaped), and this makes sure of the rest.
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+                 base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+        );
+        response
     }
 }
 

@@ -8,9 +8,10 @@
 //!
 //! The model, which every call site keeps (and `tests/admin/adding_up.rs`
 //! adds up):
-//! - `requests_total{cache}`: every request on the proxy ports, once, when
-//!   its answer is over (sent, broken off, or its client gone). HIT, MISS,
-//!   PASS and other add up to all requests.
+//! - `requests_total{mount,cache}`: every request on the proxy ports, once,
+//!   when its answer is over (sent, broken off, or its client gone), in the
+//!   row of the mount it went to (`rows`). HIT, MISS, PASS and other add up
+//!   to all requests; `served_bytes_total{mount,from}` likewise.
 //! - `fill_joins_total`: the MISS requests served from a download another
 //!   request started, counted with the request (never per lookup).
 //! - `fills_started_total`: downloads into the cache that began writing (the
@@ -22,9 +23,15 @@
 //!   the failed ones among them.
 
 mod format;
+mod history;
+mod report;
+mod rows;
 mod snapshot;
 
 pub use format::Format;
+pub use history::{Minute, MINUTES};
+pub use report::{Ending, FillEnd, Refresh, Served};
+pub use rows::{MountStats, Row, Scope};
 pub use snapshot::{
     FillCounts, RequestCounts, RevalidationCounts, Sampled, Snapshot, SourceHealth,
 };
@@ -46,9 +53,7 @@ type Label = [(&'static str, &'static str); 1];
 type SourceLabel = [(&'static str, String); 1];
 type ErrorLabel = [(&'static str, String); 2];
 type U64Gauge = Gauge<u64, AtomicU64>;
-
-/// The `cache` label values, in the order the status page lists them.
-const CACHE_LABELS: [&str; 4] = ["HIT", "MISS", "PASS", "other"];
+type RatioGauge = Gauge<f64, AtomicU64>;
 /// Every `kind` an upstream error can have (see `upstream::Error::kind`).
 const ERROR_KINDS: [&str; 6] = [
     "connect",
@@ -58,93 +63,6 @@ const ERROR_KINDS: [&str; 6] = [
     "body",
     "redirect",
 ];
-
-/// How the answer to a request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// The whole body was sent.
-    Complete,
-    /// The client left before the end (or before any answer).
-    ClientGone,
-    /// The body broke off on this side (its upstream or the disk failed).
-    Aborted,
-}
-
-/// One request whose answer is over, as the proxy reports it.
-#[derive(Clone, Copy, Debug)]
-pub struct Served {
-    /// What the cache did; `None` for answers that are neither from the
-    /// cache nor from upstream (their bytes are not counted).
-    pub cache: Option<CacheStatus>,
-    /// Served from a download another request started.
-    pub joined: bool,
-    /// Body bytes sent.
-    pub bytes: u64,
-    /// How the answer ended.
-    pub ending: Ending,
-}
-
-/// How a download into the cache ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FillEnd {
-    /// Stored.
-    Committed,
-    /// Complete and served, but the store did not keep it.
-    NotStored,
-    /// Broken off, wrong length or digest, or a write failed: nothing stored.
-    Failed,
-    /// Given up at shutdown.
-    Abandoned,
-}
-
-impl FillEnd {
-    const ALL: [FillEnd; 4] = [
-        FillEnd::Committed,
-        FillEnd::NotStored,
-        FillEnd::Failed,
-        FillEnd::Abandoned,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            FillEnd::Committed => "committed",
-            FillEnd::NotStored => "not_stored",
-            FillEnd::Failed => "failed",
-            FillEnd::Abandoned => "abandoned",
-        }
-    }
-}
-
-/// What asking the upstream about an index document gave.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refresh {
-    /// A new version, stored.
-    Updated,
-    /// 304: the stored copy is current.
-    NotModified,
-    /// No answer, an error, or gone (404/410).
-    Failed,
-    /// An answer that is not a document, passed on.
-    Passed,
-}
-
-impl Refresh {
-    const ALL: [Refresh; 4] = [
-        Refresh::Updated,
-        Refresh::NotModified,
-        Refresh::Failed,
-        Refresh::Passed,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Refresh::Updated => "updated",
-            Refresh::NotModified => "not_modified",
-            Refresh::Failed => "failed",
-            Refresh::Passed => "passed",
-        }
-    }
-}
 
 /// The latest error and latency per source: what the exposition's counters
 /// cannot say.
@@ -163,9 +81,10 @@ struct SourceNotes {
 /// many apps in one process.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Label, Counter>,
+    requests: Family<rows::MountLabel, Counter>,
     incomplete: Family<Label, Counter>,
-    served_bytes: Family<Label, Counter>,
+    served_bytes: Family<rows::MountLabel, Counter>,
+    hit_ratio: Family<[(&'static str, String); 1], RatioGauge>,
     fills_started: Counter,
     fills_ended: Family<Label, Counter>,
     fill_joins: Counter,
@@ -182,20 +101,11 @@ pub struct Metrics {
     build_jobs: Family<[(&'static str, &'static str); 1], U64Gauge>,
     notes: Mutex<BTreeMap<String, SourceNotes>>,
     started: Instant,
-    /// Handles on the series a request touches: a counter clone shares its
-    /// value, so the per-request path takes no lock and hashes no labels.
-    hot: Hot,
-}
-
-/// The per-request series, in label order.
-#[derive(Default)]
-struct Hot {
-    /// By `CACHE_LABELS`.
-    requests: [Counter; 4],
-    /// Cache, upstream.
-    served: [Counter; 2],
-    /// Client gone, aborted.
-    incomplete: [Counter; 2],
+    /// The breakdown by mount, with handles on its series.
+    rows: rows::Rows,
+    /// Handles on `incomplete` (client gone, aborted): a counter clone
+    /// shares its value, so the per-request path hashes no labels.
+    incomplete_hot: [Counter; 2],
 }
 
 fn head_histogram() -> Histogram {
@@ -222,18 +132,24 @@ impl upstream::Observer for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(&[])
     }
 }
 
 impl Metrics {
-    /// Every counter at zero, registered under the `package_cache_` prefix.
-    pub fn new() -> Metrics {
+    /// Every counter at zero, registered under the `package_cache_` prefix,
+    /// with a row of the breakdown for each of `scopes` (the configured
+    /// mounts and hosts; the mirrors and unrouted rows always exist).
+    pub fn new(scopes: &[Scope<'_>]) -> Metrics {
+        let requests = Family::default();
+        let served_bytes = Family::default();
+        let rows = rows::Rows::new(scopes, &requests, &served_bytes);
         let m = Metrics {
             registry: Registry::with_prefix("package_cache"),
-            requests: Family::default(),
+            requests,
             incomplete: Family::default(),
-            served_bytes: Family::default(),
+            served_bytes,
+            hit_ratio: Family::default(),
             fills_started: Counter::default(),
             fills_ended: Family::default(),
             fill_joins: Counter::default(),
@@ -250,7 +166,8 @@ impl Metrics {
             build_jobs: Family::default(),
             notes: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
-            hot: Hot::default(),
+            rows,
+            incomplete_hot: Default::default(),
         };
         m.register()
     }
@@ -258,14 +175,9 @@ impl Metrics {
     fn register(mut self) -> Metrics {
         // Zero series exist from the start, so a rate() over the first
         // scrapes sees 0 → n rather than a series appearing mid-way.
-        for (i, label) in CACHE_LABELS.into_iter().enumerate() {
-            self.hot.requests[i] = self.requests.get_or_create(&[("cache", label)]).clone();
-        }
+        // (The rows made theirs.)
         for (i, reason) in ["client_gone", "aborted"].into_iter().enumerate() {
-            self.hot.incomplete[i] = self.incomplete.get_or_create(&[("reason", reason)]).clone();
-        }
-        for (i, from) in ["cache", "upstream"].into_iter().enumerate() {
-            self.hot.served[i] = self.served_bytes.get_or_create(&[("from", from)]).clone();
+            self.incomplete_hot[i] = self.incomplete.get_or_create(&[("reason", reason)]).clone();
         }
         for end in FillEnd::ALL {
             self.fills_ended
@@ -280,8 +192,8 @@ impl Metrics {
         let r = &mut self.registry;
         r.register(
             "requests",
-            "Requests on the proxy ports, each counted once when its answer is over, by X-Cache \
-             (other: errors, redirects, refusals, clients gone before an answer)",
+            "Requests on the proxy ports, each counted once when its answer is over, by mount \
+             and X-Cache (other: errors, redirects, refusals, clients gone before an answer)",
             self.requests.clone(),
         );
         r.register(
@@ -292,9 +204,16 @@ impl Metrics {
         );
         r.register_with_unit(
             "served",
-            "Response body bytes sent, from the cache (HIT) or as they came from upstream (MISS, PASS)",
+            "Response body bytes sent, by mount, from the cache (HIT) or as they came from \
+             upstream (MISS, PASS)",
             Unit::Bytes,
             self.served_bytes.clone(),
+        );
+        r.register(
+            "hit_ratio",
+            "HIT / (HIT + MISS + PASS) since start, by mount, as the status page shows it (absent \
+             before a mount's first download; over a window, use rate() of requests_total)",
+            self.hit_ratio.clone(),
         );
         r.register(
             "fills_started",
@@ -374,20 +293,16 @@ impl Metrics {
         self
     }
 
+    /// The row of the breakdown `scope` is counted in.
+    pub fn row(&self, scope: Scope<'_>) -> Row {
+        self.rows.row(scope)
+    }
+
     /// Records one request whose answer is over. Called exactly once per
     /// request (by the access log's guard), whatever became of it.
     pub fn request_served(&self, served: &Served) {
-        // Indexes into CACHE_LABELS and into (cache, upstream).
-        let (series, from) = match served.cache {
-            Some(CacheStatus::Hit) => (0, Some(0)),
-            Some(CacheStatus::Miss) => (1, Some(1)),
-            Some(CacheStatus::Pass) => (2, Some(1)),
-            None => (3, None),
-        };
-        self.hot.requests[series].inc();
-        if let Some(from) = from {
-            self.hot.served[from].inc_by(served.bytes);
-        }
+        self.rows
+            .record(served.row, served.cache, served.bytes, self.minute());
         // A follower served from the cache (the fill it found was committing)
         // is a HIT, not a join: each request is in one place only.
         if served.joined && served.cache == Some(CacheStatus::Miss) {
@@ -396,12 +311,18 @@ impl Metrics {
         match served.ending {
             Ending::Complete => {}
             Ending::ClientGone => {
-                self.hot.incomplete[0].inc();
+                self.incomplete_hot[0].inc();
             }
             Ending::Aborted => {
-                self.hot.incomplete[1].inc();
+                self.incomplete_hot[1].inc();
             }
         }
+    }
+
+    /// Minutes since the app started: the per-minute rings' clock (monotonic,
+    /// so a wall-clock step neither loses nor repeats a minute).
+    fn minute(&self) -> u64 {
+        self.started.elapsed().as_secs() / 60
     }
 
     /// A download into the cache began writing.
@@ -470,6 +391,13 @@ impl Metrics {
                 .get_or_create(&[("state", *state)])
                 .set(*count);
         }
+        for row in self.rows.stats(self.minute()) {
+            if let Some(ratio) = row.requests.hit_ratio() {
+                self.hit_ratio
+                    .get_or_create(&[("mount", row.label)])
+                    .set(ratio);
+            }
+        }
         let mut out = String::with_capacity(4096);
         text::encode(&mut out, &self.registry)?;
         Ok(match format {
@@ -483,12 +411,18 @@ impl Metrics {
         let count = |family: &Family<Label, Counter>, label: (&'static str, &'static str)| {
             family.get(&[label]).map_or(0, |c| c.get())
         };
-        let requests = RequestCounts {
-            hit: count(&self.requests, ("cache", "HIT")),
-            miss: count(&self.requests, ("cache", "MISS")),
-            pass: count(&self.requests, ("cache", "PASS")),
-            other: count(&self.requests, ("cache", "other")),
-        };
+        let by_mount = self.rows.stats(self.minute());
+        let mut requests = RequestCounts::default();
+        let mut last_hour = [Minute::default(); MINUTES];
+        let (mut bytes_from_cache, mut bytes_from_upstream) = (0, 0);
+        for row in &by_mount {
+            requests.add(&row.requests);
+            bytes_from_cache += row.bytes_from_cache;
+            bytes_from_upstream += row.bytes_from_upstream;
+            for (total, minute) in last_hour.iter_mut().zip(&row.last_hour) {
+                total.add(minute);
+            }
+        }
         let ended = |end: FillEnd| count(&self.fills_ended, ("result", end.as_str()));
         let fills = FillCounts {
             started: self.fills_started.get(),
@@ -514,8 +448,10 @@ impl Metrics {
             requests,
             client_gone: count(&self.incomplete, ("reason", "client_gone")),
             broken: count(&self.incomplete, ("reason", "aborted")),
-            bytes_from_cache: count(&self.served_bytes, ("from", "cache")),
-            bytes_from_upstream: count(&self.served_bytes, ("from", "upstream")),
+            bytes_from_cache,
+            bytes_from_upstream,
+            by_mount,
+            last_hour,
             fills,
             revalidations,
             evictions: self.evictions.get(),

@@ -2,6 +2,8 @@
 //! (`Snapshot`), with the per-source notes the exposition cannot hold. Plain
 //! values, no locks: the page formats them, nothing more.
 
+use super::history::{Minute, MINUTES};
+use super::rows::MountStats;
 use std::time::{Duration, SystemTime};
 
 /// Values owned elsewhere, read at the moment of a scrape.
@@ -69,6 +71,14 @@ pub struct RequestCounts {
 }
 
 impl RequestCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &RequestCounts) {
+        self.hit += other.hit;
+        self.miss += other.miss;
+        self.pass += other.pass;
+        self.other += other.other;
+    }
+
     /// Every request.
     pub fn total(&self) -> u64 {
         self.hit + self.miss + self.pass + self.other
@@ -129,6 +139,10 @@ pub struct Snapshot {
     pub bytes_from_cache: u64,
     /// Body bytes sent as they came from upstream (MISS and PASS).
     pub bytes_from_upstream: u64,
+    /// The same, row by row of the breakdown by mount (they add up to the above).
+    pub by_mount: Vec<MountStats>,
+    /// Every row's last hour added up, oldest minute first.
+    pub last_hour: [Minute; MINUTES],
     /// Downloads into the cache.
     pub fills: FillCounts,
     /// Index-document revalidations.

@@ -6,7 +6,7 @@
 use super::target::ConnInfo;
 use crate::body::Body;
 use crate::cache_status::CacheStatus;
-use crate::metrics::{Ending, Metrics, Served};
+use crate::metrics::{Ending, Metrics, Row, Served};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use std::pin::Pin;
@@ -29,6 +29,8 @@ pub struct AccessRecord {
     pub joined: bool,
     /// The `--mirror` mount the request was for, if any.
     pub mount: Option<String>,
+    /// Where the metrics count it.
+    pub row: Row,
     /// Client address.
     pub peer: Option<std::net::SocketAddr>,
     /// Where the client meant to connect, when a DNAT rule sent it here.
@@ -42,12 +44,13 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     /// The record of `req`, answered with `response` (not yet sent), which
-    /// `cache` says how the cache served.
+    /// `cache` says how the cache served, counted in `row` and logged with
+    /// its `--mirror` mount.
     pub fn new(
         req: &http::request::Parts,
         response: &http::Response<Body>,
         cache: Option<CacheStatus>,
-        mount: Option<String>,
+        (row, mount): (Row, Option<String>),
         conn: Option<&ConnInfo>,
         started: Instant,
     ) -> AccessRecord {
@@ -58,6 +61,7 @@ impl AccessRecord {
             cache,
             joined: response.extensions().get::<JoinedFill>().is_some(),
             mount,
+            row,
             peer: conn.map(|c| c.peer),
             orig_dst: conn.and_then(ConnInfo::redirected_from),
             started,
@@ -142,6 +146,7 @@ impl Drop for LoggedBody {
         };
         let r = &self.record;
         self.metrics.request_served(&Served {
+            row: r.row,
             cache: r.cache,
             joined: r.joined,
             bytes: self.bytes,
@@ -178,16 +183,18 @@ pub struct Unanswered {
     target: http::Uri,
     peer: Option<std::net::SocketAddr>,
     started: Instant,
+    row: Row,
     armed: bool,
     metrics: Arc<Metrics>,
 }
 
 impl Unanswered {
-    /// Arms the guard for one request.
+    /// Arms the guard for one request, counted in `row`.
     pub fn new(
         req: &http::request::Parts,
         conn: Option<&ConnInfo>,
         started: Instant,
+        row: Row,
         metrics: &Arc<Metrics>,
     ) -> Unanswered {
         Unanswered {
@@ -195,6 +202,7 @@ impl Unanswered {
             target: req.uri.clone(),
             peer: conn.map(|c| c.peer),
             started,
+            row,
             armed: true,
             metrics: metrics.clone(),
         }
@@ -210,6 +218,7 @@ impl Drop for Unanswered {
     fn drop(&mut self) {
         if self.armed {
             self.metrics.request_served(&Served {
+                row: self.row,
                 cache: None,
                 joined: false,
                 bytes: 0,

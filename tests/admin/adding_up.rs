@@ -63,10 +63,7 @@ async fn scrape_at(admin: &str) -> Scrape {
 }
 
 fn sum(s: &Scrape, family: &str, label: &str, values: &[&str]) -> f64 {
-    values
-        .iter()
-        .map(|v| s.get(&format!("{family}{{{label}=\"{v}\"}}")))
-        .sum()
+    values.iter().map(|v| s.sum(family, &[(label, v)])).sum()
 }
 
 const CACHE: [&str; 4] = ["HIT", "MISS", "PASS", "other"];
@@ -310,7 +307,7 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
     // Each request once, in the place its X-Cache says.
     for c in CACHE {
         assert_eq!(
-            s.get(&format!("package_cache_requests_total{{cache=\"{c}\"}}")),
+            s.sum("package_cache_requests_total", &[("cache", c)]),
             *t.requests.get(c).unwrap_or(&0) as f64,
             "requests {c}"
         );
@@ -323,10 +320,10 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
     assert_eq!(incomplete("client_gone"), t.client_gone as f64);
     assert_eq!(incomplete("aborted"), t.aborted as f64);
     assert_eq!(
-        s.get("package_cache_served_bytes_total{from=\"cache\"}"),
+        s.sum("package_cache_served_bytes_total", &[("from", "cache")]),
         t.cache_bytes as f64
     );
-    let upstream_bytes = s.get("package_cache_served_bytes_total{from=\"upstream\"}");
+    let upstream_bytes = s.sum("package_cache_served_bytes_total", &[("from", "upstream")]);
     let floor = t.upstream_bytes + broken_received;
     assert!(
         (floor as f64..=(floor + big.len() as u64 + broken.len() as u64) as f64)
@@ -365,7 +362,7 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
     assert_eq!((revalidated("failed"), revalidated("passed")), (0.0, 0.0));
     // Every MISS led a fill or a document fetch, or joined a fill.
     assert_eq!(
-        s.get("package_cache_requests_total{cache=\"MISS\"}"),
+        s.sum("package_cache_requests_total", &[("cache", "MISS")]),
         started + joins + revalidated("updated")
     );
 
@@ -408,7 +405,7 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
     ] {
         assert_eq!(
             shown(id),
-            s.get(&format!("package_cache_requests_total{{cache=\"{c}\"}}")),
+            s.sum("package_cache_requests_total", &[("cache", c)]),
             "#{id}"
         );
     }
@@ -435,7 +432,7 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
     }
     assert_eq!(
         shown("bytes-from-cache"),
-        s.get("package_cache_served_bytes_total{from=\"cache\"}")
+        s.sum("package_cache_served_bytes_total", &[("from", "cache")])
     );
     assert_eq!(shown("bytes-from-upstream"), upstream_bytes);
     // For the record (`--nocapture`): the exposition this adds up.

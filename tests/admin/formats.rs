@@ -175,7 +175,7 @@ async fn a_scraper_gets_the_format_it_prefers() {
     );
     let requests = &from_text["package_cache_requests"].1;
     assert_eq!(
-        requests["package_cache_requests_total{\"cache\":\"HIT\"}"],
+        requests["package_cache_requests_total{\"mount\":\"(mirrors)\",\"cache\":\"HIT\"}"],
         1.0
     );
     bin.kill9().await;
