@@ -7,7 +7,7 @@ use super::{headers, target::Target, via, Error};
 use crate::digest::Digest;
 use crate::metrics::{FillEnd, Metrics};
 use crate::store::{Committed, Failure, Fill, FillHead, FillPermit};
-use crate::upstream::{BodyError, FetchRequest, Fetched, Upstream};
+use crate::upstream::{BodyError, FetchRequest, Fetched, ShownUrl, Upstream};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Method, StatusCode};
@@ -84,7 +84,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
     if looks_like_a_portal(&fetched, permit.key()) {
         // A login or captive-portal page in place of a package: pass it on
         // once, never store it under the package's name.
-        tracing::warn!(key = %permit.key(), source = %fetched.url,
+        tracing::warn!(key = %permit.key(), source = %ShownUrl(&fetched.url),
             "upstream answered a file with an HTML page; not cached");
         let _ = handback.send(fetched);
         permit.uncacheable();
@@ -92,7 +92,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
     }
     if fetched.content_length() == Some(0) && expected.as_ref().is_some_and(|d| !d.matches(b"")) {
         // No byte to hold back: refuse before anything looks complete.
-        tracing::error!(key = %permit.key(), source = %fetched.url,
+        tracing::error!(key = %permit.key(), source = %ShownUrl(&fetched.url),
             "download does not match the digest its index lists (empty body); nothing committed");
         let err = Error::Digest {
             key: permit.key().to_string(),
@@ -169,7 +169,7 @@ fn gather(fetched: &mut Fetched, first: Bytes) -> (Vec<Bytes>, Gathered) {
 /// Gives `fill` up because its upstream body broke: the readers that had not
 /// begun their responses learn that another attempt may succeed.
 fn body_failed(fill: Fill, fetched: &Fetched, err: BodyError) -> FillEnd {
-    tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
+    tracing::warn!(key = %fill.key(), source = %ShownUrl(&fetched.url), bytes = fill.written(), error = %err,
         "upstream body failed; nothing committed");
     let cause = Error::Body {
         key: fill.key().to_string(),
@@ -218,18 +218,18 @@ async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) -
     let bytes = fill.written();
     match fill.commit().await {
         Ok(Committed::Stored) => {
-            tracing::info!(key = %key, source = %fetched.url, bytes,
+            tracing::info!(key = %key, source = %ShownUrl(&fetched.url), bytes,
                 elapsed_ms = started.elapsed().as_millis() as u64, "entry committed");
             FillEnd::Committed
         }
         Ok(Committed::NotStored) => FillEnd::NotStored,
         Err(err @ crate::store::Error::Digest { .. }) => {
-            tracing::error!(key = %key, source = %fetched.url, error = %err,
+            tracing::error!(key = %key, source = %ShownUrl(&fetched.url), error = %err,
                 "download does not match the digest its index lists; nothing committed");
             FillEnd::Failed
         }
         Err(err) => {
-            tracing::warn!(key = %key, source = %fetched.url, error = %err, "fill incomplete; nothing committed");
+            tracing::warn!(key = %key, source = %ShownUrl(&fetched.url), error = %err, "fill incomplete; nothing committed");
             FillEnd::Failed
         }
     }
