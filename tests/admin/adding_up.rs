@@ -1,7 +1,7 @@
 //! Metrics that add up: the real binary serves a mixed workload with every
 //! edge the counters have tripped on (a request landing as its fill commits,
 //! joins, a fill cut short before its first byte that its followers fetch
-//! again, 404s, an unreachable upstream, passes, documents fresh and
+//! again, 404s, an unreachable upstream, a name that does not resolve, passes, documents fresh and
 //! revalidated, clients leaving before and during an answer, a Range, a body
 //! broken off upstream), tallies what each response said, and then adds up
 //! `/metrics` against that tally. Each request must be counted exactly once.
@@ -118,12 +118,16 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
+    // A 64-octet label is longer than DNS allows: the system resolver fails
+    // it at once, without a query leaving the machine.
+    let unresolvable = format!("http://{}.invalid", "a".repeat(64));
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let (source, gems, dead_url) = (
+    let (source, gems, dead_url, nodns_url) = (
         origin.url(),
         format!("rubygems={}/gems", origin.url()),
         format!("dead=http://{dead_addr}"),
+        format!("nodns={unresolvable}"),
     );
     let bin = Binary::start(&[
         "--cache",
@@ -134,6 +138,8 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
         &gems,
         "--mirror",
         &dead_url,
+        "--mirror",
+        &nodns_url,
         "--index-ttl",
         "1",
         "--upstream-timeout",
@@ -228,9 +234,14 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
     t.saw(cut.cache(), cut.body.len(), true);
     let broken_received = cut.body.len() as u64;
 
-    // 404 (then remembered), an unreachable upstream, a refusal passed on,
-    // a query passed through, a local answer.
-    for path in ["/missing.bin", "/missing.bin", "/dead/x.bin"] {
+    // 404 (then remembered), an unreachable upstream, a name that does not
+    // resolve, a refusal passed on, a query passed through, a local answer.
+    for path in [
+        "/missing.bin",
+        "/missing.bin",
+        "/dead/x.bin",
+        "/nodns/x.bin",
+    ] {
         let got = get(&url(path)).await;
         assert!(got.status.is_client_error() || got.status.is_server_error());
         assert_eq!(got.cache(), "-", "{path}");
@@ -336,7 +347,7 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
     let distinct = files.len() + pairs.len() + 4; // slow, big, flaky, broken
     assert_eq!(
         started, distinct as f64,
-        "404s, timeouts and refusals are no fills"
+        "404s, DNS errors, refused connections, timeouts and refusals are no fills"
     );
     let ended = |r: &str| {
         s.get(&format!(
@@ -366,8 +377,8 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
         started + joins + revalidated("updated")
     );
 
-    // Every request the origin saw was one attempt; the dead mount's one
-    // attempt failed to connect.
+    // Every request the origin saw was one attempt; the dead and the
+    // unresolvable mounts' one attempt each failed to connect.
     let src = format!("source=\"http://{}\"", origin.addr());
     assert_eq!(
         s.get(&format!("package_cache_upstream_attempts_total{{{src}}}")),
@@ -385,6 +396,21 @@ async fn a_mixed_workload_adds_up_in_metrics_and_on_the_page() {
             "package_cache_upstream_errors_total{{{dead_src},kind=\"connect\"}}"
         )),
         1.0
+    );
+    // An origin label always names its port.
+    let nodns_src = format!("source=\"{unresolvable}:80\"");
+    assert_eq!(
+        s.get(&format!(
+            "package_cache_upstream_attempts_total{{{nodns_src}}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        s.get(&format!(
+            "package_cache_upstream_errors_total{{{nodns_src},kind=\"connect\"}}"
+        )),
+        1.0,
+        "a DNS error is a failure to connect"
     );
     assert_eq!(
         s.get(&format!(
