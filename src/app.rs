@@ -10,7 +10,7 @@ use crate::builds::runtime::Runtime;
 use crate::builds::sandbox::{self, Sandbox, SandboxConfig};
 use crate::builds::{self, Builds};
 use crate::config::{Config, Profile};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Scope};
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
 use crate::server::{self, Limits, Serving};
@@ -99,7 +99,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("opening cache directory {}", config.cache_dir.display()))?;
     // Reads the system trust store and the CA file: blocking work.
-    let metrics = Arc::new(Metrics::new());
+    // The breakdown by mount has a row per mount and allowed host, and no other.
+    let scopes: Vec<Scope<'_>> = (config.mounts.iter().map(|m| Scope::Mount(&m.name)))
+        .chain(
+            config
+                .upstream
+                .transparent_hosts
+                .iter()
+                .map(|a| Scope::Host(a.as_str())),
+        )
+        .chain(
+            config
+                .upstream
+                .sources
+                .iter()
+                .map(|s| Scope::Host(s.authority.as_str())),
+        )
+        .collect();
+    let metrics = Arc::new(Metrics::new(&scopes));
     let upstream_config = config.upstream.clone();
     let observer: Arc<dyn upstream::Observer> = metrics.clone();
     let upstream = tokio::task::spawn_blocking(move || Upstream::new(&upstream_config, observer))

@@ -1,7 +1,9 @@
 //! How the real binary reaches its upstreams: a `--resolve HOST:PORT:ADDR`
 //! rule applies to that host and port only; redirects never downgrade https
 //! and reach special addresses only where allowed; a 404 from the last source
-//! is routine (info, "no more sources"), a failure that moves on a warning.
+//! is routine (info, "no more sources"), a failure that moves on a warning;
+//! and the query of an upstream URL (a signed URL's token) reaches no log
+//! line at the default level, no error answer and no status page.
 
 mod support;
 
@@ -360,5 +362,142 @@ async fn a_404_from_the_last_source_is_routine_and_says_no_more_sources() {
             ("WARN".into(), "upstream failed; no more sources".into()),
         ]
     );
+    app.kill9().await;
+}
+
+/// The token of every signed URL below: in queries only.
+const TOKEN: &str = "SIGNATURE-SECRET";
+
+#[tokio::test]
+async fn a_signed_urls_token_never_reaches_the_default_logs() {
+    use support::origin::Reply;
+    let signed =
+        |name: &str| Reply::redirect(302, &format!("/blob/{name}?X-Amz-Signature={TOKEN}"));
+    let html = "<html><body>log in</body></html>";
+    let origin = Origin::builder()
+        .route("/pass.tgz", Reply::status(500))
+        .route("/signed/fail.tgz", signed("fail.tgz"))
+        .route("/blob/fail.tgz", Reply::status(503))
+        .route("/signed/cut.tgz", signed("cut.tgz"))
+        .route(
+            "/blob/cut.tgz",
+            Reply::file(support::client::bytes_of(100_000, 1)).reset_after(10_000),
+        )
+        .route("/signed/portal.tgz", signed("portal.tgz"))
+        .route(
+            "/blob/portal.tgz",
+            Reply::file(html).header("content-type", "text/html"),
+        )
+        .route("/signed/ok.tgz", signed("ok.tgz"))
+        .route("/blob/ok.tgz", Reply::file("the real file"))
+        .route("/gems/versions", signed("versions"))
+        .route(
+            "/blob/versions",
+            Reply::file(html).header("content-type", "text/html"),
+        )
+        .start()
+        .await;
+    // A second source that fails too: the first source's failures are
+    // "trying next" warnings, the second's "no more sources".
+    let fallback = Origin::builder().fallback(Reply::status(503)).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let gems = format!("rubygems={}/gems", origin.url());
+    let (first, second) = (origin.url(), fallback.url());
+    let app = Binary::start(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--source",
+        &first,
+        "--source",
+        &second,
+        "--mirror",
+        &gems,
+    ])
+    .await;
+
+    let pass = format!("/pass.tgz?token={TOKEN}");
+    let answers = [
+        (pass.as_str(), 502),
+        ("/signed/fail.tgz", 502),
+        ("/signed/portal.tgz", 200),
+        ("/signed/ok.tgz", 200),
+        ("/rubygems/versions", 502),
+    ];
+    let mut bodies = String::new();
+    for (path, code) in answers {
+        let (got, body) = status(&app, path).await;
+        assert_eq!(got, code, "{path}: {body}");
+        bodies.push_str(&body);
+    }
+    // Broken off upstream after its head: the client's body ends short, or
+    // (the fill failed before this answer began) it gets a 502.
+    let (code, out, err) =
+        curl(&["-sS", "-w", "\n%{http_code}", &app.url("/signed/cut.tgz")]).await;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        code != 0 || out.ends_with("\n502"),
+        "the answer fails: {err}"
+    );
+    bodies.push_str(&out);
+    support::app::committed(&cache.join("signed/ok.tgz")).await;
+
+    // The token went upstream in every one of those URLs...
+    let asked: Vec<String> = origin.requests().into_iter().map(|r| r.target).collect();
+    for path in [
+        "/pass.tgz",
+        "/blob/fail.tgz",
+        "/blob/cut.tgz",
+        "/blob/portal.tgz",
+        "/blob/ok.tgz",
+        "/blob/versions",
+    ] {
+        assert!(
+            asked
+                .iter()
+                .any(|t| t.starts_with(path) && t.contains(TOKEN)),
+            "{path} asked with its token: {asked:?}"
+        );
+    }
+    // ...and each of them is in a log line at info or above, without it.
+    let page = support::client::get(&format!("http://{}/", app.admin.expect("admin"))).await;
+    let page = String::from_utf8_lossy(&page.body).into_owned();
+    let (first, second) = (origin.url(), fallback.url());
+    for (source, path, words) in [
+        (&first, "/pass.tgz", &["trying next"][..]),
+        (&second, "/pass.tgz", &["no more sources"]),
+        (&first, "/blob/fail.tgz", &["trying next", "status 503"]),
+        (&first, "/blob/cut.tgz", &["upstream body failed"]),
+        (&first, "/blob/portal.tgz", &["file with an HTML page"]),
+        (&first, "/blob/ok.tgz", &["entry committed"]),
+        (
+            &first,
+            "/blob/versions",
+            &["index document with an HTML page"],
+        ),
+    ] {
+        let shown = format!("{source}{path}");
+        let words: Vec<&str> = words.iter().copied().chain([shown.as_str()]).collect();
+        assert!(
+            logged(&app, &words).await,
+            "a line with {words:?}: {:#?}",
+            app.log_lines()
+        );
+    }
+    let leaks: Vec<String> = app
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains(TOKEN))
+        .collect();
+    assert!(leaks.is_empty(), "the token is logged: {leaks:#?}");
+    assert!(
+        !bodies.contains(TOKEN),
+        "an error answer shows it: {bodies}"
+    );
+    assert!(
+        page.contains("/blob/fail.tgz"),
+        "the page shows the failure: {page}"
+    );
+    assert!(!page.contains(TOKEN), "the status page shows it: {page}");
     app.kill9().await;
 }

@@ -1,9 +1,13 @@
-//! The admin listener: `/metrics` (OpenMetrics text), `/healthz` and the HTML
+//! The admin listener: `/metrics` (OpenMetrics, or the Prometheus text format
+//! 0.0.4 for a scraper that prefers it), `/healthz` and the HTML
 //! status page, on a port of its own so that no mirrored path can collide
 //! with them. Owns its accept loop and routing; the numbers come from
 //! `Metrics`, the store and the cache-size provider, and the page from `page`.
 
+mod accept;
 mod page;
+mod text;
+mod traffic;
 
 use crate::builds::Builds;
 use crate::metrics::{Metrics, Sampled};
@@ -28,8 +32,6 @@ pub type CacheSize = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
 const MAX_CONNECTIONS: usize = 32;
 /// Time to send a request head, and to take each write of the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The admin endpoints' shared state. Cheap to clone.
 #[derive(Clone)]
@@ -106,7 +108,10 @@ impl Admin {
             return response;
         }
         match req.uri().path() {
-            "/metrics" => self.metrics(),
+            "/metrics" => {
+                let accept = req.headers().get(header::ACCEPT);
+                self.metrics(accept.and_then(|v| v.to_str().ok()))
+            }
             "/healthz" => self.health().await,
             "/" => self.page(),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -128,9 +133,17 @@ impl Admin {
         }
     }
 
-    fn metrics(&self) -> Response<Full<Bytes>> {
-        match self.inner.metrics.encode(self.sampled()) {
-            Ok(body) => with_type(StatusCode::OK, body, OPENMETRICS),
+    /// The exposition in the format `accept` prefers (see `accept`).
+    fn metrics(&self, accept: Option<&str>) -> Response<Full<Bytes>> {
+        let format = accept::negotiate(accept);
+        match self.inner.metrics.encode(self.sampled(), format) {
+            Ok(body) => {
+                let mut response = with_type(StatusCode::OK, body, format.content_type());
+                response
+                    .headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("accept"));
+                response
+            }
             Err(err) => {
                 tracing::error!(error = %err, "encoding metrics failed");
                 text(
@@ -164,11 +177,21 @@ impl Admin {
             fills: self.inner.store.active_fills(),
             now: std::time::SystemTime::now(),
         };
-        with_type(
+        let mut response = with_type(
             StatusCode::OK,
             page::render(&view),
             "text/html; charset=utf-8",
-        )
+        );
+        // The page loads nothing and runs nothing; keys and error messages
+        // in it are client-chosen (escaped), and this makes sure of the rest.
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+                 base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+        );
+        response
     }
 }
 

@@ -4,10 +4,12 @@
 //! exact value in a `data-value` attribute, for tests and for scraping by eye.
 //! It only formats; it never reads the store or the clock itself.
 
+use super::text::{bytes, duration, escape, millis, percent};
+use super::traffic;
 use crate::metrics::{Sampled, Snapshot, SourceHealth};
 use crate::store::ActiveFill;
 use std::fmt::Write;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Seconds between the page's own refreshes.
 const REFRESH_S: u32 = 5;
@@ -24,43 +26,8 @@ pub struct View {
     pub now: SystemTime,
 }
 
-const STYLE: &str = r#"
-:root { color-scheme: light dark; --fg: #1d232a; --muted: #5f6b76; --bg: #f4f6f8;
-  --card: #fff; --line: #e3e7eb; --good: #2f7d4f; --bad: #b3261e; --bar: #2f6fb3; }
-@media (prefers-color-scheme: dark) { :root { --fg: #e6e9ec; --muted: #9aa5b1; --bg: #14181c;
-  --card: #1d2329; --line: #2c343c; --good: #5cc48a; --bad: #ff8a80; --bar: #6aa8f0; } }
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--bg); color: var(--fg);
-  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
-header { padding: 1.1rem 1.5rem .6rem; max-width: 1150px; margin: 0 auto; }
-header h1 { margin: 0; font-size: 1.45rem; }
-header p { margin: .2rem 0 0; color: var(--muted); }
-main { max-width: 1150px; margin: 0 auto; padding: 0 1.5rem 3rem; }
-h2 { font-size: 1.05rem; margin: 1.8rem 0 .6rem; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)); gap: .8rem; }
-.card { background: var(--card); border-radius: 10px; padding: .85rem 1rem;
-  box-shadow: 0 1px 2px rgba(0,0,0,.08); }
-.card .label { color: var(--muted); font-size: .78rem; text-transform: uppercase; letter-spacing: .05em; }
-.card .value { display: block; font-size: 1.8rem; font-weight: 650; margin: .15rem 0; }
-.card .note { color: var(--muted); font-size: .85rem; }
-.num, .value { font-variant-numeric: tabular-nums; }
-table { width: 100%; border-collapse: collapse; background: var(--card); border-radius: 10px;
-  overflow: hidden; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
-th, td { text-align: left; padding: .5rem .8rem; border-bottom: 1px solid var(--line); vertical-align: middle; }
-th { color: var(--muted); font-weight: 600; font-size: .82rem; text-transform: uppercase; letter-spacing: .04em; }
-tr:last-child td { border-bottom: 0; }
-td.num, th.num { text-align: right; white-space: nowrap; }
-td.key { font-family: ui-monospace, monospace; font-size: .88rem; word-break: break-all; }
-td.origin { white-space: nowrap; word-break: normal; }
-.share { display: inline-block; width: 9rem; height: .55rem; background: var(--line);
-  border-radius: 4px; overflow: hidden; vertical-align: middle; }
-.share > span { display: block; height: 100%; background: var(--bar); }
-progress { width: 100%; min-width: 8rem; height: .8rem; accent-color: var(--bar); }
-.good { color: var(--good); font-weight: 600; }
-.bad { color: var(--bad); font-weight: 600; }
-.empty { background: var(--card); border-radius: 10px; padding: .8rem 1rem; color: var(--muted); }
-.error { color: var(--bad); font-size: .88rem; word-break: break-word; }
-"#;
+/// The page's only styling, inline in its `<style>`.
+const STYLE: &str = include_str!("style.css");
 
 /// The whole document.
 pub fn render(view: &View) -> String {
@@ -76,21 +43,37 @@ fn write_page(out: &mut String, v: &View) -> std::fmt::Result {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta http-equiv=\"refresh\" content=\"{REFRESH_S}\">\
+         <link rel=\"icon\" href=\"data:,\">\
          <title>package-cache status</title><style>{STYLE}</style></head><body>\
          <header><h1>package-cache</h1><p>version {} · up {} · this page refreshes every {REFRESH_S} s · \
          <a href=\"/metrics\">/metrics</a></p></header><main>",
         env!("CARGO_PKG_VERSION"),
         duration(s.uptime),
     )?;
-    cards(out, v)?;
-    requests(out, s)?;
-    fills(out, v)?;
-    upstreams(out, v)?;
-    cache(out, v)?;
-    build_queue(out, v)?;
+    for section in SECTIONS {
+        section(out, v)?;
+    }
     out.push_str("</main></body></html>\n");
     Ok(())
 }
+
+/// One part of the page: writes its heading and content from the view and
+/// nothing else.
+type Section = fn(&mut String, &View) -> std::fmt::Result;
+
+/// The page, top to bottom. A new concern adds its own section here.
+const SECTIONS: &[Section] = &[
+    cards,
+    traffic::last_hour,
+    traffic::by_mount,
+    requests,
+    fills,
+    downloads,
+    documents,
+    upstreams,
+    cache,
+    build_queue,
+];
 
 fn build_queue(out: &mut String, v: &View) -> std::fmt::Result {
     let depth = v.sampled.build_queue_depth;
@@ -146,7 +129,7 @@ fn cards(out: &mut String, v: &View) -> std::fmt::Result {
         &v.sampled.fills_in_progress.to_string(),
         &format!(
             "{} started, {} requests joined one",
-            s.fills_started, s.fill_joins
+            s.fills.started, s.fills.joins
         ),
     )?;
     out.push_str("</section>");
@@ -170,9 +153,10 @@ fn card(
     )
 }
 
-fn requests(out: &mut String, s: &Snapshot) -> std::fmt::Result {
+fn requests(out: &mut String, v: &View) -> std::fmt::Result {
+    let s = &v.snapshot;
     let r = &s.requests;
-    let total = r.hit + r.miss + r.pass + r.other;
+    let total = r.total();
     write!(
         out,
         "<h2>Requests <span class=\"num\" id=\"requests-total\" data-value=\"{total}\">({total})</span></h2>\
@@ -206,7 +190,71 @@ fn requests(out: &mut String, s: &Snapshot) -> std::fmt::Result {
         )?;
     }
     out.push_str("</tbody></table>");
+    let (gone, broken) = (s.client_gone, s.broken);
+    write!(
+        out,
+        "<p class=\"note\">Of these, the client left before the end of \
+         <span class=\"num\" id=\"requests-client-gone\" data-value=\"{gone}\">{gone}</span>, \
+         and <span class=\"num\" id=\"requests-aborted\" data-value=\"{broken}\">{broken}</span> \
+         broke off on this side.</p>"
+    )
+}
+
+/// Rows of `(label, id, value)` as a two-column table with exact values.
+fn counts_table(out: &mut String, id: &str, rows: &[(&str, &str, u64)]) -> std::fmt::Result {
+    write!(out, "<table id=\"{id}\"><tbody>")?;
+    for (label, id, n) in rows {
+        write!(
+            out,
+            "<tr><td>{label}</td><td class=\"num\" id=\"{id}\" data-value=\"{n}\">{n}</td></tr>"
+        )?;
+    }
+    out.push_str("</tbody></table>");
     Ok(())
+}
+
+fn downloads(out: &mut String, v: &View) -> std::fmt::Result {
+    let f = &v.snapshot.fills;
+    out.push_str("<h2>Downloads into the cache</h2>");
+    counts_table(
+        out,
+        "downloads",
+        &[
+            (
+                "started (the upstream answered 200)",
+                "fills-started",
+                f.started,
+            ),
+            ("committed", "fills-committed", f.committed),
+            ("complete, not stored", "fills-not-stored", f.not_stored),
+            ("failed, nothing stored", "fills-failed", f.failed),
+            ("abandoned at shutdown", "fills-abandoned", f.abandoned),
+            ("requests that joined one", "fill-joins", f.joins),
+        ],
+    )
+}
+
+fn documents(out: &mut String, v: &View) -> std::fmt::Result {
+    let r = &v.snapshot.revalidations;
+    out.push_str("<h2>Index documents asked upstream</h2>");
+    counts_table(
+        out,
+        "revalidations",
+        &[
+            ("new version stored", "revalidations-updated", r.updated),
+            ("not modified", "revalidations-not-modified", r.not_modified),
+            (
+                "failed (stale copy served if any)",
+                "revalidations-failed",
+                r.failed,
+            ),
+            (
+                "passed on (not a document)",
+                "revalidations-passed",
+                r.passed,
+            ),
+        ],
+    )
 }
 
 fn fills(out: &mut String, v: &View) -> std::fmt::Result {
@@ -262,7 +310,7 @@ fn upstreams(out: &mut String, v: &View) -> std::fmt::Result {
     }
     out.push_str(
         "<table id=\"upstreams\"><thead><tr><th>source</th><th>health</th>\
-         <th class=\"num\">answers</th><th class=\"num\">errors</th><th class=\"num\">404/410</th>\
+         <th class=\"num\">attempts</th><th class=\"num\">answers</th><th class=\"num\">errors</th><th class=\"num\">404/410</th>\
          <th class=\"num\">mean latency</th><th class=\"num\">last latency</th><th>last error</th>\
          </tr></thead><tbody>",
     );
@@ -290,8 +338,9 @@ fn source_row(out: &mut String, h: &SourceHealth, now: SystemTime) -> std::fmt::
     write!(
         out,
         "<tr class=\"source\" data-source=\"{origin}\"><td class=\"key origin\">{origin}</td><td>{health}</td>\
-         <td class=\"num\">{}</td><td class=\"num errors\">{}</td><td class=\"num\">{}</td>\
+         <td class=\"num attempts\">{}</td><td class=\"num\">{}</td><td class=\"num errors\">{}</td><td class=\"num\">{}</td>\
          <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{last_error}</td></tr>",
+        h.attempts,
         h.answers,
         h.errors,
         h.not_found,
@@ -316,80 +365,4 @@ fn cache(out: &mut String, v: &View) -> std::fmt::Result {
         s.evictions,
         bytes(s.evicted_bytes),
     )
-}
-
-/// `512 B`, `1.5 KiB`, `12.3 MiB`: binary units, one decimal.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// `62.5 %`.
-pub fn percent(ratio: f64) -> String {
-    format!("{:.1} %", ratio * 100.0)
-}
-
-fn millis(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
-}
-
-/// `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`.
-fn duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min", s / 60),
-        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
-    }
-}
-
-/// Escapes text for HTML content and double-quoted attributes: keys and
-/// error messages carry request paths, which a client chooses.
-fn escape(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(200_000), "195.3 KiB");
-        assert_eq!(bytes(5 << 30), "5.0 GiB");
-        assert_eq!(percent(0.625), "62.5 %");
-        assert_eq!(duration(Duration::from_secs(3 * 3600 + 300)), "3 h 5 min");
-    }
-
-    #[test]
-    fn client_chosen_text_is_escaped() {
-        assert_eq!(
-            escape("/a<script>\"x\"&'"),
-            "/a&lt;script&gt;&quot;x&quot;&amp;&#39;"
-        );
-    }
 }

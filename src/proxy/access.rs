@@ -6,7 +6,7 @@
 use super::target::ConnInfo;
 use crate::body::Body;
 use crate::cache_status::CacheStatus;
-use crate::metrics::Metrics;
+use crate::metrics::{Ending, Metrics, Row, Served};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use std::pin::Pin;
@@ -25,8 +25,12 @@ pub struct AccessRecord {
     /// What the cache did; `None` when the answer says nothing of it
     /// (errors, redirects, refusals).
     pub cache: Option<CacheStatus>,
+    /// Served (MISS) from a fill another request started ([`JoinedFill`]).
+    pub joined: bool,
     /// The `--mirror` mount the request was for, if any.
     pub mount: Option<String>,
+    /// Where the metrics count it.
+    pub row: Row,
     /// Client address.
     pub peer: Option<std::net::SocketAddr>,
     /// Where the client meant to connect, when a DNAT rule sent it here.
@@ -40,12 +44,13 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     /// The record of `req`, answered with `response` (not yet sent), which
-    /// `cache` says how the cache served.
+    /// `cache` says how the cache served, counted in `row` and logged with
+    /// its `--mirror` mount.
     pub fn new(
         req: &http::request::Parts,
         response: &http::Response<Body>,
         cache: Option<CacheStatus>,
-        mount: Option<String>,
+        (row, mount): (Row, Option<String>),
         conn: Option<&ConnInfo>,
         started: Instant,
     ) -> AccessRecord {
@@ -54,7 +59,9 @@ impl AccessRecord {
             target: req.uri.clone(),
             status: response.status().as_u16(),
             cache,
+            joined: response.extensions().get::<JoinedFill>().is_some(),
             mount,
+            row,
             peer: conn.map(|c| c.peer),
             orig_dst: conn.and_then(ConnInfo::redirected_from),
             started,
@@ -67,13 +74,18 @@ impl AccessRecord {
     }
 }
 
+/// Marks a response served from a fill another request leads (a response
+/// extension, set where the answer is made), for [`AccessRecord::joined`].
+#[derive(Clone, Copy, Debug)]
+pub struct JoinedFill;
+
 /// Wraps a response body; logs once and counts the request in the
 /// metrics once, on drop (hyper drops it after the end of stream too).
 pub struct LoggedBody {
     inner: Body,
     record: AccessRecord,
     bytes: u64,
-    outcome: Option<&'static str>,
+    ending: Option<Ending>,
     metrics: Arc<Metrics>,
 }
 
@@ -84,7 +96,7 @@ impl LoggedBody {
             inner,
             record,
             bytes: 0,
-            outcome: None,
+            ending: None,
             metrics,
         }
     }
@@ -105,9 +117,9 @@ impl http_body::Body for LoggedBody {
                     self.bytes += data.len() as u64;
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.outcome = Some("aborted"),
+            Poll::Ready(Some(Err(_))) => self.ending = Some(Ending::Aborted),
             Poll::Ready(None) => {
-                self.outcome.get_or_insert("complete");
+                self.ending.get_or_insert(Ending::Complete);
             }
             Poll::Pending => {}
         }
@@ -125,15 +137,26 @@ impl http_body::Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        let outcome = match self.outcome {
-            Some(o) => o,
+        let ending = match self.ending {
+            Some(ending) => ending,
             None if self.inner.is_end_stream() || Some(self.bytes) == self.record.expected => {
-                "complete"
+                Ending::Complete
             }
-            None => "client gone",
+            None => Ending::ClientGone,
         };
         let r = &self.record;
-        self.metrics.request_served(r.cache, self.bytes);
+        self.metrics.request_served(&Served {
+            row: r.row,
+            cache: r.cache,
+            joined: r.joined,
+            bytes: self.bytes,
+            ending,
+        });
+        let outcome = match ending {
+            Ending::Complete => "complete",
+            Ending::Aborted => "aborted",
+            Ending::ClientGone => "client gone",
+        };
         let cache = r.cache.as_ref().map_or("-", CacheStatus::as_str);
         let elapsed_ms = r.started.elapsed().as_millis() as u64;
         let peer = r.peer.map(tracing::field::display);
@@ -160,16 +183,18 @@ pub struct Unanswered {
     target: http::Uri,
     peer: Option<std::net::SocketAddr>,
     started: Instant,
+    row: Row,
     armed: bool,
     metrics: Arc<Metrics>,
 }
 
 impl Unanswered {
-    /// Arms the guard for one request.
+    /// Arms the guard for one request, counted in `row`.
     pub fn new(
         req: &http::request::Parts,
         conn: Option<&ConnInfo>,
         started: Instant,
+        row: Row,
         metrics: &Arc<Metrics>,
     ) -> Unanswered {
         Unanswered {
@@ -177,6 +202,7 @@ impl Unanswered {
             target: req.uri.clone(),
             peer: conn.map(|c| c.peer),
             started,
+            row,
             armed: true,
             metrics: metrics.clone(),
         }
@@ -191,7 +217,13 @@ impl Unanswered {
 impl Drop for Unanswered {
     fn drop(&mut self) {
         if self.armed {
-            self.metrics.request_served(None, 0);
+            self.metrics.request_served(&Served {
+                row: self.row,
+                cache: None,
+                joined: false,
+                bytes: 0,
+                ending: Ending::ClientGone,
+            });
             log_query(&self.method, &self.target);
             tracing::info!(
                 method = %self.method,

@@ -3,6 +3,7 @@
 //! (`join`), or start one (`fill`). Each step says what comes next: an
 //! answer, a pass through the upstream uncached, or another lookup.
 
+use super::access::JoinedFill;
 use super::respond::{self, CacheStatus, Representation};
 use super::target::Target;
 use super::{filler, headers, Error, Proxy};
@@ -64,7 +65,6 @@ impl Proxy {
         key: &CacheKey,
         mut watch: FillWatch,
     ) -> Next {
-        self.metrics.fill_joined();
         match watch.started().await {
             FillStart::Started(head) => from_fill(req, key, &head, watch, false).await,
             FillStart::Failed(failure) => {
@@ -106,9 +106,9 @@ impl Proxy {
             max_entry: self.policy.max_entry,
             cancel: self.fills_cancel.clone(),
             slot,
+            metrics: self.metrics.clone(),
         };
         self.tasks.spawn(filler::run(job, permit, handback));
-        self.metrics.fill_started();
         match watch.started().await {
             FillStart::Started(head) => from_fill(req, &key, &head, watch, true).await,
             // This request's own attempt, with every source tried: its answer.
@@ -252,17 +252,20 @@ async fn from_fill(
         len: head.content_length,
         cache,
     };
-    Next::Answer(Ok(respond::representation(
-        &req.method,
-        &req.headers,
-        rep,
-        |start, end| match watch.reader(start, end) {
+    let mut response = respond::representation(&req.method, &req.headers, rep, |start, end| {
+        match watch.reader(start, end) {
             Some(reader) => reader_body(reader),
             None => body::from_stream(futures_util::stream::once(async {
                 Err(std::io::Error::other("fill has no file"))
             })),
-        },
-    )))
+        }
+    });
+    if !leader && cache == CacheStatus::Miss {
+        // Counted as a join once, with the request, however many lookups
+        // it took to get here.
+        response.extensions_mut().insert(JoinedFill);
+    }
+    Next::Answer(Ok(response))
 }
 
 fn reader_body(reader: BodyReader) -> Body {

@@ -12,12 +12,13 @@ use super::target::Target;
 use super::{headers, via, Error, Proxy, MAX_LOOKUPS};
 use crate::body::{self, Body};
 use crate::config::Mount;
+use crate::metrics::Refresh;
 use crate::mount::{self, DocSpec};
 use crate::store::{
     unix_now, CacheKey, Doc, DocMeta, Failure, Namespace, Revalidated, Revalidation,
     RevalidationPermit, MAX_DOC_LEN,
 };
-use crate::upstream::{FetchRequest, Fetched};
+use crate::upstream::{FetchRequest, Fetched, ShownUrl};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use std::sync::Arc;
 
@@ -88,7 +89,14 @@ impl Proxy {
             permit.finish(Revalidated::Current(doc.clone()));
             return Ok(self.serve_doc(req, spec, doc, CacheStatus::Hit, false));
         }
-        match self.refresh(target, mount, spec, stored.as_deref()).await {
+        let refreshed = self.refresh(target, mount, spec, stored.as_deref()).await;
+        self.metrics.revalidated(match &refreshed {
+            Ok(Refreshed::NotModified) => Refresh::NotModified,
+            Ok(Refreshed::New(_)) => Refresh::Updated,
+            Ok(Refreshed::Other(_)) => Refresh::Passed,
+            Err(_) => Refresh::Failed,
+        });
+        match refreshed {
             Ok(Refreshed::NotModified) => {
                 let mut doc = Doc::clone(&stored.expect("304 only answers a conditional request"));
                 doc.meta.validated_at = unix_now();
@@ -214,11 +222,11 @@ impl Proxy {
         if spec.repr.is_none() && headers::is_html(&fetched.headers) {
             // A login or captive portal in place of /versions or layout.conf:
             // a failed revalidation, never the new document.
-            tracing::warn!(source = %fetched.url, "upstream answered an index document with an HTML page; not stored");
+            tracing::warn!(source = %ShownUrl(&fetched.url), "upstream answered an index document with an HTML page; not stored");
             return Err(Error::Portal { url: fetched.url });
         }
         let raw = read_whole(&mut fetched).await.inspect_err(|err| {
-            tracing::warn!(source = %fetched.url, error = %err, "index document fetch failed");
+            tracing::warn!(source = %ShownUrl(&fetched.url), error = %err, "index document fetch failed");
         })?;
         Ok(Refreshed::New(build_doc(mount, spec, &fetched, raw)))
     }
@@ -296,10 +304,10 @@ fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes
         (header_value("etag"), header_value("last-modified"));
     let rewritten = mount::rewrite_document(mount, spec, &fetched.url, &upstream_headers, raw);
     if let Some(err) = &rewritten.unrewritten {
-        tracing::warn!(source = %fetched.url, error = %err, "index page not rewritten; served as sent");
+        tracing::warn!(source = %ShownUrl(&fetched.url), error = %err, "index page not rewritten; served as sent");
     }
     if rewritten.unmapped_links > 0 {
-        tracing::warn!(source = %fetched.url, links = rewritten.unmapped_links,
+        tracing::warn!(source = %ShownUrl(&fetched.url), links = rewritten.unmapped_links,
             "index page links to hosts that are not configured (--files-host); those downloads bypass the cache");
     }
     let namespace = Namespace::Mount(mount.name.clone());

@@ -11,7 +11,7 @@
 use super::route::RejectReason;
 use super::target::TargetError;
 use crate::store::{self, Failure, KeyError};
-use crate::upstream;
+use crate::upstream::{self, ShownUrl};
 use http::Method;
 use std::sync::Arc;
 
@@ -78,13 +78,13 @@ pub enum Error {
     },
     /// The upstream answered an index document with an HTML page (a login
     /// or captive portal).
-    #[error("{url} answered an index document with an HTML page")]
+    #[error("{} answered an index document with an HTML page", ShownUrl(url))]
     Portal {
         /// The URL that answered.
         url: String,
     },
     /// An index document's body failed on its way in.
-    #[error("index document from {url}: {source}")]
+    #[error("index document from {}: {source}", ShownUrl(url))]
     DocumentBody {
         /// The URL that answered.
         url: String,
@@ -93,7 +93,7 @@ pub enum Error {
         source: Arc<upstream::BodyError>,
     },
     /// An index document is larger than the cache takes.
-    #[error("index document from {url} is larger than {limit} bytes")]
+    #[error("index document from {} is larger than {limit} bytes", ShownUrl(url))]
     DocumentTooLarge {
         /// The URL that answered.
         url: String,
@@ -111,7 +111,7 @@ pub enum Error {
         got: String,
     },
     /// A download's body failed after its head.
-    #[error("download of {key} from {url} failed: {source}")]
+    #[error("download of {key} from {} failed: {source}", ShownUrl(url))]
     Body {
         /// The entry.
         key: String,

@@ -5,8 +5,9 @@
 
 use super::{headers, target::Target, via, Error};
 use crate::digest::Digest;
+use crate::metrics::{FillEnd, Metrics};
 use crate::store::{Committed, Failure, Fill, FillHead, FillPermit};
-use crate::upstream::{BodyError, FetchRequest, Fetched, Upstream};
+use crate::upstream::{BodyError, FetchRequest, Fetched, ShownUrl, Upstream};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Method, StatusCode};
@@ -28,6 +29,8 @@ pub(super) struct Job {
     pub cancel: CancellationToken,
     /// Held until the fill ends (`--max-fills`).
     pub slot: OwnedSemaphorePermit,
+    /// Counts the fill once it begins writing, and how it ended.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Fetches the job's target for `permit`. A response that is not cached
@@ -42,6 +45,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
         max_entry,
         cancel,
         slot: _slot,
+        metrics,
     } = job;
     let fetch = FetchRequest {
         via: via(&target),
@@ -80,7 +84,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
     if looks_like_a_portal(&fetched, permit.key()) {
         // A login or captive-portal page in place of a package: pass it on
         // once, never store it under the package's name.
-        tracing::warn!(key = %permit.key(), source = %fetched.url,
+        tracing::warn!(key = %permit.key(), source = %ShownUrl(&fetched.url),
             "upstream answered a file with an HTML page; not cached");
         let _ = handback.send(fetched);
         permit.uncacheable();
@@ -88,7 +92,7 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
     }
     if fetched.content_length() == Some(0) && expected.as_ref().is_some_and(|d| !d.matches(b"")) {
         // No byte to hold back: refuse before anything looks complete.
-        tracing::error!(key = %permit.key(), source = %fetched.url,
+        tracing::error!(key = %permit.key(), source = %ShownUrl(&fetched.url),
             "download does not match the digest its index lists (empty body); nothing committed");
         let err = Error::Digest {
             key: permit.key().to_string(),
@@ -105,7 +109,13 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
         expected,
     };
     match permit.start(head).await {
-        Ok(fill) => pump(fetched, fill, cancel).await,
+        Ok(fill) => {
+            // Only a download that began writing is a fill: a 404, an
+            // unreachable upstream or a refused answer never was one.
+            metrics.fill_started();
+            let end = pump(fetched, fill, cancel).await;
+            metrics.fill_ended(end);
+        }
         Err((err, permit)) => {
             tracing::error!(key = %permit.key(), error = %err, "cannot start a fill; passing uncached");
             let _ = handback.send(fetched);
@@ -158,8 +168,8 @@ fn gather(fetched: &mut Fetched, first: Bytes) -> (Vec<Bytes>, Gathered) {
 
 /// Gives `fill` up because its upstream body broke: the readers that had not
 /// begun their responses learn that another attempt may succeed.
-fn body_failed(fill: Fill, fetched: &Fetched, err: BodyError) {
-    tracing::warn!(key = %fill.key(), source = %fetched.url, bytes = fill.written(), error = %err,
+fn body_failed(fill: Fill, fetched: &Fetched, err: BodyError) -> FillEnd {
+    tracing::warn!(key = %fill.key(), source = %ShownUrl(&fetched.url), bytes = fill.written(), error = %err,
         "upstream body failed; nothing committed");
     let cause = Error::Body {
         key: fill.key().to_string(),
@@ -167,17 +177,18 @@ fn body_failed(fill: Fill, fetched: &Fetched, err: BodyError) {
         source: Arc::new(err),
     };
     fill.abort(Failure::new(cause));
+    FillEnd::Failed
 }
 
 /// Drives one download into its fill to the end (or to failure), even when
-/// every reader has gone.
-async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
+/// every reader has gone, and says how it ended.
+async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) -> FillEnd {
     let started = Instant::now();
     loop {
         let chunk = tokio::select! {
             _ = cancel.cancelled() => {
                 tracing::warn!(key = %fill.key(), bytes = fill.written(), "fill abandoned at shutdown");
-                return;
+                return FillEnd::Abandoned;
             }
             chunk = fetched.next_chunk() => chunk,
         };
@@ -190,7 +201,8 @@ async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
                 if let Err(err) = fill.write(batch).await {
                     tracing::error!(key = %fill.key(), error = %err, "fill write failed; nothing committed");
                     let source = Arc::new(err);
-                    return fill.abort(Failure::new(Error::Store { source }));
+                    fill.abort(Failure::new(Error::Store { source }));
+                    return FillEnd::Failed;
                 }
                 match end {
                     Gathered::More => {}
@@ -205,15 +217,20 @@ async fn pump(mut fetched: Fetched, mut fill: Fill, cancel: CancellationToken) {
     let key = fill.key().to_string();
     let bytes = fill.written();
     match fill.commit().await {
-        Ok(Committed::Stored) => tracing::info!(key = %key, source = %fetched.url, bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64, "entry committed"),
-        Ok(Committed::NotStored) => {}
+        Ok(Committed::Stored) => {
+            tracing::info!(key = %key, source = %ShownUrl(&fetched.url), bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64, "entry committed");
+            FillEnd::Committed
+        }
+        Ok(Committed::NotStored) => FillEnd::NotStored,
         Err(err @ crate::store::Error::Digest { .. }) => {
-            tracing::error!(key = %key, source = %fetched.url, error = %err,
-                "download does not match the digest its index lists; nothing committed")
+            tracing::error!(key = %key, source = %ShownUrl(&fetched.url), error = %err,
+                "download does not match the digest its index lists; nothing committed");
+            FillEnd::Failed
         }
         Err(err) => {
-            tracing::warn!(key = %key, source = %fetched.url, error = %err, "fill incomplete; nothing committed")
+            tracing::warn!(key = %key, source = %ShownUrl(&fetched.url), error = %err, "fill incomplete; nothing committed");
+            FillEnd::Failed
         }
     }
 }

@@ -20,7 +20,7 @@ pub mod target;
 
 use crate::body::Body;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Scope};
 use crate::mount::MountUpstream;
 use crate::store::{Lookup, Store};
 use crate::upstream::{FetchRequest, Upstream, Via};
@@ -86,9 +86,15 @@ impl Proxy {
         let started = Instant::now();
         let (req, _body) = req.into_parts();
         let conn = req.extensions.get::<ConnInfo>().copied();
-        let unanswered = access::Unanswered::new(&req, conn.as_ref(), started, &self.metrics);
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let target = target::parse(&req.uri, host, conn.as_ref(), &self.rules);
+        let row = self.metrics.row(match &target {
+            Ok(Target::Mount { mount, .. }) => Scope::Mount(&mount.name),
+            Ok(Target::Mirrors { .. }) => Scope::Mirrors,
+            Ok(Target::Host { authority, .. }) => Scope::Host(authority.as_str()),
+            Err(_) => Scope::Unrouted,
+        });
+        let unanswered = access::Unanswered::new(&req, conn.as_ref(), started, row, &self.metrics);
         let mount = match &target {
             Ok(Target::Mount { mount, .. }) => Some(mount.name.clone()),
             _ => None,
@@ -100,7 +106,8 @@ impl Proxy {
         let mut response = answer.unwrap_or_else(|err| refused(&req, conn.as_ref(), &err));
         unanswered.disarm();
         let cache = respond::stamp(&mut response);
-        let record = AccessRecord::new(&req, &response, cache, mount, conn.as_ref(), started);
+        let record =
+            AccessRecord::new(&req, &response, cache, (row, mount), conn.as_ref(), started);
         let metrics = self.metrics.clone();
         response.map(|b| LoggedBody::new(b, record, metrics))
     }

@@ -1,6 +1,8 @@
 //! The upstream's errors: one failed attempt (`Error`), every source failed
 //! (`Failed`), and a body that failed after its first byte (`BodyError`),
-//! with the predicates callers branch on.
+//! with the predicates callers branch on. Their texts show URLs as
+//! [`ShownUrl`] does, without the query: they reach logs at warn level, the
+//! status page and error answers, and queries carry tokens (signed URLs).
 
 use super::connect;
 use http::StatusCode;
@@ -11,7 +13,7 @@ use std::fmt;
 pub enum Error {
     /// Connecting or sending the request failed (refused, reset, TLS, DNS,
     /// a malformed response head).
-    #[error("{url}: {}", causes(source))]
+    #[error("{}: {}", ShownUrl(url), causes(source))]
     Connect {
         /// The URL tried.
         url: String,
@@ -20,7 +22,7 @@ pub enum Error {
         source: hyper_util::client::legacy::Error,
     },
     /// No response header, or no first body byte, within the idle timeout.
-    #[error("{url}: no answer within {secs} s")]
+    #[error("{}: no answer within {secs} s", ShownUrl(url))]
     Timeout {
         /// The URL tried.
         url: String,
@@ -28,7 +30,7 @@ pub enum Error {
         secs: u64,
     },
     /// The upstream answered with a status that moves on to the next source.
-    #[error("{url}: status {status}")]
+    #[error("{}: status {status}", ShownUrl(url))]
     Status {
         /// The URL tried.
         url: String,
@@ -36,7 +38,7 @@ pub enum Error {
         status: StatusCode,
     },
     /// The body failed before its first byte.
-    #[error("{url}: body failed before the first byte: {source}")]
+    #[error("{}: body failed before the first byte: {source}", ShownUrl(url))]
     Body {
         /// The URL tried.
         url: String,
@@ -45,7 +47,7 @@ pub enum Error {
         source: hyper::Error,
     },
     /// A redirect was missing, malformed, not http(s), or one too many.
-    #[error("{url}: bad redirect: {reason}")]
+    #[error("{}: bad redirect: {reason}", ShownUrl(url))]
     Redirect {
         /// The URL tried.
         url: String,
@@ -53,7 +55,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A body to decode came in a coding this proxy does not know.
-    #[error("{url}: unsupported Content-Encoding {coding:?}")]
+    #[error("{}: unsupported Content-Encoding {coding:?}", ShownUrl(url))]
     Encoding {
         /// The URL tried.
         url: String,
@@ -62,7 +64,11 @@ pub enum Error {
     },
     /// An https URL redirected to http: a network attacker could answer the
     /// plain request, so it is never made.
-    #[error("{url}: redirect to {location} refused: https must not fall back to http")]
+    #[error(
+        "{}: redirect to {} refused: https must not fall back to http",
+        ShownUrl(url),
+        ShownUrl(location)
+    )]
     Downgrade {
         /// The URL that redirected.
         url: String,
@@ -71,7 +77,7 @@ pub enum Error {
     },
     /// A redirect to another origin led to a special address that the
     /// operator did not allow.
-    #[error("{url}: redirect refused: {source}")]
+    #[error("{}: redirect refused: {source}", ShownUrl(url))]
     RedirectRefused {
         /// The URL the redirect led to.
         url: String,
@@ -82,6 +88,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// The URL tried, query included: for debug logs only.
+    pub fn url(&self) -> &str {
+        match self {
+            Error::Connect { url, .. }
+            | Error::Timeout { url, .. }
+            | Error::Status { url, .. }
+            | Error::Body { url, .. }
+            | Error::Redirect { url, .. }
+            | Error::Encoding { url, .. }
+            | Error::Downgrade { url, .. }
+            | Error::RedirectRefused { url, .. } => url,
+        }
+    }
+
     /// Whether the upstream said the file does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Status { status, .. } if *status == StatusCode::NOT_FOUND || *status == StatusCode::GONE)
@@ -157,6 +177,26 @@ pub enum BodyError {
     Decode(#[source] std::io::Error),
 }
 
+/// An upstream URL as logs, the status page and error answers show it:
+/// scheme, host, port and path, never the user info, query or fragment.
+pub struct ShownUrl<'a>(pub &'a str);
+
+impl fmt::Display for ShownUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(self.0) {
+            Ok(u) if u.has_host() => {
+                write!(f, "{}://{}", u.scheme(), u.host_str().unwrap_or(""))?;
+                if let Some(port) = u.port() {
+                    write!(f, ":{port}")?;
+                }
+                f.write_str(u.path())
+            }
+            // Not a URL we could have fetched: up to the query, as written.
+            _ => f.write_str(self.0.split(['?', '#']).next().unwrap_or_default()),
+        }
+    }
+}
+
 /// The first cause of type `T` in `err`'s chain.
 pub(super) fn find_cause<'a, T: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
@@ -185,4 +225,38 @@ fn causes(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_urls_have_no_query_or_user_info() {
+        let shown = |u: &str| ShownUrl(u).to_string();
+        assert_eq!(
+            shown("https://user:pw@files.example:8443/a/b.whl?X-Amz-Signature=SECRET#frag"),
+            "https://files.example:8443/a/b.whl"
+        );
+        assert_eq!(
+            shown("http://h.example/x%20y?token=SECRET"),
+            "http://h.example/x%20y"
+        );
+        assert_eq!(shown("http://[::1]:8080/p"), "http://[::1]:8080/p");
+        assert_eq!(shown("not a url?token=SECRET"), "not a url");
+        let err = Error::Status {
+            url: "http://h.example/f?token=SECRET".into(),
+            status: http::StatusCode::BAD_GATEWAY,
+        };
+        assert_eq!(
+            err.to_string(),
+            "http://h.example/f: status 502 Bad Gateway"
+        );
+        assert_eq!(err.url(), "http://h.example/f?token=SECRET");
+        let err = Error::Downgrade {
+            url: "https://h.example/f?a=SECRET".into(),
+            location: "http://h.example/f?b=SECRET".into(),
+        };
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+    }
 }

@@ -18,7 +18,7 @@ mod fetched;
 mod redirect;
 
 use error::find_cause;
-pub use error::{BodyError, Error, Failed};
+pub use error::{BodyError, Error, Failed, ShownUrl};
 pub use fetched::Fetched;
 use fetched::{next_data, RawError};
 use redirect::{is_downgrade, redirect_target, same_origin};
@@ -75,6 +75,11 @@ pub struct FetchRequest<'a> {
 /// them in), so that this module reports without knowing who listens.
 /// Called on the request path: implementations must be quick and never block.
 pub trait Observer: Send + Sync {
+    /// An attempt on `source` begins (one per source tried, its redirects
+    /// included). Every attempt is then `answered`, `failed`, both (a head,
+    /// then a failure such as a 404), or neither when its caller gave up.
+    fn attempted(&self, source: &str);
+
     /// An attempt on `source` (an origin, `scheme://host:port`, whatever the
     /// path or redirects) got its final response head after `elapsed`,
     /// whatever its status.
@@ -146,6 +151,7 @@ impl Upstream {
         for (i, (url, credential)) in urls.into_iter().enumerate() {
             let started = Instant::now();
             let origin = origin_of(&url);
+            self.observer.attempted(&origin);
             match self
                 .fetch_one(url, credential.as_ref(), &req, &origin, started)
                 .await
@@ -268,8 +274,13 @@ impl Upstream {
 /// is a warning; so is the last source failing. A 404/410 from the last (or
 /// only) source is routine — Portage probes mirrors for files they may not
 /// have, and the access log already shows the 404 — so it is an info line.
+/// The error shows its URL without the query (tokens); the whole URL goes
+/// to a debug line of its own.
 fn log_failure(origin: &str, err: &Error, started: Instant, last: bool) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    if err.url().contains('?') {
+        tracing::debug!(source = %origin, url = err.url(), "failed attempt's URL");
+    }
     if !last {
         tracing::warn!(source = %origin, error = %err, elapsed_ms, "upstream failed; trying next");
     } else if err.is_not_found() {

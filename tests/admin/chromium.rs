@@ -1,5 +1,8 @@
-//! Headless Chromium for the status page: the DOM it builds for a URL, and
-//! the ids and `data-value`s of the page's key numbers in that DOM.
+//! Headless Chromium for the status page: the DOM it builds for a URL, the
+//! requests the page made (from Chromium's net log), and the ids and
+//! `data-value`s of the page's key numbers in that DOM. Chromium's own
+//! background requests (updates, time, accounts) are sent to a closed port on
+//! loopback and no name is resolved, so nothing leaves the machine.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,11 +24,27 @@ pub fn chromium() -> Option<PathBuf> {
     found
 }
 
-/// The DOM Chromium builds for `url` (`--dump-dom`). Chromium runs in its
-/// own process group with a private profile, and the whole group is killed
-/// if it takes longer than a minute.
+/// The DOM Chromium builds for `url` (`--dump-dom`).
 pub async fn dump_dom(chromium: &PathBuf, url: &str) -> String {
+    dump_dom_logged(chromium, url).await.0
+}
+
+/// One request Chromium's network stack started: its URL, and the origin of
+/// the document that caused it (`not an origin` for a navigation or the
+/// browser's own requests).
+#[derive(Debug)]
+pub struct Loaded {
+    pub url: String,
+    pub initiator: String,
+}
+
+/// The DOM Chromium builds for `url`, and every request it started meanwhile
+/// (from `--log-net-log`). Chromium runs in its own process group with a
+/// private profile, and the whole group is killed if it takes longer than a
+/// minute.
+pub async fn dump_dom_logged(chromium: &PathBuf, url: &str) -> (String, Vec<Loaded>) {
     let profile = tempfile::tempdir().unwrap();
+    let net_log = profile.path().join("net-log.json");
     let mut child = tokio::process::Command::new(chromium)
         .args([
             "--headless",
@@ -34,11 +53,18 @@ pub async fn dump_dom(chromium: &PathBuf, url: &str) -> String {
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--no-first-run",
-            "--no-proxy-server",
+            // Loopback is never proxied; everything else goes to a closed
+            // port here, and no name resolves.
+            "--proxy-server=http://127.0.0.1:9",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
             "--disable-extensions",
             "--disable-background-networking",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("p").display()
+        ))
+        .arg(format!("--log-net-log={}", net_log.display()))
         .args(["--dump-dom", url])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -71,7 +97,30 @@ pub async fn dump_dom(chromium: &PathBuf, url: &str) -> String {
         "chromium failed: {status:?}\n{}",
         String::from_utf8_lossy(&err)
     );
-    dom
+    (dom, net_log_requests(&net_log))
+}
+
+/// Every `URL_REQUEST_START_JOB` in a net log.
+fn net_log_requests(path: &std::path::Path) -> Vec<Loaded> {
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("chromium wrote its net log"))
+            .expect("the net log is JSON");
+    let start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+        .as_u64()
+        .expect("the net log names its event types");
+    log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"].as_u64() == Some(start_job))
+        .map(|e| Loaded {
+            url: e["params"]["url"].as_str().unwrap_or_default().to_string(),
+            initiator: e["params"]["initiator"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+        .collect()
 }
 
 /// `data-value` and text of the element with `id`, as serialised by Chromium.

@@ -18,6 +18,31 @@ impl Scrape {
     pub fn opt(&self, sample: &str) -> Option<f64> {
         self.0.get(sample).copied()
     }
+
+    /// The sum of every sample of `name` whose labels include each of
+    /// `labels` (PromQL's `sum(name{k="v",…})`); panics if there is none.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let matching: Vec<f64> = self
+            .0
+            .iter()
+            .filter(|(sample, _)| {
+                let (n, rest) = sample.split_once('{').unwrap_or((sample, ""));
+                n == name
+                    && labels.iter().all(|(k, v)| {
+                        rest.trim_end_matches('}')
+                            .split(',')
+                            .any(|pair| pair == format!("{k}=\"{v}\""))
+                    })
+            })
+            .map(|(_, v)| *v)
+            .collect();
+        assert!(
+            !matching.is_empty(),
+            "no sample {name}{labels:?} in {:#?}",
+            self.0
+        );
+        matching.iter().sum()
+    }
 }
 
 /// Parses the OpenMetrics text strictly enough that a malformed line fails:

@@ -6,8 +6,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod adding_up;
+mod by_mount;
 mod chromium;
 mod exposition;
+mod formats;
 
 use chromium::{chromium, dump_dom, element, human};
 use exposition::{parse_exposition, Scrape};
@@ -59,7 +62,7 @@ async fn scrape_until(app: &TestApp, limit: Duration, done: impl Fn(&Scrape) -> 
 fn requests(s: &Scrape) -> f64 {
     ["HIT", "MISS", "PASS", "other"]
         .iter()
-        .map(|c| s.get(&format!("package_cache_requests_total{{cache=\"{c}\"}}")))
+        .map(|c| s.sum("package_cache_requests_total", &[("cache", c)]))
         .sum()
 }
 
@@ -80,7 +83,13 @@ async fn known_traffic(app: &TestApp) -> Scrape {
         assert_eq!(got.body.len(), SIZES[i].1);
     }
     assert_eq!(get(&app.url("/missing.bin")).await.status, 404);
-    scrape_until(app, SETTLE, |s| requests(s) == 9.0).await
+    // Each fill ends (is counted) a moment after its commit.
+    scrape_until(app, SETTLE, |s| {
+        requests(s) == 9.0
+            && s.sum("package_cache_fills_ended_total", &[])
+                == s.get("package_cache_fills_started_total")
+    })
+    .await
 }
 
 async fn origin_with_files() -> Origin {
@@ -123,7 +132,7 @@ async fn metrics_count_a_known_sequence_of_requests() {
     let app = TestApp::start(|c| with_admin(source(c, &origin.url()))).await;
     let s = known_traffic(&app).await;
 
-    let cache = |c: &str| s.get(&format!("package_cache_requests_total{{cache=\"{c}\"}}"));
+    let cache = |c: &str| s.sum("package_cache_requests_total", &[("cache", c)]);
     assert_eq!(
         (cache("HIT"), cache("MISS"), cache("PASS"), cache("other")),
         (5.0, 3.0, 0.0, 1.0)
@@ -131,15 +140,15 @@ async fn metrics_count_a_known_sequence_of_requests() {
     let hit_bytes: usize = HITS.iter().map(|&i| SIZES[i].1).sum();
     let miss_bytes: usize = SIZES.iter().map(|(_, len)| len).sum();
     assert_eq!(
-        s.get("package_cache_served_bytes_total{from=\"cache\"}"),
+        s.sum("package_cache_served_bytes_total", &[("from", "cache")]),
         hit_bytes as f64
     );
     assert_eq!(
-        s.get("package_cache_served_bytes_total{from=\"upstream\"}"),
+        s.sum("package_cache_served_bytes_total", &[("from", "upstream")]),
         miss_bytes as f64
     );
-    // The 404 was a fill too: it started, and failed before any body.
-    assert_eq!(s.get("package_cache_fills_started_total"), 4.0);
+    // A 404 is no fill: nothing began writing.
+    assert_eq!(s.get("package_cache_fills_started_total"), 3.0);
     assert_eq!(s.get("package_cache_fill_joins_total"), 0.0);
     assert_eq!(s.get("package_cache_fills_in_progress"), 0.0);
     let src = format!("source=\"http://{}\"", origin.addr());
@@ -199,7 +208,8 @@ async fn a_fill_in_progress_shows_its_readers_and_progress() {
     let s = scrape(&app).await;
     assert_eq!(s.get("package_cache_fills_in_progress"), 1.0);
     assert_eq!(s.get("package_cache_fills_started_total"), 1.0);
-    assert_eq!(s.get("package_cache_fill_joins_total"), 1.0);
+    // A join is counted with its request, once the answer is over.
+    assert_eq!(s.get("package_cache_fill_joins_total"), 0.0);
 
     let page = get(&app.admin_url("/")).await;
     assert_eq!(page.status, 200);
@@ -230,7 +240,15 @@ async fn a_fill_in_progress_shows_its_readers_and_progress() {
         s.get("package_cache_fills_in_progress") == 0.0
     })
     .await;
-    assert_eq!(s.get("package_cache_requests_total{cache=\"MISS\"}"), 2.0);
+    assert_eq!(
+        s.sum("package_cache_requests_total", &[("cache", "MISS")]),
+        2.0
+    );
+    assert_eq!(s.get("package_cache_fill_joins_total"), 1.0);
+    assert_eq!(
+        s.get("package_cache_requests_incomplete_total{reason=\"client_gone\"}"),
+        2.0
+    );
     let page = String::from_utf8(get(&app.admin_url("/")).await.body).unwrap();
     assert!(page.contains("No downloads in progress."), "{page}");
     app.stop().await;
@@ -354,27 +372,21 @@ async fn chromium_renders_the_numbers_metrics_reports() {
     assert_eq!(before, after, "no traffic in between");
     let m = before;
 
-    let hit = m.get("package_cache_requests_total{cache=\"HIT\"}");
-    let miss = m.get("package_cache_requests_total{cache=\"MISS\"}");
-    let pass = m.get("package_cache_requests_total{cache=\"PASS\"}");
+    let hit = m.sum("package_cache_requests_total", &[("cache", "HIT")]);
+    let miss = m.sum("package_cache_requests_total", &[("cache", "MISS")]);
+    let pass = m.sum("package_cache_requests_total", &[("cache", "PASS")]);
     let ratio = hit / (hit + miss + pass);
     let (value, text) = element(&dom, "hit-ratio");
     assert_eq!(value, format!("{ratio:.6}"));
     assert_eq!(text, format!("{:.1} %", ratio * 100.0));
     assert_eq!(text, "62.5 %", "5 hits of 8 downloads");
 
-    for (id, sample) in [
-        (
-            "bytes-from-cache",
-            "package_cache_served_bytes_total{from=\"cache\"}",
-        ),
-        (
-            "bytes-from-upstream",
-            "package_cache_served_bytes_total{from=\"upstream\"}",
-        ),
+    for (id, from) in [
+        ("bytes-from-cache", "cache"),
+        ("bytes-from-upstream", "upstream"),
     ] {
         let (value, text) = element(&dom, id);
-        let expected = m.get(sample);
+        let expected = m.sum("package_cache_served_bytes_total", &[("from", from)]);
         assert_eq!(value.parse::<f64>().unwrap(), expected, "#{id}");
         assert_eq!(text, human(expected), "#{id}");
     }
@@ -385,7 +397,7 @@ async fn chromium_renders_the_numbers_metrics_reports() {
         ("requests-other", "other"),
     ] {
         let (value, text) = element(&dom, id);
-        let expected = m.get(&format!("package_cache_requests_total{{cache=\"{c}\"}}"));
+        let expected = m.sum("package_cache_requests_total", &[("cache", c)]);
         assert_eq!(value.parse::<f64>().unwrap(), expected, "#{id}");
         assert_eq!(text, expected.to_string(), "#{id}");
     }

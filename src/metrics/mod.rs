@@ -1,10 +1,40 @@
-//! `Metrics`: the counters of one running app, and their Prometheus text.
+//! `Metrics`: the counters of one running app, and their exposition.
 //!
 //! Owns every counter, gauge and histogram (one `Arc<Metrics>` per app,
 //! created in `app::start` and handed to the proxy, to the upstream client as
 //! its `upstream::Observer`, and to the admin listener). It does not sample
 //! the store or serve HTTP: values that live elsewhere (fills in progress,
 //! cache size) are passed in at scrape.
+//!
+//! The model, which every call site keeps (and `tests/admin/adding_up.rs`
+//! adds up):
+//! - `requests_total{mount,cache}`: every request on the proxy ports, once,
+//!   when its answer is over (sent, broken off, or its client gone), in the
+//!   row of the mount it went to (`rows`). HIT, MISS, PASS and other add up
+//!   to all requests; `served_bytes_total{mount,from}` likewise.
+//! - `fill_joins_total`: the MISS requests served from a download another
+//!   request started, counted with the request (never per lookup).
+//! - `fills_started_total`: downloads into the cache that began writing (the
+//!   upstream answered 200); `fills_ended_total{result}` ends each of them
+//!   once, so started = ended + in progress.
+//! - `revalidations_total{result}`: upstream requests for index documents.
+//! - `upstream_attempts_total{source}`: one per source tried per upstream
+//!   fetch (its redirects included); `upstream_errors_total{source,kind}`
+//!   the failed ones among them.
+
+mod format;
+mod history;
+mod report;
+mod rows;
+mod snapshot;
+
+pub use format::Format;
+pub use history::{Minute, MINUTES};
+pub use report::{Ending, FillEnd, Refresh, Served};
+pub use rows::{MountStats, Row, Scope};
+pub use snapshot::{
+    FillCounts, RequestCounts, RevalidationCounts, Sampled, Snapshot, SourceHealth,
+};
 
 use crate::cache_status::CacheStatus;
 use crate::upstream;
@@ -19,13 +49,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-type CacheLabel = [(&'static str, &'static str); 1];
+type Label = [(&'static str, &'static str); 1];
 type SourceLabel = [(&'static str, String); 1];
 type ErrorLabel = [(&'static str, String); 2];
 type U64Gauge = Gauge<u64, AtomicU64>;
-
-/// The `cache` label values, in the order the status page lists them.
-const CACHE_LABELS: [&str; 4] = ["HIT", "MISS", "PASS", "other"];
+type RatioGauge = Gauge<f64, AtomicU64>;
 /// Every `kind` an upstream error can have (see `upstream::Error::kind`).
 const ERROR_KINDS: [&str; 6] = [
     "connect",
@@ -35,101 +63,6 @@ const ERROR_KINDS: [&str; 6] = [
     "body",
     "redirect",
 ];
-
-/// Values owned elsewhere, read at the moment of a scrape.
-#[derive(Clone, Debug, Default)]
-pub struct Sampled {
-    /// `Store::fills_in_progress`.
-    pub fills_in_progress: u64,
-    /// Bytes of committed entries (from the cache-size provider).
-    pub cache_bytes: u64,
-    /// Number of committed entries (from the cache-size provider).
-    pub cache_entries: u64,
-    /// Build jobs waiting for a worker.
-    pub build_queue_depth: u64,
-    /// Build jobs by state (`queued`, …, `cancelled`), as the job table holds them.
-    pub build_jobs: Vec<(&'static str, u64)>,
-}
-
-/// What the status page shows about one upstream source.
-#[derive(Clone, Debug)]
-pub struct SourceHealth {
-    /// `scheme://host:port` of the source (the one tried, before redirects).
-    pub origin: String,
-    /// Attempts that got a final response head (any status).
-    pub answers: u64,
-    /// Failed attempts other than 404/410.
-    pub errors: u64,
-    /// Attempts answered 404 or 410.
-    pub not_found: u64,
-    /// Mean time to the response head.
-    pub mean_latency: Option<Duration>,
-    /// Time to the latest response head.
-    pub last_latency: Option<Duration>,
-    /// The latest error other than 404/410, and when it happened.
-    pub last_error: Option<(String, SystemTime)>,
-    /// When the latest response head arrived.
-    pub last_answer_at: Option<SystemTime>,
-}
-
-impl SourceHealth {
-    /// Whether the latest thing heard from this source was an error.
-    pub fn failing(&self) -> bool {
-        match (&self.last_error, self.last_answer_at) {
-            (Some((_, failed)), Some(answered)) => *failed > answered,
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
-    }
-}
-
-/// Requests by `X-Cache`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RequestCounts {
-    /// Served from a committed entry.
-    pub hit: u64,
-    /// Served from a fill (this request's or one it joined).
-    pub miss: u64,
-    /// Fetched and passed on uncached.
-    pub pass: u64,
-    /// Answered without a body from either (errors, redirects, refusals).
-    pub other: u64,
-}
-
-/// A consistent-enough copy of the counters for the status page. Each value
-/// is read once, so the page and a `/metrics` scrape taken with no traffic
-/// in between agree exactly.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    /// Requests by cache status.
-    pub requests: RequestCounts,
-    /// Body bytes sent from the cache (HIT).
-    pub bytes_from_cache: u64,
-    /// Body bytes sent as they came from upstream (MISS and PASS).
-    pub bytes_from_upstream: u64,
-    /// Fills started.
-    pub fills_started: u64,
-    /// Requests that joined a fill another request started.
-    pub fill_joins: u64,
-    /// Entries evicted.
-    pub evictions: u64,
-    /// Bytes evicted.
-    pub evicted_bytes: u64,
-    /// One line per source contacted so far, by origin.
-    pub sources: Vec<SourceHealth>,
-    /// Time since the app started.
-    pub uptime: Duration,
-}
-
-impl Snapshot {
-    /// HIT / (HIT + MISS + PASS): the share of body-carrying answers that
-    /// cost no upstream transfer. `None` before the first such request.
-    pub fn hit_ratio(&self) -> Option<f64> {
-        let r = &self.requests;
-        let total = r.hit + r.miss + r.pass;
-        (total > 0).then(|| r.hit as f64 / total as f64)
-    }
-}
 
 /// The latest error and latency per source: what the exposition's counters
 /// cannot say.
@@ -148,10 +81,15 @@ struct SourceNotes {
 /// many apps in one process.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<CacheLabel, Counter>,
-    served_bytes: Family<CacheLabel, Counter>,
+    requests: Family<rows::MountLabel, Counter>,
+    incomplete: Family<Label, Counter>,
+    served_bytes: Family<rows::MountLabel, Counter>,
+    hit_ratio: Family<[(&'static str, String); 1], RatioGauge>,
     fills_started: Counter,
+    fills_ended: Family<Label, Counter>,
     fill_joins: Counter,
+    revalidations: Family<Label, Counter>,
+    upstream_attempts: Family<SourceLabel, Counter>,
     upstream_errors: Family<ErrorLabel, Counter>,
     upstream_head: Family<SourceLabel, Histogram, fn() -> Histogram>,
     fills_in_progress: U64Gauge,
@@ -163,11 +101,11 @@ pub struct Metrics {
     build_jobs: Family<[(&'static str, &'static str); 1], U64Gauge>,
     notes: Mutex<BTreeMap<String, SourceNotes>>,
     started: Instant,
-    /// Handles on the series of `requests` (in `CACHE_LABELS` order) and of
-    /// `served_bytes` (cache, upstream): a counter clone shares its value, so
-    /// the per-request path takes no lock and hashes no labels.
-    hot_requests: Vec<Counter>,
-    hot_served: [Counter; 2],
+    /// The breakdown by mount, with handles on its series.
+    rows: rows::Rows,
+    /// Handles on `incomplete` (client gone, aborted): a counter clone
+    /// shares its value, so the per-request path hashes no labels.
+    incomplete_hot: [Counter; 2],
 }
 
 fn head_histogram() -> Histogram {
@@ -177,6 +115,12 @@ fn head_histogram() -> Histogram {
 
 /// The upstream reports each attempt here (wired in `app`).
 impl upstream::Observer for Metrics {
+    fn attempted(&self, source: &str) {
+        self.upstream_attempts
+            .get_or_create(&[("source", source.to_string())])
+            .inc();
+    }
+
     fn answered(&self, source: &str, elapsed: Duration) {
         self.upstream_answered(source, elapsed);
     }
@@ -188,19 +132,29 @@ impl upstream::Observer for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(&[])
     }
 }
 
 impl Metrics {
-    /// Every counter at zero, registered under the `package_cache_` prefix.
-    pub fn new() -> Metrics {
+    /// Every counter at zero, registered under the `package_cache_` prefix,
+    /// with a row of the breakdown for each of `scopes` (the configured
+    /// mounts and hosts; the mirrors and unrouted rows always exist).
+    pub fn new(scopes: &[Scope<'_>]) -> Metrics {
+        let requests = Family::default();
+        let served_bytes = Family::default();
+        let rows = rows::Rows::new(scopes, &requests, &served_bytes);
         let m = Metrics {
             registry: Registry::with_prefix("package_cache"),
-            requests: Family::default(),
-            served_bytes: Family::default(),
+            requests,
+            incomplete: Family::default(),
+            served_bytes,
+            hit_ratio: Family::default(),
             fills_started: Counter::default(),
+            fills_ended: Family::default(),
             fill_joins: Counter::default(),
+            revalidations: Family::default(),
+            upstream_attempts: Family::default(),
             upstream_errors: Family::default(),
             upstream_head: Family::new_with_constructor(head_histogram),
             fills_in_progress: U64Gauge::default(),
@@ -212,8 +166,8 @@ impl Metrics {
             build_jobs: Family::default(),
             notes: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
-            hot_requests: Vec::new(),
-            hot_served: Default::default(),
+            rows,
+            incomplete_hot: Default::default(),
         };
         m.register()
     }
@@ -221,34 +175,72 @@ impl Metrics {
     fn register(mut self) -> Metrics {
         // Zero series exist from the start, so a rate() over the first
         // scrapes sees 0 → n rather than a series appearing mid-way.
-        for label in CACHE_LABELS {
-            let series = self.requests.get_or_create(&[("cache", label)]).clone();
-            self.hot_requests.push(series);
+        // (The rows made theirs.)
+        for (i, reason) in ["client_gone", "aborted"].into_iter().enumerate() {
+            self.incomplete_hot[i] = self.incomplete.get_or_create(&[("reason", reason)]).clone();
         }
-        for (i, from) in ["cache", "upstream"].into_iter().enumerate() {
-            self.hot_served[i] = self.served_bytes.get_or_create(&[("from", from)]).clone();
+        for end in FillEnd::ALL {
+            self.fills_ended
+                .get_or_create(&[("result", end.as_str())])
+                .inc_by(0);
+        }
+        for result in Refresh::ALL {
+            self.revalidations
+                .get_or_create(&[("result", result.as_str())])
+                .inc_by(0);
         }
         let r = &mut self.registry;
         r.register(
             "requests",
-            "Requests, by X-Cache (other: errors, redirects, refusals, clients gone before an answer)",
+            "Requests on the proxy ports, each counted once when its answer is over, by mount \
+             and X-Cache (other: errors, redirects, refusals, clients gone before an answer)",
             self.requests.clone(),
+        );
+        r.register(
+            "requests_incomplete",
+            "Requests whose answer did not reach its end: the client left (client_gone) or the \
+             body broke off on this side (aborted); also counted in requests",
+            self.incomplete.clone(),
         );
         r.register_with_unit(
             "served",
-            "Response body bytes sent, from the cache (HIT) or from upstream (MISS, PASS)",
+            "Response body bytes sent, by mount, from the cache (HIT) or as they came from \
+             upstream (MISS, PASS)",
             Unit::Bytes,
             self.served_bytes.clone(),
         );
         r.register(
+            "hit_ratio",
+            "HIT / (HIT + MISS + PASS) since start, by mount, as the status page shows it (absent \
+             before a mount's first download; over a window, use rate() of requests_total)",
+            self.hit_ratio.clone(),
+        );
+        r.register(
             "fills_started",
-            "Downloads into the cache started",
+            "Downloads into the cache that began writing (the upstream answered 200)",
             self.fills_started.clone(),
         );
         r.register(
+            "fills_ended",
+            "Downloads into the cache that ended, by result (committed, not_stored, failed, abandoned)",
+            self.fills_ended.clone(),
+        );
+        r.register(
             "fill_joins",
-            "Requests that joined a download another request started (coalesced readers)",
+            "Requests served (MISS) from a download another request started",
             self.fill_joins.clone(),
+        );
+        r.register(
+            "revalidations",
+            "Upstream requests for index documents (each shared by the requests that arrive \
+             meanwhile), by result (updated, not_modified, failed, passed)",
+            self.revalidations.clone(),
+        );
+        r.register(
+            "upstream_attempts",
+            "Attempts on an upstream source (one per source tried per fetch, its redirects \
+             included), by source origin",
+            self.upstream_attempts.clone(),
         );
         r.register(
             "upstream_errors",
@@ -301,31 +293,55 @@ impl Metrics {
         self
     }
 
-    /// Records one answered request (called once per request, when its
-    /// access log line is written). `cache` is `None` for answers that are
-    /// neither from the cache nor from upstream; their bytes are not counted.
-    pub fn request_served(&self, cache: Option<CacheStatus>, bytes: u64) {
-        // Indexes into CACHE_LABELS and into (cache, upstream).
-        let (series, from) = match cache {
-            Some(CacheStatus::Hit) => (0, Some(0)),
-            Some(CacheStatus::Miss) => (1, Some(1)),
-            Some(CacheStatus::Pass) => (2, Some(1)),
-            None => (3, None),
-        };
-        self.hot_requests[series].inc();
-        if let Some(from) = from {
-            self.hot_served[from].inc_by(bytes);
+    /// The row of the breakdown `scope` is counted in.
+    pub fn row(&self, scope: Scope<'_>) -> Row {
+        self.rows.row(scope)
+    }
+
+    /// Records one request whose answer is over. Called exactly once per
+    /// request (by the access log's guard), whatever became of it.
+    pub fn request_served(&self, served: &Served) {
+        self.rows
+            .record(served.row, served.cache, served.bytes, self.minute());
+        // A follower served from the cache (the fill it found was committing)
+        // is a HIT, not a join: each request is in one place only.
+        if served.joined && served.cache == Some(CacheStatus::Miss) {
+            self.fill_joins.inc();
+        }
+        match served.ending {
+            Ending::Complete => {}
+            Ending::ClientGone => {
+                self.incomplete_hot[0].inc();
+            }
+            Ending::Aborted => {
+                self.incomplete_hot[1].inc();
+            }
         }
     }
 
-    /// A request started a fill.
+    /// Minutes since the app started: the per-minute rings' clock (monotonic,
+    /// so a wall-clock step neither loses nor repeats a minute).
+    fn minute(&self) -> u64 {
+        self.started.elapsed().as_secs() / 60
+    }
+
+    /// A download into the cache began writing.
     pub fn fill_started(&self) {
         self.fills_started.inc();
     }
 
-    /// A request joined a fill in progress.
-    pub fn fill_joined(&self) {
-        self.fill_joins.inc();
+    /// A download that [`Metrics::fill_started`] counted ended.
+    pub fn fill_ended(&self, end: FillEnd) {
+        self.fills_ended
+            .get_or_create(&[("result", end.as_str())])
+            .inc();
+    }
+
+    /// An upstream request for an index document ended with `result`.
+    pub fn revalidated(&self, result: Refresh) {
+        self.revalidations
+            .get_or_create(&[("result", result.as_str())])
+            .inc();
     }
 
     /// An attempt on `source` (an origin, `scheme://host:port`) got its final
@@ -364,8 +380,8 @@ impl Metrics {
         self.evicted_bytes.inc_by(bytes);
     }
 
-    /// The OpenMetrics text exposition, with `sampled` as the gauges' values.
-    pub fn encode(&self, sampled: Sampled) -> Result<String, std::fmt::Error> {
+    /// The exposition in `format`, with `sampled` as the gauges' values.
+    pub fn encode(&self, sampled: Sampled, format: Format) -> Result<String, std::fmt::Error> {
         self.fills_in_progress.set(sampled.fills_in_progress);
         self.cache_bytes.set(sampled.cache_bytes);
         self.cache_entries.set(sampled.cache_entries);
@@ -375,21 +391,53 @@ impl Metrics {
                 .get_or_create(&[("state", *state)])
                 .set(*count);
         }
+        for row in self.rows.stats(self.minute()) {
+            if let Some(ratio) = row.requests.hit_ratio() {
+                self.hit_ratio
+                    .get_or_create(&[("mount", row.label)])
+                    .set(ratio);
+            }
+        }
         let mut out = String::with_capacity(4096);
         text::encode(&mut out, &self.registry)?;
-        Ok(out)
+        Ok(match format {
+            Format::OpenMetrics => out,
+            Format::PrometheusText => format::to_prometheus_text(&out),
+        })
     }
 
     /// The counters as the status page shows them.
     pub fn snapshot(&self) -> Snapshot {
-        let count = |family: &Family<CacheLabel, Counter>, label: (&'static str, &'static str)| {
+        let count = |family: &Family<Label, Counter>, label: (&'static str, &'static str)| {
             family.get(&[label]).map_or(0, |c| c.get())
         };
-        let requests = RequestCounts {
-            hit: count(&self.requests, ("cache", "HIT")),
-            miss: count(&self.requests, ("cache", "MISS")),
-            pass: count(&self.requests, ("cache", "PASS")),
-            other: count(&self.requests, ("cache", "other")),
+        let by_mount = self.rows.stats(self.minute());
+        let mut requests = RequestCounts::default();
+        let mut last_hour = [Minute::default(); MINUTES];
+        let (mut bytes_from_cache, mut bytes_from_upstream) = (0, 0);
+        for row in &by_mount {
+            requests.add(&row.requests);
+            bytes_from_cache += row.bytes_from_cache;
+            bytes_from_upstream += row.bytes_from_upstream;
+            for (total, minute) in last_hour.iter_mut().zip(&row.last_hour) {
+                total.add(minute);
+            }
+        }
+        let ended = |end: FillEnd| count(&self.fills_ended, ("result", end.as_str()));
+        let fills = FillCounts {
+            started: self.fills_started.get(),
+            committed: ended(FillEnd::Committed),
+            not_stored: ended(FillEnd::NotStored),
+            failed: ended(FillEnd::Failed),
+            abandoned: ended(FillEnd::Abandoned),
+            joins: self.fill_joins.get(),
+        };
+        let revalidated = |r: Refresh| count(&self.revalidations, ("result", r.as_str()));
+        let revalidations = RevalidationCounts {
+            updated: revalidated(Refresh::Updated),
+            not_modified: revalidated(Refresh::NotModified),
+            failed: revalidated(Refresh::Failed),
+            passed: revalidated(Refresh::Passed),
         };
         let sources = self
             .notes_lock()
@@ -398,10 +446,14 @@ impl Metrics {
             .collect();
         Snapshot {
             requests,
-            bytes_from_cache: count(&self.served_bytes, ("from", "cache")),
-            bytes_from_upstream: count(&self.served_bytes, ("from", "upstream")),
-            fills_started: self.fills_started.get(),
-            fill_joins: self.fill_joins.get(),
+            client_gone: count(&self.incomplete, ("reason", "client_gone")),
+            broken: count(&self.incomplete, ("reason", "aborted")),
+            bytes_from_cache,
+            bytes_from_upstream,
+            by_mount,
+            last_hour,
+            fills,
+            revalidations,
             evictions: self.evictions.get(),
             evicted_bytes: self.evicted_bytes.get(),
             sources,
@@ -420,6 +472,10 @@ impl Metrics {
         let not_found = errors("not_found");
         SourceHealth {
             origin: origin.to_string(),
+            attempts: self
+                .upstream_attempts
+                .get(&[("source", origin.to_string())])
+                .map_or(0, |c| c.get()),
             answers: note.answers,
             errors: ERROR_KINDS.iter().map(|k| errors(k)).sum::<u64>() - not_found,
             not_found,
