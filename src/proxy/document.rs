@@ -55,6 +55,9 @@ impl Proxy {
         if self.policy.negative.knows_missing(&spec.key) {
             return Err(Error::Missing { key: spec.path });
         }
+        if let Some(refused) = self.unfilterable(mount, &spec) {
+            return Err(refused);
+        }
         let stored = self.stored_doc(&spec).await;
         if let Some(doc) = stored.as_ref().filter(|doc| self.is_fresh(doc)) {
             return self

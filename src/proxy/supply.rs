@@ -249,6 +249,21 @@ impl Proxy {
         }
     }
 
+    /// Why document `spec` is never served under the policy, if it is not:
+    /// RubyGems' legacy Marshal indexes, which it does not filter (clients
+    /// that find them missing use the compact index, which it does).
+    pub(super) fn unfilterable(&self, mount: &Mount, spec: &DocSpec) -> Option<Error> {
+        let legacy = mount.profile == Profile::Rubygems && self.supply.applies(mount) && {
+            let path = doc_path(spec);
+            path != "/versions" && path != "/names" && !path.starts_with("/info/")
+        };
+        legacy.then(|| Error::Unfiltered {
+            path: spec.path.clone(),
+            reason: "the legacy Marshal index is not filtered; use the compact index".into(),
+            never: true,
+        })
+    }
+
     /// Upload times by file name, from the JSON form of `project`'s page,
     /// fetched through the cache (an HTML page has no dates).
     async fn pypi_dates(

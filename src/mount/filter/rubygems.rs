@@ -79,9 +79,10 @@ pub fn filter_info(
 }
 
 /// `/versions` with what the filtered `/info` files say: for each gem in
-/// `views`, its refused versions left out of its lines and its filtered MD5
-/// in place of the upstream one that named the same `/info`. Lines of other
-/// gems, and the header, byte for byte. `Ok(None)`: nothing changed.
+/// `views`, its refused versions left out of its lines (a line left with none
+/// goes), and on its last line the filtered MD5, when the upstream's last
+/// line named the `/info` that was filtered. Lines of other gems, and the
+/// header, byte for byte. `Ok(None)`: nothing changed.
 pub fn filter_versions(
     body: &[u8],
     views: &HashMap<String, InfoView>,
@@ -90,38 +91,60 @@ pub fn filter_versions(
         return Ok(None);
     }
     let text = std::str::from_utf8(body).map_err(|_| Error::NotUtf8)?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end() == "---")
+        .map_or(lines.len(), |i| i + 1);
+    let parse = |line: &str| -> Option<(String, String, String)> {
+        let mut fields = line.trim_end_matches('\n').splitn(3, ' ');
+        let (name, versions, md5) = (fields.next()?, fields.next()?, fields.next()?);
+        views
+            .contains_key(name)
+            .then(|| (name.to_string(), versions.to_string(), md5.to_string()))
+    };
+    // Each filtered gem's lines, with the versions they keep.
+    let mut kept: Vec<Option<(String, Vec<String>, String)>> = vec![None; lines.len()];
+    let mut upstream_last: HashMap<String, String> = HashMap::new();
+    let mut last_kept: HashMap<String, usize> = HashMap::new();
+    for (i, line) in lines.iter().enumerate().skip(start) {
+        let Some((name, versions, md5)) = parse(line) else {
+            continue;
+        };
+        let view = &views[&name];
+        // A yank (`-1.0.0`) of a refused version goes too.
+        let left: Vec<String> = versions
+            .split(',')
+            .filter(|v| !v.is_empty() && !view.refused.contains(v.trim_start_matches('-')))
+            .map(str::to_string)
+            .collect();
+        upstream_last.insert(name.clone(), md5.clone());
+        if !left.is_empty() {
+            last_kept.insert(name.clone(), i);
+        }
+        kept[i] = Some((name, left, md5));
+    }
     let mut out = String::with_capacity(text.len());
     let mut changed = false;
-    let mut in_body = false;
-    for line in text.split_inclusive('\n') {
-        if !in_body {
-            in_body = line.trim_end() == "---";
+    for (i, line) in lines.iter().enumerate() {
+        let Some((name, left, md5)) = &kept[i] else {
             out.push_str(line);
+            continue;
+        };
+        if left.is_empty() {
+            changed = true;
             continue;
         }
-        let content = line.trim_end_matches('\n');
-        let mut fields = content.splitn(3, ' ');
-        let (Some(name), Some(versions), Some(md5)) = (fields.next(), fields.next(), fields.next())
-        else {
-            out.push_str(line);
-            continue;
-        };
-        let Some(view) = views.get(name) else {
-            out.push_str(line);
-            continue;
-        };
-        // A yank (`-1.0.0`) of a refused version goes too.
-        let kept: Vec<&str> = versions
-            .split(',')
-            .filter(|v| !view.refused.contains(v.trim_start_matches('-')))
-            .collect();
-        let md5 = if md5 == view.upstream_md5 {
+        let view = &views[name];
+        let md5 = if last_kept.get(name) == Some(&i)
+            && upstream_last.get(name) == Some(&view.upstream_md5)
+        {
             view.filtered_md5.as_str()
         } else {
-            md5
+            md5.as_str()
         };
-        let new = format!("{name} {} {md5}", kept.join(","));
-        changed |= new != content;
+        let new = format!("{name} {} {md5}", left.join(","));
+        changed |= new != line.trim_end_matches('\n');
         out.push_str(&new);
         if line.ends_with('\n') {
             out.push('\n');
