@@ -6,6 +6,9 @@
 //! the caller's (`supply`), and nothing here logs or fetches. A filter that
 //! removes nothing says so (`None`), so the stored bytes are served as they are.
 
+pub mod cargo;
+pub mod go;
+pub mod npm;
 pub mod pypi;
 pub mod rubygems;
 
