@@ -132,7 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         hard_stop.clone(),
         &config,
     )
-    .with_supply(supply);
+    .with_supply(supply.clone());
     if let Some(max_size) = config.policy.max_size {
         let limits = evict::Limits::new(max_size, &config.policy.pinned);
         store.track_recency(true);
@@ -164,7 +164,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cache_size,
         builds.clone(),
         stop.clone(),
-    );
+    )
+    .with_supply(supply);
     let mut admin_addr = None;
     // Logged before the proxy's line: a supervisor (or a test) that waits for
     // "package-cache listening" then knows both ports.

@@ -162,6 +162,24 @@ async fn pip_and_uv_see_only_what_the_policy_shows() {
         metadata.status, 403,
         "the PEP 658 metadata of a held file too"
     );
+    // The status page shows what is held back, and the refusals.
+    let admin = proxy.admin.expect("admin listener");
+    let page = get_with(&format!("http://{admin}/"), &[]).await;
+    let page = String::from_utf8(page.body).unwrap();
+    assert!(page.contains("Supply-chain policy"), "{page}");
+    let held = page.split("policy-held-table").nth(1).expect("held table");
+    assert!(
+        held.contains("<td class=\"key\">six</td><td>1.17.0</td><td>min-age</td><td>2026-01-17T00:00:00Z</td>"),
+        "{held}"
+    );
+    let refusals = page
+        .split("policy-refusals-table")
+        .nth(1)
+        .expect("refusals table");
+    assert!(
+        refusals.contains("<td>127.0.0.1:") && refusals.contains("1.17.0"),
+        "{refusals}"
+    );
 
     // The clock passes the seven days: the newest six, for both.
     set_clock(&clock, LATE).await;
@@ -190,6 +208,14 @@ async fn pip_and_uv_see_only_what_the_policy_shows() {
     let body = String::from_utf8_lossy(&denied.body).into_owned();
     assert_eq!(denied.status, 403, "{body}");
     assert!(body.contains("deny list"), "{body}");
+    let metrics = get_with(&format!("http://{admin}/metrics"), &[]).await;
+    let metrics = String::from_utf8(metrics.body).unwrap();
+    for series in [
+        "package_cache_policy_refusals_total{mount=\"pypi\",rule=\"min-age\"} 2",
+        "package_cache_policy_refusals_total{mount=\"pypi\",rule=\"deny-list\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series}: {metrics}");
+    }
 
     // Every refusal was logged with the client, mount, project, version and
     // rule (stderr is read by a task of its own: give it a moment).

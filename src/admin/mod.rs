@@ -4,6 +4,7 @@
 //! `Metrics`, the store and the cache-size provider, and the page from `page`.
 
 mod page;
+mod policy;
 
 use crate::builds::Builds;
 use crate::metrics::{Metrics, Sampled};
@@ -37,6 +38,7 @@ pub struct Admin {
     inner: Arc<State>,
 }
 
+#[derive(Clone)]
 struct State {
     metrics: Arc<Metrics>,
     store: Store,
@@ -45,6 +47,8 @@ struct State {
     /// Fires when the app starts shutting down: `/healthz` turns 503 so a
     /// load balancer stops sending clients before the proxy port closes.
     stopping: CancellationToken,
+    /// The supply-chain policy, for its section of the status page.
+    supply: Option<Arc<crate::supply::Supply>>,
 }
 
 impl Admin {
@@ -64,8 +68,15 @@ impl Admin {
                 cache_size,
                 builds,
                 stopping,
+                supply: None,
             }),
         }
+    }
+
+    /// Shows `supply`'s record on the status page (when a policy is configured).
+    pub fn with_supply(mut self, supply: Arc<crate::supply::Supply>) -> Admin {
+        Arc::make_mut(&mut self.inner).supply = supply.is_on().then_some(supply);
+        self
     }
 
     /// Serves `listener` until `stop` fires, then lets open connections
@@ -163,6 +174,14 @@ impl Admin {
             sampled: self.sampled(),
             fills: self.inner.store.active_fills(),
             now: std::time::SystemTime::now(),
+            policy: self.inner.supply.as_ref().map(|supply| {
+                let now = supply.now();
+                policy::PolicyView {
+                    refusals: supply.record.latest_refusals(),
+                    held: supply.record.held_back(now),
+                    now,
+                }
+            }),
         };
         with_type(
             StatusCode::OK,

@@ -22,6 +22,8 @@ pub struct View {
     pub fills: Vec<ActiveFill>,
     /// "Now", for the ages of errors.
     pub now: SystemTime,
+    /// The supply-chain policy's section, when a policy is configured.
+    pub policy: Option<super::policy::PolicyView>,
 }
 
 const STYLE: &str = r#"
@@ -88,6 +90,9 @@ fn write_page(out: &mut String, v: &View) -> std::fmt::Result {
     upstreams(out, v)?;
     cache(out, v)?;
     build_queue(out, v)?;
+    if let Some(policy) = &v.policy {
+        super::policy::section(out, policy)?;
+    }
     out.push_str("</main></body></html>\n");
     Ok(())
 }
@@ -355,7 +360,7 @@ fn duration(d: Duration) -> String {
 
 /// Escapes text for HTML content and double-quoted attributes: keys and
 /// error messages carry request paths, which a client chooses.
-fn escape(raw: &str) -> String {
+pub(super) fn escape(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
         match c {
