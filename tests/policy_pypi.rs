@@ -181,6 +181,42 @@ async fn pip_and_uv_see_only_what_the_policy_shows() {
         "{refusals}"
     );
 
+    // Exempted (a file re-read on SIGHUP), the young file is shown and served;
+    // the exemption gone, it is held again.
+    let exempt = world.tmp.path().join("exempt");
+    tokio::fs::write(&exempt, "pypi=six@1.17.0\n")
+        .await
+        .unwrap();
+    // The proxy was started without the file: a second proxy reads it.
+    let cache = world.tmp.path().join("cache-exempt");
+    let mirror = format!("pypi={}/", world.index.url());
+    let files = format!("pypi={}", world.files.url());
+    let exempting = Binary::start(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--mirror",
+        &mirror,
+        "--files-host",
+        &files,
+        "--min-age",
+        "pypi=7d",
+        "--min-age-exempt-file",
+        exempt.to_str().unwrap(),
+        "--policy-clock-file",
+        clock.to_str().unwrap(),
+    ])
+    .await;
+    wait_for_page(&exempting, "six", NEW_SIX, true).await;
+    let exempt_direct = exempting.url(&format!(
+        "/pypi/files/{}/packages/{NEW_SIX}",
+        world.files.addr()
+    ));
+    assert_eq!(get_with(&exempt_direct, &[]).await.status, 200);
+    tokio::fs::write(&exempt, "# none\n").await.unwrap();
+    exempting.signal(rustix::process::Signal::HUP);
+    wait_for_page(&exempting, "six", NEW_SIX, false).await;
+    assert_eq!(get_with(&exempt_direct, &[]).await.status, 403);
+
     // The clock passes the seven days: the newest six, for both.
     set_clock(&clock, LATE).await;
     wait_for_page(&proxy, "six", NEW_SIX, true).await;

@@ -368,7 +368,7 @@ impl Supply {
             return;
         }
         tasks.spawn(self.first_seen.clone().run(stop.clone()));
-        tasks.spawn(reload::run(self.clone(), stop));
+        tasks.spawn(reload::run(self.clone(), reload::hangups(), stop));
     }
 
     fn replace_lists(&self, lists: Lists) {

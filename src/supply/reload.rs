@@ -71,12 +71,21 @@ pub(super) fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<System
     out
 }
 
-/// Watches until `stop` fires.
-pub(super) async fn run(supply: Arc<Supply>, stop: CancellationToken) {
+/// Installs the SIGHUP handler at once (call on the runtime, at start-up),
+/// so that a SIGHUP sent as soon as the server listens reloads rather than kills.
+pub(super) fn hangups() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup())
+    signal(SignalKind::hangup())
         .inspect_err(|err| tracing::warn!(error = %err, "no SIGHUP handler; policy lists reload on change only"))
-        .ok();
+        .ok()
+}
+
+/// Watches until `stop` fires; `hup` (from [`hangups`]) forces a reload.
+pub(super) async fn run(
+    supply: Arc<Supply>,
+    mut hup: Option<tokio::signal::unix::Signal>,
+    stop: CancellationToken,
+) {
     let (lists, clock) = watched(&supply.config);
     // As they were when the lists in force were read.
     let (mut lists_print, mut clock_print) = supply.opened.clone();
