@@ -304,7 +304,7 @@ async fn start_sandbox(config: &Config) -> Result<Sandbox, String> {
 
 /// `<cache>/.package-cache/build`.
 pub fn build_root(cache_dir: &std::path::Path) -> std::path::PathBuf {
-    cache_dir.join(".package-cache").join("build")
+    crate::store::Layout::new(cache_dir).build_root()
 }
 
 /// Connections at once on the listeners of build jobs' networks.
@@ -384,9 +384,11 @@ async fn start_builds(
         mount_of(Profile::Pypi),
         mount_of(Profile::Rubygems),
     )
-    .with_max_source(build.max_source);
+    .with_max_source(build.max_source)
+    .with_tmp_dir(crate::store::Layout::new(&config.cache_dir).tmp_dir());
     let settings = builds::Settings {
         root: build_root(&config.cache_dir),
+        tmp: crate::store::Layout::new(&config.cache_dir).tmp_dir(),
         concurrency: build.concurrency,
         queue_size: build.queue_size,
         keep_finished: 10_000,

@@ -28,28 +28,29 @@ pub fn full(data: impl Into<Bytes>) -> Body {
 
 /// A body streaming the chunks of `stream`; an error ends the body uncleanly.
 /// The response head always goes out first, also when the stream fails at
-/// once (see `HeadFirst`).
+/// once or right after its first chunk (see `HeadFirst`).
 pub fn from_stream<S>(stream: S) -> Body
 where
     S: Stream<Item = io::Result<Bytes>> + Send + 'static,
 {
     let stream = HeadFirst {
         inner: Box::pin(stream),
-        polled: false,
         held: None,
     };
     StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
 }
 
-/// Holds back an error that a stream yields on its first poll until the
-/// next poll. hyper writes a response head together with the first body
-/// frame and drops both when that poll fails, so the client would see a
-/// closed connection and no status; one `Pending` in between lets hyper
-/// flush the head, and the client sees the status and a body that ends
-/// uncleanly, as for an error later in the body.
+/// Holds back an error that a stream yields until the next poll. hyper
+/// buffers a response head with the body frames that follow it, polling
+/// the body again while its buffer has room, and drops everything still
+/// buffered when a poll fails: a body that fails on its first poll, or
+/// right after a first chunk that was ready at once (a fill that aborted
+/// after the bytes a reader had seen), would reach the client as a closed
+/// connection with no status. One `Pending` in between lets hyper flush the
+/// head and the bytes before it, and the client sees the status and a body
+/// that ends uncleanly, as for an error later in the body.
 struct HeadFirst<S> {
     inner: std::pin::Pin<Box<S>>,
-    polled: bool,
     held: Option<io::Error>,
 }
 
@@ -67,21 +68,14 @@ where
         if let Some(err) = self.held.take() {
             return Poll::Ready(Some(Err(err)));
         }
-        let item = match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(item) => item,
-            Poll::Pending => {
-                self.polled = true;
-                return Poll::Pending;
-            }
-        };
-        if !std::mem::replace(&mut self.polled, true) {
-            if let Some(Err(err)) = item {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Err(err))) => {
                 self.held = Some(err);
                 cx.waker().wake_by_ref();
-                return Poll::Pending;
+                Poll::Pending
             }
+            other => other,
         }
-        Poll::Ready(item)
     }
 }
 
@@ -125,5 +119,51 @@ mod tests {
         let body = response.into_body().collect().await;
         assert!(body.is_err(), "the body ends uncleanly");
         server.abort();
+    }
+
+    /// A body that fails right after a first chunk that was ready at once
+    /// (a reader sending the bytes it had seen of a fill that then aborted)
+    /// lets its head and that chunk out too: hyper keeps polling a body while
+    /// its buffer has room, and drops what it buffered when a poll fails.
+    #[tokio::test]
+    async fn a_body_failing_after_its_first_chunk_still_sends_its_head() {
+        for (len, pipe) in [(100, 1 << 20), (120_000, 1 << 20), (120_000, 64 * 1024)] {
+            let (client_io, server_io) = tokio::io::duplex(pipe);
+            let server = tokio::spawn(async move {
+                let service = service_fn(move |_req| async move {
+                    let items = [
+                        Ok(Bytes::from(vec![7u8; len])),
+                        Err(io::Error::other("the fill aborted")),
+                    ];
+                    let stream = futures_util::stream::iter(items);
+                    let mut response = hyper::Response::new(from_stream(stream));
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONTENT_LENGTH, (2 * len).into());
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(server_io), service)
+                    .await;
+            });
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let request = hyper::Request::get("/")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let response = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                sender.send_request(request),
+            )
+            .await
+            .expect("in time")
+            .unwrap_or_else(|err| panic!("{len} bytes: the head arrives: {err}"));
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await;
+            assert!(body.is_err(), "{len} bytes: the body ends uncleanly");
+            server.abort();
+        }
     }
 }

@@ -158,7 +158,7 @@ pub async fn inbox_add(
     out: &mut impl Write,
 ) -> Result<(), Error> {
     let api = Api::new(args)?;
-    let public = cache.join(".package-cache/build/inbox/public");
+    let public = crate::store::Layout::new(cache).inbox_public();
     let (dir, source) = (public.clone(), file.to_path_buf());
     let handed = tokio::task::spawn_blocking(move || hand_in(&dir, &source))
         .await

@@ -1,17 +1,21 @@
-//! `--max-size`: least-recently-used entries are removed in the background
-//! when the committed entries outgrow the limit, down to a low-water mark so
-//! that eviction runs in batches, not on every commit. Pinned entries and
-//! entries being filled are never chosen; on Unix a reader that has an entry
-//! open keeps reading it after the unlink.
+//! `--max-size`: what is evicted first. [`Lru`] orders the entries least
+//! recently used first and leaves out pinned ones; the store asks it for
+//! victims whenever a fill needs room (see `store::budget`: room is made
+//! when a fill is admitted and before its commit, so disk use never exceeds
+//! the limit by more than the fills in flight). [`run`] installs it and
+//! trims, in the background, what the limit finds already there (entries of
+//! an earlier run, a lower limit than before). Entries being filled are
+//! never chosen; on Unix a reader that has an entry open keeps reading it
+//! after the unlink.
 
-use crate::store::{CacheKey, Indexed, Store};
+use crate::store::{CacheKey, Evictor, Indexed, Store};
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Eviction goes down to this share of the limit.
-const LOW_WATER_PERCENT: u64 = 90;
-/// How often usage is compared with the limit.
+/// How often usage is compared with the limit in the background.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// What eviction keeps to.
@@ -43,79 +47,106 @@ impl Limits {
     }
 }
 
-/// The entries to remove, least recently used first, to bring `total`
-/// down to `target`. Pinned entries are skipped.
-pub fn select_victims(
-    entries: &[Indexed],
-    total: u64,
-    target: u64,
-    limits: &Limits,
-) -> Vec<CacheKey> {
-    if total <= target {
-        return Vec::new();
-    }
+/// The entries that may be evicted, least recently used first (of two used
+/// in the same millisecond, the larger first). Pinned entries are left out.
+pub fn candidates<'a>(entries: &'a [Indexed], limits: &Limits) -> Vec<&'a Indexed> {
     let mut candidates: Vec<&Indexed> = entries
         .iter()
         .filter(|e| !limits.is_pinned(&e.key))
         .collect();
-    candidates.sort_by_key(|e| e.last_used);
+    candidates.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(b.size.cmp(&a.size)));
+    candidates
+}
+
+/// The entries to remove, least recently used first, to bring `total`
+/// down to `target`. Pinned entries are skipped.
+pub fn select_victims<'a>(
+    entries: &'a [Indexed],
+    total: u64,
+    target: u64,
+    limits: &Limits,
+) -> Vec<&'a Indexed> {
+    if total <= target {
+        return Vec::new();
+    }
     let mut excess = total - target;
     let mut victims = Vec::new();
-    for entry in candidates {
+    for entry in candidates(entries, limits) {
         if excess == 0 {
             break;
         }
         excess = excess.saturating_sub(entry.size);
-        victims.push(entry.key.clone());
+        victims.push(entry);
     }
     victims
 }
 
-/// Keeps `store` within `limits` until `cancel` fires.
-pub async fn run(store: Store, limits: Limits, cancel: CancellationToken, on_evict: impl Fn(u64)) {
-    let mut tick = tokio::time::interval(CHECK_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let (total, _) = store.usage();
-        if total <= limits.max_size {
-            continue;
-        }
-        let target = limits.max_size / 100 * LOW_WATER_PERCENT;
-        let victims = select_victims(&store.indexed(), total, target, &limits);
-        let (mut freed, mut count) = (0u64, 0u64);
-        for key in victims {
-            if cancel.is_cancelled() {
-                return;
+/// Least recently used first, pinned entries never; counts what it evicts.
+pub struct Lru<F> {
+    limits: Limits,
+    on_evict: F,
+}
+
+impl<F: Fn(u64) + Send + Sync + 'static> Lru<F> {
+    /// Eviction within `limits`, telling `on_evict` the bytes of each entry removed.
+    pub fn new(limits: Limits, on_evict: F) -> Lru<F> {
+        Lru { limits, on_evict }
+    }
+}
+
+impl<F: Fn(u64) + Send + Sync + 'static> Evictor for Lru<F> {
+    fn candidates<'a>(&self, entries: &'a [Indexed]) -> Vec<&'a Indexed> {
+        candidates(entries, &self.limits)
+    }
+
+    fn evicted(&self, key: &CacheKey, bytes: u64) {
+        tracing::debug!(key = %key, bytes, "evicted");
+        (self.on_evict)(bytes);
+    }
+}
+
+/// Puts `store` under `limits` now (before the returned future first
+/// runs), then, until `cancel` fires, trims whatever is over the limit
+/// without a fill asking (entries of an earlier run, pins).
+pub fn run(
+    store: Store,
+    limits: Limits,
+    cancel: CancellationToken,
+    on_evict: impl Fn(u64) + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    let max_size = limits.max_size;
+    store.limit(max_size, Arc::new(Lru::new(limits, on_evict)));
+    async move {
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
             }
-            match store.evict(&key).await {
-                Ok(0) => {}
-                Ok(bytes) => {
-                    freed += bytes;
-                    count += 1;
-                    on_evict(bytes);
-                }
-                Err(err) => tracing::warn!(key = %key, error = %err, "cannot evict"),
+            let (count, freed) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                trimmed = store.trim() => trimmed,
+            };
+            if count == 0 {
+                continue;
             }
-        }
-        let (after, entries) = store.usage();
-        tracing::info!(
-            evicted = count,
-            freed_bytes = freed,
-            size = after,
-            entries,
-            max_size = limits.max_size,
-            "evicted least recently used entries"
-        );
-        if after > limits.max_size {
-            tracing::warn!(
+            let (after, entries) = store.usage();
+            tracing::info!(
+                evicted = count,
+                freed_bytes = freed,
                 size = after,
-                max_size = limits.max_size,
-                "still over --max-size (pinned entries or fills in progress)"
+                entries,
+                max_size,
+                "evicted least recently used entries"
             );
+            if after > max_size {
+                tracing::warn!(
+                    size = after,
+                    max_size,
+                    "still over --max-size (pinned entries or fills in progress)"
+                );
+            }
         }
     }
 }
@@ -130,6 +161,7 @@ mod tests {
             key: CacheKey::try_from_path(Namespace::Mirrors, path).unwrap(),
             size,
             last_used,
+            inode: 0,
         }
     }
 
@@ -142,7 +174,7 @@ mod tests {
             entry("/d", 40, 2),
         ];
         let limits = Limits::new(100, &["/keep/**".into()]);
-        let names = |v: Vec<CacheKey>| v.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let names = |v: Vec<&Indexed>| v.iter().map(|e| e.key.to_string()).collect::<Vec<_>>();
         assert_eq!(
             names(select_victims(&entries, 160, 90, &limits)),
             ["/b", "/d"]
@@ -152,5 +184,20 @@ mod tests {
             ["/b", "/d", "/a"]
         );
         assert!(select_victims(&entries, 80, 90, &limits).is_empty());
+        assert_eq!(names(candidates(&entries, &limits)), ["/b", "/d", "/a"]);
+    }
+
+    #[test]
+    fn an_entry_used_a_moment_ago_goes_after_every_colder_one() {
+        let mut entries: Vec<_> = (0..40)
+            .map(|i| entry(&format!("/cold{i}"), 1 << 20, 1_000 + i))
+            .collect();
+        entries.push(entry("/hot", 1 << 20, 999_999));
+        let limits = Limits::new(20 << 20, &[]);
+        let order = candidates(&entries, &limits);
+        assert_eq!(order.last().unwrap().key.to_string(), "/hot");
+        let victims = select_victims(&entries, 41 << 20, 18 << 20, &limits);
+        assert_eq!(victims.len(), 23);
+        assert!(victims.iter().all(|v| v.key.to_string() != "/hot"));
     }
 }

@@ -25,7 +25,8 @@
 //! that goes away never cancels or corrupts the entry.
 //!
 //! The maintenance subcommands (`maintain`: stats, verify, gc, purge) work on
-//! the cache directory through `store` alone, with blocking calls.
+//! the cache directory through the store's maintenance API (`store::maintenance`,
+//! with `store::Layout` for the paths) alone, with blocking calls.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(rust_2018_idioms)]

@@ -91,6 +91,8 @@ async fn a_second_server_on_the_same_cache_refuses_to_start() {
         1,
         "a fatal start-up error is said once: {stderr}"
     );
+    let holder = format!("package-cache process {}", bin.child.id().unwrap());
+    assert!(stderr.contains(&holder), "names the holder: {stderr}");
     bin.kill9().await;
 }
 

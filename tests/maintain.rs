@@ -373,7 +373,11 @@ async fn gc_removes_orphans_and_empty_directories_but_not_live_fills_or_plain_fi
     assert!(
         summary.starts_with(
             "gc: removed 2 metadata files, 1 documents, 2 empty directories, 0 temporary files"
-        ) && summary.contains("a server is running"),
+        ) && summary.contains("a server is running")
+            && summary.contains(&format!(
+                "package-cache process {}",
+                cache.server.child.id().unwrap()
+            )),
         "{}",
         out.stdout
     );

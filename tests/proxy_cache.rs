@@ -296,6 +296,8 @@ async fn the_cache_directory_is_locked_while_served() {
         .err()
         .expect("second open must fail");
     assert!(err.to_string().contains("locked"), "{err}");
+    let holder = format!("package-cache process {}", std::process::id());
+    assert!(err.to_string().contains(&holder), "names the holder: {err}");
     app.stop().await;
 }
 

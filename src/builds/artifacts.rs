@@ -5,8 +5,9 @@
 //! after its record, so a reader never sees a partial file and a file without
 //! a matching record does not count. Blocking; callers go off the runtime.
 
+use crate::store::durable::{self, TempFile};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, Permissions};
+use std::fs::{self, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct ArtifactMeta {
 pub struct Artifacts {
     dir: PathBuf,
     meta: PathBuf,
+    /// Where records are staged before their rename (the cache's `tmp/`).
+    tmp: PathBuf,
 }
 
 fn dir_with_mode(path: &Path, mode: u32) -> io::Result<()> {
@@ -50,13 +53,18 @@ fn dir_with_mode(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 impl Artifacts {
-    /// Opens (creating) `root/artifacts` (0711) and `root/meta` (0700). Blocking.
-    pub fn open(root: &Path) -> io::Result<Artifacts> {
+    /// Opens (creating) `root/artifacts` (0711) and `root/meta` (0700);
+    /// records are staged in `tmp` (same filesystem). Blocking.
+    pub fn open(root: &Path, tmp: &Path) -> io::Result<Artifacts> {
         let dir = root.join("artifacts");
         let meta = root.join("meta");
         dir_with_mode(&dir, 0o711)?;
         dir_with_mode(&meta, 0o700)?;
-        Ok(Artifacts { dir, meta })
+        Ok(Artifacts {
+            dir,
+            meta,
+            tmp: tmp.to_path_buf(),
+        })
     }
 
     /// The public directory.
@@ -91,19 +99,16 @@ impl Artifacts {
                 format!("not an artifact name: {:?}", meta.name),
             ));
         }
-        let file = File::open(tmp)?;
-        file.set_permissions(Permissions::from_mode(0o644))?;
-        file.sync_all()?;
+        let archive = TempFile::adopt(tmp.to_path_buf())?;
+        archive.set_mode(0o644)?;
         // The record first: an archive whose record is missing or names
         // another size is not served, so a crash between the two renames
         // never leaves a wrong record for a present file.
         let record = self.meta.join(format!("{}.json", meta.name));
         let bytes = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
-        super::tree::write_durably(&record, &bytes, 0o600)?;
+        durable::write_file(&self.tmp, &record, &bytes, 0o600)?;
         let dest = self.path(&meta.name);
-        fs::rename(tmp, &dest)?;
-        File::open(&self.meta)?.sync_all()?;
-        File::open(&self.dir)?.sync_all()?;
+        archive.commit(&dest)?;
         Ok(dest)
     }
 }
@@ -146,7 +151,7 @@ mod tests {
     #[test]
     fn commit_publishes_archive_and_record_together() {
         let root = tempfile::tempdir().unwrap();
-        let artifacts = Artifacts::open(root.path()).unwrap();
+        let artifacts = Artifacts::open(root.path(), root.path()).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(artifacts.dir()), 0o711);
         assert_eq!(mode(&root.path().join("meta")), 0o700);

@@ -4,6 +4,7 @@
 //! one small HTTP client, size limits and timeouts; knows nothing of package
 //! formats (that is `kind`).
 
+use crate::store::durable::TempFile;
 use bytes::{Bytes, BytesMut};
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -177,6 +178,9 @@ pub struct Fetcher {
     client: Client<HttpConnector, Empty<Bytes>>,
     timeouts: Timeouts,
     max_source: u64,
+    /// Where downloads are staged (the cache's `tmp/`); beside each
+    /// destination when unset.
+    tmp_dir: Option<PathBuf>,
 }
 
 impl Fetcher {
@@ -212,12 +216,20 @@ impl Fetcher {
             client,
             timeouts,
             max_source: MAX_SOURCE_SIZE,
+            tmp_dir: None,
         }
     }
 
     /// The same fetcher with another bound on a source download (`--max-source`).
     pub fn with_max_source(mut self, bytes: u64) -> Fetcher {
         self.max_source = bytes;
+        self
+    }
+
+    /// The same fetcher staging downloads in `dir` (on the destinations'
+    /// filesystem, emptied at start-up: the cache's `tmp/`).
+    pub fn with_tmp_dir(mut self, dir: PathBuf) -> Fetcher {
+        self.tmp_dir = Some(dir);
         self
     }
 
@@ -273,20 +285,28 @@ impl Fetcher {
     }
 
     /// GETs `path` into the file `dest` (at most `limit` bytes): written to a
-    /// temporary name beside it, synced and renamed into place only when the
-    /// whole body arrived; on failure nothing is left at `dest` or beside it.
+    /// `store::durable::TempFile` (in the tmp directory given with
+    /// [`Fetcher::with_tmp_dir`], else beside `dest`), synced and renamed into
+    /// place only when the whole body arrived; on failure nothing is left at
+    /// `dest` or in the tmp directory.
     pub async fn download(&self, path: &str, dest: &Path, limit: u64) -> Result<Downloaded, Error> {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned());
-        let temp = dest.with_file_name(format!(".{}.part", name.unwrap_or_default()));
+        let dir = match &self.tmp_dir {
+            Some(dir) => dir.clone(),
+            None => dest.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        };
+        let io = |source| Error::Io {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let created = dir.clone();
+        let temp = tokio::task::spawn_blocking(move || TempFile::create(&created, 0o644))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)?;
         let work = async {
+            let std_file = temp.file().try_clone().map_err(Failure::Io)?;
+            let mut file = tokio::fs::File::from_std(std_file);
             let mut body = self.open(path, None, limit).await?;
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temp)
-                .await
-                .map_err(Failure::Io)?;
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             while let Some(chunk) = body.next().await? {
@@ -295,7 +315,6 @@ impl Fetcher {
                 file.write_all(&chunk).await.map_err(Failure::Io)?;
             }
             file.flush().await.map_err(Failure::Io)?;
-            file.sync_all().await.map_err(Failure::Io)?;
             Ok(Downloaded {
                 size,
                 sha256: hex::encode(hasher.finalize()),
@@ -304,21 +323,21 @@ impl Fetcher {
         let result = tokio::time::timeout(self.timeouts.total, work)
             .await
             .unwrap_or(Err(Failure::Timeout("whole fetch")))
-            .map_err(|e| e.into_error(&self.url(path), &temp, limit));
-        let result = match result {
-            Ok(done) => tokio::fs::rename(&temp, dest)
-                .await
-                .map(|()| done)
-                .map_err(|source| Error::Io {
-                    path: dest.to_path_buf(),
-                    source,
-                }),
-            Err(e) => Err(e),
+            .map_err(|e| e.into_error(&self.url(path), temp.path(), limit));
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                // Dropping the temporary file unlinks it.
+                let _ = tokio::task::spawn_blocking(move || drop(temp)).await;
+                return Err(e);
+            }
         };
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&temp).await;
-        }
-        result
+        let to = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || temp.commit(&to))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)?;
+        Ok(done)
     }
 
     /// Sends a GET, following redirects that stay on the proxy, and checks the

@@ -1,6 +1,6 @@
 //! The job records on disk: one JSON file per job under `jobs/`, replaced
-//! atomically (temp file, fsync, rename, fsync of the directory) at every
-//! state change, so a crash leaves each record either before or after a move,
+//! atomically (`store::durable`: temp file, fsync, rename, fsync of the
+//! directory) at every state change, so a crash leaves each record either before or after a move,
 //! never torn. Blocking; the queue calls it off the runtime.
 
 use super::job::{Job, JobId};
@@ -13,17 +13,21 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct Journal {
     dir: PathBuf,
+    /// Where records are staged before their rename (the cache's `tmp/`).
+    tmp: PathBuf,
 }
 
 impl Journal {
-    /// Opens (creating, mode 0700) the directory `dir`. Blocking.
-    pub fn open(dir: &Path) -> io::Result<Journal> {
+    /// Opens (creating, mode 0700) the directory `dir`; records are staged
+    /// in `tmp` (same filesystem). Blocking.
+    pub fn open(dir: &Path, tmp: &Path) -> io::Result<Journal> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
         Ok(Journal {
             dir: dir.to_path_buf(),
+            tmp: tmp.to_path_buf(),
         })
     }
 
@@ -34,7 +38,7 @@ impl Journal {
     /// Writes `job`'s record, replacing the previous one atomically. Blocking.
     pub fn save(&self, job: &Job) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(job).map_err(io::Error::other)?;
-        super::tree::write_durably(&self.path(&job.id), &bytes, 0o600)
+        crate::store::durable::write_file(&self.tmp, &self.path(&job.id), &bytes, 0o600)
     }
 
     /// Removes a record. Blocking.
@@ -86,7 +90,7 @@ mod tests {
     #[test]
     fn records_survive_a_reopen_and_torn_writes_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(&dir.path().join("jobs")).unwrap();
+        let journal = Journal::open(&dir.path().join("jobs"), dir.path()).unwrap();
         let spec = Spec {
             kind: "pip".into(),
             runtime: "py311".into(),
@@ -104,7 +108,7 @@ mod tests {
         fs::write(dir.path().join("jobs/notes.txt"), b"hi").unwrap();
         let bad = JobId::random();
         fs::write(dir.path().join(format!("jobs/{bad}.json")), b"{").unwrap();
-        let again = Journal::open(&dir.path().join("jobs")).unwrap();
+        let again = Journal::open(&dir.path().join("jobs"), dir.path()).unwrap();
         let loaded = again.load().unwrap();
         assert_eq!(loaded, vec![job.clone()]);
         assert!(!dir.path().join("jobs/.x.tmp").exists());

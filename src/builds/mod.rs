@@ -54,8 +54,11 @@ use tokio_util::task::TaskTracker;
 /// What the build queue needs from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// `<cache>/.package-cache/build`.
+    /// `<cache>/.package-cache/build` (`store::Layout::build_root`).
     pub root: PathBuf,
+    /// Where durable writes stage their files: the cache's `tmp/`
+    /// (`store::Layout::tmp_dir`), on the same filesystem, emptied at start-up.
+    pub tmp: PathBuf,
     /// Builds running at once.
     pub concurrency: usize,
     /// Jobs waiting at most; more get 503.
@@ -150,6 +153,7 @@ impl Builds {
         stop: CancellationToken,
     ) -> std::io::Result<Builds> {
         let root = settings.root.clone();
+        let tmp = settings.tmp.clone();
         let inbox_config = inbox::InboxConfig {
             max_size: settings.max_source,
             per_user_bytes: settings.inbox_per_user,
@@ -164,10 +168,10 @@ impl Builds {
         let (artifacts, journal, loaded, inbox, operator_token) =
             tokio::task::spawn_blocking(move || {
                 tree::make_dirs(&root)?;
-                let operator_token = operator_token(&root.join("operator.token"))?;
+                let operator_token = operator_token(&root.join("operator.token"), &tmp)?;
                 let (jobs, _, _, inbox) = paths(&root);
-                let artifacts = Artifacts::open(&root)?;
-                let journal = journal::Journal::open(&jobs)?;
+                let artifacts = Artifacts::open(&root, &tmp)?;
+                let journal = journal::Journal::open(&jobs, &tmp)?;
                 let loaded = journal.load()?;
                 // The inbox's public directory is world-writable: it exists
                 // (open) only while builds are on.
@@ -196,6 +200,7 @@ impl Builds {
             logs,
             gateway,
             stop: stop.clone(),
+            tmp: settings.tmp.clone(),
         };
         let ledger = quota::Ledger::new(settings.inbox_per_user);
         let builds = Builds {
@@ -470,15 +475,16 @@ struct Pending {
     _held: quota::Reservation,
 }
 
-/// Reads the operator token at `path`, creating it (0600) the first time. Blocking.
-fn operator_token(path: &Path) -> std::io::Result<String> {
+/// Reads the operator token at `path`, creating it (0600, staged in `tmp`)
+/// the first time. Blocking.
+fn operator_token(path: &Path, tmp: &Path) -> std::io::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
         _ => {}
     }
     let token = job::random_hex(24);
-    tree::write_durably(path, token.as_bytes(), 0o600)?;
+    crate::store::durable::write_file(tmp, path, token.as_bytes(), 0o600)?;
     Ok(token)
 }
 

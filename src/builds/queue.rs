@@ -509,7 +509,7 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path, size: usize) -> (BuildQueue, Ready) {
-        let journal = Journal::open(dir).unwrap();
+        let journal = Journal::open(dir, dir).unwrap();
         let loaded = journal.load().unwrap();
         BuildQueue::open(journal, loaded, size, 100)
     }

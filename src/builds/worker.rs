@@ -41,6 +41,8 @@ pub struct Context {
     pub gateway: super::Gateway,
     /// The app's stop token (job networks stop being served with it too).
     pub stop: CancellationToken,
+    /// The cache's `tmp/`, where archives are written before their commit.
+    pub tmp: PathBuf,
 }
 
 impl Context {
@@ -228,7 +230,7 @@ async fn stages(
 }
 
 /// Fetching and building inside the job's directory; returns the archive
-/// (in the build root's `tmp/`) and its sha256.
+/// (in the cache's `tmp/`) and its sha256.
 #[allow(clippy::too_many_arguments)]
 async fn build_in(
     context: &Context,
@@ -369,11 +371,7 @@ async fn build_in(
         .await
         .map_err(|err| server(err.to_string()))?
         .map_err(|err| client(format!("the build installed nothing usable: {err}")))?;
-    let tmp = root
-        .parent()
-        .and_then(Path::parent)
-        .map(|build_root| build_root.join("tmp").join(format!("{}.tgz", job.id)))
-        .ok_or_else(|| server("the build directory has no root"))?;
+    let tmp = context.tmp.join(format!("{}.tgz", job.id));
     let (install, out) = (dirs.install.clone(), tmp.clone());
     let sha256 = tokio::task::spawn_blocking(move || super::archive::write_tgz(&install, &out))
         .await

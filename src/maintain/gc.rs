@@ -8,7 +8,8 @@
 //! [`GRACE`] may be such a commit and are kept.
 
 use super::{progress, remove_file, settled, shown, Error, Verdict};
-use crate::store::{self, LockProbe, Scan, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
+use crate::store::maintenance::{self, LockProbe, Scan};
+use crate::store::{self, Layout};
 use indicatif::{HumanBytes, ProgressBar};
 use std::collections::HashSet;
 use std::fs;
@@ -31,17 +32,17 @@ struct Tally {
 }
 
 struct Gc<'a> {
-    root: &'a Path,
+    layout: &'a Layout,
     dry_run: bool,
     out: &'a mut dyn Write,
     bar: ProgressBar,
     tally: Tally,
 }
 
-pub(super) fn run(root: &Path, dry_run: bool, out: &mut dyn Write) -> Result<Verdict, Error> {
+pub(super) fn run(layout: &Layout, dry_run: bool, out: &mut dyn Write) -> Result<Verdict, Error> {
     let bar = progress(None);
     let mut gc = Gc {
-        root,
+        layout,
         dry_run,
         out,
         bar,
@@ -64,10 +65,12 @@ pub(super) fn run(root: &Path, dry_run: bool, out: &mut dyn Write) -> Result<Ver
         t.directories,
         t.temporary,
         HumanBytes(t.bytes),
-        if server {
-            "; temporary files kept: a server is running"
-        } else {
-            ""
+        match server {
+            Some(pid) => format!(
+                "; temporary files kept: a server is running ({})",
+                store::describe_holder(pid)
+            ),
+            None => String::new(),
         },
         if t.recent > 0 {
             format!("; {} kept as too recent", t.recent)
@@ -86,7 +89,7 @@ pub(super) fn run(root: &Path, dry_run: bool, out: &mut dyn Write) -> Result<Ver
 impl Gc<'_> {
     /// Removes one file (unless dry-run) and reports it.
     fn remove(&mut self, what: &str, path: &Path, size: u64) -> io::Result<bool> {
-        let shown = shown(self.root, path);
+        let shown = shown(self.layout.root(), path);
         if !self.dry_run {
             if let Err(err) = remove_file(path) {
                 self.tally.failed += 1;
@@ -109,44 +112,45 @@ impl Gc<'_> {
     }
 
     /// Leftover fills, only when no server holds the lock (a server's own
-    /// are in use). Returns whether a server is running.
-    fn temporary_files(&mut self) -> Result<bool, Error> {
-        let guard = match store::probe_lock(self.root) {
+    /// are in use). Returns the lock holder's PID (if known) when a server
+    /// is running.
+    fn temporary_files(&mut self) -> Result<Option<Option<u32>>, Error> {
+        let guard = match maintenance::probe_lock(self.layout) {
             Ok(LockProbe::Acquired(guard)) => guard,
-            Ok(LockProbe::Held) => return Ok(true),
+            Ok(LockProbe::Held { pid }) => return Ok(Some(pid)),
             // No state directory: nothing was ever served from here.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
                 return Err(Error::Io {
                     op: "lock",
-                    path: self.root.join(STATE_DIR).join("lock"),
+                    path: self.layout.lock_file(),
                     source,
                 })
             }
         };
         self.bar.set_message("removing temporary files");
-        for file in store::tmp_files(self.root).into_iter().flatten() {
+        for file in maintenance::tmp_files(self.layout).into_iter().flatten() {
             if self.remove("temporary file", &file.path, file.size)? {
                 self.tally.temporary += 1;
             }
         }
         // Released now: a server may start while the rest runs.
         drop(guard);
-        Ok(false)
+        Ok(None)
     }
 
     /// Metadata that no body is bound to, and metadata that cannot be parsed.
     fn metadata(&mut self) -> Result<(), Error> {
         self.bar.set_message("scanning entries");
         let mut bound = HashSet::new();
-        for entry in Scan::new(self.root).entries()?.flatten() {
+        for entry in Scan::new(self.layout).entries()?.flatten() {
             self.bar.inc(1);
-            if entry.meta.bound().is_some() {
-                bound.insert(store::meta_file(self.root, &entry.key));
+            if let Some(meta) = entry.meta.bound() {
+                bound.insert(self.layout.meta_file_named(&meta.key));
             }
         }
         self.bar.set_message("checking metadata");
-        for file in store::meta_files(self.root).into_iter().flatten() {
+        for file in maintenance::meta_files(self.layout).into_iter().flatten() {
             self.bar.inc(1);
             let what = match &file.parsed {
                 // Written whole through a rename: damage is never a write in progress.
@@ -169,7 +173,7 @@ impl Gc<'_> {
     /// through a rename, so never a write in progress).
     fn documents(&mut self) -> Result<(), Error> {
         self.bar.set_message("checking documents");
-        for file in store::doc_files(self.root).into_iter().flatten() {
+        for file in maintenance::doc_files(self.layout).into_iter().flatten() {
             self.bar.inc(1);
             if file.parsed.is_none() && self.remove("damaged document", &file.path, file.size)? {
                 self.tally.documents += 1;
@@ -181,18 +185,8 @@ impl Gc<'_> {
     /// Empty directories in every namespace tree, keeping the tops
     /// (the root, each host's and each mount's directory).
     fn prune_namespaces(&mut self) -> Result<(), Error> {
-        let root = self.root.to_path_buf();
-        for child in children(&root) {
-            let name = child.file_name().unwrap_or_default();
-            if name == HOSTS_DIR || name == MOUNTS_DIR {
-                for top in children(&child) {
-                    for dir in children(&top) {
-                        self.prune(&dir, 0)?;
-                    }
-                }
-            } else if name != STATE_DIR {
-                self.prune(&child, 0)?;
-            }
+        for dir in maintenance::namespace_trees(self.layout) {
+            self.prune(&dir, 0)?;
         }
         Ok(())
     }
@@ -231,7 +225,7 @@ impl Gc<'_> {
             self.tally.recent += 1;
             return Ok(false);
         }
-        let shown = shown(self.root, dir);
+        let shown = shown(self.layout.root(), dir);
         if !self.dry_run {
             // rmdir fails on a directory a server has just put a file in: safe.
             if fs::remove_dir(dir).is_err() {
@@ -249,11 +243,4 @@ impl Gc<'_> {
             .suspend(|| writeln!(out, "{verb} empty directory {shown}"))?;
         Ok(true)
     }
-}
-
-/// The entries of `dir` (none if it cannot be read).
-fn children(dir: &Path) -> Vec<std::path::PathBuf> {
-    fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
 }

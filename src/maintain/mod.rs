@@ -1,7 +1,7 @@
 //! The maintenance subcommands: `stats`, `verify`, `gc` and `purge`, one file
 //! each. They work on a cache directory with blocking filesystem calls, also
-//! while a server serves from it; they rely on `store` only (never on the
-//! proxy or upstream code) and print their findings to `out`, one line per
+//! while a server serves from it; they rely on `store`'s maintenance API and
+//! its `Layout` only (never on the proxy or upstream code) and print their findings to `out`, one line per
 //! item and a summary line last. Progress goes to stderr when it is a terminal.
 
 mod gc;
@@ -10,6 +10,7 @@ mod stats;
 mod verify;
 
 use crate::cli::Command;
+use crate::store::Layout;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ pub enum Error {
     NotMaintenance,
     /// The cache directory cannot be walked.
     #[error(transparent)]
-    Scan(#[from] crate::store::ScanError),
+    Scan(#[from] crate::store::maintenance::ScanError),
     /// The purge pattern is not a valid glob.
     #[error("invalid pattern {pattern:?}: {reason}")]
     Pattern {
@@ -60,13 +61,14 @@ pub enum Verdict {
 
 /// Runs `command` on the cache at `root`, writing its report to `out`.
 pub fn run(command: &Command, root: &Path, out: &mut dyn Write) -> Result<Verdict, Error> {
+    let layout = Layout::new(root);
     match command {
-        Command::Stats { json, .. } => stats::run(root, *json, out),
-        Command::Verify { .. } => verify::run(root, out),
-        Command::Gc { dry_run, .. } => gc::run(root, *dry_run, out),
+        Command::Stats { json, .. } => stats::run(&layout, *json, out),
+        Command::Verify { .. } => verify::run(&layout, out),
+        Command::Gc { dry_run, .. } => gc::run(&layout, *dry_run, out),
         Command::Purge {
             pattern, dry_run, ..
-        } => purge::run(root, pattern, *dry_run, out),
+        } => purge::run(&layout, pattern, *dry_run, out),
         Command::Build(_) | Command::Inbox(_) => Err(Error::NotMaintenance),
     }
 }

@@ -7,14 +7,14 @@
 //! `gc`.
 
 use super::{progress, remove_file, shown, Error, Verdict};
-use crate::store::{self, Scan};
+use crate::store::maintenance::{self, Scan};
+use crate::store::Layout;
 use globset::{GlobBuilder, GlobMatcher};
 use indicatif::HumanBytes;
 use std::io::Write;
-use std::path::Path;
 
 pub(super) fn run(
-    root: &Path,
+    layout: &Layout,
     pattern: &str,
     dry_run: bool,
     out: &mut dyn Write,
@@ -24,7 +24,8 @@ pub(super) fn run(
     let bar = progress(None);
     bar.set_message("purging");
     let (mut entries, mut bytes, mut docs, mut failed) = (0u64, 0u64, 0u64, 0u64);
-    for item in Scan::new(root).without_meta().entries()? {
+    let root = layout.root();
+    for item in Scan::new(layout).without_meta().entries()? {
         bar.inc(1);
         let Ok(entry) = item else { continue };
         let path = entry.key.to_string();
@@ -32,11 +33,7 @@ pub(super) fn run(
             continue;
         }
         if !dry_run {
-            // Body first: with the metadata gone first, a server could serve
-            // the body as a plain file in between.
-            let removed = remove_file(&root.join(&entry.rel))
-                .and_then(|_| remove_file(&store::meta_file(root, &entry.key)));
-            if let Err(err) = removed {
+            if let Err(err) = maintenance::remove_entry(layout, &entry) {
                 failed += 1;
                 bar.suspend(|| writeln!(out, "FAILED {path}: {err}"))?;
                 continue;
@@ -46,7 +43,7 @@ pub(super) fn run(
         bytes += entry.size;
         bar.suspend(|| writeln!(out, "{verb} {path} ({})", HumanBytes(entry.size)))?;
     }
-    for file in store::doc_files(root) {
+    for file in maintenance::doc_files(layout) {
         bar.inc(1);
         let Ok(file) = file else { continue };
         let Some(meta) = &file.parsed else { continue };

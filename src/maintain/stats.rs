@@ -3,12 +3,12 @@
 //! only.
 
 use super::{progress, Error, Verdict};
-use crate::store::{self, MetaStatus, Namespace, Scan};
+use crate::store::maintenance::{self, MetaStatus, Scan};
+use crate::store::{Layout, Namespace};
 use indicatif::HumanBytes;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
-use std::path::Path;
 
 /// A number of files and their bytes.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -65,8 +65,8 @@ pub struct Stats {
     pub skipped: u64,
 }
 
-pub(super) fn run(root: &Path, json: bool, out: &mut dyn Write) -> Result<Verdict, Error> {
-    let stats = collect(root)?;
+pub(super) fn run(layout: &Layout, json: bool, out: &mut dyn Write) -> Result<Verdict, Error> {
+    let stats = collect(layout)?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &stats).map_err(std::io::Error::other)?;
         writeln!(out)?;
@@ -76,15 +76,15 @@ pub(super) fn run(root: &Path, json: bool, out: &mut dyn Write) -> Result<Verdic
     Ok(Verdict::Clean)
 }
 
-/// Walks the cache at `root` and counts.
-pub fn collect(root: &Path) -> Result<Stats, Error> {
+/// Walks the cache laid out as `layout` and counts.
+pub fn collect(layout: &Layout) -> Result<Stats, Error> {
     let bar = progress(None);
     bar.set_message("scanning entries");
     let mut stats = Stats::default();
     let mut by_ns: BTreeMap<(u8, String), NamespaceStats> = BTreeMap::new();
     by_ns.insert((0, String::new()), ns_stats(&Namespace::Mirrors));
     let mut bound = HashSet::new();
-    for item in Scan::new(root).entries()? {
+    for item in Scan::new(layout).entries()? {
         bar.inc(1);
         let entry = match item {
             Ok(entry) => entry,
@@ -98,8 +98,8 @@ pub fn collect(root: &Path) -> Result<Stats, Error> {
         slot.entries.add(entry.size);
         stats.entries.add(entry.size);
         match &entry.meta {
-            MetaStatus::Bound(_) => {
-                bound.insert(store::meta_file(root, &entry.key));
+            MetaStatus::Bound(meta) => {
+                bound.insert(layout.meta_file_named(&meta.key));
             }
             _ => {
                 slot.without_metadata.add(entry.size);
@@ -108,7 +108,7 @@ pub fn collect(root: &Path) -> Result<Stats, Error> {
         }
     }
     bar.set_message("reading metadata and documents");
-    for file in store::meta_files(root) {
+    for file in maintenance::meta_files(layout) {
         bar.inc(1);
         match file {
             Ok(file) if file.parsed.is_none() => stats.damaged_metadata.add(file.size),
@@ -117,7 +117,7 @@ pub fn collect(root: &Path) -> Result<Stats, Error> {
             Err(_) => stats.skipped += 1,
         }
     }
-    for file in store::doc_files(root) {
+    for file in maintenance::doc_files(layout) {
         bar.inc(1);
         match file {
             Ok(file) if file.parsed.is_some() => stats.documents.add(file.size),
@@ -125,10 +125,10 @@ pub fn collect(root: &Path) -> Result<Stats, Error> {
             Err(_) => stats.skipped += 1,
         }
     }
-    for file in store::tmp_files(root).into_iter().flatten() {
+    for file in maintenance::tmp_files(layout).into_iter().flatten() {
         stats.temporary.add(file.size);
     }
-    for file in store::quarantine_files(root).into_iter().flatten() {
+    for file in maintenance::quarantine_files(layout).into_iter().flatten() {
         stats.quarantined.add(file.size);
     }
     bar.finish_and_clear();

@@ -9,7 +9,8 @@
 //! a bad body with missing metadata and serves it as a plain 0.2 file.
 
 use super::{progress, shown, Error, Verdict};
-use crate::store::{self, EntryMeta, ScanEntry};
+use crate::store::maintenance::{Scan, ScanEntry};
+use crate::store::{EntryMeta, Layout};
 use indicatif::HumanBytes;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use sha2::{Digest, Sha256};
@@ -33,13 +34,14 @@ struct Tally {
     unreadable: u64,
 }
 
-pub(super) fn run(root: &Path, out: &mut dyn Write) -> Result<Verdict, Error> {
+pub(super) fn run(layout: &Layout, out: &mut dyn Write) -> Result<Verdict, Error> {
+    let root = layout.root();
     let mut tally = Tally::default();
     // List first (cheap), so that the bar can show bytes against a total.
     let mut todo: Vec<(ScanEntry, EntryMeta)> = Vec::new();
     let listing = progress(None);
     listing.set_message("listing entries");
-    for item in store::Scan::new(root).entries()? {
+    for item in Scan::new(layout).entries()? {
         listing.inc(1);
         let Ok(entry) = item else { continue };
         match entry.meta.bound() {
@@ -84,7 +86,7 @@ pub(super) fn run(root: &Path, out: &mut dyn Write) -> Result<Verdict, Error> {
             continue;
         }
         tally.mismatched += 1;
-        let line = match quarantine(root, entry) {
+        let line = match quarantine(layout, entry, meta) {
             Ok(Some(to)) => format!(
                 "MISMATCH {}: sha256 {digest}, recorded {}; quarantined as {}",
                 entry.key,
@@ -160,14 +162,14 @@ fn hash_body(
 
 /// Moves `entry`'s body and metadata into the quarantine directory; returns
 /// where the body went, or `None` if the path no longer holds that body.
-fn quarantine(root: &Path, entry: &ScanEntry) -> io::Result<Option<PathBuf>> {
-    let dir = store::quarantine_dir(root);
+fn quarantine(layout: &Layout, entry: &ScanEntry, meta: &EntryMeta) -> io::Result<Option<PathBuf>> {
+    let dir = layout.quarantine_dir();
     match fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
     }
-    let body = root.join(&entry.rel);
+    let body = layout.root().join(&entry.rel);
     match fs::symlink_metadata(&body) {
         Ok(md) if md.ino() == entry.inode => {}
         Ok(_) => return Ok(None),
@@ -183,7 +185,7 @@ fn quarantine(root: &Path, entry: &ScanEntry) -> io::Result<Option<PathBuf>> {
         .find(|p| fs::symlink_metadata(p).is_err())
         .ok_or_else(|| io::Error::new(io::ErrorKind::AlreadyExists, "quarantine is full"))?;
     fs::rename(&body, &target)?;
-    let meta = store::meta_file(root, &entry.key);
+    let meta = layout.meta_file_named(&meta.key);
     let mut meta_target = target.clone().into_os_string();
     meta_target.push(".meta");
     match fs::rename(&meta, &meta_target) {

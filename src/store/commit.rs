@@ -1,47 +1,45 @@
-//! The commit of a complete, verified fill: fsync the body, write its
-//! metadata (bound to the body's inode), rename the body into place, fsync
-//! its directory, and record it in the index.
+//! The commit of a complete, verified fill: write its metadata (bound to the
+//! body's inode), then move the body into place with `durable` (fsync,
+//! rename, fsync of its directory), and record it in the index; the last
+//! three under the key's guard, so a removal never splits them.
 
-use super::disk::{self, FILE_MODE};
+use super::durable::{self, TempFile};
+use super::layout::{Layout, DIR_MODE, FILE_MODE, PRIVATE_DIR_MODE};
 use super::meta::{unix_now, EntryMeta};
 use super::{CacheKey, Error, FillHead, Inner};
-use std::fs::{self, File};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 pub(super) fn store_blocking(
     inner: &Inner,
     key: &CacheKey,
-    file: &File,
-    tmp_path: &PathBuf,
+    body: TempFile,
     len: u64,
     sha256: String,
     head: &FillHead,
 ) -> Result<(), Error> {
-    let io = |op: &'static str, path: &PathBuf| {
-        let path = path.clone();
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
         move |source| Error::Io { op, path, source }
     };
-    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
-        .map_err(io("chmod", tmp_path))?;
-    file.sync_all().map_err(io("fsync", tmp_path))?;
-    let inode = file.metadata().map_err(io("stat", tmp_path))?.ino();
-    let rel = key.relative_path();
-    let final_path = inner.root.join(&rel);
+    let tmp_path = body.path().to_path_buf();
+    body.set_mode(FILE_MODE).map_err(io("chmod", &tmp_path))?;
+    let inode = body.file().metadata().map_err(io("stat", &tmp_path))?.ino();
+    let layout = &inner.layout;
+    let rel = Layout::entry_rel(key);
+    let final_path = layout.root().join(&rel);
     let parent_rel = rel.parent().map(PathBuf::from).unwrap_or_default();
-    disk::create_dirs_durably(&inner.root, &parent_rel)
+    durable::create_dirs(layout.root(), &parent_rel, DIR_MODE)
         .map_err(io("create directories", &final_path))?;
-    if fs::symlink_metadata(&final_path)
+    if std::fs::symlink_metadata(&final_path)
         .map(|m| m.is_dir())
         .unwrap_or(false)
     {
         return Err(Error::Io {
             op: "rename",
             path: final_path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::IsADirectory,
-                "a directory is in the way",
-            ),
+            source: io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
         });
     }
     let meta = EntryMeta {
@@ -53,13 +51,24 @@ pub(super) fn store_blocking(
         source: head.source.clone(),
         inode,
     };
-    let meta_path = inner.meta_path(key);
-    disk::write_meta(&meta, &meta_path, &inner.tmp_dir, &inner.tmp_name("meta"))
-        .map_err(io("write metadata", &meta_path))?;
-    fs::rename(tmp_path, &final_path).map_err(io("rename", &final_path))?;
+    let meta_path = layout.meta_file(key);
+    // From the metadata to the index, no removal of this key comes in
+    // between: it could take the new metadata or the new body.
+    let _guard = inner.guards.lock(key);
+    write_meta(layout, &meta, &meta_path).map_err(io("write metadata", &meta_path))?;
+    body.commit(&final_path)
+        .map_err(io("rename", &final_path))?;
     inner.hot.remove(key);
-    inner.index().record(key, len);
-    disk::sync_dir(final_path.parent().expect("entries have a parent"))
-        .map_err(io("fsync directory", &final_path))?;
+    inner.index().record(key, len, inode);
     Ok(())
+}
+
+/// Writes `meta` durably to `path`, creating its fan-out directory.
+fn write_meta(layout: &Layout, meta: &EntryMeta, path: &Path) -> io::Result<()> {
+    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    durable::create_dir(
+        path.parent().expect("metadata paths have a parent"),
+        PRIVATE_DIR_MODE,
+    )?;
+    durable::write_file(&layout.tmp_dir(), path, &json, 0o600)
 }

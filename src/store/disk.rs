@@ -1,124 +1,311 @@
-//! Blocking filesystem steps of the store: durable directory creation, fsync of
-//! directories, metadata files. Callers run these inside `spawn_blocking`.
+//! The local-disk tier: [`DiskWrite`] writes an entry's body to a temporary
+//! file (which a fill's readers follow) and commits it (room claimed under
+//! `--max-size`, metadata, rename); [`DiskTier`] puts a whole store behind
+//! the `Tier` trait, so a store on another directory can be a tier below
+//! this one, as a shared object store will be.
 
-use super::meta::EntryMeta;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use super::budget::Reservation;
+use super::durable::TempFile;
+use super::entry::Opened;
+use super::layout::FILE_MODE;
+use super::remove::Chosen;
+use super::tier::{Sealed, Tier, TierHit, TierRead, TierWrite};
+use super::{BodyReader, CacheKey, Committed, Entry, EntryMeta, Error, FillHead, Inner, Store};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use rustix::fs::OFlags;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::Arc;
 
-/// Mode of directories that local users may traverse but not list (VCAP's layout).
-pub const DIR_MODE: u32 = 0o711;
-/// Mode of committed files: readable by local clients that know the name.
-pub const FILE_MODE: u32 = 0o644;
-/// Largest metadata file read back (guards against a corrupted store).
-const MAX_META_LEN: u64 = 1 << 20;
-
-/// fsync a directory so that entries created or renamed in it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// A body being written to the local disk. Dropped without `commit`, its
+/// temporary file is unlinked (off the runtime when there is one); readers
+/// that have it open keep reading.
+pub(crate) struct DiskWrite {
+    inner: Arc<Inner>,
+    temp: Option<TempFile>,
+    file: Arc<File>,
+    /// Room made under `--max-size`; a body of unknown length grows it.
+    reservation: Reservation,
+    sized: bool,
+    written: u64,
 }
 
-/// Creates every missing directory of `rel` beneath `root` (mode 0711), syncing
-/// each parent after a creation. Fails with `NotADirectory` when a component
-/// exists as something else: that is the `a` versus `a/b` conflict.
-pub fn create_dirs_durably(root: &Path, rel: &Path) -> io::Result<()> {
-    let mut current = root.to_path_buf();
-    for component in rel.components() {
-        let Component::Normal(name) = component else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "unexpected path component",
-            ));
+/// Where an append stopped: the error and the index of the chunk it failed in.
+pub(crate) type AppendError = (io::Error, usize);
+
+impl DiskWrite {
+    /// Makes room for a body of `content_length` (when known) and creates
+    /// its temporary file in the cache's `tmp/`.
+    pub(crate) async fn create(
+        inner: Arc<Inner>,
+        content_length: Option<u64>,
+    ) -> Result<DiskWrite, Error> {
+        let reservation = match content_length {
+            Some(len) => Reservation::reserve(inner.clone(), len).await,
+            None => Reservation::none(inner.clone()),
         };
-        let parent = current.clone();
-        current.push(name);
-        match DirBuilder::new().mode(DIR_MODE).create(&current) {
-            Ok(()) => {
-                fs::set_permissions(&current, fs::Permissions::from_mode(DIR_MODE))?;
-                sync_dir(&parent)?;
-            }
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                if !fs::symlink_metadata(&current)?.is_dir() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotADirectory,
-                        "a file is in the way",
-                    ));
+        let tmp_dir = inner.layout.tmp_dir();
+        let dir = tmp_dir.clone();
+        // O_NOATIME: reads of a growing file must not dirty its inode
+        // (readers run on the runtime thread with RWF_NOWAIT).
+        let temp = tokio::task::spawn_blocking(move || {
+            TempFile::create_with(&dir, FILE_MODE, OFlags::NOATIME)
+        })
+        .await
+        .map_err(Error::join)?
+        .map_err(|source| Error::Io {
+            op: "create temporary file",
+            path: tmp_dir,
+            source,
+        })?;
+        Ok(DiskWrite {
+            file: temp.file().clone(),
+            temp: Some(temp),
+            inner,
+            reservation,
+            sized: content_length.is_some(),
+            written: 0,
+        })
+    }
+
+    /// The temporary file, open read-write: readers use positional reads.
+    pub(crate) fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Appends `chunks` in one trip to the blocking pool, hashing each into
+    /// `hasher` as it is written. A body of unknown length makes room as it
+    /// grows, first. On failure, the error says in which chunk it stopped
+    /// (the bytes before it are in the file).
+    pub(crate) async fn append(
+        &mut self,
+        chunks: Vec<Bytes>,
+        hasher: Option<Sha256>,
+    ) -> Result<(Option<Sha256>, Vec<Bytes>, Result<(), AppendError>), Error> {
+        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        if !self.sized {
+            self.reservation.grow_to(self.written + len).await;
+        }
+        let file = self.file.clone();
+        let (hasher, chunks, result) = tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            for (i, chunk) in chunks.iter().enumerate() {
+                if let Err(err) = (&*file).write_all(chunk) {
+                    return (hasher, chunks, Err((err, i)));
+                }
+                if let Some(hasher) = hasher.as_mut() {
+                    hasher.update(chunk);
                 }
             }
-            Err(err) => return Err(err),
+            (hasher, chunks, Ok(()))
+        })
+        .await
+        .map_err(Error::join)?;
+        if result.is_ok() {
+            self.written += len;
         }
+        Ok((hasher, chunks, result))
     }
-    Ok(())
+
+    /// Stores the complete, verified body as `key`'s entry: claims its room
+    /// under `--max-size` (`NotStored` when there is none), then writes its
+    /// metadata and renames it into place (see `commit`).
+    pub(crate) async fn commit(
+        mut self,
+        key: &CacheKey,
+        len: u64,
+        sha256: String,
+        head: &FillHead,
+    ) -> Result<Committed, Error> {
+        // Room before the rename, never after: the bytes are claimed against
+        // `--max-size` together with the committed entries.
+        let Some(claim) = self.reservation.claim(len).await else {
+            tracing::info!(key = %key, bytes = len,
+                "no room under --max-size (pinned entries or fills in flight); served uncached");
+            return Ok(Committed::NotStored);
+        };
+        let inner = self.inner.clone();
+        let (key, head) = (key.clone(), head.clone());
+        let temp = self
+            .temp
+            .take()
+            .expect("a write keeps its file until commit");
+        // A failed commit drops (unlinks) the temporary file on the blocking
+        // pool; the claim goes once the index holds the entry (or never will).
+        tokio::task::spawn_blocking(move || {
+            let stored = super::commit::store_blocking(&inner, &key, temp, len, sha256, &head);
+            drop(claim);
+            stored.map(|()| Committed::Stored)
+        })
+        .await
+        .map_err(Error::join)?
+    }
 }
 
-/// Writes `meta` durably to `path` through a temporary file in `tmp_dir`.
-pub fn write_meta(meta: &EntryMeta, path: &Path, tmp_dir: &Path, tmp_name: &str) -> io::Result<()> {
-    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-    let tmp = tmp_dir.join(tmp_name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-        let parent = path.parent().expect("metadata paths have a parent");
-        if !parent.exists() {
-            DirBuilder::new().mode(0o700).create(parent).or_else(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    Ok(())
-                } else {
-                    Err(e)
+impl Drop for DiskWrite {
+    fn drop(&mut self) {
+        let Some(temp) = self.temp.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(move || drop(temp));
+            }
+            Err(_) => drop(temp),
+        }
+    }
+}
+
+impl TierWrite for DiskWrite {
+    fn write<'a>(&'a mut self, chunks: &'a [Bytes]) -> BoxFuture<'a, Result<(), Error>> {
+        async move {
+            let (_, _, written) = self.append(chunks.to_vec(), None).await?;
+            written.map_err(|(source, _)| Error::Io {
+                op: "write",
+                path: self.inner.layout.tmp_dir(),
+                source,
+            })
+        }
+        .boxed()
+    }
+
+    fn commit(self: Box<Self>, sealed: Sealed) -> BoxFuture<'static, Result<Committed, Error>> {
+        async move {
+            (*self)
+                .commit(&sealed.key, sealed.len, sealed.sha256, &sealed.head)
+                .await
+        }
+        .boxed()
+    }
+}
+
+/// A whole store as a tier (below another one: a store on a shared
+/// filesystem, or in tests a second cache directory).
+#[derive(Clone)]
+pub struct DiskTier {
+    store: Store,
+}
+
+impl DiskTier {
+    /// `store` as a tier.
+    pub fn new(store: Store) -> DiskTier {
+        DiskTier { store }
+    }
+}
+
+impl Tier for DiskTier {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn lookup<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<TierHit>, Error>> {
+        async move {
+            let Opened::Entry(entry) = self.store.open_entry(key).await? else {
+                return Ok(None);
+            };
+            let Some(meta) = entry.meta.clone() else {
+                return Ok(None);
+            };
+            self.store.touch(key);
+            Ok(Some(TierHit {
+                meta: (*meta).clone(),
+                body: Box::new(DiskRead::new(entry, &meta)),
+            }))
+        }
+        .boxed()
+    }
+
+    fn begin<'a>(
+        &'a self,
+        _key: &'a CacheKey,
+        head: &'a FillHead,
+    ) -> BoxFuture<'a, Result<Box<dyn TierWrite>, Error>> {
+        async move {
+            let write = DiskWrite::create(self.store.inner.clone(), head.content_length).await?;
+            Ok(Box::new(write) as Box<dyn TierWrite>)
+        }
+        .boxed()
+    }
+
+    fn remove<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        meta: &'a EntryMeta,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        async move {
+            let removed = self.store.remove(key, Chosen::Inode(meta.inode)).await?;
+            Ok(removed > 0)
+        }
+        .boxed()
+    }
+}
+
+/// A committed entry read from its first byte, checked against its
+/// metadata's length and sha256 as it goes.
+struct DiskRead {
+    small: Option<Bytes>,
+    reader: Option<BodyReader>,
+    hasher: Sha256,
+    read: u64,
+    len: u64,
+    sha256: String,
+    done: bool,
+}
+
+impl DiskRead {
+    fn new(entry: Entry, meta: &EntryMeta) -> DiskRead {
+        let (small, reader) = match entry.small_body() {
+            Some(small) => (Some(small.clone()), None),
+            None => (None, Some(entry.reader(0, entry.len))),
+        };
+        DiskRead {
+            small,
+            reader,
+            hasher: Sha256::new(),
+            read: 0,
+            len: meta.size,
+            sha256: meta.sha256.clone(),
+            done: false,
+        }
+    }
+
+    fn check_end(&mut self) -> io::Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if self.read != self.len || digest != self.sha256 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a tier's body does not match its metadata",
+            ));
+        }
+        Ok(None)
+    }
+}
+
+impl TierRead for DiskRead {
+    fn next_chunk(&mut self) -> BoxFuture<'_, io::Result<Option<Bytes>>> {
+        async move {
+            let chunk = match (self.small.take(), self.reader.as_mut()) {
+                (Some(small), _) if !small.is_empty() => Some(small),
+                (Some(_), _) => None,
+                (None, Some(reader)) => reader.next_chunk().await?,
+                (None, None) => None,
+            };
+            match chunk {
+                Some(chunk) => {
+                    self.read += chunk.len() as u64;
+                    self.hasher.update(&chunk);
+                    Ok(Some(chunk))
                 }
-            })?;
-            sync_dir(
-                parent
-                    .parent()
-                    .expect("metadata fan-out directories have a parent"),
-            )?;
+                None => self.check_end(),
+            }
         }
-        fs::rename(&tmp, path)?;
-        sync_dir(parent)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        .boxed()
     }
-    result
-}
-
-/// Reads a metadata file; `None` when it is missing or unreadable as metadata.
-pub fn read_meta(path: &Path) -> Option<EntryMeta> {
-    let file = File::open(path).ok()?;
-    let mut buf = Vec::new();
-    file.take(MAX_META_LEN).read_to_end(&mut buf).ok()?;
-    serde_json::from_slice(&buf).ok()
-}
-
-/// Removes everything inside `dir` (leftovers of a crashed run), keeping `dir`.
-pub fn clear_dir(dir: &Path) -> io::Result<usize> {
-    let mut removed = 0;
-    for entry in fs::read_dir(dir)? {
-        let path: PathBuf = entry?.path();
-        if fs::symlink_metadata(&path)?.is_dir() {
-            fs::remove_dir_all(&path)?;
-        } else {
-            fs::remove_file(&path)?;
-        }
-        removed += 1;
-    }
-    Ok(removed)
-}
-
-/// Fails unless `dir` is a directory this process may create files in.
-/// `access(2)` asks with the real IDs, which are the effective ones here
-/// (`--user` changes both).
-pub(crate) fn check_writable_dir(dir: &Path) -> io::Result<()> {
-    use rustix::fs::Access;
-    rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK)?;
-    if !fs::metadata(dir)?.is_dir() {
-        return Err(io::Error::from(io::ErrorKind::NotADirectory));
-    }
-    Ok(())
 }

@@ -1,19 +1,19 @@
 //! Index documents: small, mutable files (a PyPI page, RubyGems `/versions`)
-//! replaced whole when the upstream changes. Each is one file under
-//! `.package-cache/docs/<2 hex>/<sha256 of key>` holding its metadata and
-//! body together, so a replacement (temp file, fsync, rename) is atomic and a
-//! reader never pairs a new body with old headers. Only this process writes
+//! replaced whole when the upstream changes. Each is one file
+//! (`Layout::doc_file`) holding its metadata and body together, so a
+//! replacement (`durable`: temp file, fsync, rename) is atomic and a reader
+//! never pairs a new body with old headers. Only this process writes
 //! them, so the documents read or written lately are also kept in memory
 //! (RubyGems' `/versions` is tens of MB and asked for on every `bundle`).
 
-use super::disk;
-use super::{Error, Store};
+use super::durable::{self, TempFile};
+use super::layout::{Layout, PRIVATE_DIR_MODE};
+use super::{CacheKey, Error, Store};
 use crate::digest::Digest;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -113,7 +113,7 @@ impl Doc {
 
 impl Store {
     fn doc_path(&self, key: &str) -> PathBuf {
-        super::state::doc_file(&self.inner.root, key)
+        self.inner.layout.doc_file(key)
     }
 
     fn memo(&self) -> std::sync::MutexGuard<'_, DocMemo> {
@@ -143,17 +143,12 @@ impl Store {
     /// Stores `doc` under its key, replacing any earlier version atomically.
     pub async fn write_doc(&self, doc: Arc<Doc>) -> Result<(), Error> {
         let path = self.doc_path(&doc.meta.key);
-        let tmp = self.inner.tmp_path("doc");
+        let layout = self.inner.layout.clone();
         // Until the new file is in place, readers must not see the old one from memory.
         self.memo().remove(&doc.meta.key);
         let written = doc.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let doc = written;
-            let result = write_blocking(&doc, &path, &tmp);
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            result.map_err(|source| Error::Io {
+            write_blocking(&written, &layout, &path).map_err(|source| Error::Io {
                 op: "write document",
                 path,
                 source,
@@ -216,7 +211,31 @@ pub(super) fn read_head(path: &Path) -> Option<DocMeta> {
     parse_head(&mut File::open(path).ok()?)
 }
 
-/// The length-prefixed JSON head of a document file.
+/// The head as a document file holds it: the metadata, and which names its
+/// `hashes` use.
+#[derive(Serialize)]
+struct HeadOut<'a> {
+    names: u32,
+    #[serde(flatten)]
+    meta: &'a DocMeta,
+}
+
+#[derive(Deserialize)]
+struct HeadIn {
+    /// Absent in files of earlier versions, whose names were lossy.
+    #[serde(default)]
+    names: u32,
+    #[serde(flatten)]
+    meta: DocMeta,
+}
+
+/// `names` of heads whose `hashes` use `CacheKey::canonical`.
+const CANONICAL_NAMES: u32 = 1;
+
+/// The length-prefixed JSON head of a document file. The digests listed by a
+/// document an earlier version wrote are renamed to today's canonical names
+/// (see `CacheKey::canonical_from_legacy`), so the files they vouch for are
+/// still checked.
 fn parse_head(file: &mut File) -> Option<DocMeta> {
     let mut len = [0u8; 4];
     file.read_exact(&mut len).ok()?;
@@ -226,29 +245,29 @@ fn parse_head(file: &mut File) -> Option<DocMeta> {
     }
     let mut head = vec![0; head_len as usize];
     file.read_exact(&mut head).ok()?;
-    serde_json::from_slice::<DocMeta>(&head).ok()
+    let HeadIn { names, mut meta } = serde_json::from_slice::<HeadIn>(&head).ok()?;
+    if names < CANONICAL_NAMES {
+        for (key, _) in &mut meta.hashes {
+            *key = CacheKey::canonical_from_legacy(key);
+        }
+    }
+    Some(meta)
 }
 
-fn write_blocking(doc: &Doc, path: &Path, tmp: &Path) -> std::io::Result<()> {
-    let head = serde_json::to_vec(&doc.meta).map_err(std::io::Error::other)?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)?;
+fn write_blocking(doc: &Doc, layout: &Layout, path: &Path) -> std::io::Result<()> {
+    let head = HeadOut {
+        names: CANONICAL_NAMES,
+        meta: &doc.meta,
+    };
+    let head = serde_json::to_vec(&head).map_err(std::io::Error::other)?;
+    let mut file = TempFile::create(&layout.tmp_dir(), 0o600)?;
     file.write_all(&(head.len() as u32).to_be_bytes())?;
     file.write_all(&head)?;
     file.write_all(&doc.body)?;
-    file.sync_all()?;
-    let parent = path.parent().expect("document paths have a parent");
-    let grand = parent.parent().expect("document fan-out has a parent");
-    for dir in [grand, parent] {
-        match fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => disk::sync_dir(dir.parent().expect("under the state dir"))?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    fs::rename(tmp, path)?;
-    disk::sync_dir(parent)
+    durable::create_dir(&layout.docs_dir(), PRIVATE_DIR_MODE)?;
+    durable::create_dir(
+        path.parent().expect("document paths have a parent"),
+        PRIVATE_DIR_MODE,
+    )?;
+    file.commit(path)
 }

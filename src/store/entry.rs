@@ -2,7 +2,7 @@
 //! symlink out of it), bound to its metadata by inode, small bodies read
 //! whole and remembered in the hot set.
 
-use super::disk;
+use super::layout::Layout;
 use super::{hot, reader::BodyReader, CacheKey, EntryMeta, Error, Inner, SMALL_ENTRY};
 use bytes::Bytes;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -48,7 +48,7 @@ pub(super) enum Opened {
 }
 
 pub(super) fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opened, Error> {
-    let rel = key.relative_path();
+    let rel = Layout::entry_rel(key);
     // RESOLVE_BENEATH: whatever symlinks an operator placed, nothing outside
     // the root can be opened through a key.
     let open = |flags: OFlags| {
@@ -76,7 +76,7 @@ pub(super) fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opene
         Err(e) => {
             return Err(Error::Io {
                 op: "open",
-                path: inner.root.join(&rel),
+                path: inner.layout.root().join(&rel),
                 source: e.into(),
             })
         }
@@ -84,15 +84,13 @@ pub(super) fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opene
     let file = File::from(fd);
     let md = file.metadata().map_err(|source| Error::Io {
         op: "stat",
-        path: inner.root.join(&rel),
+        path: inner.layout.root().join(&rel),
         source,
     })?;
     if !md.is_file() {
         return Ok(Opened::Conflict);
     }
-    let meta = disk::read_meta(&inner.meta_path(key))
-        .filter(|m| m.inode == md.ino() && m.size == md.len() && m.key == key.canonical())
-        .map(Arc::new);
+    let meta = EntryMeta::read_bound(&inner.layout, key, md.ino(), md.len()).map(Arc::new);
     let len = md.len();
     let file = Arc::new(file);
     let small = if len <= SMALL_ENTRY {
@@ -100,7 +98,7 @@ pub(super) fn open_entry_blocking(inner: &Inner, key: &CacheKey) -> Result<Opene
         std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, 0).map_err(|source| {
             Error::Io {
                 op: "read",
-                path: inner.root.join(&rel),
+                path: inner.layout.root().join(&rel),
                 source,
             }
         })?;

@@ -5,13 +5,23 @@
 //! is the commit point: a crash between writing the metadata and renaming the
 //! body leaves metadata whose inode matches nothing, which is ignored.
 
+use super::key::CacheKey;
+use super::layout::Layout;
 use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Largest metadata file read back (guards against a damaged store).
+const MAX_META_LEN: u64 = 1 << 20;
 
 /// Metadata of one committed entry. Serialized as JSON.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EntryMeta {
-    /// `CacheKey::canonical()` of the entry, to detect hash collisions and for scans.
+    /// The name the file is stored under: `CacheKey::canonical()` of the
+    /// entry (or, when an earlier version wrote it, `legacy_canonical()`),
+    /// to detect hash collisions and for scans.
     pub key: String,
     /// Body length in bytes.
     pub size: u64,
@@ -36,6 +46,26 @@ impl EntryMeta {
             .map(|(n, v)| n.len() + v.len() + 48)
             .sum();
         128 + self.key.len() + self.sha256.len() + self.source.len() + headers
+    }
+
+    /// Reads a metadata file; `None` when it is missing or unreadable as
+    /// metadata. Blocking.
+    pub fn read(path: &Path) -> Option<EntryMeta> {
+        let file = File::open(path).ok()?;
+        let mut buf = Vec::new();
+        file.take(MAX_META_LEN).read_to_end(&mut buf).ok()?;
+        serde_json::from_slice(&buf).ok()
+    }
+
+    /// The metadata of `key` bound to the body with `inode` and `size`,
+    /// looked up under the key's canonical name, then under the name earlier
+    /// versions gave it (see `CacheKey::legacy_canonical`). Blocking.
+    pub fn read_bound(layout: &Layout, key: &CacheKey, inode: u64, size: u64) -> Option<EntryMeta> {
+        let bound = |name: String| {
+            EntryMeta::read(&layout.meta_file_named(&name))
+                .filter(|m| m.inode == inode && m.size == size && m.key == name)
+        };
+        bound(key.canonical()).or_else(|| key.legacy_canonical().and_then(bound))
     }
 
     /// The first value of header `name` (lower case), if recorded.

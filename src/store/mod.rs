@@ -1,136 +1,80 @@
 //! The cache directory: the only code that touches it. No hyper types here.
 //!
-//! Layout under the root (mode 0711, files 0644, as the VCAP package cache):
-//! `<path>` bodies of the `--source` mirrors (the package-cache 0.2 layout),
-//! `.package-cache-hosts/<host>/<path>` bodies fetched for named hosts,
-//! `.package-cache-mounts/<name>/<path>` bodies of `--mirror` mounts, and
-//! `.package-cache/` (0700) with `lock`, `tmp/` (fills in progress, cleared at
-//! start-up), `meta/<2 hex>/<sha256 of key>` (one JSON file per entry) and
-//! `docs/<2 hex>/<sha256 of key>` (index documents, see `doc`).
-//! `scan` and `state` list all of it for maintenance and start-up indexes.
-//!
-//! Work that many requests want at once is done once (`flight`): one fill per
-//! key being downloaded (the fill map), one revalidation per index document.
+//! `layout` names every path under the root; `durable` is the one way a file
+//! is written to its place; `lock` keeps one server per directory. The
+//! serving API is [`Store`]: a lookup gives a hit (`entry`, `hot`), a fill to
+//! follow (`watch`, `reader`) or a permit to fill (`fill`, then `writer`
+//! writes the body, `spill` holds what a full disk refuses, `commit` stores
+//! it), under `--max-size` (`budget`, `index`); removals are `remove`'s,
+//! atomic with commits of the same key (`guard`). Work that many requests
+//! want at once is done once (`flight`): one fill per key being downloaded
+//! (the fill map), one revalidation per index document (`revalidation`); a
+//! leader's failure reaches its followers as a `Failure`, which holds no HTTP
+//! status. Entries live in tiers (`tier`): the local disk (`disk`) first,
+//! then any tier added below it; `shared` is the object-store tier's client.
+//! Index documents are `doc`'s. The maintenance API (`maintenance`: scans
+//! and listings for `package-cache stats|verify|gc|purge`) is apart from the
+//! serving one.
 
+mod budget;
 mod commit;
 mod disk;
 mod doc;
+pub mod durable;
 mod entry;
+mod error;
 mod failure;
 mod fill;
 mod flight;
+mod guard;
 mod hot;
 mod index;
 mod key;
+mod layout;
+mod lock;
+pub mod maintenance;
 mod meta;
+mod open;
 mod reader;
+mod remove;
 mod revalidation;
-mod scan;
 pub mod shared;
 mod spill;
-mod state;
+#[cfg(test)]
+mod tests;
+pub mod tier;
 mod watch;
+mod writer;
 
+pub use budget::{Evictor, ENTRY_OVERHEAD};
+pub use disk::DiskTier;
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
 use entry::{open_entry_blocking, Opened};
+pub use error::Error;
 pub use failure::Failure;
-pub use fill::{Committed, Fill, FillHead, FillPermit, FillState};
+pub use fill::{FillHead, FillPermit, FillState};
 pub use index::Indexed;
-pub use key::{
-    CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, MOUNTS_DIR,
-    STATE_DIR,
-};
+pub use key::{CacheKey, KeyError, Namespace, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN};
+pub use layout::{Layout, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
+pub use lock::{describe as describe_holder, CacheLock, LockProbe};
 pub use meta::{unix_now, EntryMeta};
 pub use reader::BodyReader;
 pub use revalidation::{Revalidated, Revalidation, RevalidationPermit, RevalidationWatch};
-pub use scan::{meta_status, Entries, MetaStatus, Scan, ScanEntry, ScanError, ScanIssue};
-pub use state::{
-    doc_file, doc_files, meta_file, meta_files, probe_lock, quarantine_dir, quarantine_files,
-    tmp_files, LockProbe, StateFile, StateIssue,
-};
 pub use watch::{ActiveFill, FillStart, FillWatch};
+pub use writer::{Committed, Fill};
 
 use fill::FillShared;
 use flight::{Claim, Flights};
-use rustix::fs::{Mode, OFlags};
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// Entries up to this size are read whole when opened and kept in memory.
 pub const SMALL_ENTRY: u64 = 64 * 1024;
 /// Memory for small entries kept whole (see `hot`).
 const HOT_BUDGET: usize = 32 << 20;
-
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Another process holds the cache directory's lock.
-    #[error("cache directory {path} is locked by another package-cache process")]
-    Locked {
-        /// The lock file.
-        path: PathBuf,
-    },
-    /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// The body ended before its announced length.
-    #[error("body of {key} ended after {got} of {expected} bytes")]
-    Short {
-        /// The entry.
-        key: String,
-        /// Announced length.
-        expected: u64,
-        /// Bytes received.
-        got: u64,
-    },
-    /// The body went on past its announced length.
-    #[error("body of {key} is longer than the announced {expected} bytes")]
-    TooLong {
-        /// The entry.
-        key: String,
-        /// Announced length.
-        expected: u64,
-    },
-    /// The body does not have the digest its index lists.
-    #[error("body of {key} has sha256 {got}, the index lists {expected}")]
-    Digest {
-        /// The entry.
-        key: String,
-        /// The index's digest.
-        expected: String,
-        /// The body's.
-        got: String,
-    },
-    /// The disk refused a fill and every reader of it left.
-    #[error("every reader of {key} left while it was streamed uncached")]
-    NoReaders {
-        /// The entry.
-        key: String,
-    },
-    /// A blocking task panicked or was cancelled.
-    #[error("blocking task failed: {0}")]
-    Join(String),
-}
-
-impl Error {
-    fn join(err: tokio::task::JoinError) -> Error {
-        Error::Join(err.to_string())
-    }
-}
 
 /// The outcome of [`Store::lookup`].
 pub enum Lookup {
@@ -147,10 +91,8 @@ pub enum Lookup {
 
 /// Shared state of an open store.
 pub(crate) struct Inner {
-    root: PathBuf,
+    layout: Layout,
     root_fd: OwnedFd,
-    tmp_dir: PathBuf,
-    meta_dir: PathBuf,
     /// The fill map: one flight per key being filled.
     fills: Arc<Flights<CacheKey, FillShared>>,
     /// Index documents being revalidated, one flight per document key.
@@ -159,25 +101,27 @@ pub(crate) struct Inner {
     index: Mutex<index::Index>,
     track_recency: std::sync::atomic::AtomicBool,
     docs: Mutex<doc::DocMemo>,
-    seq: AtomicU64,
-    _lock: File,
+    /// Commits and removals of one key exclude each other.
+    guards: guard::KeyGuards,
+    /// `--max-size`, once set.
+    budget: std::sync::OnceLock<budget::Budget>,
+    /// Tiers below the local disk, in lookup order.
+    lower: std::sync::RwLock<Vec<Arc<dyn tier::Tier>>>,
+    _lock: CacheLock,
 }
 
 impl Inner {
-    fn tmp_name(&self, suffix: &str) -> String {
-        format!(
-            "{}-{}.{suffix}",
-            std::process::id(),
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        )
+    /// The tiers below the local disk.
+    fn lower_tiers(&self) -> Vec<Arc<dyn tier::Tier>> {
+        self.lower
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
-    fn tmp_path(&self, suffix: &str) -> PathBuf {
-        self.tmp_dir.join(self.tmp_name(suffix))
-    }
-
-    fn meta_path(&self, key: &CacheKey) -> PathBuf {
-        state::fan_out(&self.meta_dir, key.canonical().as_bytes())
+    /// Whether a fill of `key` is in progress.
+    fn filling(&self, key: &CacheKey) -> bool {
+        self.fills.get(key).is_some()
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, index::Index> {
@@ -196,89 +140,20 @@ impl Store {
     /// Opens (creating if needed) the cache directory at `root`, takes its
     /// lock, and removes temporary files left by a crash.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Store, Error> {
-        let root = root.into();
-        tokio::task::spawn_blocking(move || Store::open_blocking(root))
+        let layout = Layout::new(root);
+        tokio::task::spawn_blocking(move || Store::open_blocking(layout))
             .await
             .map_err(Error::join)?
     }
 
-    fn open_blocking(root: PathBuf) -> Result<Store, Error> {
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { op, path, source }
-        };
-        if !root.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(disk::DIR_MODE)
-                .create(&root)
-                .map_err(io("create", &root))?;
-            fs::set_permissions(&root, fs::Permissions::from_mode(disk::DIR_MODE))
-                .map_err(io("chmod", &root))?;
-        }
-        let state = root.join(STATE_DIR);
-        let tmp_dir = state.join("tmp");
-        let meta_dir = state.join("meta");
-        for dir in [&state, &tmp_dir, &meta_dir] {
-            match DirBuilder::new().mode(0o700).create(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io("create", dir)(e)),
-            }
-        }
-        // Traversable, not listable: local clients open built artifacts under
-        // `build/artifacts/` by exact name; everything else in here is 0700.
-        fs::set_permissions(&state, fs::Permissions::from_mode(0o711))
-            .map_err(io("chmod", &state))?;
-        let lock_path = state.join("lock");
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io("open", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
-            Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
-        }
-        let removed = disk::clear_dir(&tmp_dir).map_err(io("clear", &tmp_dir))?;
-        if removed > 0 {
-            tracing::info!(
-                count = removed,
-                "removed temporary files left by an earlier run"
-            );
-        }
-        let index = index::Index::scan(&root);
-        let root_fd = rustix::fs::open(
-            &root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| io("open", &root)(e.into()))?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                root,
-                root_fd,
-                tmp_dir,
-                meta_dir,
-                fills: Flights::new(),
-                docs_in_flight: Flights::new(),
-                hot: hot::HotSet::new(HOT_BUDGET),
-                index: Mutex::new(index),
-                track_recency: std::sync::atomic::AtomicBool::new(false),
-                docs: Mutex::new(doc::DocMemo::default()),
-                seq: AtomicU64::new(0),
-                _lock: lock,
-            }),
-        })
-    }
-
     /// The cache root.
     pub fn root(&self) -> &Path {
-        &self.inner.root
+        self.inner.layout.root()
+    }
+
+    /// The paths of this cache.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
     }
 
     /// Finds `key`: a committed entry, a fill to follow, or a permit to fill it.
@@ -316,7 +191,10 @@ impl Store {
         // A fill may have committed and left the map between our disk check
         // and our claim; look once more so that it is not fetched twice.
         match self.open_entry(key).await? {
-            Opened::Entry(entry) => Ok(Lookup::Hit(entry)),
+            Opened::Entry(entry) => {
+                self.touch(key);
+                Ok(Lookup::Hit(entry))
+            }
             Opened::Conflict => Ok(Lookup::Conflict),
             Opened::Missing => Ok(Lookup::Miss(permit)),
         }
@@ -351,10 +229,10 @@ impl Store {
     pub async fn check_usable(&self) -> Result<(), Error> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            for dir in [&inner.root, &inner.tmp_dir] {
-                disk::check_writable_dir(dir).map_err(|source| Error::Io {
+            for dir in [inner.layout.root().to_path_buf(), inner.layout.tmp_dir()] {
+                durable::check_writable_dir(&dir).map_err(|source| Error::Io {
                     op: "check",
-                    path: dir.clone(),
+                    path: dir,
                     source,
                 })?;
             }
@@ -373,7 +251,42 @@ impl Store {
         };
         // Whatever is on disk, the copy held in memory is the one refused.
         self.inner.hot.remove(key);
-        self.remove(key, Some(inode)).await.map(|_| ())
+        self.remove(key, remove::Chosen::Inode(inode))
+            .await
+            .map(|_| ())
+    }
+
+    /// Keeps the cache within `max_size` bytes from now on (see `budget`):
+    /// fills reserve room when admitted, commits claim theirs before the
+    /// rename, and room is made in `evictor`'s order. Turns on recency
+    /// tracking. Set once; later calls change nothing.
+    pub fn limit(&self, max_size: u64, evictor: Arc<dyn Evictor>) {
+        let _ = self
+            .inner
+            .budget
+            .set(budget::Budget::new(max_size, evictor));
+        self.track_recency(true);
+    }
+
+    /// Adds `tier` below the local disk and the tiers added before it: a
+    /// miss may be filled from it (`FillPermit::fill_from_lower`), and every
+    /// fill writes to it too and publishes there once complete and verified.
+    pub fn add_tier(&self, tier: Arc<dyn tier::Tier>) {
+        self.inner
+            .lower
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(tier);
+    }
+
+    /// If the cache is over its limit (entries of an earlier run, a lower
+    /// limit than before), removes entries down to its low-water mark.
+    /// Returns the entries and bytes evicted.
+    pub async fn trim(&self) -> (u64, u64) {
+        match self.inner.budget.get() {
+            Some(budget) => budget::make_room(&self.inner, budget, 0).await,
+            None => (0, 0),
+        }
     }
 
     /// Records hits for eviction's recency; off (a lock saved per hit)
@@ -398,21 +311,23 @@ impl Store {
         self.inner.index().snapshot()
     }
 
-    /// Removes `key`'s committed body and metadata, unless a fill of it is in
-    /// progress. Readers that have it open keep reading. Returns the bytes freed.
-    pub async fn evict(&self, key: &CacheKey) -> Result<u64, Error> {
-        if self.join(key).is_some() {
-            return Ok(0);
-        }
-        self.remove(key, None).await
+    /// Removes the entry `victim` (chosen from [`Store::indexed`]): its body
+    /// and metadata, if the body is still the one indexed (same inode), it was
+    /// not used since it was chosen, and no fill of its key is in progress;
+    /// atomically with respect to commits of the key. Readers that have it
+    /// open keep reading. Returns the bytes freed (0 when it stayed).
+    pub async fn evict(&self, victim: &Indexed) -> Result<u64, Error> {
+        let chosen = remove::Chosen::Victim {
+            inode: victim.inode,
+            last_used: victim.last_used,
+        };
+        self.remove(&victim.key, chosen).await
     }
 
-    /// Unlinks `key`'s body (only if it is still inode `inode`, when given)
-    /// and its metadata, and forgets it. Returns the bytes freed.
-    async fn remove(&self, key: &CacheKey, inode: Option<u64>) -> Result<u64, Error> {
+    async fn remove(&self, key: &CacheKey, chosen: remove::Chosen) -> Result<u64, Error> {
         let inner = self.inner.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || remove_blocking(&inner, &key, inode))
+        tokio::task::spawn_blocking(move || remove::remove_blocking(&inner, &key, chosen))
             .await
             .map_err(Error::join)?
     }
@@ -424,35 +339,4 @@ impl Store {
             .await
             .map_err(Error::join)?
     }
-}
-
-fn remove_blocking(inner: &Inner, key: &CacheKey, inode: Option<u64>) -> Result<u64, Error> {
-    let path = inner.root.join(key.relative_path());
-    let md = match fs::symlink_metadata(&path) {
-        Ok(md) => md,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            inner.index().forget(key);
-            return Ok(0);
-        }
-        Err(source) => {
-            return Err(Error::Io {
-                op: "stat",
-                path,
-                source,
-            })
-        }
-    };
-    // Only a file, and only the one meant: one committed meanwhile stays.
-    if !md.is_file() || inode.is_some_and(|ino| ino != md.ino()) {
-        return Ok(0);
-    }
-    fs::remove_file(&path).map_err(|source| Error::Io {
-        op: "remove",
-        path: path.clone(),
-        source,
-    })?;
-    let _ = fs::remove_file(inner.meta_path(key));
-    inner.hot.remove(key);
-    inner.index().forget(key);
-    Ok(md.len())
 }

@@ -1,20 +1,18 @@
 //! `CacheKey`: which namespace an entry belongs to and its decoded path.
 //!
 //! All validation of client-supplied paths lives here, so that no key can name
-//! a file outside its namespace directory or the proxy's own state.
+//! a file outside its namespace directory or the proxy's own state. Where a
+//! key's body lives on disk is `layout`'s business; its one-string name
+//! (metadata files, the 404 memory, the digest registry) is `canonical`'s.
+
+mod canonical;
 
 use percent_encoding::percent_decode_str;
-use std::ffi::OsStr;
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
 
-/// Directory (under the cache root) holding the proxy's private state.
-pub const STATE_DIR: &str = ".package-cache";
-/// Directory (under the cache root) holding per-host namespaces.
-pub const HOSTS_DIR: &str = ".package-cache-hosts";
-/// Directory (under the cache root) holding the namespaces of `--mirror` mounts.
-pub const MOUNTS_DIR: &str = ".package-cache-mounts";
+/// No key's first segment starts with this: the cache root keeps its own
+/// directories under names that do (see `layout`).
+pub const RESERVED_PREFIX: &str = ".package-cache";
 /// Longest request path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 2048;
 /// Longest single decoded path segment accepted (the usual `NAME_MAX`).
@@ -72,7 +70,7 @@ impl KeyError {
 ///
 /// Invariant: every segment is non-empty, not `.`/`..`, free of `/`, `\`, NUL
 /// and control bytes, and at most [`MAX_SEGMENT_LEN`] bytes; so
-/// [`CacheKey::relative_path`] always stays beneath the cache root.
+/// its body path (`Layout::entry_rel`) always stays beneath the cache root.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     namespace: Namespace,
@@ -89,7 +87,7 @@ impl CacheKey {
         let first = rest.split('/').next().unwrap_or_default();
         if percent_decode_str(first)
             .collect::<Vec<u8>>()
-            .starts_with(STATE_DIR.as_bytes())
+            .starts_with(RESERVED_PREFIX.as_bytes())
         {
             return Err(KeyError::Reserved);
         }
@@ -138,7 +136,7 @@ impl CacheKey {
         let Some(first) = segments.first() else {
             return Err(KeyError::Directory);
         };
-        if first.starts_with(STATE_DIR.as_bytes()) {
+        if first.starts_with(RESERVED_PREFIX.as_bytes()) {
             return Err(KeyError::Reserved);
         }
         if segments.len() > MAX_DEPTH
@@ -155,37 +153,6 @@ impl CacheKey {
         })
     }
 
-    /// The key whose body lives at `rel` (relative to the cache root), the
-    /// inverse of [`CacheKey::relative_path`]: `.package-cache-hosts/<host>/…`
-    /// and `.package-cache-mounts/<name>/…` name their namespaces, anything
-    /// else is in the mirrors' namespace.
-    pub fn try_from_relative(rel: &Path) -> Result<CacheKey, KeyError> {
-        let mut parts = Vec::new();
-        for component in rel.components() {
-            match component {
-                Component::Normal(part) => parts.push(part.as_bytes().to_vec()),
-                Component::CurDir | Component::ParentDir => return Err(KeyError::DotSegment),
-                Component::RootDir | Component::Prefix(_) => return Err(KeyError::EmptySegment),
-            }
-        }
-        let namespace = match parts.first().map(Vec::as_slice) {
-            Some(dir) if dir == HOSTS_DIR.as_bytes() || dir == MOUNTS_DIR.as_bytes() => {
-                let name = parts.get(1).ok_or(KeyError::Directory)?;
-                let name = String::from_utf8(name.clone()).map_err(|_| KeyError::ForbiddenByte)?;
-                check_segment(name.as_bytes())?;
-                let namespace = if dir == HOSTS_DIR.as_bytes() {
-                    Namespace::Host(name)
-                } else {
-                    Namespace::Mount(name)
-                };
-                parts.drain(..2);
-                namespace
-            }
-            _ => Namespace::Mirrors,
-        };
-        CacheKey::try_from_segments(namespace, parts)
-    }
-
     /// Bytes this key occupies in memory, roughly (for budgets).
     pub fn approx_size(&self) -> usize {
         let ns = match &self.namespace {
@@ -200,34 +167,14 @@ impl CacheKey {
         &self.namespace
     }
 
-    /// The entry's body file, relative to the cache root.
-    pub fn relative_path(&self) -> PathBuf {
-        let mut path = match &self.namespace {
-            Namespace::Mirrors => PathBuf::new(),
-            Namespace::Host(host) => PathBuf::from(HOSTS_DIR).join(host),
-            Namespace::Mount(name) => PathBuf::from(MOUNTS_DIR).join(name),
-        };
-        for segment in &self.segments {
-            path.push(OsStr::from_bytes(segment));
-        }
-        path
+    /// The decoded path segments, in order.
+    pub fn segments(&self) -> &[Vec<u8>] {
+        &self.segments
     }
 
     /// The file name of the entry (its last segment), for guessing a media type.
     pub fn file_name(&self) -> &[u8] {
         self.segments.last().map(Vec::as_slice).unwrap_or_default()
-    }
-
-    /// A stable string form, unique per key: used for the metadata file name.
-    pub fn canonical(&self) -> String {
-        let ns = match &self.namespace {
-            Namespace::Mirrors => "mirrors",
-            Namespace::Host(host) => host.as_str(),
-            Namespace::Mount(name) => {
-                return format!("mount:{name}\n{}", self.relative_path_lossy())
-            }
-        };
-        format!("{ns}\n{}", self.relative_path_lossy())
     }
 
     fn relative_path_lossy(&self) -> String {
@@ -241,7 +188,7 @@ impl CacheKey {
 }
 
 /// The rules every decoded segment obeys (see [`CacheKey`]'s invariant).
-fn check_segment(decoded: &[u8]) -> Result<(), KeyError> {
+pub(super) fn check_segment(decoded: &[u8]) -> Result<(), KeyError> {
     if decoded.is_empty() {
         return Err(KeyError::EmptySegment);
     }
@@ -279,18 +226,12 @@ mod tests {
     }
 
     #[test]
-    fn plain_paths_decode_to_file_names() {
+    fn plain_paths_decode_to_segments() {
         let k = key("/distfiles/ab/foo-1.0.tar.gz").unwrap();
-        assert_eq!(
-            k.relative_path(),
-            PathBuf::from("distfiles/ab/foo-1.0.tar.gz")
-        );
-        let k = key("/a%20b.tgz").unwrap();
-        assert_eq!(k.relative_path(), PathBuf::from("a b.tgz"));
-        let k = key("/x%2Bcpu.whl").unwrap();
-        assert_eq!(k.relative_path(), PathBuf::from("x+cpu.whl"));
-        let k = key("/%C3%A9.tgz").unwrap();
-        assert_eq!(k.relative_path(), PathBuf::from("é.tgz"));
+        assert_eq!(k.segments(), [&b"distfiles"[..], b"ab", b"foo-1.0.tar.gz"]);
+        assert_eq!(key("/a%20b.tgz").unwrap().segments(), [&b"a b.tgz"[..]]);
+        assert_eq!(key("/x%2Bcpu.whl").unwrap().segments(), [&b"x+cpu.whl"[..]]);
+        assert_eq!(key("/%C3%A9.tgz").unwrap().segments(), ["é.tgz".as_bytes()]);
     }
 
     #[test]
@@ -323,33 +264,14 @@ mod tests {
     }
 
     #[test]
-    fn relative_paths_give_back_their_keys() {
-        for (ns, p) in [
-            (Namespace::Mirrors, "/distfiles/ab/foo-1.0.tar.gz"),
-            (Namespace::Mirrors, "/a%20b%25c.tgz"),
-            (Namespace::Host("a.example:8080".into()), "/x/y"),
-            (Namespace::Mount("pypi".into()), "/files/h/%C3%A9.whl"),
-        ] {
-            let key = CacheKey::try_from_path(ns, p).unwrap();
-            let back = CacheKey::try_from_relative(&key.relative_path()).unwrap();
-            assert_eq!(back, key, "{p}");
-            assert_eq!(back.canonical(), key.canonical());
-        }
-        for rel in [
-            ".package-cache/lock",
-            ".package-cache-hosts/h",
-            ".package-cache-other/x",
-            "a\\b",
-            "a/../b",
-        ] {
-            assert!(
-                CacheKey::try_from_relative(Path::new(rel)).is_err(),
-                "{rel}"
-            );
-        }
+    fn segments_found_on_disk_obey_the_same_rules() {
         assert_eq!(
             CacheKey::try_from_segments(Namespace::Mirrors, vec![b"a\nb".to_vec()]),
             Err(KeyError::ForbiddenByte)
+        );
+        assert_eq!(
+            CacheKey::try_from_segments(Namespace::Mirrors, vec![b".package-cache".to_vec()]),
+            Err(KeyError::Reserved)
         );
     }
 
@@ -358,10 +280,6 @@ mod tests {
         let a = CacheKey::try_from_path(Namespace::Host("a.example".into()), "/f").unwrap();
         let b = CacheKey::try_from_path(Namespace::Host("b.example".into()), "/f").unwrap();
         assert_ne!(a.canonical(), b.canonical());
-        assert_eq!(
-            a.relative_path(),
-            PathBuf::from(".package-cache-hosts/a.example/f")
-        );
         assert_ne!(key("/f").unwrap().canonical(), a.canonical());
     }
 }

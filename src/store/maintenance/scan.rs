@@ -3,19 +3,20 @@
 //!
 //! It owns the walk of the namespace trees only; the private state
 //! (`.package-cache/`: metadata, documents, temporary files) is listed by
-//! `state`. Directories are opened relative to their parent's descriptor with
+//! the rest of `maintenance`. Directories are opened relative to their parent's descriptor with
 //! `O_NOFOLLOW`, so no symlink, even one swapped in during the walk, leads it
 //! out of the root. Nothing here writes to the cache.
 
-use super::disk;
-use super::key::{CacheKey, KeyError, Namespace, HOSTS_DIR, MAX_DEPTH, MOUNTS_DIR, STATE_DIR};
-use super::meta::EntryMeta;
+use super::meta_status;
+use crate::store::key::{CacheKey, KeyError, Namespace, MAX_DEPTH};
+use crate::store::layout::{Layout, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
+use crate::store::meta::EntryMeta;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, StatxFlags, StatxTimestamp};
 use rustix::io::Errno;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One committed body found by a [`Scan`].
@@ -23,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct ScanEntry {
     /// The key a request for this body uses (its namespace included).
     pub key: CacheKey,
-    /// The body file, relative to the cache root (`key.relative_path()`).
+    /// The body file, relative to the cache root (`Layout::entry_rel`).
     pub rel: PathBuf,
     /// Body length in bytes.
     pub size: u64,
@@ -123,15 +124,15 @@ pub enum ScanError {
 /// looked up.
 #[derive(Clone, Debug)]
 pub struct Scan {
-    root: PathBuf,
+    layout: Layout,
     read_meta: bool,
 }
 
 impl Scan {
-    /// A scan of the cache at `root` that looks up each entry's metadata.
-    pub fn new(root: impl Into<PathBuf>) -> Scan {
+    /// A scan of the cache laid out as `layout` that looks up each entry's metadata.
+    pub fn new(layout: &Layout) -> Scan {
         Scan {
-            root: root.into(),
+            layout: layout.clone(),
             read_meta: true,
         }
     }
@@ -145,17 +146,17 @@ impl Scan {
     /// Opens the root and starts the walk.
     pub fn entries(&self) -> Result<Entries, ScanError> {
         let fd = rustix::fs::open(
-            &self.root,
+            self.layout.root(),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .and_then(Dir::new)
         .map_err(|e| ScanError::Root {
-            path: self.root.clone(),
+            path: self.layout.root().to_path_buf(),
             source: e.into(),
         })?;
         Ok(Entries {
-            root: self.root.clone(),
+            layout: self.layout.clone(),
             read_meta: self.read_meta,
             stack: vec![Frame {
                 dir: fd,
@@ -188,7 +189,7 @@ struct Frame {
 
 /// The iterator of a [`Scan`]: each body file, or an issue met on the way.
 pub struct Entries {
-    root: PathBuf,
+    layout: Layout,
     read_meta: bool,
     stack: Vec<Frame>,
 }
@@ -297,7 +298,7 @@ impl Entries {
                     Err(reason) => return Some(Err(ScanIssue::NotAKey { rel, reason })),
                 };
                 let meta = if self.read_meta {
-                    meta_status(&self.root, &key, stat.stx_ino, stat.stx_size)
+                    meta_status(&self.layout, &key, stat.stx_ino, stat.stx_size)
                 } else {
                     MetaStatus::NotRead
                 };
@@ -355,21 +356,6 @@ impl Entries {
     }
 }
 
-/// What `root`'s metadata file for `key` says about the body with `inode` and `size`.
-pub fn meta_status(root: &Path, key: &CacheKey, inode: u64, size: u64) -> MetaStatus {
-    let path = super::meta_file(root, key);
-    match std::fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return MetaStatus::Absent,
-        _ => {}
-    }
-    match disk::read_meta(&path) {
-        Some(meta) if meta.inode == inode && meta.size == size && meta.key == key.canonical() => {
-            MetaStatus::Bound(meta)
-        }
-        _ => MetaStatus::Unbound,
-    }
-}
-
 fn system_time(ts: &StatxTimestamp) -> SystemTime {
     let nanos = Duration::from_nanos(u64::from(ts.tv_nsec));
     match u64::try_from(ts.tv_sec) {
@@ -382,6 +368,7 @@ fn system_time(ts: &StatxTimestamp) -> SystemTime {
 mod tests {
     use super::*;
     use std::fs;
+    use std::path::Path;
 
     fn write(root: &Path, rel: &str, body: &[u8]) {
         let path = root.join(rel);
@@ -406,7 +393,7 @@ mod tests {
 
         let mut found = Vec::new();
         let mut issues = Vec::new();
-        for item in Scan::new(root).entries().unwrap() {
+        for item in Scan::new(&Layout::new(root)).entries().unwrap() {
             match item {
                 Ok(entry) => found.push((entry.key.to_string(), entry.size)),
                 Err(issue) => issues.push(issue.to_string()),
@@ -436,7 +423,7 @@ mod tests {
             fs::metadata(root.join(rel)).unwrap().ino()
         };
         for (rel, ino) in [("a", inode("a")), ("b", inode("b") + 1)] {
-            let key = CacheKey::try_from_relative(Path::new(rel)).unwrap();
+            let key = Layout::key_of(Path::new(rel)).unwrap();
             let meta = EntryMeta {
                 key: key.canonical(),
                 size: 3,
@@ -446,12 +433,12 @@ mod tests {
                 source: String::new(),
                 inode: ino,
             };
-            let path = super::super::meta_file(root, &key);
+            let path = Layout::new(root).meta_file(&key);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, serde_json::to_vec(&meta).unwrap()).unwrap();
         }
         write(root, "c", b"plain");
-        let mut status: Vec<_> = Scan::new(root)
+        let mut status: Vec<_> = Scan::new(&Layout::new(root))
             .entries()
             .unwrap()
             .map(|e| {
@@ -475,7 +462,7 @@ mod tests {
                 ("/c".to_string(), "Absent".to_string()),
             ]
         );
-        let unread = Scan::new(root)
+        let unread = Scan::new(&Layout::new(root))
             .without_meta()
             .entries()
             .unwrap()

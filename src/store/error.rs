@@ -1,0 +1,75 @@
+//! `store::Error`: what can go wrong touching the cache directory, with the
+//! path or key it concerns. No HTTP here: callers choose the status.
+
+use super::lock;
+use std::io;
+use std::path::PathBuf;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another process holds the cache directory's lock.
+    #[error("cache directory {root} is locked by {} (lock file {path})", lock::describe(*pid))]
+    Locked {
+        /// The cache root.
+        root: PathBuf,
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's PID, as it wrote it in the lock file.
+        pid: Option<u32>,
+    },
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The body ended before its announced length.
+    #[error("body of {key} ended after {got} of {expected} bytes")]
+    Short {
+        /// The entry.
+        key: String,
+        /// Announced length.
+        expected: u64,
+        /// Bytes received.
+        got: u64,
+    },
+    /// The body went on past its announced length.
+    #[error("body of {key} is longer than the announced {expected} bytes")]
+    TooLong {
+        /// The entry.
+        key: String,
+        /// Announced length.
+        expected: u64,
+    },
+    /// The body does not have the digest its index lists.
+    #[error("body of {key} has sha256 {got}, the index lists {expected}")]
+    Digest {
+        /// The entry.
+        key: String,
+        /// The index's digest.
+        expected: String,
+        /// The body's.
+        got: String,
+    },
+    /// The disk refused a fill and every reader of it left.
+    #[error("every reader of {key} left while it was streamed uncached")]
+    NoReaders {
+        /// The entry.
+        key: String,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("blocking task failed: {0}")]
+    Join(String),
+}
+
+impl Error {
+    pub(crate) fn join(err: tokio::task::JoinError) -> Error {
+        Error::Join(err.to_string())
+    }
+}
