@@ -319,7 +319,7 @@ impl Proxy {
         self.policy
             .listed
             .register(&spec.key, &doc.meta.hashes, false);
-        let shown = self.shown(target, mount, spec, doc).await?;
+        let shown = self.shown(req, target, mount, spec, doc).await?;
         let mut stored: HeaderMap = headers::to_map(&shown.headers);
         let age = unix_now().saturating_sub(doc.meta.validated_at);
         stored.insert(header::AGE, HeaderValue::from(age));

@@ -35,6 +35,14 @@ pub fn filter_index(body: &[u8], keep: &mut Keep<'_>) -> Result<Option<Bytes>, E
     Ok((refused > 0).then(|| out.into()))
 }
 
+/// The `pubtime` the index file gives `version`, if any.
+pub fn pubtime(body: &[u8], version: &str) -> Option<i64> {
+    body.split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<Line>(line).ok())
+        .find(|entry| entry.vers == version)
+        .and_then(|entry| entry.pubtime.as_deref().and_then(parse_instant))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +68,9 @@ mod tests {
             index.lines().next().unwrap().to_string() + "\n"
         );
         assert_eq!(asked[2], ("0.3.0".to_string(), None));
+        assert_eq!(pubtime(index.as_bytes(), "0.2.0"), Some(1_768_003_200));
+        assert_eq!(pubtime(index.as_bytes(), "0.3.0"), None);
+        assert_eq!(pubtime(index.as_bytes(), "9.9.9"), None);
         assert!(filter_index(index.as_bytes(), &mut |_| true)
             .unwrap()
             .is_none());

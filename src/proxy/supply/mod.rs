@@ -8,13 +8,18 @@
 //! is served byte for byte as stored. Downloads of refused releases get 403
 //! (also when already cached), logged, counted and kept for the status page.
 
-use super::target::{ConnInfo, Target};
+mod admit;
+mod dates;
+mod go;
+
+use super::target::Target;
 use super::{Error, Proxy};
 use crate::config::{Mount, Profile};
 use crate::mount::filter::{self, rubygems::InfoView, Listed};
-use crate::mount::{self, pypi, rubygems, Class, DocSpec, MountUpstream};
+use crate::mount::{self, DocSpec};
 use crate::store::Doc;
-use crate::supply::{HeldRow, Hold, Refused, Release, Verdict};
+use crate::supply::{HeldRow, Release, Verdict};
+use go::GoHeld;
 use base64::Engine as _;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -84,6 +89,7 @@ impl Proxy {
     /// `doc` as the supply-chain policy lets clients see it now.
     pub(super) async fn shown(
         &self,
+        req: &http::request::Parts,
         target: &Target,
         mount: &Mount,
         spec: &DocSpec,
@@ -118,7 +124,7 @@ impl Proxy {
         }
         let mut judged = Judged::default();
         let filtered = self
-            .filter(target, mount, spec, doc, now, &mut judged)
+            .filter(req, target, mount, spec, doc, now, &mut judged)
             .await?;
         let filtered = filtered.map(|body| {
             let headers = filtered_headers(&doc.meta.headers, &body, mount.profile);
@@ -147,9 +153,13 @@ impl Proxy {
         Ok(shown)
     }
 
-    /// The filtered body of `doc`, or `None` when the policy hides nothing in it.
+    /// The filtered body of `doc`, or `None` when the policy hides nothing in
+    /// it: the one place every ecosystem's document meets its filter. A Go
+    /// query that resolves to a held version is refused as its download is.
+    #[allow(clippy::too_many_arguments)]
     async fn filter(
         &self,
+        req: &http::request::Parts,
         target: &Target,
         mount: &Mount,
         spec: &DocSpec,
@@ -159,7 +169,9 @@ impl Proxy {
     ) -> Result<Option<Bytes>, Error> {
         let lists = self.supply.lists();
         let supply = self.supply.clone();
-        let mut keep = |listed: &Listed<'_>| {
+        let held = std::sync::Mutex::new(Vec::<HeldRow>::new());
+        let next_change = std::sync::Mutex::new(judged.next_change);
+        let keep = |listed: &Listed<'_>| {
             let release = Release {
                 project: listed.project,
                 version: listed.version,
@@ -169,10 +181,10 @@ impl Proxy {
                 Verdict::Allow => true,
                 Verdict::Hold(hold) => {
                     if let Some(until) = hold.until {
-                        judged.next_change =
-                            Some(judged.next_change.map_or(until, |n| n.min(until)));
+                        let mut next = next_change.lock().unwrap_or_else(|p| p.into_inner());
+                        *next = Some(next.map_or(until, |n| n.min(until)));
                     }
-                    judged.held.push(HeldRow {
+                    held.lock().unwrap_or_else(|p| p.into_inner()).push(HeldRow {
                         mount: mount.name.clone(),
                         project: listed.project.to_string(),
                         version: listed.version.to_string(),
@@ -182,6 +194,24 @@ impl Proxy {
                 }
             }
         };
+        let filtered = self.filter_by(req, target, mount, spec, doc, &keep, &held).await;
+        judged.held = held.into_inner().unwrap_or_else(|p| p.into_inner());
+        judged.next_change = next_change.into_inner().unwrap_or_else(|p| p.into_inner());
+        filtered
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn filter_by(
+        &self,
+        req: &http::request::Parts,
+        target: &Target,
+        mount: &Mount,
+        spec: &DocSpec,
+        doc: &Doc,
+        keep: &(dyn Fn(&Listed<'_>) -> bool + Sync),
+        held: &std::sync::Mutex<Vec<HeldRow>>,
+    ) -> Result<Option<Bytes>, Error> {
+        let mut keep = |listed: &Listed<'_>| keep(listed);
         let unfiltered = |err: filter::Error| Error::Unfiltered {
             path: spec.path.clone(),
             reason: err.to_string(),
@@ -241,11 +271,39 @@ impl Proxy {
                     never: true,
                 })
             }
-            // npm, Cargo and Go documents are filtered once their mounts serve
-            // rewritten documents (mount::filter has their filters).
-            Profile::Npm | Profile::Cargo | Profile::Go | Profile::Gentoo | Profile::Generic => {
-                Ok(None)
+            Profile::Npm => match mount::npm::route(path) {
+                mount::npm::Route::Packument(name) => {
+                    // The abbreviated form has no `time`: the full one's dates.
+                    let abbreviated =
+                        spec.repr == Some(mount::Repr::Npm(mount::npm::Repr::Abbreviated));
+                    let times = match abbreviated && self.supply.age_rules(mount) {
+                        true => self.npm_times(target, mount, &name.as_path()).await,
+                        false => HashMap::new(),
+                    };
+                    filter::npm::filter_packument(&doc.body, &times, &mut keep).map_err(unfiltered)
+                }
+                _ => Ok(None),
+            },
+            Profile::Cargo => match mount::cargo::route(path) {
+                mount::cargo::Route::Index(_) => {
+                    filter::cargo::filter_index(&doc.body, &mut keep).map_err(unfiltered)
+                }
+                _ => Ok(None),
+            },
+            Profile::Go => {
+                let filtered = self.filter_go(target, mount, spec, &doc.body, &mut keep).await;
+                if let Err(GoHeld::Query(project, version)) = &filtered {
+                    let hold = held.lock().unwrap_or_else(|p| p.into_inner()).last().map(|row| row.hold.clone());
+                    if let Some(hold) = hold {
+                        return Err(self.refuse(req, mount, project.clone(), version.clone(), hold));
+                    }
+                }
+                filtered.map_err(|err| match err {
+                    GoHeld::Query(..) => Error::Missing { key: spec.path.clone() },
+                    GoHeld::Error(err) => err,
+                })
             }
+            Profile::Gentoo | Profile::Generic => Ok(None),
         }
     }
 
@@ -264,224 +322,6 @@ impl Proxy {
         })
     }
 
-    /// Upload times by file name, from the JSON form of `project`'s page,
-    /// fetched through the cache (an HTML page has no dates).
-    async fn pypi_dates(
-        &self,
-        target: &Target,
-        mount: &Mount,
-        project: &str,
-    ) -> HashMap<String, i64> {
-        let Target::Mount { mount: arc, .. } = target else {
-            return HashMap::new();
-        };
-        let accept = Some(mount::Repr::Pypi(pypi::Repr::Json).accept_header());
-        let Class::Document(spec) = mount::classify(mount, &format!("/simple/{project}/"), accept)
-        else {
-            return HashMap::new();
-        };
-        let json_target = Target::Mount {
-            mount: arc.clone(),
-            upstream: MountUpstream::Sources,
-            path: spec.path.clone(),
-            query: None,
-        };
-        match self.current_doc(&json_target, mount, &spec).await {
-            Some(doc) => filter::pypi::upload_times(&doc.body).unwrap_or_default(),
-            None => HashMap::new(),
-        }
-    }
-
-    /// Refuses (403) a download the policy holds back; every refusal is
-    /// logged, counted and kept for the status page. `req` names the client.
-    pub(super) async fn admit(
-        &self,
-        req: &http::request::Parts,
-        target: &Target,
-    ) -> Result<(), Error> {
-        let Target::Mount { mount, path, .. } = target else {
-            return Ok(());
-        };
-        if !self.supply.applies(mount) {
-            return Ok(());
-        }
-        let file = percent_encoding::percent_decode_str(path.rsplit('/').next().unwrap_or(""))
-            .decode_utf8_lossy()
-            .into_owned();
-        if file.is_empty() {
-            return Ok(());
-        }
-        let now = self.supply.now();
-        let lists = self.supply.lists();
-        let verdict = match mount.profile {
-            Profile::Pypi => {
-                let Some((project, version)) = filter::pypi::split_file(&file) else {
-                    return Ok(());
-                };
-                let published = match self.supply.age_rules(mount) {
-                    true => {
-                        let dates = self.pypi_dates(target, mount, &project).await;
-                        dates
-                            .get(file.strip_suffix(".metadata").unwrap_or(&file))
-                            .copied()
-                    }
-                    false => None,
-                };
-                let release = Release {
-                    project: &project,
-                    version: &version,
-                    published,
-                };
-                (
-                    project.clone(),
-                    version.clone(),
-                    self.supply.judge(mount, &lists, &release, now),
-                )
-            }
-            Profile::Rubygems => {
-                let Some((gem, version, published)) = self.gem_release(target, mount, &file).await
-                else {
-                    return Ok(());
-                };
-                let release = Release {
-                    project: &gem,
-                    version: &version,
-                    published,
-                };
-                let verdict = self.supply.judge(mount, &lists, &release, now);
-                (gem, version, verdict)
-            }
-            Profile::Npm | Profile::Cargo | Profile::Go | Profile::Gentoo | Profile::Generic => {
-                return Ok(())
-            }
-        };
-        let (project, version, Verdict::Hold(hold)) = verdict else {
-            return Ok(());
-        };
-        Err(self.refuse(req, mount, project, version, hold))
-    }
-
-    /// [`Proxy::admit`] for a request passed uncached: an index document
-    /// (asked with credentials or a query) would reach the client unfiltered,
-    /// so under a policy it is refused.
-    pub(super) async fn admit_passed(
-        &self,
-        req: &http::request::Parts,
-        target: &Target,
-    ) -> Result<(), Error> {
-        if let Target::Mount { mount, .. } = target {
-            if self.supply.applies(mount) {
-                let client_path = req.uri.path();
-                let under = client_path
-                    .strip_prefix(&format!("/{}", mount.name))
-                    .unwrap_or(client_path);
-                let accept = req
-                    .headers
-                    .get(http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok());
-                if let Class::Document(spec) = mount::classify(mount, under, accept) {
-                    return Err(Error::Unfiltered {
-                        path: spec.path,
-                        reason: "index documents asked with credentials or a query are not passed through".into(),
-                        never: true,
-                    });
-                }
-            }
-        }
-        self.admit(req, target).await
-    }
-
-    fn refuse(
-        &self,
-        req: &http::request::Parts,
-        mount: &Mount,
-        project: String,
-        version: String,
-        hold: Hold,
-    ) -> Error {
-        let client = req
-            .extensions
-            .get::<ConnInfo>()
-            .map_or_else(|| "-".to_string(), |c| c.peer.to_string());
-        let why = hold.describe();
-        tracing::warn!(%client, mount = %mount.name, project = %project, version = %version,
-            rule = hold.rule.as_str(), why = %why, "download refused by the supply-chain policy");
-        self.metrics.policy_refused(&mount.name, hold.rule.as_str());
-        let what = format!("{} {project} {version}", mount.name);
-        self.supply.record.refused(Refused {
-            at: self.supply.now(),
-            client,
-            mount: mount.name.clone(),
-            project,
-            version,
-            hold,
-        });
-        Error::Held { what, why }
-    }
-
-    /// The gem, version (platform left off) and date of a `.gem` or
-    /// `.gemspec.rz` file, from the gem's `/info` (fetched through the cache
-    /// when not stored); `None` for other files.
-    async fn gem_release(
-        &self,
-        target: &Target,
-        mount: &Mount,
-        file: &str,
-    ) -> Option<(String, String, Option<i64>)> {
-        let Target::Mount { mount: arc, .. } = target else {
-            return None;
-        };
-        let stem = file
-            .strip_suffix(".gem")
-            .or_else(|| file.strip_suffix(".gemspec.rz"))?;
-        let gem_file = format!("{stem}.gem");
-        // Names contain dashes: each split whose rest starts like a version.
-        let candidates: Vec<&str> = rubygems::candidate_names(&gem_file)
-            .into_iter()
-            .filter(|name| stem[name.len() + 1..].starts_with(|c: char| c.is_ascii_digit()))
-            .collect();
-        let fallback = candidates.first().map(|name| {
-            let rest = &stem[name.len() + 1..];
-            (
-                name.to_string(),
-                rest.split('-').next().unwrap_or(rest).to_string(),
-            )
-        });
-        for name in candidates.iter().rev() {
-            let rest = &stem[name.len() + 1..];
-            let Class::Document(spec) = mount::classify(mount, &format!("/info/{name}"), None)
-            else {
-                continue;
-            };
-            let info_target = Target::Mount {
-                mount: arc.clone(),
-                upstream: MountUpstream::Sources,
-                path: spec.path.clone(),
-                query: None,
-            };
-            let Some(doc) = self.current_doc(&info_target, mount, &spec).await else {
-                continue;
-            };
-            let info = String::from_utf8_lossy(&doc.body);
-            for line in info.lines() {
-                let Some((field, reqs)) = line.split_once(' ') else {
-                    continue;
-                };
-                if field != rest {
-                    continue;
-                }
-                let published = reqs
-                    .rsplit_once('|')
-                    .map_or("", |(_, r)| r)
-                    .split(',')
-                    .find_map(|r| r.trim().strip_prefix("created_at:"))
-                    .and_then(crate::config::supply::parse_instant);
-                let version = rest.split('-').next().unwrap_or(rest).to_string();
-                return Some((name.to_string(), version, published));
-            }
-        }
-        fallback.map(|(name, version)| (name, version, None))
-    }
 }
 
 impl Views {
