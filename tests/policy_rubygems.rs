@@ -324,3 +324,139 @@ async fn without_a_policy_compact_index_files_are_the_upstreams_bytes() {
         );
     }
 }
+
+/// crtiny's releases without a date in the fixture.
+const UNDATED: &[&str] = &["0.1.0", "0.2.0", "1.0.0"];
+
+/// A proxy on `world`'s repository with its own cache `name`, the test
+/// clock, and `policy` flags.
+async fn policed(world: &World, name: &str, policy: &[&str]) -> Binary {
+    let cache = world.tmp.path().join(name);
+    let mirror = format!("rubygems={}/", world.site.url());
+    let mut args = vec![
+        "--cache",
+        cache.to_str().unwrap(),
+        "--mirror",
+        &mirror,
+        "--index-ttl",
+        "0",
+        "--policy-clock-file",
+        world.clock.to_str().unwrap(),
+    ];
+    args.extend_from_slice(policy);
+    Binary::start(&args).await
+}
+
+/// The versions the proxy's `/info/crtiny` lists.
+async fn info_versions(proxy: &Binary) -> BTreeSet<String> {
+    let got = get_with(&proxy.url("/rubygems/info/crtiny"), &[]).await;
+    assert_eq!(got.status, 200);
+    String::from_utf8_lossy(&got.body)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(' ').next().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn first_seen_survives_a_restart_and_missing_dates_and_the_cutoff_follow_their_options() {
+    let world = World::start().await;
+    // crtiny 0.3.0 has a created_at; the others have no date.
+    fixtures::gem_publish_dated(
+        &world.repo,
+        &world.extra.join("crtiny-0.3.0.gem"),
+        PUBLISHED,
+    )
+    .await;
+
+    // First seen at T0, under --min-age 3d: nothing shown (0.3.0 is "from the future").
+    let first = policed(&world, "cache", &["--min-age", "3d"]).await;
+    assert_eq!(info_versions(&first).await, set(&[]));
+    first.signal(rustix::process::Signal::TERM);
+    let mut first = first;
+    let exited = tokio::time::timeout(Duration::from_secs(30), first.child.wait()).await;
+    assert!(exited.is_ok(), "the proxy stops on SIGTERM");
+    let record = std::fs::read_to_string(
+        world
+            .tmp
+            .path()
+            .join("cache/.package-cache/policy/first-seen"),
+    )
+    .expect("the first-seen record");
+    assert!(record.contains("crtiny\t0.2.0"), "{record}");
+
+    // Restarted at T4 on the same cache: first seen four days ago, so shown;
+    // a cache that never saw them counts from now.
+    std::fs::write(&world.clock, T4).unwrap();
+    let restarted = policed(&world, "cache", &["--min-age", "3d"]).await;
+    assert_eq!(info_versions(&restarted).await, set(UNDATED));
+    let fresh = policed(&world, "fresh", &["--min-age", "3d"]).await;
+    assert_eq!(info_versions(&fresh).await, set(&[]));
+
+    // A project exempted (no version): all of it shown, the young release too.
+    let exempt = policed(
+        &world,
+        "exempt",
+        &["--min-age", "3d", "--min-age-exempt", "rubygems=crtiny"],
+    )
+    .await;
+    let mut all = set(UNDATED);
+    all.insert("0.3.0".to_string());
+    assert_eq!(info_versions(&exempt).await, all);
+
+    // --min-age-missing allow: undated releases shown at once, the dated young one not.
+    let allow = policed(
+        &world,
+        "allow",
+        &["--min-age", "3d", "--min-age-missing", "allow"],
+    )
+    .await;
+    assert_eq!(info_versions(&allow).await, set(UNDATED));
+    // --min-age-missing deny: undated releases never shown, their files refused.
+    let deny = policed(
+        &world,
+        "deny",
+        &["--min-age", "3d", "--min-age-missing", "deny"],
+    )
+    .await;
+    assert_eq!(info_versions(&deny).await, set(&[]));
+    let refused = get_with(&deny.url("/rubygems/gems/crtiny-0.2.0.gem"), &[]).await;
+    let body = String::from_utf8_lossy(&refused.body).into_owned();
+    assert_eq!(refused.status, 403, "{body}");
+    assert!(body.contains("no publication date"), "{body}");
+
+    // --min-age-before: nothing published after the cutoff, however old it gets.
+    std::fs::write(&world.clock, T8).unwrap();
+    let cutoff = policed(
+        &world,
+        "cutoff",
+        &[
+            "--min-age-before",
+            "rubygems=2026-01-04T00:00:00Z",
+            "--min-age-missing",
+            "allow",
+        ],
+    )
+    .await;
+    assert_eq!(info_versions(&cutoff).await, set(UNDATED));
+    let source = cutoff.url("/rubygems/");
+    let (out, installed) = gem_installs(&world, "gem-cutoff", &source).await;
+    assert!(out.ok(), "{}", out.text());
+    assert_eq!(installed, set(&["crdep-0.1.0", "crtiny-0.2.0"]));
+    let after = get_with(&cutoff.url("/rubygems/gems/crtiny-0.3.0.gem"), &[]).await;
+    let body = String::from_utf8_lossy(&after.body).into_owned();
+    assert_eq!(after.status, 403, "{body}");
+    assert!(
+        body.contains("after the cutoff 2026-01-04T00:00:00Z"),
+        "{body}"
+    );
+    let admin = cutoff.admin.expect("admin listener");
+    let metrics = get_with(&format!("http://{admin}/metrics"), &[]).await;
+    let metrics = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        metrics.contains(
+            "package_cache_policy_refusals_total{mount=\"rubygems\",rule=\"min-age-before\"} 1"
+        ),
+        "{metrics}"
+    );
+}

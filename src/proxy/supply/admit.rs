@@ -156,7 +156,11 @@ impl Proxy {
                     .and_then(|f| f.strip_suffix(".tgz"))?
                     .to_string();
                 let published = match dated {
-                    true => self.npm_times(target, mount, &path).await.get(&version).copied(),
+                    true => self
+                        .npm_times(target, mount, &path)
+                        .await
+                        .get(&version)
+                        .copied(),
                     false => None,
                 };
                 Some((path, version, published))
@@ -179,7 +183,10 @@ impl Proxy {
                 else {
                     return None;
                 };
-                let (name, plain) = (mount::go::unescape(&module)?, mount::go::unescape(&version)?);
+                let (name, plain) = (
+                    mount::go::unescape(&module)?,
+                    mount::go::unescape(&version)?,
+                );
                 let published = match dated {
                     true => {
                         let info = self.go_info(arc, &module, &plain).await;

@@ -162,7 +162,10 @@ impl Proxy {
         name: &str,
     ) -> HashMap<String, i64> {
         let accept = Some(mount::Repr::Npm(mount::npm::Repr::Full).accept_header());
-        let Some(doc) = self.doc_through(target, mount, &format!("/{name}"), accept).await else {
+        let Some(doc) = self
+            .doc_through(target, mount, &format!("/{name}"), accept)
+            .await
+        else {
             return HashMap::new();
         };
         filter::npm::publish_times(&doc).unwrap_or_default()
@@ -178,7 +181,9 @@ impl Proxy {
         version: &str,
     ) -> Option<i64> {
         let index = mount::cargo::index_path(&krate.to_ascii_lowercase())?;
-        let doc = self.doc_through(target, mount, &format!("/{index}"), None).await?;
+        let doc = self
+            .doc_through(target, mount, &format!("/{index}"), None)
+            .await?;
         filter::cargo::pubtime(&doc, version)
     }
 

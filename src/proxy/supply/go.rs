@@ -75,10 +75,7 @@ impl Proxy {
                 let times = self.go_times(arc, mount, &module, &versions).await;
                 let newest =
                     filter::go::newest_shown(&versions, &name, &times, keep).ok_or_else(gone)?;
-                let info = self
-                    .go_info(arc, &module, &newest)
-                    .await
-                    .ok_or_else(gone)?;
+                let info = self.go_info(arc, &module, &newest).await.ok_or_else(gone)?;
                 Ok(Some(info))
             }
             go::Route::Query { module, .. } => {

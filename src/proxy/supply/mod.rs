@@ -19,9 +19,9 @@ use crate::mount::filter::{self, rubygems::InfoView, Listed};
 use crate::mount::{self, DocSpec};
 use crate::store::Doc;
 use crate::supply::{HeldRow, Release, Verdict};
-use go::GoHeld;
 use base64::Engine as _;
 use bytes::Bytes;
+use go::GoHeld;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,17 +184,21 @@ impl Proxy {
                         let mut next = next_change.lock().unwrap_or_else(|p| p.into_inner());
                         *next = Some(next.map_or(until, |n| n.min(until)));
                     }
-                    held.lock().unwrap_or_else(|p| p.into_inner()).push(HeldRow {
-                        mount: mount.name.clone(),
-                        project: listed.project.to_string(),
-                        version: listed.version.to_string(),
-                        hold,
-                    });
+                    held.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(HeldRow {
+                            mount: mount.name.clone(),
+                            project: listed.project.to_string(),
+                            version: listed.version.to_string(),
+                            hold,
+                        });
                     false
                 }
             }
         };
-        let filtered = self.filter_by(req, target, mount, spec, doc, &keep, &held).await;
+        let filtered = self
+            .filter_by(req, target, mount, spec, doc, &keep, &held)
+            .await;
         judged.held = held.into_inner().unwrap_or_else(|p| p.into_inner());
         judged.next_change = next_change.into_inner().unwrap_or_else(|p| p.into_inner());
         filtered
@@ -291,15 +295,29 @@ impl Proxy {
                 _ => Ok(None),
             },
             Profile::Go => {
-                let filtered = self.filter_go(target, mount, spec, &doc.body, &mut keep).await;
+                let filtered = self
+                    .filter_go(target, mount, spec, &doc.body, &mut keep)
+                    .await;
                 if let Err(GoHeld::Query(project, version)) = &filtered {
-                    let hold = held.lock().unwrap_or_else(|p| p.into_inner()).last().map(|row| row.hold.clone());
+                    let hold = held
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .last()
+                        .map(|row| row.hold.clone());
                     if let Some(hold) = hold {
-                        return Err(self.refuse(req, mount, project.clone(), version.clone(), hold));
+                        return Err(self.refuse(
+                            req,
+                            mount,
+                            project.clone(),
+                            version.clone(),
+                            hold,
+                        ));
                     }
                 }
                 filtered.map_err(|err| match err {
-                    GoHeld::Query(..) => Error::Missing { key: spec.path.clone() },
+                    GoHeld::Query(..) => Error::Missing {
+                        key: spec.path.clone(),
+                    },
                     GoHeld::Error(err) => err,
                 })
             }
@@ -321,7 +339,6 @@ impl Proxy {
             never: true,
         })
     }
-
 }
 
 impl Views {
