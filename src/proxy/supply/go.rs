@@ -65,9 +65,12 @@ impl Proxy {
                 if keep(&listed) {
                     return Ok(None);
                 }
+                // 404, as for a module without releases: go moves on.
                 let gone = || {
-                    GoHeld::Error(Error::Missing {
-                        key: spec.path.clone(),
+                    GoHeld::Error(Error::Unfiltered {
+                        path: spec.path.clone(),
+                        reason: "every version is held back".into(),
+                        never: true,
                     })
                 };
                 let list = self.go_list(target, mount, &module).await;
