@@ -241,7 +241,7 @@ async fn open_supply(
     }
     let (supply_config, state) = (
         config.supply.clone(),
-        config.cache_dir.join(crate::store::STATE_DIR),
+        crate::store::Layout::new(&config.cache_dir).first_seen_file(),
     );
     let supply =
         tokio::task::spawn_blocking(move || crate::supply::Supply::open(&supply_config, &state))

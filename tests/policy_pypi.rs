@@ -1,10 +1,12 @@
 //! The supply-chain policy on a PyPI mount, with real pip and uv: the newest
 //! six (uploaded "two days ago" by the test clock) is hidden under
 //! `--min-age 7d` and both resolve to the older one, then to the newest once
-//! the clock passes; a deny-listed idna is skipped and its cached file no
-//! longer served; a direct download of a too-young file is refused with 403
-//! saying when it becomes available; and a page with nothing held back is
-//! byte for byte what a proxy without a policy serves.
+//! the clock passes; an idna that an OSV record (dropped into the deny-list
+//! directory) names is skipped and its cached file no longer served; a direct
+//! download of a too-young file is refused with 403 saying when it becomes
+//! available; an exemption file re-read on SIGHUP shows and serves it; and a
+//! page with nothing held back is byte for byte what a proxy without a
+//! policy serves.
 
 mod support;
 
@@ -113,8 +115,9 @@ async fn pip_and_uv_see_only_what_the_policy_shows() {
     let world = world().await;
     let clock = world.tmp.path().join("clock");
     set_clock(&clock, EARLY).await;
-    let deny = world.tmp.path().join("deny.txt");
-    tokio::fs::write(&deny, "# nothing yet\n").await.unwrap();
+    // A directory of OSV records, empty for now.
+    let deny = world.tmp.path().join("osv");
+    tokio::fs::create_dir(&deny).await.unwrap();
     let proxy = world
         .proxy(
             &format!("{}/", world.index.url()),
@@ -234,7 +237,11 @@ async fn pip_and_uv_see_only_what_the_policy_shows() {
     ));
     assert_eq!(get_with(&idna, &[]).await.status, 200);
     assert_eq!(get_with(&idna, &[]).await.cache(), "HIT");
-    tokio::fs::write(&deny, "pypi idna ==3.7\n").await.unwrap();
+    let record = r#"{"id": "MAL-2026-0001", "summary": "malicious code in idna",
+        "affected": [{"package": {"ecosystem": "PyPI", "name": "idna"}, "versions": ["3.7"]}]}"#;
+    tokio::fs::write(deny.join("MAL-2026-0001.json"), record)
+        .await
+        .unwrap();
     wait_for_page(&proxy, "idna", "idna-3.7", false).await;
     let resolved = pip_resolves(&venv, &index, &["idna"]).await;
     assert_eq!(resolved, BTreeSet::from(["idna==3.6".to_string()]));
@@ -243,7 +250,7 @@ async fn pip_and_uv_see_only_what_the_policy_shows() {
     let denied = get_with(&idna, &[]).await;
     let body = String::from_utf8_lossy(&denied.body).into_owned();
     assert_eq!(denied.status, 403, "{body}");
-    assert!(body.contains("deny list"), "{body}");
+    assert!(body.contains("on a deny list (MAL-2026-0001)"), "{body}");
     let metrics = get_with(&format!("http://{admin}/metrics"), &[]).await;
     let metrics = String::from_utf8(metrics.body).unwrap();
     for series in [

@@ -194,15 +194,15 @@ pub struct Supply {
 }
 
 impl Supply {
-    /// Reads the lists, the clock file and the first-seen record (blocking:
-    /// call at start-up off the runtime). `state_dir` is the cache's private
-    /// directory. Fails on a list or clock file that cannot be read at all.
-    pub fn open(config: &SupplyConfig, state_dir: &std::path::Path) -> Result<Supply, String> {
+    /// Reads the lists, the clock file and the first-seen record at
+    /// `first_seen` (blocking: call at start-up off the runtime). Fails on a
+    /// list or clock file that cannot be read at all.
+    pub fn open(config: &SupplyConfig, first_seen: &std::path::Path) -> Result<Supply, String> {
         let clock = match &config.clock_file {
             Some(file) => Clock::from_file(file)?,
             None => Clock::system(),
         };
-        let first_seen = FirstSeen::open(&state_dir.join("policy").join("first-seen"))
+        let first_seen = FirstSeen::open(first_seen)
             .map_err(|e| format!("reading the first-seen record: {e}"))?;
         let (list_files, clock_files) = reload::watched(config);
         let opened = (
