@@ -169,41 +169,38 @@ impl Proxy {
     ) -> Result<Option<Bytes>, Error> {
         let lists = self.supply.lists();
         let supply = self.supply.clone();
-        let held = std::sync::Mutex::new(Vec::<HeldRow>::new());
-        let next_change = std::sync::Mutex::new(judged.next_change);
+        // Behind a lock so that `keep` is `Fn + Sync`: the filters that read
+        // dates hold it across awaits, and the request's future must stay `Send`.
+        let seen = std::sync::Mutex::new(std::mem::take(judged));
         let keep = |listed: &Listed<'_>| {
             let release = Release {
                 project: listed.project,
                 version: listed.version,
                 published: listed.published,
             };
-            match supply.judge(mount, &lists, &release, now) {
-                Verdict::Allow => true,
-                Verdict::Hold(hold) => {
-                    if let Some(until) = hold.until {
-                        let mut next = next_change.lock().unwrap_or_else(|p| p.into_inner());
-                        *next = Some(next.map_or(until, |n| n.min(until)));
-                    }
-                    held.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(HeldRow {
-                            mount: mount.name.clone(),
-                            project: listed.project.to_string(),
-                            version: listed.version.to_string(),
-                            hold,
-                        });
-                    false
-                }
+            let Verdict::Hold(hold) = supply.judge(mount, &lists, &release, now) else {
+                return true;
+            };
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(until) = hold.until {
+                seen.next_change = Some(seen.next_change.map_or(until, |n| n.min(until)));
             }
+            seen.held.push(HeldRow {
+                mount: mount.name.clone(),
+                project: listed.project.to_string(),
+                version: listed.version.to_string(),
+                hold,
+            });
+            false
         };
         let filtered = self
-            .filter_by(req, target, mount, spec, doc, &keep, &held)
+            .filter_by(req, target, mount, spec, doc, &keep, &seen)
             .await;
-        judged.held = held.into_inner().unwrap_or_else(|p| p.into_inner());
-        judged.next_change = next_change.into_inner().unwrap_or_else(|p| p.into_inner());
+        *judged = seen.into_inner().unwrap_or_else(|p| p.into_inner());
         filtered
     }
 
+    /// [`Proxy::filter`] by the mount's profile; `seen` is what `keep` has held back so far.
     #[allow(clippy::too_many_arguments)]
     async fn filter_by(
         &self,
@@ -213,7 +210,7 @@ impl Proxy {
         spec: &DocSpec,
         doc: &Doc,
         keep: &(dyn Fn(&Listed<'_>) -> bool + Sync),
-        held: &std::sync::Mutex<Vec<HeldRow>>,
+        seen: &std::sync::Mutex<Judged>,
     ) -> Result<Option<Bytes>, Error> {
         let mut keep = |listed: &Listed<'_>| keep(listed);
         let unfiltered = |err: filter::Error| Error::Unfiltered {
@@ -299,9 +296,10 @@ impl Proxy {
                     .filter_go(target, mount, spec, &doc.body, &mut keep)
                     .await;
                 if let Err(GoHeld::Query(project, version)) = &filtered {
-                    let hold = held
+                    let hold = seen
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
+                        .held
                         .last()
                         .map(|row| row.hold.clone());
                     if let Some(hold) = hold {
