@@ -1,7 +1,7 @@
 //! The supply-chain policy's hook on npm and Cargo mounts, over HTTP: a
 //! packument and a sparse-index file served through the cache lose the
 //! young version (a dist-tag naming it moves to the newest shown one), its
-//! tarball and crate download are refused with 403 before any fetch, and
+//! tarball, version manifest and crate download are refused with 403, and
 //! without a policy both documents are the upstream's bytes. Real npm, pnpm
 //! and cargo come once those mounts rewrite their documents (issue 10's
 //! phase B); the hook is the one every mount's documents are served through.
@@ -18,6 +18,8 @@ const NOW: &str = "2026-01-11T00:00:00Z";
 
 const PACKUMENT: &str = r#"{"_id":"left-pad","name":"left-pad","dist-tags":{"latest":"1.3.0","old":"1.1.0"},"versions":{"1.1.0":{"name":"left-pad","version":"1.1.0","dist":{"tarball":"http://registry.invalid/left-pad/-/left-pad-1.1.0.tgz"}},"1.2.0":{"name":"left-pad","version":"1.2.0","dist":{"tarball":"http://registry.invalid/left-pad/-/left-pad-1.2.0.tgz"}},"1.3.0":{"name":"left-pad","version":"1.3.0","dist":{"tarball":"http://registry.invalid/left-pad/-/left-pad-1.3.0.tgz"}}},"time":{"created":"2020-01-01T00:00:00Z","modified":"2026-01-10T00:00:00Z","1.1.0":"2020-01-01T00:00:00Z","1.2.0":"2020-02-01T00:00:00Z","1.3.0":"2026-01-10T00:00:00Z"}}"#;
 
+const MANIFEST_130: &str = r#"{"name":"left-pad","version":"1.3.0","dist":{"tarball":"http://registry.invalid/left-pad/-/left-pad-1.3.0.tgz"}}"#;
+
 const INDEX: &str = concat!(
     r#"{"name":"fixture-core","vers":"0.1.0","deps":[],"cksum":"aa","features":{},"yanked":false,"pubtime":"2020-01-01T00:00:00Z"}"#,
     "\n",
@@ -26,7 +28,16 @@ const INDEX: &str = concat!(
 );
 
 async fn upstreams() -> (Origin, Origin) {
-    let npm = Origin::builder().file("/left-pad", PACKUMENT).start().await;
+    let npm = Origin::builder()
+        .file("/left-pad", PACKUMENT)
+        .file("/left-pad/1.3.0", MANIFEST_130)
+        .file("/left-pad/latest", MANIFEST_130)
+        .file(
+            "/left-pad/1.2.0",
+            r#"{"name":"left-pad","version":"1.2.0"}"#,
+        )
+        .start()
+        .await;
     let cargo = Origin::builder()
         .file("/fi/xt/fixture-core", INDEX)
         .start()
@@ -83,6 +94,17 @@ async fn npm_and_cargo_documents_lose_the_young_version_and_its_files_are_refuse
     assert!(doc["time"].get("1.3.0").is_none(), "{doc}");
     assert_eq!(doc["dist-tags"]["latest"], "1.2.0");
     assert_eq!(doc["dist-tags"]["old"], "1.1.0");
+    // A version manifest (or a dist-tag's) of the young version is refused as its tarball is.
+    for manifest in ["/npm/left-pad/1.3.0", "/npm/left-pad/latest"] {
+        let got = get_with(&policed.url(manifest), &[]).await;
+        assert_eq!(got.status, 403, "{manifest}");
+    }
+    assert_eq!(
+        get_with(&policed.url("/npm/left-pad/1.2.0"), &[])
+            .await
+            .status,
+        200
+    );
     let tarball = get_with(&policed.url("/npm/left-pad/-/left-pad-1.3.0.tgz"), &[]).await;
     let body = String::from_utf8_lossy(&tarball.body).into_owned();
     assert_eq!(tarball.status, 403, "{body}");

@@ -7,6 +7,7 @@
 use super::super::cached::Next;
 use super::super::target::Target;
 use super::super::{Proxy, MAX_LOOKUPS};
+use super::Withheld;
 use crate::config::Mount;
 use crate::mount::{self, filter, pypi, rubygems, Class, MountUpstream};
 use crate::store::{CacheKey, Lookup, Namespace};
@@ -210,5 +211,41 @@ impl Proxy {
         };
         let doc = self.current_doc(&doc_target, mount, &spec).await?;
         Some(doc.body.clone())
+    }
+
+    /// An npm version manifest (`/NAME/1.0.0`, `/NAME/latest`) as the
+    /// policy shows it: as stored, or withheld when the version it names is
+    /// held back (dated by the full packument).
+    pub(super) async fn npm_manifest(
+        &self,
+        target: &Target,
+        mount: &Mount,
+        name: &str,
+        body: &[u8],
+        keep: &mut (dyn FnMut(&filter::Listed<'_>) -> bool + Send),
+    ) -> Result<Option<Bytes>, Withheld> {
+        let version = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|m| m.get("version")?.as_str().map(str::to_string));
+        let Some(version) = version else {
+            return Ok(None);
+        };
+        let published = match self.supply.age_rules(mount) {
+            true => self
+                .npm_times(target, mount, name)
+                .await
+                .get(&version)
+                .copied(),
+            false => None,
+        };
+        let listed = filter::Listed {
+            project: name,
+            version: &version,
+            published,
+        };
+        match keep(&listed) {
+            true => Ok(None),
+            false => Err(Withheld::Release(name.to_string(), version)),
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 use super::super::target::Target;
 use super::super::{Error, Proxy};
+use super::Withheld;
 use crate::config::Mount;
 use crate::mount::filter::{self, Listed};
 use crate::mount::{self, go, Class, MountUpstream};
@@ -18,14 +19,6 @@ use std::sync::Arc;
 /// How many `.info` files one list reads at once.
 const INFO_READS: usize = 8;
 
-/// Why a Go document was not shown.
-pub(super) enum GoHeld {
-    /// A query's `.info` names this held release (module unescaped, version).
-    Query(String, String),
-    /// Not filterable, or nothing to show.
-    Error(Error),
-}
-
 impl Proxy {
     /// The Go document at `spec` as the policy shows it (`keep` judges).
     pub(super) async fn filter_go(
@@ -35,12 +28,12 @@ impl Proxy {
         spec: &mount::DocSpec,
         body: &[u8],
         keep: &mut (dyn FnMut(&Listed<'_>) -> bool + Send),
-    ) -> Result<Option<Bytes>, GoHeld> {
+    ) -> Result<Option<Bytes>, Withheld> {
         let Target::Mount { mount: arc, .. } = target else {
             return Ok(None);
         };
         let unfiltered = |err: filter::Error| {
-            GoHeld::Error(Error::Unfiltered {
+            Withheld::Error(Error::Unfiltered {
                 path: spec.path.clone(),
                 reason: err.to_string(),
                 never: false,
@@ -67,7 +60,7 @@ impl Proxy {
                 }
                 // 404, as for a module without releases: go moves on.
                 let gone = || {
-                    GoHeld::Error(Error::Unfiltered {
+                    Withheld::Error(Error::Unfiltered {
                         path: spec.path.clone(),
                         reason: "every version is held back".into(),
                         never: true,
@@ -91,7 +84,7 @@ impl Proxy {
                 };
                 match keep(&listed) {
                     true => Ok(None),
-                    false => Err(GoHeld::Query(name, version)),
+                    false => Err(Withheld::Release(name, version)),
                 }
             }
             _ => Ok(None),

@@ -21,7 +21,6 @@ use crate::store::Doc;
 use crate::supply::{HeldRow, Release, Verdict};
 use base64::Engine as _;
 use bytes::Bytes;
-use go::GoHeld;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +75,14 @@ fn stamp(doc: &Doc) -> (u64, usize, Option<String>) {
         .find(|(n, _)| n == "etag")
         .map(|(_, v)| v.clone());
     (doc.meta.validated_at, doc.body.len(), etag)
+}
+
+/// Why a document is not shown at all.
+pub(super) enum Withheld {
+    /// It stands for this held release (project, version): refused as its files are.
+    Release(String, String),
+    /// It cannot be shown (not filterable, or nothing in it is shown).
+    Error(Error),
 }
 
 /// What the judge saw while a document was filtered.
@@ -283,6 +290,12 @@ impl Proxy {
                     };
                     filter::npm::filter_packument(&doc.body, &times, &mut keep).map_err(unfiltered)
                 }
+                mount::npm::Route::Version(name, _) => {
+                    let shown = self
+                        .npm_manifest(target, mount, &name.as_path(), &doc.body, &mut keep)
+                        .await;
+                    self.withheld(req, mount, spec, seen, shown)
+                }
                 _ => Ok(None),
             },
             Profile::Cargo => match mount::cargo::route(path) {
@@ -295,31 +308,35 @@ impl Proxy {
                 let filtered = self
                     .filter_go(target, mount, spec, &doc.body, &mut keep)
                     .await;
-                if let Err(GoHeld::Query(project, version)) = &filtered {
-                    let hold = seen
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .held
-                        .last()
-                        .map(|row| row.hold.clone());
-                    if let Some(hold) = hold {
-                        return Err(self.refuse(
-                            req,
-                            mount,
-                            project.clone(),
-                            version.clone(),
-                            hold,
-                        ));
-                    }
-                }
-                filtered.map_err(|err| match err {
-                    GoHeld::Query(..) => Error::Missing {
-                        key: spec.path.clone(),
-                    },
-                    GoHeld::Error(err) => err,
-                })
+                self.withheld(req, mount, spec, seen, filtered)
             }
             Profile::Gentoo | Profile::Generic => Ok(None),
+        }
+    }
+
+    /// A filter's outcome as the client's answer: a document that stands
+    /// for one held release (a Go query's `.info`, an npm version manifest)
+    /// is refused as that release's files are, with the hold `keep` recorded.
+    fn withheld(
+        &self,
+        req: &http::request::Parts,
+        mount: &Mount,
+        spec: &DocSpec,
+        seen: &std::sync::Mutex<Judged>,
+        filtered: Result<Option<Bytes>, Withheld>,
+    ) -> Result<Option<Bytes>, Error> {
+        match filtered {
+            Ok(body) => Ok(body),
+            Err(Withheld::Error(err)) => Err(err),
+            Err(Withheld::Release(project, version)) => {
+                let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                match seen.held.last() {
+                    Some(row) => Err(self.refuse(req, mount, project, version, row.hold.clone())),
+                    None => Err(Error::Missing {
+                        key: spec.path.clone(),
+                    }),
+                }
+            }
         }
     }
 
