@@ -112,10 +112,8 @@ async fn status(app: &Binary, path: &str) -> (u16, String) {
     (status.parse().expect("a status"), body.to_string())
 }
 
-fn logged(app: &Binary, words: &[&str]) -> bool {
-    app.log_lines()
-        .iter()
-        .any(|l| words.iter().all(|w| l.contains(w)))
+async fn logged(app: &Binary, words: &[&str]) -> bool {
+    app.logged_within(words).await
 }
 
 #[tokio::test]
@@ -170,14 +168,11 @@ async fn redirects_to_special_addresses_are_refused_unless_allowed() {
     }
     assert_eq!(target.total_hits(), 0, "the refused target was never asked");
     assert!(
-        logged(&app, &["redirect refused", "loopback", "127.0.0.1"]),
+        logged(&app, &["redirect refused", "loopback", "127.0.0.1"]).await,
         "{:?}",
         app.log_lines()
     );
-    assert!(logged(
-        &app,
-        &["redirect refused", &format!("localhost:{port}")]
-    ));
+    assert!(logged(&app, &["redirect refused", &format!("localhost:{port}")]).await);
     assert_eq!(status(&app, "/same.tgz").await, (200, "same origin".into()));
     app.kill9().await;
 
@@ -263,7 +258,7 @@ async fn an_https_source_never_follows_a_redirect_to_http() {
     assert_eq!(plain.total_hits(), 0, "the plain URL was never requested");
     assert!(!cache.join("pkg.tgz").exists());
     assert!(
-        logged(&app, &["https must not fall back to http", "WARN"]),
+        logged(&app, &["https must not fall back to http", "WARN"]).await,
         "{:?}",
         app.log_lines()
     );

@@ -281,6 +281,26 @@ impl Binary {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether a log line holding every one of `words` appears within five
+    /// seconds: the server may answer before the line reaches its stdout and
+    /// the reader thread that collects it.
+    pub async fn logged_within(&self, words: &[&str]) -> bool {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if self
+                .log_lines()
+                .iter()
+                .any(|l| words.iter().all(|w| l.contains(w)))
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL, and reap.
     pub async fn kill9(mut self) {
         self.child.kill().await.expect("kill -9");
