@@ -219,6 +219,10 @@ async fn pip_and_uv_see_only_what_the_policy_shows() {
     exempting.signal(rustix::process::Signal::HUP);
     wait_for_page(&exempting, "six", NEW_SIX, false).await;
     assert_eq!(get_with(&exempt_direct, &[]).await.status, 403);
+    // The whole project exempted, the file changed without a signal: shown again.
+    tokio::fs::write(&exempt, "pypi=six\n").await.unwrap();
+    wait_for_page(&exempting, "six", NEW_SIX, true).await;
+    assert_eq!(get_with(&exempt_direct, &[]).await.status, 200);
 
     // The clock passes the seven days: the newest six, for both.
     set_clock(&clock, LATE).await;
