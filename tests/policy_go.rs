@@ -4,7 +4,8 @@
 //! by the test clock under `--min-age 2d`, so `@v/list` leaves it out,
 //! `@latest` names v1.0.0, its `.zip` is refused with 403 saying when it
 //! becomes available, and `go get` picks v1.0.0; once the clock passes, go
-//! picks v1.1.0. Dates come from each version's `.info`, read through the cache.
+//! picks v1.1.0 — until a deny list names it, and its cached zip is refused.
+//! Dates come from each version's `.info`, read through the cache.
 
 mod support;
 
@@ -58,6 +59,8 @@ async fn go_sees_only_what_the_policy_shows() {
     let upstream = GoProxy::start().await;
     let clock = tmp.path().join("clock");
     std::fs::write(&clock, EARLY).unwrap();
+    let deny = tmp.path().join("deny.txt");
+    std::fs::write(&deny, "").unwrap();
     let cache = tmp.path().join("cache");
     let mirror = format!("go={}/", upstream.url());
     let proxy = Binary::start(&[
@@ -71,6 +74,8 @@ async fn go_sees_only_what_the_policy_shows() {
         "go=2d",
         "--policy-clock-file",
         clock.to_str().unwrap(),
+        "--deny-list",
+        deny.to_str().unwrap(),
     ])
     .await;
     let goproxy = proxy.url("/go");
@@ -126,12 +131,26 @@ async fn go_sees_only_what_the_policy_shows() {
     let latest: serde_json::Value = serde_json::from_slice(&latest.body).expect("@latest JSON");
     assert_eq!(latest["Version"], "v1.1.0");
 
+    // Deny-listed: gone from the list again, and its cached zip refused.
+    let zip = proxy.url("/go/example.test/hello/@v/v1.1.0.zip");
+    assert_eq!(get(&zip).await.cache(), "HIT");
+    std::fs::write(&deny, "Go example.test/hello v1.1.0\n").unwrap();
+    wait_for_list(&proxy, "v1.0.0\n").await;
+    let denied = get(&zip).await;
+    let body = String::from_utf8_lossy(&denied.body).into_owned();
+    assert_eq!(denied.status, 403, "{body}");
+    assert!(body.contains("deny list"), "{body}");
+
     // Refusals were counted by mount and rule.
     let admin = proxy.admin.expect("admin listener");
     let metrics = get(&format!("http://{admin}/metrics")).await;
     let metrics = String::from_utf8(metrics.body).unwrap();
     assert!(
         metrics.contains("package_cache_policy_refusals_total{mount=\"go\",rule=\"min-age\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("package_cache_policy_refusals_total{mount=\"go\",rule=\"deny-list\"} 1"),
         "{metrics}"
     );
 }
