@@ -139,6 +139,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         transparent: config.upstream.transparent_hosts.clone(),
         mounts: config.mounts.iter().cloned().map(Arc::new).collect(),
     };
+    let supply = open_supply(&config, &tasks, &stop).await?;
     let proxy = Proxy::new(
         store.clone(),
         upstream,
@@ -147,7 +148,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks.clone(),
         hard_stop.clone(),
         &config,
-    );
+    )
+    .with_supply(supply.clone());
     if let Some(max_size) = config.policy.max_size {
         let limits = evict::Limits::new(max_size, &config.policy.pinned);
         store.track_recency(true);
@@ -179,7 +181,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cache_size,
         builds.clone(),
         stop.clone(),
-    );
+    )
+    .with_supply(supply);
     let mut admin_addr = None;
     // Logged before the proxy's line: a supervisor (or a test) that waits for
     // "package-cache listening" then knows both ports.
@@ -241,6 +244,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         grace: config.server.shutdown_grace,
     })
+}
+
+/// The supply-chain policy: its lists, clock and first-seen record read
+/// (off the runtime), its reloader and writer started.
+async fn open_supply(
+    config: &Config,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<crate::supply::Supply>> {
+    if config.supply.is_off() {
+        return Ok(Arc::new(crate::supply::Supply::off()));
+    }
+    let (supply_config, state) = (
+        config.supply.clone(),
+        crate::store::Layout::new(&config.cache_dir).first_seen_file(),
+    );
+    let supply =
+        tokio::task::spawn_blocking(move || crate::supply::Supply::open(&supply_config, &state))
+            .await
+            .context("reading the supply-chain policy")?
+            .map_err(anyhow::Error::msg)
+            .context("reading the supply-chain policy")?;
+    let supply = Arc::new(supply);
+    supply.spawn(tasks, stop.clone());
+    Ok(supply)
 }
 
 /// The build sandbox, or why builds cannot run.

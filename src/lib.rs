@@ -49,6 +49,7 @@ pub mod privileges;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod supply;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -6,6 +6,7 @@
 
 mod accept;
 mod page;
+mod policy;
 mod text;
 mod traffic;
 
@@ -39,6 +40,7 @@ pub struct Admin {
     inner: Arc<State>,
 }
 
+#[derive(Clone)]
 struct State {
     metrics: Arc<Metrics>,
     store: Store,
@@ -47,6 +49,8 @@ struct State {
     /// Fires when the app starts shutting down: `/healthz` turns 503 so a
     /// load balancer stops sending clients before the proxy port closes.
     stopping: CancellationToken,
+    /// The supply-chain policy, for its section of the status page.
+    supply: Option<Arc<crate::supply::Supply>>,
 }
 
 impl Admin {
@@ -66,8 +70,15 @@ impl Admin {
                 cache_size,
                 builds,
                 stopping,
+                supply: None,
             }),
         }
+    }
+
+    /// Shows `supply`'s record on the status page (when a policy is configured).
+    pub fn with_supply(mut self, supply: Arc<crate::supply::Supply>) -> Admin {
+        Arc::make_mut(&mut self.inner).supply = supply.is_on().then_some(supply);
+        self
     }
 
     /// Serves `listener` until `stop` fires, then lets open connections
@@ -176,6 +187,14 @@ impl Admin {
             sampled: self.sampled(),
             fills: self.inner.store.active_fills(),
             now: std::time::SystemTime::now(),
+            policy: self.inner.supply.as_ref().map(|supply| {
+                let now = supply.now();
+                policy::PolicyView {
+                    refusals: supply.record.latest_refusals(),
+                    held: supply.record.held_back(now),
+                    now,
+                }
+            }),
         };
         let mut response = with_type(
             StatusCode::OK,

@@ -24,6 +24,8 @@ pub struct View {
     pub fills: Vec<ActiveFill>,
     /// "Now", for the ages of errors.
     pub now: SystemTime,
+    /// The supply-chain policy's section, when a policy is configured.
+    pub policy: Option<super::policy::PolicyView>,
 }
 
 /// The page's only styling, inline in its `<style>`.
@@ -52,6 +54,9 @@ fn write_page(out: &mut String, v: &View) -> std::fmt::Result {
     )?;
     for section in SECTIONS {
         section(out, v)?;
+    }
+    if let Some(policy) = &v.policy {
+        super::policy::section(out, policy)?;
     }
     out.push_str("</main></body></html>\n");
     Ok(())

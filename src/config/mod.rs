@@ -8,6 +8,7 @@ mod credential;
 mod mounts;
 mod shared;
 mod source;
+pub mod supply;
 mod upstream;
 
 use crate::cli::Args;
@@ -20,6 +21,7 @@ pub use source::{Authority, SourceUrl};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+pub use supply::{Exemption, MissingDate, SupplyConfig};
 pub use upstream::{redact_userinfo, AllowedHost};
 
 /// A configuration error, reported before start-up.
@@ -82,6 +84,16 @@ pub enum Error {
         /// The pattern given.
         pattern: String,
         /// The parser's complaint.
+        reason: String,
+    },
+    /// A supply-chain policy option is malformed.
+    #[error("invalid {option} {value:?}: {reason}")]
+    Supply {
+        /// The option.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
         reason: String,
     },
     /// `--shared-store` or a `--shared-store-opt` is malformed.
@@ -232,6 +244,8 @@ pub struct Config {
     pub build: BuildConfig,
     /// The shared object-store tier (`--shared-store`); `None`: this node's disk only.
     pub shared_store: Option<SharedStoreConfig>,
+    /// The supply-chain policy (minimum release age, deny lists); off by default.
+    pub supply: SupplyConfig,
 }
 
 impl Config {
@@ -271,6 +285,7 @@ impl Config {
             },
             build: BuildConfig::for_test(),
             shared_store: None,
+            supply: SupplyConfig::default(),
         }
     }
 
@@ -387,6 +402,7 @@ impl TryFrom<Args> for Config {
             .as_deref()
             .map(|url| SharedStoreConfig::try_from_args(url, &args.shared_store_opts))
             .transpose()?;
+        let supply = SupplyConfig::try_from_args(&args.supply, &mounts)?;
         if sources.is_empty() && mounts.is_empty() && transparent_hosts.is_empty() {
             return Err(Error::NoUpstream);
         }
@@ -394,6 +410,7 @@ impl TryFrom<Args> for Config {
         Ok(Config {
             build,
             shared_store,
+            supply,
             mounts,
             policy: Policy {
                 index_ttl: secs(args.index_ttl),

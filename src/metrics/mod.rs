@@ -100,6 +100,8 @@ pub struct Metrics {
     build_queue_depth: U64Gauge,
     build_jobs: Family<[(&'static str, &'static str); 1], U64Gauge>,
     notes: Mutex<BTreeMap<String, SourceNotes>>,
+    /// Downloads the supply-chain policy refused, by mount and rule.
+    policy_refusals: Family<[(&'static str, String); 2], Counter>,
     started: Instant,
     /// The breakdown by mount, with handles on its series.
     rows: rows::Rows,
@@ -165,6 +167,7 @@ impl Metrics {
             build_queue_depth: U64Gauge::default(),
             build_jobs: Family::default(),
             notes: Mutex::new(BTreeMap::new()),
+            policy_refusals: Family::default(),
             started: Instant::now(),
             rows,
             incomplete_hot: Default::default(),
@@ -290,6 +293,11 @@ impl Metrics {
             "Build jobs in the job table, by state",
             self.build_jobs.clone(),
         );
+        r.register(
+            "policy_refusals",
+            "Downloads refused by the supply-chain policy, by mount and rule",
+            self.policy_refusals.clone(),
+        );
         self
     }
 
@@ -378,6 +386,13 @@ impl Metrics {
     pub fn evicted(&self, bytes: u64) {
         self.evictions.inc();
         self.evicted_bytes.inc_by(bytes);
+    }
+
+    /// The supply-chain policy refused a download on `mount` by `rule`.
+    pub fn policy_refused(&self, mount: &str, rule: &'static str) {
+        self.policy_refusals
+            .get_or_create(&[("mount", mount.to_string()), ("rule", rule.to_string())])
+            .inc();
     }
 
     /// The exposition in `format`, with `sampled` as the gauges' values.

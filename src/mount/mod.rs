@@ -8,6 +8,7 @@
 pub mod cargo;
 mod checksum;
 mod document;
+pub mod filter;
 pub mod go;
 pub mod link;
 pub mod npm;

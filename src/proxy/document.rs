@@ -22,6 +22,16 @@ use crate::upstream::{FetchRequest, Fetched, ShownUrl};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use std::sync::Arc;
 
+/// How a revalidation this request led ended.
+enum Led {
+    /// The current copy (and whether it came from upstream just now).
+    Current(Arc<Doc>, CacheStatus),
+    /// An answer that is not a document: for the leader's client only.
+    Other(Box<Fetched>),
+    /// The upstream could not say; the stored copy, if any.
+    Failed(Error, Option<Arc<Doc>>),
+}
+
 /// What asking the upstream about a document gave.
 enum Refreshed {
     /// The stored copy is still current.
@@ -46,9 +56,14 @@ impl Proxy {
         if self.policy.negative.knows_missing(&spec.key) {
             return Err(Error::Missing { key: spec.path });
         }
+        if let Some(refused) = self.unfilterable(mount, &spec) {
+            return Err(refused);
+        }
         let stored = self.stored_doc(&spec).await;
         if let Some(doc) = stored.as_ref().filter(|doc| self.is_fresh(doc)) {
-            return Ok(self.serve_doc(req, &spec, doc, CacheStatus::Hit, false));
+            return self
+                .serve_doc(req, target, mount, &spec, doc, CacheStatus::Hit, false)
+                .await;
         }
         for _ in 0..MAX_LOOKUPS {
             let outcome = match self.store.revalidation(&spec.key) {
@@ -59,11 +74,15 @@ impl Proxy {
             };
             match outcome {
                 Revalidated::Current(doc) => {
-                    return Ok(self.serve_doc(req, &spec, &doc, CacheStatus::Hit, false))
+                    return self
+                        .serve_doc(req, target, mount, &spec, &doc, CacheStatus::Hit, false)
+                        .await
                 }
                 Revalidated::Failed(failure) => {
                     let err = Error::from_leader(&failure, &spec.path);
-                    return self.unrevalidated(req, &spec, stored, err);
+                    return self
+                        .unrevalidated(req, target, mount, &spec, stored, err)
+                        .await;
                 }
                 Revalidated::Uncacheable => return self.pass(req, target).await,
                 Revalidated::Vacated => continue,
@@ -82,12 +101,38 @@ impl Proxy {
         spec: &DocSpec,
         permit: RevalidationPermit,
     ) -> Result<Response<Body>, Error> {
+        match self.lead(target, mount, spec, permit).await {
+            Led::Current(doc, cache) => {
+                self.serve_doc(req, target, mount, spec, &doc, cache, false)
+                    .await
+            }
+            Led::Other(fetched) => Ok(respond::passthrough(
+                &req.method,
+                *fetched,
+                CacheStatus::Pass,
+            )),
+            Led::Failed(err, stored) => {
+                self.unrevalidated(req, target, mount, spec, stored, err)
+                    .await
+            }
+        }
+    }
+
+    /// Leads the revalidation `permit` allows: stores and publishes its
+    /// outcome for the followers, and returns it.
+    async fn lead(
+        &self,
+        target: &Target,
+        mount: &Mount,
+        spec: &DocSpec,
+        permit: RevalidationPermit,
+    ) -> Led {
         // A revalidation that ended since this request looked stored its
         // copy before it left: then that copy is current.
         let stored = self.stored_doc(spec).await;
         if let Some(doc) = stored.as_ref().filter(|doc| self.is_fresh(doc)) {
             permit.finish(Revalidated::Current(doc.clone()));
-            return Ok(self.serve_doc(req, spec, doc, CacheStatus::Hit, false));
+            return Led::Current(doc.clone(), CacheStatus::Hit);
         }
         let refreshed = self.refresh(target, mount, spec, stored.as_deref()).await;
         self.metrics.revalidated(match &refreshed {
@@ -105,7 +150,7 @@ impl Proxy {
                 // must find it fresh, not start another.
                 self.save_doc(doc.clone()).await;
                 permit.finish(Revalidated::Current(doc.clone()));
-                Ok(self.serve_doc(req, spec, &doc, CacheStatus::Hit, false))
+                Led::Current(doc, CacheStatus::Hit)
             }
             Ok(Refreshed::New(doc)) => {
                 let doc = Arc::new(doc);
@@ -114,15 +159,11 @@ impl Proxy {
                     .register(&spec.key, &doc.meta.hashes, true);
                 self.save_doc(doc.clone()).await;
                 permit.finish(Revalidated::Current(doc.clone()));
-                Ok(self.serve_doc(req, spec, &doc, CacheStatus::Miss, false))
+                Led::Current(doc, CacheStatus::Miss)
             }
             Ok(Refreshed::Other(fetched)) => {
                 permit.finish(Revalidated::Uncacheable);
-                Ok(respond::passthrough(
-                    &req.method,
-                    fetched,
-                    CacheStatus::Pass,
-                ))
+                Led::Other(Box::new(fetched))
             }
             Err(err) => {
                 if err.is_not_found() {
@@ -136,23 +177,63 @@ impl Proxy {
                         "upstream unreachable; serving a stale index document");
                 }
                 permit.finish(Revalidated::Failed(Failure::new(err.clone())));
-                self.unrevalidated(req, spec, stored, err)
+                Led::Failed(err, stored)
             }
         }
     }
 
+    /// The current copy of document `spec` for the proxy's own use (the
+    /// dates a policy needs): stored and fresh, else revalidated as a
+    /// client's request would be (joining a revalidation in flight), else
+    /// the stored copy, stale. `None` when there is none.
+    pub(super) async fn current_doc(
+        &self,
+        target: &Target,
+        mount: &Mount,
+        spec: &DocSpec,
+    ) -> Option<Arc<Doc>> {
+        if self.policy.negative.knows_missing(&spec.key) {
+            return None;
+        }
+        let stored = self.stored_doc(spec).await;
+        if stored.as_ref().is_some_and(|doc| self.is_fresh(doc)) {
+            return stored;
+        }
+        for _ in 0..MAX_LOOKUPS {
+            let outcome = match self.store.revalidation(&spec.key) {
+                Revalidation::Lead(permit) => {
+                    return match self.lead(target, mount, spec, permit).await {
+                        Led::Current(doc, _) => Some(doc),
+                        Led::Other(_) => stored,
+                        Led::Failed(err, stored) => stored.filter(|_| !err.is_not_found()),
+                    }
+                }
+                Revalidation::Follow(watch) => watch.outcome().await,
+            };
+            match outcome {
+                Revalidated::Current(doc) => return Some(doc),
+                Revalidated::Vacated => continue,
+                Revalidated::Failed(_) | Revalidated::Uncacheable => return stored,
+            }
+        }
+        stored
+    }
+
     /// The answer when revalidating failed with `err`: the stored copy,
     /// stale, unless the upstream said the document is gone.
-    fn unrevalidated(
+    async fn unrevalidated(
         &self,
         req: &http::request::Parts,
+        target: &Target,
+        mount: &Mount,
         spec: &DocSpec,
         stored: Option<Arc<Doc>>,
         err: Error,
     ) -> Result<Response<Body>, Error> {
         match stored {
             Some(doc) if !err.is_not_found() => {
-                Ok(self.serve_doc(req, spec, &doc, CacheStatus::Hit, true))
+                self.serve_doc(req, target, mount, spec, &doc, CacheStatus::Hit, true)
+                    .await
             }
             _ => Err(err),
         }
@@ -231,18 +312,23 @@ impl Proxy {
         Ok(Refreshed::New(build_doc(mount, spec, &fetched, raw)))
     }
 
-    fn serve_doc(
+    /// Answers with `doc` as the supply-chain policy lets clients see it now.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_doc(
         &self,
         req: &http::request::Parts,
+        target: &Target,
+        mount: &Mount,
         spec: &DocSpec,
         doc: &Doc,
         cache: CacheStatus,
         stale: bool,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Error> {
         self.policy
             .listed
             .register(&spec.key, &doc.meta.hashes, false);
-        let mut stored: HeaderMap = headers::to_map(&doc.meta.headers);
+        let shown = self.shown(req, target, mount, spec, doc).await?;
+        let mut stored: HeaderMap = headers::to_map(&shown.headers);
         let age = unix_now().saturating_sub(doc.meta.validated_at);
         stored.insert(header::AGE, HeaderValue::from(age));
         if stale {
@@ -254,15 +340,18 @@ impl Proxy {
         if spec.repr.is_some() {
             stored.insert(header::VARY, HeaderValue::from_static("Accept"));
         }
-        let body = doc.body.clone();
+        let body = shown.body;
         let rep = Representation {
             headers: stored,
             len: Some(body.len() as u64),
             cache,
         };
-        respond::representation(&req.method, &req.headers, rep, move |start, end| {
-            body::full(body.slice(start as usize..end as usize))
-        })
+        Ok(respond::representation(
+            &req.method,
+            &req.headers,
+            rep,
+            move |start, end| body::full(body.slice(start as usize..end as usize)),
+        ))
     }
 }
 

@@ -63,6 +63,27 @@ pub enum Error {
         /// The path after the mount's name.
         path: String,
     },
+    /// The supply-chain policy refuses this release (too young, after the
+    /// cutoff, undated, or on a deny list).
+    #[error("{what} refused by the supply-chain policy: {why}")]
+    Held {
+        /// The release (`pypi six 1.17.0`).
+        what: String,
+        /// Why, and when it becomes available.
+        why: String,
+    },
+    /// An index document the supply-chain policy must filter, and cannot:
+    /// served to nobody rather than unfiltered.
+    #[error("{path}: the supply-chain policy cannot be applied: {reason}")]
+    Unfiltered {
+        /// The document's path.
+        path: String,
+        /// Why.
+        reason: String,
+        /// A kind of document that is never served under a policy (404),
+        /// rather than one that failed to read (502).
+        never: bool,
+    },
     /// Every source failed (or none could be asked).
     #[error("upstream failed: {failed}")]
     Fetch {
@@ -172,7 +193,8 @@ impl Error {
             | Error::Malformed { .. }
             | Error::Method { .. }
             | Error::Path { .. }
-            | Error::NotOnMount { .. } => Class::Client,
+            | Error::NotOnMount { .. }
+            | Error::Held { .. } => Class::Client,
             Error::Fetch { .. }
             | Error::Missing { .. }
             | Error::Portal { .. }
@@ -180,7 +202,8 @@ impl Error {
             | Error::DocumentTooLarge { .. }
             | Error::Digest { .. }
             | Error::Body { .. }
-            | Error::Aborted { .. } => Class::Upstream,
+            | Error::Aborted { .. }
+            | Error::Unfiltered { .. } => Class::Upstream,
             Error::Busy { .. } | Error::Store { .. } => Class::Internal,
         }
     }
@@ -192,6 +215,7 @@ impl Error {
         match self {
             Error::Fetch { failed } => failed.attempts.is_empty() || failed.all_not_found(),
             Error::Missing { .. } => true,
+            Error::Unfiltered { never, .. } => *never,
             _ => false,
         }
     }

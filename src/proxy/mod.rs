@@ -16,6 +16,7 @@ mod mounted;
 pub mod policy;
 pub mod respond;
 pub mod route;
+mod supply;
 pub mod target;
 
 use crate::body::Body;
@@ -52,6 +53,9 @@ pub struct Proxy {
     fill_slots: Arc<Semaphore>,
     policy: Arc<policy::Policy>,
     metrics: Arc<Metrics>,
+    /// The supply-chain policy, and the views of documents it filtered.
+    supply: Arc<crate::supply::Supply>,
+    views: Arc<supply::Views>,
 }
 
 impl Proxy {
@@ -77,7 +81,15 @@ impl Proxy {
             fills_cancel,
             fill_slots: Arc::new(Semaphore::new(config.upstream.max_fills)),
             metrics,
+            supply: Arc::new(crate::supply::Supply::off()),
+            views: Arc::default(),
         }
+    }
+
+    /// This proxy under the supply-chain policy `supply` (none by default).
+    pub fn with_supply(mut self, supply: Arc<crate::supply::Supply>) -> Proxy {
+        self.supply = supply;
+        self
     }
 
     /// Handles one request. Never fails: every error becomes a response.
@@ -127,8 +139,12 @@ impl Proxy {
             _ => route::route(req, target, no_cache)?,
         };
         let (target, key) = match routed {
-            Routed::Cache { target, key } => (target, key),
+            Routed::Cache { target, key } => {
+                self.admit(req, &target).await?;
+                (target, key)
+            }
             Routed::Pass { target, reason } => {
+                self.admit_passed(req, &target).await?;
                 tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");
                 return self.pass(req, &target).await;
             }

@@ -55,7 +55,7 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 pub fn status_of(err: &Error) -> StatusCode {
     match err.class() {
         Class::Client => match err {
-            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Forbidden { .. } | Error::Held { .. } => StatusCode::FORBIDDEN,
             Error::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Path {
                 source: KeyError::TooLong,
@@ -92,6 +92,17 @@ pub fn error(err: &Error) -> Response<Body> {
             format!("{summary}: {failed}")
         }
         Error::Missing { .. } => "not found upstream (remembered)".into(),
+        Error::Held { what, why } => {
+            format!("{what} is refused by the supply-chain policy: {why}")
+        }
+        Error::Unfiltered {
+            path,
+            reason,
+            never,
+        } => match never {
+            true => format!("{path} is not served under the supply-chain policy: {reason}"),
+            false => format!("{path} cannot be filtered by the supply-chain policy: {reason}"),
+        },
         Error::Portal { .. } => "upstream answered with an HTML page".into(),
         Error::DocumentBody { source, .. } => source.to_string(),
         Error::DocumentTooLarge { limit, .. } => {

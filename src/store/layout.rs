@@ -86,6 +86,11 @@ impl Layout {
         self.state_dir().join("quarantine")
     }
 
+    /// The supply-chain policy's first-seen record (`supply::FirstSeen`).
+    pub fn first_seen_file(&self) -> PathBuf {
+        self.state_dir().join("policy").join("first-seen")
+    }
+
     /// The build queue's tree.
     pub fn build_root(&self) -> PathBuf {
         self.state_dir().join("build")

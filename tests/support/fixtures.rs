@@ -111,6 +111,16 @@ pub async fn gem_publish(repo: &Path, gem: &Path) {
         .await;
 }
 
+/// As [`gem_publish`], with the compact index v2's `created_at` (ISO 8601) on the info line.
+pub async fn gem_publish_dated(repo: &Path, gem: &Path, created_at: &str) {
+    Cmd::new("ruby")
+        .args([script("gem_repo.rb").as_os_str(), "publish".as_ref()])
+        .args([repo.as_os_str(), gem.as_os_str(), created_at.as_ref()])
+        .limit(Duration::from_secs(120))
+        .ok()
+        .await;
+}
+
 /// A GLEP 75 mirror root (`DIR/mirror/distfiles/layout.conf`, `distfiles/<2 hex>/FILE`) and
 /// its `DIR/mirror/Manifest`, with deterministic `bigpkg-2.0.tar.xz` (3 MB, resumable by
 /// Portage's rules: over 350K) and `hello-1.0.tar.gz` (300 KB).
