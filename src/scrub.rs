@@ -14,10 +14,13 @@ use tokio_util::sync::CancellationToken;
 /// The default `--scrub-rate`: a full pass over 100 GiB in about 7 hours,
 /// at a cost few disks notice.
 pub const DEFAULT_RATE: u64 = 4 << 20;
-/// An entry used this recently is being read; the scrub leaves it.
-const RECENT: Duration = Duration::from_secs(10);
-/// Pause between passes (and while the cache is empty).
-const BETWEEN_PASSES: Duration = Duration::from_secs(5);
+/// An entry used this recently is being read (and so checked); the scrub
+/// leaves it. Hits update it only while eviction tracks recency; otherwise
+/// it is the commit time.
+const RECENT: Duration = Duration::from_secs(2);
+/// Pause between passes (and while the cache is empty). The rate, not this
+/// pause, bounds what a small cache costs.
+const BETWEEN_PASSES: Duration = Duration::from_secs(1);
 
 /// What the scrub reports.
 pub trait Report: Send + Sync + 'static {
