@@ -12,7 +12,11 @@
 //! leader's failure reaches its followers as a `Failure`, which holds no HTTP
 //! status. Entries live in tiers (`tier`): the local disk (`disk`) first,
 //! then any tier added below it; `shared` is the object-store tier's client.
-//! Index documents are `doc`'s. The maintenance API (`maintenance`: scans
+//! Index documents are `doc`'s. Damage at rest: `blocks` are the per-block
+//! checksums a commit records, `check` proves every read of a committed body
+//! with them, `quarantine` moves a damaged body aside, `adopt` gives the
+//! plain files of a 0.2 directory metadata, and `scrub` opens entries for the
+//! background scrub. The maintenance API (`maintenance`: scans
 //! and listings for `package-cache stats|verify|gc|purge`) is apart from the
 //! serving one.
 
