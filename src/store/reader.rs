@@ -211,7 +211,12 @@ impl BodyReader {
             Ok(data) => data,
             Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
                 // Truncated since it was opened.
-                let found = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                let file = self.file.clone();
+                let found = tokio::task::spawn_blocking(move || file.metadata().map(|m| m.len()))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
                 let damage = Damage::Size {
                     recorded: len,
                     found,
