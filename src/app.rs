@@ -16,7 +16,7 @@ use crate::proxy::Proxy;
 use crate::server::{self, Limits, Serving};
 use crate::store::Store;
 use crate::upstream::{self, Upstream};
-use crate::{evict, privileges, tls};
+use crate::{evict, privileges, scrub, tls};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -161,6 +161,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             move |bytes| counted.evicted(bytes),
         ));
     }
+    store.observe_damage(metrics.clone());
+    tasks.spawn(scrub::run(
+        store.clone(),
+        config.policy.scrub_rate,
+        stop.clone(),
+        ScrubReport(metrics.clone()),
+    ));
     let gateway = build_gateway(&config, &proxy, &tasks, &hard_stop);
     let builds = start_builds(&config, sandbox, proxy_addr, gateway, &tasks, stop.clone()).await?;
     let mut api_addr = None;
@@ -529,4 +536,17 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Re
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// The scrub's reports, counted in the app's metrics.
+struct ScrubReport(Arc<Metrics>);
+
+impl scrub::Report for ScrubReport {
+    fn scrubbed(&self, bytes: u64) {
+        self.0.scrubbed(bytes);
+    }
+
+    fn damage_found(&self) {
+        self.0.scrub_found_damage();
+    }
 }

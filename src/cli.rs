@@ -159,6 +159,12 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", env = "PC_MAX_SIZE")]
     pub max_size: Option<String>,
 
+    /// Bytes per second the background scrub re-reads cached files at, checking
+    /// them against the checksums recorded when they were stored (K, M, G
+    /// suffixes); damaged files are quarantined and fetched again. 0 turns it off.
+    #[arg(long, value_name = "SIZE", env = "PC_SCRUB_RATE", default_value = "4M")]
+    pub scrub_rate: String,
+
     /// Cached files whose path matches this glob are never evicted. Repeatable.
     #[arg(long = "pin", value_name = "GLOB")]
     pub pins: Vec<String>,

@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod mount;
 pub mod privileges;
 pub mod proxy;
+pub mod scrub;
 pub mod server;
 pub mod store;
 pub mod supply;

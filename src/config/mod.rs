@@ -119,6 +119,8 @@ pub struct Policy {
     pub max_size: Option<u64>,
     /// Entries matching these globs are never evicted.
     pub pinned: Vec<String>,
+    /// Bytes per second the background scrub re-checks (`--scrub-rate`); 0: off.
+    pub scrub_rate: u64,
 }
 
 /// Where and how to reach upstreams.
@@ -282,6 +284,8 @@ impl Config {
                 no_cache: Vec::new(),
                 max_size: None,
                 pinned: Vec::new(),
+                // Tests that scrub ask for it; the others' reads stay their own.
+                scrub_rate: 0,
             },
             build: BuildConfig::for_test(),
             shared_store: None,
@@ -389,6 +393,10 @@ impl TryFrom<Args> for Config {
             .or_else(default_cache_dir)
             .ok_or(Error::NoCacheDir)?;
         let max_size = args.max_size.as_deref().map(parse_size).transpose()?;
+        let scrub_rate = match args.scrub_rate.trim() {
+            "0" | "off" => 0,
+            rate => parse_size(rate)?,
+        };
         for pattern in args.no_cache.iter().chain(&args.pins) {
             globset::Glob::new(pattern).map_err(|e| Error::Pattern {
                 pattern: pattern.clone(),
@@ -418,6 +426,7 @@ impl TryFrom<Args> for Config {
                 no_cache: args.no_cache.clone(),
                 max_size,
                 pinned: args.pins.clone(),
+                scrub_rate,
             },
             cache_dir,
             upstream: UpstreamConfig {

@@ -37,7 +37,7 @@ pub use snapshot::{
 };
 
 use crate::cache_status::CacheStatus;
-use crate::upstream;
+use crate::{store, upstream};
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -97,6 +97,9 @@ pub struct Metrics {
     cache_entries: U64Gauge,
     evictions: Counter,
     evicted_bytes: Counter,
+    damaged_entries: Counter,
+    scrubbed_bytes: Counter,
+    scrub_damage: Counter,
     build_queue_depth: U64Gauge,
     build_jobs: Family<[(&'static str, &'static str); 1], U64Gauge>,
     notes: Mutex<BTreeMap<String, SourceNotes>>,
@@ -108,6 +111,12 @@ pub struct Metrics {
     /// Handles on `incomplete` (client gone, aborted): a counter clone
     /// shares its value, so the per-request path hashes no labels.
     incomplete_hot: [Counter; 2],
+}
+
+impl store::DamageObserver for Metrics {
+    fn damaged(&self, _key: &store::CacheKey, _damage: &store::Damage) {
+        self.damaged_entries.inc();
+    }
 }
 
 fn head_histogram() -> Histogram {
@@ -164,6 +173,9 @@ impl Metrics {
             cache_entries: U64Gauge::default(),
             evictions: Counter::default(),
             evicted_bytes: Counter::default(),
+            damaged_entries: Counter::default(),
+            scrubbed_bytes: Counter::default(),
+            scrub_damage: Counter::default(),
             build_queue_depth: U64Gauge::default(),
             build_jobs: Family::default(),
             notes: Mutex::new(BTreeMap::new()),
@@ -284,6 +296,22 @@ impl Metrics {
             self.evicted_bytes.clone(),
         );
         r.register(
+            "damaged_entries",
+            "Cached entries found damaged on disk (by a read, the scrub or adoption) and quarantined",
+            self.damaged_entries.clone(),
+        );
+        r.register_with_unit(
+            "scrubbed",
+            "Bytes of cached entries re-checked by the background scrub",
+            Unit::Bytes,
+            self.scrubbed_bytes.clone(),
+        );
+        r.register(
+            "scrub_damage_found",
+            "Damaged entries the background scrub found (also counted in damaged_entries)",
+            self.scrub_damage.clone(),
+        );
+        r.register(
             "build_queue_depth",
             "Build jobs waiting for a worker",
             self.build_queue_depth.clone(),
@@ -386,6 +414,16 @@ impl Metrics {
     pub fn evicted(&self, bytes: u64) {
         self.evictions.inc();
         self.evicted_bytes.inc_by(bytes);
+    }
+
+    /// The background scrub re-checked `bytes` more.
+    pub fn scrubbed(&self, bytes: u64) {
+        self.scrubbed_bytes.inc_by(bytes);
+    }
+
+    /// The background scrub found a damaged entry.
+    pub fn scrub_found_damage(&self) {
+        self.scrub_damage.inc();
     }
 
     /// The supply-chain policy refused a download on `mount` by `rule`.

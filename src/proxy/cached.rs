@@ -177,8 +177,8 @@ impl Proxy {
 
 fn hit(req: &http::request::Parts, key: &CacheKey, entry: Entry) -> Response<Body> {
     let mut stored = match &entry.meta {
-        Some(meta) => headers::to_map(&meta.headers),
-        None => legacy_headers(key, &entry),
+        Some(meta) if !meta.adopted => headers::to_map(&meta.headers),
+        _ => legacy_headers(key, &entry),
     };
     if !stored.contains_key(header::CONTENT_TYPE) {
         stored.insert(
@@ -199,7 +199,8 @@ fn hit(req: &http::request::Parts, key: &CacheKey, entry: Entry) -> Response<Bod
     })
 }
 
-/// Headers for a plain file with no metadata (a package-cache 0.2 entry).
+/// Headers for a plain file of package-cache 0.2 (no metadata, or metadata
+/// that adoption wrote, which records no upstream headers).
 fn legacy_headers(key: &CacheKey, entry: &Entry) -> HeaderMap {
     let mut h = HeaderMap::new();
     let name = String::from_utf8_lossy(key.file_name()).into_owned();

@@ -1,8 +1,9 @@
 //! The commit of a complete, verified fill: write its metadata (bound to the
-//! body's inode), then move the body into place with `durable` (fsync,
+//! body's inode, with the block sums taken as it was written), then move the body into place with `durable` (fsync,
 //! rename, fsync of its directory), and record it in the index; the last
 //! three under the key's guard, so a removal never splits them.
 
+use super::blocks::BlockSums;
 use super::durable::{self, TempFile};
 use super::layout::{Layout, DIR_MODE, FILE_MODE, PRIVATE_DIR_MODE};
 use super::meta::{unix_now, EntryMeta};
@@ -17,6 +18,7 @@ pub(super) fn store_blocking(
     body: TempFile,
     len: u64,
     sha256: String,
+    blocks: BlockSums,
     head: &FillHead,
 ) -> Result<(), Error> {
     let io = |op: &'static str, path: &Path| {
@@ -50,6 +52,8 @@ pub(super) fn store_blocking(
         fetched_at: unix_now(),
         source: head.source.clone(),
         inode,
+        blocks: Some(blocks),
+        adopted: false,
     };
     let meta_path = layout.meta_file(key);
     // From the metadata to the index, no removal of this key comes in
@@ -64,7 +68,7 @@ pub(super) fn store_blocking(
 }
 
 /// Writes `meta` durably to `path`, creating its fan-out directory.
-fn write_meta(layout: &Layout, meta: &EntryMeta, path: &Path) -> io::Result<()> {
+pub(super) fn write_meta(layout: &Layout, meta: &EntryMeta, path: &Path) -> io::Result<()> {
     let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
     durable::create_dir(
         path.parent().expect("metadata paths have a parent"),

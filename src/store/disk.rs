@@ -4,6 +4,7 @@
 //! the `Tier` trait, so a store on another directory can be a tier below
 //! this one, as a shared object store will be.
 
+use super::blocks::{BlockHasher, BlockSums};
 use super::budget::Reservation;
 use super::durable::TempFile;
 use super::entry::Opened;
@@ -31,6 +32,10 @@ pub(crate) struct DiskWrite {
     reservation: Reservation,
     sized: bool,
     written: u64,
+    /// The body's block sums, taken as it is written (see `blocks`).
+    blocks: Option<BlockHasher>,
+    /// The temporary file's inode: the committed body's.
+    inode: u64,
 }
 
 /// Where an append stopped: the error and the index of the chunk it failed in.
@@ -51,8 +56,11 @@ impl DiskWrite {
         let dir = tmp_dir.clone();
         // O_NOATIME: reads of a growing file must not dirty its inode
         // (readers run on the runtime thread with RWF_NOWAIT).
-        let temp = tokio::task::spawn_blocking(move || {
-            TempFile::create_with(&dir, FILE_MODE, OFlags::NOATIME)
+        let (temp, inode) = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::MetadataExt;
+            let temp = TempFile::create_with(&dir, FILE_MODE, OFlags::NOATIME)?;
+            let inode = temp.file().metadata()?.ino();
+            Ok((temp, inode))
         })
         .await
         .map_err(Error::join)?
@@ -68,12 +76,27 @@ impl DiskWrite {
             reservation,
             sized: content_length.is_some(),
             written: 0,
+            blocks: Some(BlockHasher::default()),
+            inode,
         })
     }
 
     /// The temporary file, open read-write: readers use positional reads.
     pub(crate) fn file(&self) -> &Arc<File> {
         &self.file
+    }
+
+    /// The body's inode (the committed entry keeps it).
+    pub(crate) fn inode(&self) -> u64 {
+        self.inode
+    }
+
+    /// The block sums of what was written so far.
+    pub(crate) fn block_sums(&self) -> BlockSums {
+        self.blocks
+            .as_ref()
+            .map(|b| b.sums())
+            .unwrap_or_else(|| BlockHasher::default().sums())
     }
 
     /// Appends `chunks` in one trip to the blocking pool, hashing each into
@@ -90,20 +113,27 @@ impl DiskWrite {
             self.reservation.grow_to(self.written + len).await;
         }
         let file = self.file.clone();
-        let (hasher, chunks, result) = tokio::task::spawn_blocking(move || {
-            let mut hasher = hasher;
+        let blocks = self.blocks.take();
+        let (hasher, blocks, chunks, result) = tokio::task::spawn_blocking(move || {
+            let (mut hasher, mut blocks) = (hasher, blocks);
             for (i, chunk) in chunks.iter().enumerate() {
                 if let Err(err) = (&*file).write_all(chunk) {
-                    return (hasher, chunks, Err((err, i)));
+                    return (hasher, blocks, chunks, Err((err, i)));
                 }
+                // Hashed from memory as written: the sums describe the bytes
+                // the fill received, whatever the disk later does to them.
                 if let Some(hasher) = hasher.as_mut() {
                     hasher.update(chunk);
                 }
+                if let Some(blocks) = blocks.as_mut() {
+                    blocks.update(chunk);
+                }
             }
-            (hasher, chunks, Ok(()))
+            (hasher, blocks, chunks, Ok(()))
         })
         .await
         .map_err(Error::join)?;
+        self.blocks = blocks;
         if result.is_ok() {
             self.written += len;
         }
@@ -129,6 +159,7 @@ impl DiskWrite {
         };
         let inner = self.inner.clone();
         let (key, head) = (key.clone(), head.clone());
+        let sums = self.block_sums();
         let temp = self
             .temp
             .take()
@@ -136,7 +167,8 @@ impl DiskWrite {
         // A failed commit drops (unlinks) the temporary file on the blocking
         // pool; the claim goes once the index holds the entry (or never will).
         tokio::task::spawn_blocking(move || {
-            let stored = super::commit::store_blocking(&inner, &key, temp, len, sha256, &head);
+            let stored =
+                super::commit::store_blocking(&inner, &key, temp, len, sha256, sums, &head);
             drop(claim);
             stored.map(|()| Committed::Stored)
         })

@@ -63,6 +63,14 @@ pub enum Error {
         /// The entry.
         key: String,
     },
+    /// A committed body is damaged on disk; it was quarantined.
+    #[error("cached body of {key} is damaged: {damage}")]
+    Damaged {
+        /// The entry.
+        key: String,
+        /// What is wrong with it.
+        damage: super::Damage,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("blocking task failed: {0}")]
     Join(String),

@@ -11,6 +11,8 @@
 //! `Failure`; a `Fill` dropped without `commit` is `Aborted` (with its cause
 //! when the writer or the commit gave one) and its temporary file is unlinked.
 
+use super::blocks::BlockSums;
+use super::check::Home;
 use super::flight::Lead;
 use super::spill::Spill;
 use super::{CacheKey, Failure, Inner};
@@ -101,6 +103,16 @@ pub(crate) struct FillShared {
     /// Why the fill aborted, when its writer said so: set before `Aborted`
     /// is published, so a reader woken by it finds the cause.
     pub(crate) cause: OnceLock<Failure>,
+    /// Where the body went and the block sums taken while it was written:
+    /// set before a stored fill publishes `Complete`, so its readers check
+    /// what they read of the committed body from then on.
+    pub(crate) committed: OnceLock<CommittedBody>,
+}
+
+/// A fill's body once committed (see [`FillShared::committed`]).
+pub(crate) struct CommittedBody {
+    pub(crate) home: Home,
+    pub(crate) sums: Arc<BlockSums>,
 }
 
 impl FillShared {
@@ -117,6 +129,7 @@ impl FillShared {
             spill: Mutex::new(Spill::default()),
             drained: Notify::new(),
             cause: OnceLock::new(),
+            committed: OnceLock::new(),
         }
     }
 }

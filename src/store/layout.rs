@@ -11,7 +11,8 @@
 //!     tmp/              temporary files (fills, durable writes), emptied at start-up
 //!     meta/<2 hex>/<sha256 of CacheKey::canonical>   one JSON file per entry
 //!     docs/<2 hex>/<sha256 of the document key>       index documents (see `doc`)
-//!     quarantine/       bodies `verify` found damaged
+//!     quarantine/       damaged bodies (found by reads, the scrub, `verify`)
+//!     adopted           every body here has metadata (`store::adopt`)
 //!     build/            the build queue's tree (jobs, work, logs, inbox, artifacts)
 //! ```
 //!
@@ -80,8 +81,9 @@ impl Layout {
         self.state_dir().join("docs")
     }
 
-    /// Where `verify` moves bodies that do not match their sha256 (0700,
-    /// never served, never removed by `gc`).
+    /// Where damaged bodies are moved, by the server when a read or the
+    /// scrub finds them and by `verify` (0700, never served, never removed
+    /// by `gc`).
     pub fn quarantine_dir(&self) -> PathBuf {
         self.state_dir().join("quarantine")
     }
@@ -89,6 +91,12 @@ impl Layout {
     /// The supply-chain policy's first-seen record (`supply::FirstSeen`).
     pub fn first_seen_file(&self) -> PathBuf {
         self.state_dir().join("policy").join("first-seen")
+    }
+
+    /// Written once every body of the directory has metadata (see
+    /// `store::adopt`): from then on a body without any is damage.
+    pub fn adopted_marker(&self) -> PathBuf {
+        self.state_dir().join("adopted")
     }
 
     /// The build queue's tree.

@@ -3,8 +3,12 @@
 //!
 //! A metadata file names the inode of the body it describes. The body's rename
 //! is the commit point: a crash between writing the metadata and renaming the
-//! body leaves metadata whose inode matches nothing, which is ignored.
+//! body leaves metadata whose inode matches nothing, which is ignored. The
+//! binding is the inode alone: a body whose length differs from the one
+//! recorded for its inode is damaged (truncated or extended), never a plain
+//! file of an earlier version.
 
+use super::blocks::BlockSums;
 use super::key::CacheKey;
 use super::layout::Layout;
 use serde::{Deserialize, Serialize};
@@ -13,8 +17,9 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Largest metadata file read back (guards against a damaged store).
-const MAX_META_LEN: u64 = 1 << 20;
+/// Largest metadata file read back (guards against a damaged store). Block
+/// sums take 16 bytes per 256 KiB: 8 MiB holds those of a 128 GiB body.
+const MAX_META_LEN: u64 = 8 << 20;
 
 /// Metadata of one committed entry. Serialized as JSON.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -35,6 +40,15 @@ pub struct EntryMeta {
     pub source: String,
     /// Inode number of the body file this metadata belongs to.
     pub inode: u64,
+    /// Checksums of each block of the body, taken while it was written;
+    /// absent in entries committed by earlier versions (those are checked
+    /// against `sha256` when read whole, and by the scrub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<BlockSums>,
+    /// A plain file of package-cache 0.2 hashed into metadata when its
+    /// directory was adopted (see `adopt`): it has no upstream headers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }
 
 impl EntryMeta {
@@ -45,7 +59,8 @@ impl EntryMeta {
             .iter()
             .map(|(n, v)| n.len() + v.len() + 48)
             .sum();
-        128 + self.key.len() + self.sha256.len() + self.source.len() + headers
+        let blocks = self.blocks.as_ref().map_or(0, |b| 8 * b.sums.len() + 32);
+        128 + self.key.len() + self.sha256.len() + self.source.len() + headers + blocks
     }
 
     /// Reads a metadata file; `None` when it is missing or unreadable as
@@ -57,13 +72,14 @@ impl EntryMeta {
         serde_json::from_slice(&buf).ok()
     }
 
-    /// The metadata of `key` bound to the body with `inode` and `size`,
-    /// looked up under the key's canonical name, then under the name earlier
-    /// versions gave it (see `CacheKey::legacy_canonical`). Blocking.
-    pub fn read_bound(layout: &Layout, key: &CacheKey, inode: u64, size: u64) -> Option<EntryMeta> {
+    /// The metadata of `key` bound to the body with `inode`, looked up under
+    /// the key's canonical name, then under the name earlier versions gave it
+    /// (see `CacheKey::legacy_canonical`). Its `size` is what the body must
+    /// measure: the caller compares it (a mismatch is damage). Blocking.
+    pub fn read_bound(layout: &Layout, key: &CacheKey, inode: u64) -> Option<EntryMeta> {
         let bound = |name: String| {
             EntryMeta::read(&layout.meta_file_named(&name))
-                .filter(|m| m.inode == inode && m.size == size && m.key == name)
+                .filter(|m| m.inode == inode && m.key == name)
         };
         bound(key.canonical()).or_else(|| key.legacy_canonical().and_then(bound))
     }

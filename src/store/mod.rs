@@ -12,11 +12,18 @@
 //! leader's failure reaches its followers as a `Failure`, which holds no HTTP
 //! status. Entries live in tiers (`tier`): the local disk (`disk`) first,
 //! then any tier added below it; `shared` is the object-store tier's client.
-//! Index documents are `doc`'s. The maintenance API (`maintenance`: scans
+//! Index documents are `doc`'s. Damage at rest: `blocks` are the per-block
+//! checksums a commit records, `check` proves every read of a committed body
+//! with them, `quarantine` moves a damaged body aside, `adopt` gives the
+//! plain files of a 0.2 directory metadata, and `scrub` opens entries for the
+//! background scrub. The maintenance API (`maintenance`: scans
 //! and listings for `package-cache stats|verify|gc|purge`) is apart from the
 //! serving one.
 
+mod adopt;
+mod blocks;
 mod budget;
+mod check;
 mod commit;
 mod disk;
 mod doc;
@@ -35,9 +42,11 @@ mod lock;
 pub mod maintenance;
 mod meta;
 mod open;
+mod quarantine;
 mod reader;
 mod remove;
 mod revalidation;
+mod scrub;
 pub mod shared;
 mod spill;
 #[cfg(test)]
@@ -46,6 +55,8 @@ pub mod tier;
 mod watch;
 mod writer;
 
+pub use adopt::Adopted;
+pub use blocks::{BlockSums, BLOCK};
 pub use budget::{Evictor, ENTRY_OVERHEAD};
 pub use disk::DiskTier;
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
@@ -59,8 +70,10 @@ pub use key::{CacheKey, KeyError, Namespace, MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMEN
 pub use layout::{Layout, HOSTS_DIR, MOUNTS_DIR, STATE_DIR};
 pub use lock::{describe as describe_holder, CacheLock, LockProbe};
 pub use meta::{unix_now, EntryMeta};
+pub use quarantine::{Damage, DamageObserver};
 pub use reader::BodyReader;
 pub use revalidation::{Revalidated, Revalidation, RevalidationPermit, RevalidationWatch};
+pub use scrub::Scrub;
 pub use watch::{ActiveFill, FillStart, FillWatch};
 pub use writer::{Committed, Fill};
 
@@ -107,6 +120,11 @@ pub(crate) struct Inner {
     budget: std::sync::OnceLock<budget::Budget>,
     /// Tiers below the local disk, in lookup order.
     lower: std::sync::RwLock<Vec<Arc<dyn tier::Tier>>>,
+    /// Whether every body here has metadata (see `adopt`): then a body
+    /// without any is damage, not a plain file of package-cache 0.2.
+    adopted: std::sync::atomic::AtomicBool,
+    /// Told of each entry quarantined as damaged.
+    damage_observer: std::sync::OnceLock<Arc<dyn DamageObserver>>,
     _lock: CacheLock,
 }
 
@@ -122,6 +140,10 @@ impl Inner {
     /// Whether a fill of `key` is in progress.
     fn filling(&self, key: &CacheKey) -> bool {
         self.fills.get(key).is_some()
+    }
+
+    fn is_adopted(&self) -> bool {
+        self.adopted.load(Ordering::Acquire)
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, index::Index> {
@@ -167,6 +189,7 @@ impl Store {
                 meta: hot.meta,
                 mtime: hot.mtime,
                 small: Some(hot.body),
+                home: None,
             }));
         }
         if let Some(watch) = self.join(key) {
@@ -178,7 +201,7 @@ impl Store {
                 return Ok(Lookup::Hit(entry));
             }
             Opened::Conflict => return Ok(Lookup::Conflict),
-            Opened::Missing => {}
+            Opened::Missing | Opened::Damaged => {}
         }
         let permit = match self.inner.fills.claim(key, || FillShared::new(key.clone())) {
             Claim::Follow(shared) => return Ok(Lookup::Filling(FillWatch::new(shared))),
@@ -196,7 +219,7 @@ impl Store {
                 Ok(Lookup::Hit(entry))
             }
             Opened::Conflict => Ok(Lookup::Conflict),
-            Opened::Missing => Ok(Lookup::Miss(permit)),
+            Opened::Missing | Opened::Damaged => Ok(Lookup::Miss(permit)),
         }
     }
 
@@ -254,6 +277,12 @@ impl Store {
         self.remove(key, remove::Chosen::Inode(inode))
             .await
             .map(|_| ())
+    }
+
+    /// Tells `observer` of every entry quarantined as damaged from now on.
+    /// Set once; later calls change nothing.
+    pub fn observe_damage(&self, observer: Arc<dyn DamageObserver>) {
+        let _ = self.inner.damage_observer.set(observer);
     }
 
     /// Keeps the cache within `max_size` bytes from now on (see `budget`):

@@ -4,7 +4,7 @@
 use super::flight::Flights;
 use super::layout::{Layout, DIR_MODE, PRIVATE_DIR_MODE};
 use super::lock::{CacheLock, LockProbe};
-use super::{doc, durable, guard, hot, index, Error, Inner, Store, HOT_BUDGET};
+use super::{adopt, doc, durable, guard, hot, index, Error, Inner, Store, HOT_BUDGET};
 use rustix::fs::{Mode, OFlags};
 use std::fs::{self, DirBuilder};
 use std::io;
@@ -19,7 +19,8 @@ impl Store {
             move |source| Error::Io { op, path, source }
         };
         let root = layout.root().to_path_buf();
-        if !root.exists() {
+        let fresh = !root.exists();
+        if fresh {
             DirBuilder::new()
                 .recursive(true)
                 .mode(DIR_MODE)
@@ -60,6 +61,8 @@ impl Store {
             );
         }
         let index = index::Index::scan(&layout);
+        // A directory this version created holds no plain files to adopt.
+        let adopted = (fresh && adopt::mark_adopted(&layout).is_ok()) || adopt::is_adopted(&layout);
         let root_fd = rustix::fs::open(
             &root,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -79,6 +82,8 @@ impl Store {
                 guards: guard::KeyGuards::new(),
                 budget: std::sync::OnceLock::new(),
                 lower: std::sync::RwLock::new(Vec::new()),
+                adopted: std::sync::atomic::AtomicBool::new(adopted),
+                damage_observer: std::sync::OnceLock::new(),
                 _lock: lock,
             }),
         })

@@ -1,9 +1,14 @@
 //! `BodyReader`: a byte stream over a committed entry or over a fill that is
 //! still growing. It reads with positional reads on a shared descriptor, off the
 //! runtime, and follows a fill through its `watch` channel until `Complete`;
-//! an `Aborted` fill ends the stream with an error, never a clean end.
+//! an `Aborted` fill ends the stream with an error, never a clean end. A
+//! committed body is read through its `Check` (whole blocks, each proved
+//! before any of it goes out); a fill's bytes are covered by the fill's own
+//! hashing until it commits, and by the sums it recorded after.
 
+use super::check::Check;
 use super::fill::{FillShared, FillState};
+use super::quarantine::Damage;
 use bytes::Bytes;
 use futures_util::Stream;
 use rustix::io::ReadWriteFlags;
@@ -36,15 +41,25 @@ pub struct BodyReader {
     pos: u64,
     end: u64,
     source: Source,
+    /// How the bytes of a committed body are proved (`None`: a plain file
+    /// of an earlier version, or a part of an entry without block sums).
+    check: Option<Check>,
 }
 
 impl BodyReader {
-    pub(crate) fn fixed(file: Arc<File>, len: u64, start: u64, end: u64) -> BodyReader {
+    pub(crate) fn fixed(
+        file: Arc<File>,
+        len: u64,
+        start: u64,
+        end: u64,
+        check: Option<Check>,
+    ) -> BodyReader {
         BodyReader {
             file,
             pos: start,
             end: end.min(len),
             source: Source::Fixed { len },
+            check,
         }
     }
 
@@ -67,12 +82,43 @@ impl BodyReader {
                 id,
                 seen,
             },
+            check: None,
+        }
+    }
+
+    /// Once the fill this reader follows is committed, the rest is read as
+    /// a committed body, checked by the block sums the fill recorded.
+    fn follow_commit(&mut self) {
+        let Source::Growing { rx, shared, .. } = &self.source else {
+            return;
+        };
+        let FillState::Complete {
+            len,
+            committed: true,
+        } = *rx.borrow()
+        else {
+            return;
+        };
+        let Some(sealed) = shared.committed.get() else {
+            return;
+        };
+        if self.end != u64::MAX && self.end > len {
+            // Left to the growing path, which reports the short entry.
+            return;
+        }
+        self.check = Some(Check::sealed(sealed.home.clone(), sealed.sums.clone()));
+        self.end = self.end.min(len);
+        let old = std::mem::replace(&mut self.source, Source::Fixed { len });
+        if let Source::Growing { shared, id, .. } = old {
+            shared.spill().unregister(id);
+            shared.drained.notify_one();
         }
     }
 
     /// The next chunk, `None` at a clean end, `Err` when the fill failed.
     pub async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
         loop {
+            self.follow_commit();
             if self.pos >= self.end {
                 return Ok(None);
             }
@@ -125,7 +171,10 @@ impl BodyReader {
             };
             let limit = readable.min(self.end);
             if self.pos < limit {
-                let chunk = self.read_at(limit).await?;
+                let chunk = match (&self.source, self.check.is_some()) {
+                    (Source::Fixed { len }, true) => self.read_checked(*len).await?,
+                    _ => self.read_at(limit).await?,
+                };
                 self.pos += chunk.len() as u64;
                 if let Source::Growing { shared, id, .. } = &self.source {
                     if shared.spill().advance(*id, self.pos) {
@@ -151,6 +200,36 @@ impl BodyReader {
                 }
             }
         }
+    }
+
+    /// The next bytes of a committed body of `len` bytes, read whole blocks
+    /// at a time and proved by the check before any of them is handed out.
+    async fn read_checked(&mut self, len: u64) -> io::Result<Bytes> {
+        let check = self.check.as_mut().expect("called with a check");
+        let (from, to) = check.span(self.pos, len, CHUNK);
+        let data = match read_chunk(self.file.clone(), from, (to - from) as usize).await {
+            Ok(data) => data,
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                // Truncated since it was opened.
+                let file = self.file.clone();
+                let found = tokio::task::spawn_blocking(move || file.metadata().map(|m| m.len()))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                let damage = Damage::Size {
+                    recorded: len,
+                    found,
+                };
+                return Err(check.home.damaged(damage).await);
+            }
+            Err(err) => return Err(err),
+        };
+        if let Err(damage) = check.verify(from, &data, len) {
+            return Err(check.home.damaged(damage).await);
+        }
+        let stop = self.end.min(to);
+        Ok(data.slice((self.pos - from) as usize..(stop - from) as usize))
     }
 
     /// The next bytes before `limit`: from the file, or from memory past the

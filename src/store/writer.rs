@@ -8,8 +8,9 @@
 //! fill given up (`Fill::abort`, or a short or mismatched body at the commit)
 //! records why, for followers that have not begun their responses.
 
+use super::check::Home;
 use super::disk::DiskWrite;
-use super::fill::{FillHead, FillPermit, FillShared, FillState};
+use super::fill::{CommittedBody, FillHead, FillPermit, FillShared, FillState};
 use super::flight::Lead;
 use super::spill::WINDOW;
 use super::tier::{Sealed, Tier, TierRead, TierWrite};
@@ -389,6 +390,14 @@ impl Fill {
             .disk
             .take()
             .expect("a fill keeps its disk write until commit");
+        let body = CommittedBody {
+            home: Home {
+                inner: self.inner.clone(),
+                key: sealed.key.clone(),
+                inode: disk.inode(),
+            },
+            sums: Arc::new(disk.block_sums()),
+        };
         let stored = match disk
             .commit(&sealed.key, len, sealed.sha256.clone(), &sealed.head)
             .await
@@ -404,6 +413,9 @@ impl Fill {
         // the fill map is sure to find the committed file.
         self.lead.leave();
         let committed = stored == Committed::Stored;
+        if committed {
+            let _ = self.shared.committed.set(body);
+        }
         self.shared
             .state
             .send_replace(FillState::Complete { len, committed });

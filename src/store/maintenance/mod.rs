@@ -9,6 +9,7 @@
 
 mod scan;
 
+pub use super::adopt::{hash_file, Hashed};
 pub use scan::{Entries, MetaStatus, Scan, ScanEntry, ScanError, ScanIssue};
 
 use super::doc::{self, DocMeta};
@@ -76,10 +77,10 @@ pub fn quarantine_files(layout: &Layout) -> Vec<Result<StateFile<()>, StateIssue
 }
 
 /// What the metadata files for `key` (under its canonical name, or the name
-/// an earlier version gave it) say about the body with `inode` and `size`.
+/// an earlier version gave it) say about the body with `inode`.
 /// A bound one is stored at `Layout::meta_file_named(&meta.key)`.
-pub fn meta_status(layout: &Layout, key: &CacheKey, inode: u64, size: u64) -> MetaStatus {
-    if let Some(meta) = EntryMeta::read_bound(layout, key, inode, size) {
+pub fn meta_status(layout: &Layout, key: &CacheKey, inode: u64) -> MetaStatus {
+    if let Some(meta) = EntryMeta::read_bound(layout, key, inode) {
         return MetaStatus::Bound(meta);
     }
     let names = std::iter::once(key.canonical()).chain(key.legacy_canonical());
@@ -91,6 +92,32 @@ pub fn meta_status(layout: &Layout, key: &CacheKey, inode: u64, size: u64) -> Me
     } else {
         MetaStatus::Absent
     }
+}
+
+/// Whether the directory was adopted (see `store::adopt`): every body has
+/// metadata, so a body without any is damage.
+pub fn is_adopted(layout: &Layout) -> bool {
+    super::adopt::is_adopted(layout)
+}
+
+/// Moves the damaged body `entry` (as a scan found it) into the quarantine
+/// directory, if it is still the inode scanned, and the metadata bound to it
+/// beside it. Returns where the body went (`None`: gone or replaced
+/// meanwhile). Blocking.
+pub fn quarantine_entry(layout: &Layout, entry: &ScanEntry) -> io::Result<Option<PathBuf>> {
+    use rustix::fs::{Mode, OFlags};
+    let root = rustix::fs::open(
+        layout.root(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let Some(to) = super::quarantine::move_aside(&root, layout, &entry.rel, entry.inode)? else {
+        return Ok(None);
+    };
+    for name in std::iter::once(entry.key.canonical()).chain(entry.key.legacy_canonical()) {
+        super::quarantine::move_meta(layout, &name, entry.inode, &to);
+    }
+    Ok(Some(to))
 }
 
 /// Removes the body `entry` (as a scan found it) and then its metadata: the

@@ -44,13 +44,15 @@ pub struct ScanEntry {
 pub enum MetaStatus {
     /// Not looked at ([`Scan::without_meta`]).
     NotRead,
-    /// No metadata file: a package-cache 0.2 entry, served as a plain file.
+    /// No metadata file: a package-cache 0.2 entry (served as a plain file
+    /// until its directory is adopted, damage after).
     Absent,
-    /// Metadata bound to this body (same key, inode and size).
+    /// Metadata bound to this body (same key and inode). A body whose length
+    /// is not the recorded `size` is damaged.
     Bound(EntryMeta),
     /// A metadata file exists but describes another body (stale after an
     /// operator replaced the file, or left by a crash) or cannot be parsed.
-    /// The server ignores it and serves the body as a plain file.
+    /// Like `Absent` for the body: a plain file before adoption, damage after.
     Unbound,
 }
 
@@ -298,7 +300,7 @@ impl Entries {
                     Err(reason) => return Some(Err(ScanIssue::NotAKey { rel, reason })),
                 };
                 let meta = if self.read_meta {
-                    meta_status(&self.layout, &key, stat.stx_ino, stat.stx_size)
+                    meta_status(&self.layout, &key, stat.stx_ino)
                 } else {
                     MetaStatus::NotRead
                 };
@@ -413,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn metadata_is_bound_by_key_inode_and_size() {
+    fn metadata_is_bound_by_key_and_inode() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         write(root, "a", b"abc");
@@ -432,6 +434,8 @@ mod tests {
                 fetched_at: 0,
                 source: String::new(),
                 inode: ino,
+                blocks: None,
+                adopted: false,
             };
             let path = Layout::new(root).meta_file(&key);
             fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -1,11 +1,13 @@
 //! The store on real temporary directories, as sccache tests its disk
 //! cache: the fill state machine (`fill`: commit, abort, short and long
 //! bodies, hold-back with a digest, vacate, spill on a full disk), removal
-//! racing commits (`removal`), names of earlier versions (`names`), the
+//! racing commits (`removal`), names of earlier versions (`names`), damage
+//! at rest and adoption (`integrity`), the
 //! `--max-size` budget (`budget`) and tiers (`tiers`).
 
 mod budget;
 mod fill;
+mod integrity;
 mod names;
 mod removal;
 mod tiers;
@@ -46,6 +48,18 @@ async fn open() -> (tempfile::TempDir, Store) {
     let store = Store::open(dir.path().join("cache"))
         .await
         .expect("the store opens");
+    (dir, store)
+}
+
+/// A store over a directory that existed before (as one of package-cache
+/// 0.2 does), not adopted yet: a body without metadata is a plain file.
+async fn open_unadopted() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::create_dir(dir.path().join("cache")).expect("the cache directory");
+    let store = Store::open(dir.path().join("cache"))
+        .await
+        .expect("the store opens");
+    assert!(!store.is_adopted());
     (dir, store)
 }
 

@@ -16,6 +16,8 @@ fn plant(store: &Store, key: &CacheKey, bytes: &[u8], name: &str) {
         fetched_at: 1,
         source: "http://origin.test/old".into(),
         inode: std::fs::metadata(&path).unwrap().ino(),
+        blocks: None,
+        adopted: false,
     };
     let meta_path = store.layout().meta_file_named(name);
     std::fs::create_dir_all(meta_path.parent().unwrap()).unwrap();
@@ -24,7 +26,7 @@ fn plant(store: &Store, key: &CacheKey, bytes: &[u8], name: &str) {
 
 #[tokio::test]
 async fn metadata_written_under_the_old_lossy_names_is_still_found() {
-    let (_dir, store) = open().await;
+    let (_dir, store) = open_unadopted().await;
     store.track_recency(true);
     let odd =
         CacheKey::try_from_segments(Namespace::Mirrors, vec![b"odd\xff%.tgz".to_vec()]).unwrap();
