@@ -6,7 +6,6 @@
 //! no HTTP types.
 
 pub mod cargo;
-mod checksum;
 mod document;
 pub mod go;
 pub mod link;
@@ -14,7 +13,6 @@ pub mod npm;
 pub mod pypi;
 pub mod rubygems;
 
-pub use checksum::{Checksum, Verifier};
 pub use document::{proxy_path, rewrite_document, Error, Rewritten};
 
 use crate::config::{Mount, Profile};

@@ -105,7 +105,7 @@ impl Doc {
             .meta
             .hashes
             .iter()
-            .map(|(k, v)| k.len() + v.hex().len() + 56)
+            .map(|(k, v)| k.len() + 2 * v.as_bytes().len() + 56)
             .sum();
         self.body.len() + hashes + 512
     }

@@ -43,6 +43,7 @@ mod spill;
 #[cfg(test)]
 mod tests;
 pub mod tier;
+mod verify;
 mod watch;
 mod writer;
 
