@@ -93,8 +93,6 @@ mod tests {
     use super::*;
     use base64::engine::general_purpose::STANDARD as BASE64;
     use base64::Engine;
-    use std::io::{Cursor, Write};
-    use zip::write::SimpleFileOptions;
 
     #[test]
     fn go_sum_lines_and_lookups() {
