@@ -158,7 +158,6 @@ async fn cargo_directly_refuses_a_tampered_crate() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn cargo_through_the_cache_cold_then_with_the_registry_stopped() {
     let world = World::start().await;
     let proxy = world.proxy(&["--index-ttl", "1"]).await;
@@ -204,7 +203,6 @@ async fn cargo_through_the_cache_cold_then_with_the_registry_stopped() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn a_tampered_crate_is_refused_through_the_cache_and_not_kept() {
     let world = World::start().await;
     let proxy = world.proxy(&[]).await;
@@ -251,7 +249,6 @@ async fn a_tampered_crate_is_refused_through_the_cache_and_not_kept() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn config_points_downloads_at_the_cache_and_index_files_pass_unchanged() {
     let world = World::start().await;
     let proxy = world.proxy(&[]).await;

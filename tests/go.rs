@@ -236,7 +236,6 @@ async fn go_through_the_cache_cold_then_with_the_upstream_stopped() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn a_tampered_zip_is_refused_when_its_hash_is_known() {
     let world = World::start().await;
     let proxy = world.proxy(&world.upstream, &[]).await;

@@ -222,7 +222,6 @@ async fn npm_directly_refuses_a_tampered_tarball() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn npm_installs_through_the_cache_cold_then_with_verdaccio_stopped() {
     let mut world = World::start().await;
     let proxy = world.proxy(&["--index-ttl", "1"]).await;
@@ -255,7 +254,6 @@ async fn npm_installs_through_the_cache_cold_then_with_verdaccio_stopped() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn pnpm_installs_through_the_cache_cold_then_with_verdaccio_stopped() {
     let mut world = World::start().await;
     let proxy = world.proxy(&["--index-ttl", "1"]).await;
@@ -283,7 +281,6 @@ async fn pnpm_installs_through_the_cache_cold_then_with_verdaccio_stopped() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn a_tampered_tarball_is_refused_through_the_cache_and_not_kept() {
     let world = World::start().await;
     let proxy = world.proxy(&[]).await;
@@ -350,7 +347,6 @@ async fn a_tampered_tarball_is_refused_through_the_cache_and_not_kept() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn packuments_keep_their_meaning_and_are_cached_per_representation() {
     let world = World::start().await;
     let proxy = world.proxy(&[]).await;

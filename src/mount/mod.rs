@@ -120,6 +120,28 @@ pub fn classify(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
     }
 }
 
+/// The spelling of `path` (raw, after `/NAME`) that its store key is made
+/// from: on an npm mount a scoped name's encoded slash (`/@scope%2fname…`,
+/// as npm sends it) becomes `/`, so that the store, which refuses encoded
+/// slashes, takes it and both spellings share one entry. Other paths as given.
+pub fn key_path<'p>(mount: &Mount, path: &'p str) -> std::borrow::Cow<'p, str> {
+    if mount.profile != Profile::Npm || !path.starts_with("/@") {
+        return path.into();
+    }
+    let first_end = path[1..].find('/').map_or(path.len(), |i| i + 1);
+    let first = &path[..first_end];
+    match first.to_ascii_lowercase().find("%2f") {
+        Some(at) => format!(
+            "{}/{}{}",
+            &first[..at],
+            &first[at + 3..],
+            &path[first_end..]
+        )
+        .into(),
+        None => path.into(),
+    }
+}
+
 fn artifact(path: &str) -> Class {
     if path.ends_with('/') {
         return Class::Pass;
@@ -410,6 +432,25 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn npm_scoped_names_have_one_key_spelling() {
+        let npm = mount(Profile::Npm);
+        for (path, key) in [
+            ("/@acme%2fleft-pad", "/@acme/left-pad"),
+            (
+                "/@acme%2Fleft-pad/-/left-pad-1.0.0.tgz",
+                "/@acme/left-pad/-/left-pad-1.0.0.tgz",
+            ),
+            ("/@acme/left-pad", "/@acme/left-pad"),
+            ("/left-pad", "/left-pad"),
+            ("/@acme", "/@acme"),
+        ] {
+            assert_eq!(key_path(&npm, path), key, "{path}");
+        }
+        let pypi = mount(Profile::Pypi);
+        assert_eq!(key_path(&pypi, "/@a%2fb"), "/@a%2fb");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod document;
 pub mod error;
 mod filler;
 pub mod headers;
+mod indexed;
 mod mounted;
 pub mod policy;
 pub mod respond;
@@ -52,6 +53,8 @@ pub struct Proxy {
     fill_slots: Arc<Semaphore>,
     policy: Arc<policy::Policy>,
     metrics: Arc<Metrics>,
+    /// The URL clients reach the proxy at, without a trailing `/`.
+    public_url: Arc<str>,
 }
 
 impl Proxy {
@@ -77,7 +80,18 @@ impl Proxy {
             fills_cancel,
             fill_slots: Arc::new(Semaphore::new(config.upstream.max_fills)),
             metrics,
+            public_url: match &config.server.public_url {
+                Some(url) => url.as_str().into(),
+                // `app` fills it in once bound; a proxy built otherwise names
+                // its configured address.
+                None => format!("http://{}:{}", config.server.host, config.server.port).into(),
+            },
         }
+    }
+
+    /// The absolute URL clients reach `mount` at, without a trailing `/`.
+    fn mount_url(&self, mount: &crate::config::Mount) -> String {
+        format!("{}/{}", self.public_url, mount.name)
     }
 
     /// Handles one request. Never fails: every error becomes a response.
@@ -120,7 +134,13 @@ impl Proxy {
             _ => route::route(req, target, no_cache)?,
         };
         let (target, key) = match routed {
-            Routed::Cache { target, key } => (target, key),
+            Routed::Cache { target, key } => {
+                let path = target.path().to_string();
+                match self.download_target(target).await {
+                    Some(target) => (target, key),
+                    None => return Err(Error::NotOnMount { path }),
+                }
+            }
             Routed::Pass { target, reason } => {
                 tracing::debug!(uri = %req.uri, reason = reason.as_str(), "passing uncached");
                 return self.pass(req, &target).await;
