@@ -287,6 +287,8 @@ mod tests {
         }
     }
 
+    const MOUNT_URL: &str = "http://cache.example:4000/m";
+
     fn upstream_headers(content_type: &str) -> Vec<(String, String)> {
         vec![
             ("content-type".into(), content_type.into()),
@@ -310,6 +312,7 @@ mod tests {
             "http://index.example/simple/a/",
             &upstream_headers("text/html"),
             Bytes::from(page),
+            MOUNT_URL,
         );
         let body = String::from_utf8(got.body.to_vec()).unwrap();
         assert!(body.contains("href=\"/m/files/files.example:8080/packages/a-1.whl#sha256="));
@@ -348,10 +351,97 @@ mod tests {
                 &format!("http://index.example{path}"),
                 &headers,
                 body.clone(),
+                MOUNT_URL,
             );
             assert_eq!((&got.body, &got.headers), (&body, &headers), "{path}");
             assert!(got.listed.is_empty() && got.unrewritten.is_none());
         }
+    }
+
+    #[test]
+    fn npm_packuments_lead_tarballs_through_the_cache_and_list_their_integrity() {
+        let m = mount(Profile::Npm);
+        let integrity = format!("sha512-{}", "A".repeat(86) + "==");
+        let body = format!(
+            r#"{{"name":"@s/a","time":{{"1.0.0":"2026-01-01"}},"versions":{{"1.0.0":{{"dist":{{"tarball":"http://index.example/@s/a/-/a-1.0.0.tgz","integrity":"{integrity}","signatures":[{{"keyid":"k"}}]}}}},"2.0.0":{{"dist":{{"tarball":"http://files.example:8080/a-2.0.0.tgz","shasum":"{}"}}}},"3.0.0":{{"dist":{{"tarball":"http://elsewhere.example/a-3.tgz"}}}}}}}}"#,
+            "ab".repeat(20)
+        );
+        for accept in ["application/json", "application/vnd.npm.install-v1+json"] {
+            let got = rewrite_document(
+                &m,
+                &spec(&m, "/@s%2fa", Some(accept)),
+                "http://index.example/@s%2fa",
+                &upstream_headers("application/json"),
+                Bytes::from(body.clone()),
+                MOUNT_URL,
+            );
+            let doc: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+            let dist = |v: &str| doc["versions"][v]["dist"].clone();
+            assert_eq!(
+                dist("1.0.0")["tarball"],
+                "http://cache.example:4000/m/@s/a/-/a-1.0.0.tgz"
+            );
+            assert_eq!(dist("1.0.0")["signatures"][0]["keyid"], "k");
+            assert_eq!(doc["time"]["1.0.0"], "2026-01-01");
+            assert_eq!(
+                dist("2.0.0")["tarball"],
+                "http://cache.example:4000/m/_files/files.example:8080/a-2.0.0.tgz"
+            );
+            assert_eq!(dist("3.0.0")["tarball"], "http://elsewhere.example/a-3.tgz");
+            assert_eq!(
+                got.listed,
+                vec![
+                    (
+                        "/@s/a/-/a-1.0.0.tgz".into(),
+                        Digest::from_sri(&integrity).unwrap()
+                    ),
+                    (
+                        "/_files/files.example:8080/a-2.0.0.tgz".into(),
+                        Digest::from_hex("sha1", &"ab".repeat(20)).unwrap()
+                    ),
+                ]
+            );
+            assert_eq!(got.unmapped_links, 1);
+            assert_ne!(header(&got.headers, "etag"), Some("\"upstream\""));
+        }
+    }
+
+    #[test]
+    fn cargo_config_gets_the_cache_dl_and_keeps_the_registrys() {
+        let m = mount(Profile::Cargo);
+        let body = Bytes::from_static(
+            br#"{"dl":"http://files.example:8080/crates","api":"http://index.example"}"#,
+        );
+        let got = rewrite_document(
+            &m,
+            &spec(&m, "/config.json", None),
+            "http://index.example/config.json",
+            &upstream_headers("application/json"),
+            body,
+            MOUNT_URL,
+        );
+        let config: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(
+            config["dl"],
+            "http://cache.example:4000/m/api/v1/crates/{crate}/{version}/download"
+        );
+        assert_eq!(config["api"], "http://index.example");
+        assert_eq!(
+            got.upstream_note.as_deref(),
+            Some("http://files.example:8080/crates")
+        );
+        // Index files pass byte for byte.
+        let line = Bytes::from_static(b"{\"name\":\"abc\",\"vers\":\"0.1.0\",\"pubtime\":\"x\"}\n");
+        let headers = upstream_headers("text/plain");
+        let got = rewrite_document(
+            &m,
+            &spec(&m, "/3/a/abc", None),
+            "http://index.example/3/a/abc",
+            &headers,
+            line.clone(),
+            MOUNT_URL,
+        );
+        assert_eq!((&got.body, &got.headers), (&line, &headers));
     }
 
     #[test]
@@ -369,6 +459,7 @@ mod tests {
             "http://index.example/simple/a/",
             &headers,
             body.clone(),
+            MOUNT_URL,
         );
         assert_eq!((&got.body, &got.headers), (&body, &headers));
         assert!(matches!(got.unrewritten, Some(Error::Pypi(_))));

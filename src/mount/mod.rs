@@ -120,6 +120,24 @@ pub fn classify(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
     }
 }
 
+/// The path on `mount` (after `/NAME`, raw) that serves `link` when a client
+/// asks for `link` itself through the proxy (`http_proxy=`): a path on one
+/// of its sources, or its files host's path (`/files/AUTHORITY/…` on PyPI
+/// mounts, `/_files/AUTHORITY/…` on the others). `None` for anything else.
+pub fn forward_path(mount: &Mount, link: &url::Url) -> Option<String> {
+    let path = match mount.profile {
+        Profile::Pypi => proxy_path(mount, link)?
+            .strip_prefix(&format!("/{}", mount.name))?
+            .to_string(),
+        _ => link::mount_path(mount, link)?,
+    };
+    // The query travels apart, as on any other request.
+    Some(match path.split_once('?') {
+        Some((path, _)) => path.to_string(),
+        None => path,
+    })
+}
+
 /// The spelling of `path` (raw, after `/NAME`) that its store key is made
 /// from: on an npm mount a scoped name's encoded slash (`/@scope%2fname…`,
 /// as npm sends it) becomes `/`, so that the store, which refuses encoded
