@@ -52,10 +52,10 @@ impl Proxy {
                 self.policy.remember_sumdb(&mount.name, &db, MAX_SUMDBS);
             }
         }
-        let cargo::Route::Download { krate, version } = (mount.profile == Profile::Cargo)
-            .then(|| cargo::route(path))
-            .unwrap_or(cargo::Route::Pass)
-        else {
+        if mount.profile != Profile::Cargo {
+            return Some(target);
+        }
+        let cargo::Route::Download { krate, version } = cargo::route(path) else {
             return Some(target);
         };
         let Some(dl) = self
