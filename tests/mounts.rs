@@ -557,11 +557,12 @@ async fn dot_segments_in_directory_paths_are_refused() {
     app.stop().await;
 }
 
-/// `curl -x`: (status, X-Cache, body) of an absolute-form request for `url` through `proxy`.
+/// `curl --fail -x`: (exit code, X-Cache, body) of an absolute-form request for `url`
+/// through `proxy`.
 async fn through_proxy(proxy: &str, url: &str) -> (i32, String, Vec<u8>) {
     let headers = tempfile::NamedTempFile::new().expect("temp file");
     let dump = headers.path().to_str().expect("utf-8").to_string();
-    let (code, body, stderr) = curl(&["-sS", "-x", proxy, "-D", &dump, url]).await;
+    let (code, body, stderr) = curl(&["-sS", "--fail", "-x", proxy, "-D", &dump, url]).await;
     let head = std::fs::read_to_string(headers.path()).unwrap_or_default();
     let cache = head
         .lines()
@@ -627,9 +628,10 @@ async fn forward_proxy_requests_for_a_mounts_upstream_use_that_mount() {
     // The same entry as the mount's own path.
     assert_eq!(get(&app.url("/npm/a/-/a-1.0.0.tgz")).await.cache(), "HIT");
 
-    // A tarball that is not what its packument lists never arrives whole.
-    let (code, _, _) = through_proxy(&proxy, &format!("{upstream}/a/-/a-2.0.0.tgz")).await;
-    assert_ne!(code, 0);
+    // A tarball that is not what its packument lists never arrives whole: a 502 when the
+    // check failed before the response began, else a body cut short.
+    let (code, cache, body) = through_proxy(&proxy, &format!("{upstream}/a/-/a-2.0.0.tgz")).await;
+    assert_ne!(code, 0, "{cache} {} bytes", body.len());
     assert!(!app
         .cache
         .join(".package-cache-mounts/npm/a/-/a-2.0.0.tgz")
