@@ -503,6 +503,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn public_urls_are_absolute_http_without_a_trailing_slash() {
+        for (raw, kept) in [
+            ("http://cachehost:4000/", "http://cachehost:4000"),
+            ("https://cache.example/pkg/", "https://cache.example/pkg"),
+            ("http://[::1]:4000", "http://[::1]:4000"),
+        ] {
+            assert_eq!(PublicUrl::try_new(raw).unwrap().as_str(), kept, "{raw}");
+        }
+        for bad in [
+            "cachehost:4000",
+            "ftp://cache.example/",
+            "http://user:pw@cache.example/",
+            "http://cache.example/?a=1",
+            "http://cache.example/#x",
+            "/relative",
+        ] {
+            assert!(
+                matches!(PublicUrl::try_new(bad), Err(Error::PublicUrl { .. })),
+                "{bad}"
+            );
+        }
+        let addr: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(
+            PublicUrl::of_listener(addr).as_str(),
+            "http://127.0.0.1:4000"
+        );
+    }
+
+    #[test]
     fn sizes_parse_with_binary_suffixes() {
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert_eq!(parse_size("64k").unwrap(), 64 << 10);

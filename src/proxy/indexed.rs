@@ -66,8 +66,13 @@ impl Proxy {
             return Some(target);
         };
         let cksum = self.cargo_digest(mount, path).await;
-        let (upstream, path) =
-            cargo::download_upstream(mount, &dl, &krate, &version, cksum.as_ref())?;
+        let Some((upstream, path)) =
+            cargo::download_upstream(mount, &dl, &krate, &version, cksum.as_ref())
+        else {
+            tracing::warn!(mount = %mount.name, dl = %dl, krate = %krate, version = %version,
+                "the registry's dl is on a host this mount does not serve (add it with --files-host)");
+            return None;
+        };
         Some(Target::Mount {
             mount: mount.clone(),
             upstream,
