@@ -215,6 +215,10 @@ async fn a_tampered_crate_is_refused_through_the_cache_and_not_kept() {
     let first = world.consumer("first", &index, Setup::SourceReplacement);
     let out = first.cargo(&["fetch"]).await;
     assert!(!out.ok(), "{}", out.text());
+    eprintln!(
+        "cargo (tampered .crate through the cache) saw:\n{}",
+        out.stderr.trim()
+    );
     // The cache's own answer for it is never a clean, complete copy of the wrong bytes.
     let got = get(&proxy.url("/crates/api/v1/crates/abc/0.2.0/download")).await;
     assert!(

@@ -255,6 +255,10 @@ async fn a_tampered_zip_is_refused_when_its_hash_is_known() {
     let download = ["mod", "download", "-json", "example.test/hello@v1.1.0"];
     let out = consumer.go(&goproxy, "off", &download).run().await;
     assert!(!out.ok(), "{}", out.text());
+    eprintln!(
+        "go (tampered zip through the cache) saw:\n{}",
+        out.text().trim()
+    );
     let zip = get(&proxy.url("/go/example.test/hello/@v/v1.1.0.zip")).await;
     assert!(
         zip.status != 200 || zip.error.is_some(),

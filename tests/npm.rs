@@ -300,6 +300,10 @@ async fn a_tampered_tarball_is_refused_through_the_cache_and_not_kept() {
     let first = world.project("first");
     let out = first.npm_install(&registry, &["acme-multi@1.0.0"]).await;
     assert!(!out.ok(), "{}", out.text());
+    eprintln!(
+        "npm (tampered tarball through the cache) saw:\n{}",
+        out.stderr.trim()
+    );
     let packument = get(&proxy.url("/npm/acme-multi")).await;
     let doc: serde_json::Value = serde_json::from_slice(&packument.body).expect("json");
     let tarball = doc["versions"]["1.0.0"]["dist"]["tarball"]
