@@ -4,9 +4,6 @@
 //! registry: directly, and through package-cache: `cargo fetch` cold, then `cargo fetch` and
 //! `cargo build --offline` with the registry stopped; a tampered `.crate` refused; `config.json`
 //! pointing downloads at the cache; index files revalidated with cargo's own validators.
-//!
-//! The tests through the cache wait for phase B of issue 10 (the cargo profile wired into the
-//! proxy) and are ignored until then.
 
 mod support;
 

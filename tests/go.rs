@@ -4,9 +4,8 @@
 //! the database verified through the cache, a tampered zip refused when its hash is known,
 //! 404 passed so go moves to its next GOPROXY entry. Also the pure `h1:` code against go's own.
 //!
-//! The go profile's documents and immutable files need no rewriting, so the proxy serves them
-//! through `mount::classify` already; checking a zip against a known `h1:` waits for phase B
-//! of issue 10, and its test is ignored until then.
+//! The go profile's documents and immutable files need no rewriting; a zip is checked against
+//! the `h1:` of a sumdb lookup the cache has served, before it is kept.
 
 mod support;
 

@@ -5,9 +5,9 @@
 //! `deprecated`, signatures and attestations; one entry per representation; 16 clients on a
 //! 20 MB packument.
 //!
-//! The tests through the cache wait for phase B of issue 10 (the npm profile wired into the
-//! proxy) and are ignored until then, but for the 20 MB packument's memory, which holds
-//! already (the document is fetched once and served from one copy).
+//! Through the cache, `dist.tarball` names `--public-url` (here the listening address), the
+//! tarballs are checked against `dist.integrity` before they are kept, and the 20 MB
+//! packument is fetched once, rewritten once and served from one copy.
 
 mod support;
 
