@@ -9,7 +9,7 @@ use crate::builds::fetch::Fetcher;
 use crate::builds::runtime::Runtime;
 use crate::builds::sandbox::{self, Sandbox, SandboxConfig};
 use crate::builds::{self, Builds};
-use crate::config::{Config, Profile};
+use crate::config::{Config, Profile, PublicUrl};
 use crate::metrics::{Metrics, Scope};
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
@@ -49,7 +49,7 @@ pub struct Running {
 }
 
 /// Starts the app described by `config`.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     // Bind first (port 80 needs root), then drop root, then touch the cache,
     // so that nothing in it belongs to root.
     let listeners = bind(&config.server.host, config.server.port).await?;
@@ -126,6 +126,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let proxy_addr = listeners[0]
         .local_addr()
         .context("reading the bound address")?;
+    if config.server.public_url.is_none() {
+        if proxy_addr.ip().is_unspecified() {
+            tracing::warn!(addr = %proxy_addr, "listening on every address: npm and Cargo index \
+                documents will name this address, which clients cannot reach; set --public-url");
+        }
+        config.server.public_url = Some(PublicUrl::of_listener(proxy_addr));
+    }
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
     if let Some(reloader) = upstream::auth::Reloader::install(config.credentials())

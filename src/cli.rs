@@ -48,6 +48,12 @@ pub struct Args {
     #[arg(long, default_value_t = 4000, env = "PC_PORT")]
     pub port: u16,
 
+    /// The URL clients reach this proxy at (http://cachehost:4000), written into the index
+    /// documents that need an absolute link: npm's dist.tarball, Cargo's config.json dl.
+    /// Default: http:// and the listening address.
+    #[arg(long, value_name = "URL", env = "PC_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// More logging: -v for debug, -vv for trace (the default, info, logs one line per request).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
@@ -123,8 +129,9 @@ pub struct Args {
     #[arg(long = "profile", value_name = "NAME=PROFILE")]
     pub profiles: Vec<String>,
 
-    /// A host that a pypi mount's pages link files to (NAME=URL); those links are
-    /// rewritten to go through the cache. Repeatable.
+    /// A host that a mount's index documents link files to (NAME=URL): PyPI pages' files,
+    /// npm tarballs, a Cargo registry's dl; those links are rewritten to go through the
+    /// cache. Repeatable.
     #[arg(long = "files-host", value_name = "NAME=URL")]
     pub files_hosts: Vec<String>,
 

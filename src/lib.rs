@@ -12,9 +12,11 @@
 //! Index documents take a side path: `proxy::document` serves the stored copy
 //! (`store::Doc`) within the TTL, else revalidates it once for all the clients
 //! that ask meanwhile (`store::Revalidation`, a single flight like the fills),
-//! keeping what `mount::rewrite_document` makes of it: PyPI pages rewritten so
-//! that every file goes through the cache, and the digests they list
-//! (`digest::Digest`) enforced on the fills.
+//! keeping what `mount::rewrite_document` makes of it: PyPI pages, npm
+//! packuments and Cargo's `config.json` rewritten so that every file goes
+//! through the cache, and the digests indexes list (`digest::Digest`: PyPI and
+//! RubyGems sha256, npm integrity, Cargo `cksum`, Go `h1:`; found by
+//! `proxy::indexed`) enforced on the fills.
 //!
 //! Beside the proxy port, `admin` serves `/metrics`, `/healthz` and a status
 //! page from the counters in `metrics`, which the proxy feeds with values

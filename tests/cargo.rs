@@ -4,9 +4,6 @@
 //! registry: directly, and through package-cache: `cargo fetch` cold, then `cargo fetch` and
 //! `cargo build --offline` with the registry stopped; a tampered `.crate` refused; `config.json`
 //! pointing downloads at the cache; index files revalidated with cargo's own validators.
-//!
-//! The tests through the cache wait for phase B of issue 10 (the cargo profile wired into the
-//! proxy) and are ignored until then.
 
 mod support;
 
@@ -158,7 +155,6 @@ async fn cargo_directly_refuses_a_tampered_crate() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn cargo_through_the_cache_cold_then_with_the_registry_stopped() {
     let world = World::start().await;
     let proxy = world.proxy(&["--index-ttl", "1"]).await;
@@ -204,7 +200,6 @@ async fn cargo_through_the_cache_cold_then_with_the_registry_stopped() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn a_tampered_crate_is_refused_through_the_cache_and_not_kept() {
     let world = World::start().await;
     let proxy = world.proxy(&[]).await;
@@ -217,6 +212,10 @@ async fn a_tampered_crate_is_refused_through_the_cache_and_not_kept() {
     let first = world.consumer("first", &index, Setup::SourceReplacement);
     let out = first.cargo(&["fetch"]).await;
     assert!(!out.ok(), "{}", out.text());
+    eprintln!(
+        "cargo (tampered .crate through the cache) saw:\n{}",
+        out.stderr.trim()
+    );
     // The cache's own answer for it is never a clean, complete copy of the wrong bytes.
     let got = get(&proxy.url("/crates/api/v1/crates/abc/0.2.0/download")).await;
     assert!(
@@ -251,7 +250,6 @@ async fn a_tampered_crate_is_refused_through_the_cache_and_not_kept() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn config_points_downloads_at_the_cache_and_index_files_pass_unchanged() {
     let world = World::start().await;
     let proxy = world.proxy(&[]).await;

@@ -4,9 +4,8 @@
 //! the database verified through the cache, a tampered zip refused when its hash is known,
 //! 404 passed so go moves to its next GOPROXY entry. Also the pure `h1:` code against go's own.
 //!
-//! The go profile's documents and immutable files need no rewriting, so the proxy serves them
-//! through `mount::classify` already; checking a zip against a known `h1:` waits for phase B
-//! of issue 10, and its test is ignored until then.
+//! The go profile's documents and immutable files need no rewriting; a zip is checked against
+//! the `h1:` of a sumdb lookup the cache has served, before it is kept.
 
 mod support;
 
@@ -236,7 +235,6 @@ async fn go_through_the_cache_cold_then_with_the_upstream_stopped() {
 }
 
 #[tokio::test]
-#[ignore = "phase B: mounts not wired into the proxy yet"]
 async fn a_tampered_zip_is_refused_when_its_hash_is_known() {
     let world = World::start().await;
     let proxy = world.proxy(&world.upstream, &[]).await;
@@ -256,6 +254,10 @@ async fn a_tampered_zip_is_refused_when_its_hash_is_known() {
     let download = ["mod", "download", "-json", "example.test/hello@v1.1.0"];
     let out = consumer.go(&goproxy, "off", &download).run().await;
     assert!(!out.ok(), "{}", out.text());
+    eprintln!(
+        "go (tampered zip through the cache) saw:\n{}",
+        out.text().trim()
+    );
     let zip = get(&proxy.url("/go/example.test/hello/@v/v1.1.0.zip")).await;
     assert!(
         zip.status != 200 || zip.error.is_some(),

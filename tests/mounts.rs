@@ -556,3 +556,99 @@ async fn dot_segments_in_directory_paths_are_refused() {
     assert_eq!(origin.total_hits(), 0);
     app.stop().await;
 }
+
+/// `curl --fail -x`: (exit code, X-Cache, body) of an absolute-form request for `url`
+/// through `proxy`.
+async fn through_proxy(proxy: &str, url: &str) -> (i32, String, Vec<u8>) {
+    let headers = tempfile::NamedTempFile::new().expect("temp file");
+    let dump = headers.path().to_str().expect("utf-8").to_string();
+    let (code, body, stderr) = curl(&["-sS", "--fail", "-x", proxy, "-D", &dump, url]).await;
+    let head = std::fs::read_to_string(headers.path()).unwrap_or_default();
+    let cache = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-cache: "))
+        .unwrap_or("-")
+        .trim()
+        .to_string();
+    if code != 0 {
+        eprintln!("curl -x {proxy} {url}: exit {code}: {stderr}");
+    }
+    (code, cache, body)
+}
+
+#[tokio::test]
+async fn forward_proxy_requests_for_a_mounts_upstream_use_that_mount() {
+    use base64::Engine;
+    use sha2::Digest;
+    let genuine = bytes_of(40_000, 3);
+    let listed = |data: &[u8]| {
+        format!(
+            "sha512-{}",
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(data))
+        )
+    };
+    // Relative tarball URLs (resolved against the packument's URL) keep the origin's port out.
+    let packument = format!(
+        r#"{{"name":"a","versions":{{"1.0.0":{{"dist":{{"tarball":"/a/-/a-1.0.0.tgz","integrity":"{}"}}}},"2.0.0":{{"dist":{{"tarball":"/a/-/a-2.0.0.tgz","integrity":"{}"}}}}}}}}"#,
+        listed(&genuine),
+        listed(b"what the registry published"),
+    );
+    let origin = Origin::builder()
+        .file("/a", packument)
+        .file("/a/-/a-1.0.0.tgz", genuine.clone())
+        .file("/a/-/a-2.0.0.tgz", bytes_of(40_000, 4))
+        .start()
+        .await;
+    let app = TestApp::start(|mut c| {
+        c.server.public_url =
+            Some(package_cache::config::PublicUrl::try_new("http://cache.example:4000/").unwrap());
+        mount(c, "npm", Profile::Npm, &origin.url())
+    })
+    .await;
+    let proxy = format!("http://{}", app.addr);
+    let upstream = origin.url().trim_end_matches('/').to_string();
+
+    // The packument, asked for by its upstream URL, is the mount's document.
+    let (code, cache, body) = through_proxy(&proxy, &format!("{upstream}/a")).await;
+    assert_eq!((code, cache.as_str()), (0, "MISS"));
+    let doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        doc["versions"]["1.0.0"]["dist"]["tarball"],
+        "http://cache.example:4000/npm/a/-/a-1.0.0.tgz",
+        "links name --public-url, never the request's Host"
+    );
+
+    // Its tarball by the upstream URL: cached once, verified against the integrity.
+    let tarball = format!("{upstream}/a/-/a-1.0.0.tgz");
+    let (code, cache, body) = through_proxy(&proxy, &tarball).await;
+    assert_eq!((code, cache.as_str(), body == genuine), (0, "MISS", true));
+    let (code, cache, body) = through_proxy(&proxy, &tarball).await;
+    assert_eq!((code, cache.as_str(), body == genuine), (0, "HIT", true));
+    assert_eq!(origin.hits("/a/-/a-1.0.0.tgz"), 1);
+    // The same entry as the mount's own path.
+    assert_eq!(get(&app.url("/npm/a/-/a-1.0.0.tgz")).await.cache(), "HIT");
+
+    // A tarball that is not what its packument lists never arrives whole: a 502 when the
+    // check failed before the response began, else a body cut short.
+    let (code, cache, body) = through_proxy(&proxy, &format!("{upstream}/a/-/a-2.0.0.tgz")).await;
+    assert_ne!(code, 0, "{cache} {} bytes", body.len());
+    assert!(!app
+        .cache
+        .join(".package-cache-mounts/npm/a/-/a-2.0.0.tgz")
+        .exists());
+
+    // Hosts that are no mount's upstream stay refused.
+    let (code, body, _) = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-x",
+        &proxy,
+        "http://elsewhere.example/a",
+    ])
+    .await;
+    assert_eq!((code, String::from_utf8_lossy(&body).as_ref()), (0, "403"));
+    app.stop().await;
+}

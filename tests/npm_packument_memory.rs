@@ -6,7 +6,8 @@
 //! One test in this binary, so no other test allocates meanwhile.
 
 use bytes::Bytes;
-use package_cache::mount::{npm, Checksum};
+use package_cache::digest::Digest;
+use package_cache::mount::npm;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use url::Url;
@@ -101,7 +102,7 @@ fn a_20_mb_packument_is_rewritten_without_copies() {
     });
     let versions = out.digests.len();
     assert!(versions > 5_000, "{versions}");
-    assert!(matches!(out.digests[0].1, Checksum::Sha512(_)));
+    assert!(matches!(out.digests[0].1, Digest::Sha512(_)));
     assert_eq!(out.unmapped, 0);
     let expected_len = len + versions * "http://cache.example:4000/npm".len()
         - versions * "https://registry.example".len();

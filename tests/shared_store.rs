@@ -737,6 +737,7 @@ async fn documents_and_artifacts_round_trip() {
             "/pypi/packages/six.whl".into(),
             package_cache::digest::Digest::sha256(&"00".repeat(32)).unwrap(),
         )],
+        upstream_note: None,
     };
     let v1 = Bytes::from_static(b"{\"files\": []}");
     store.write_doc(key, &meta, v1.clone()).await.unwrap();

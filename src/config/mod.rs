@@ -65,6 +65,14 @@ pub enum Error {
     /// A size is not a number with an optional K/M/G/T suffix.
     #[error("invalid size {0:?}: expected a number of bytes with an optional K, M, G or T suffix")]
     Size(String),
+    /// `--public-url` is not an absolute http(s) URL of its own.
+    #[error("invalid --public-url {value:?}: {reason}")]
+    PublicUrl {
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A listener option is neither `HOST:PORT` nor `off`.
     #[error("invalid {0} {1:?}: expected HOST:PORT or off")]
     Listen(&'static str, String),
@@ -216,6 +224,50 @@ pub struct ServerConfig {
     pub tls: Option<TlsListener>,
     /// The admin listener (`/metrics`, `/healthz`, status page); `None`: off.
     pub admin: Option<ListenAddr>,
+    /// The URL clients reach the proxy at (`--public-url`); `None`: the
+    /// listening address, filled in by `app` once it is bound.
+    pub public_url: Option<PublicUrl>,
+}
+
+/// The absolute URL clients reach the proxy at: `http` or `https`, a host,
+/// an optional port and path prefix; no query, fragment or credentials; kept
+/// without a trailing `/`, so that `{url}/NAME/...` names a path on a mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    /// Validates `raw` (`--public-url`).
+    pub fn try_new(raw: &str) -> Result<PublicUrl, Error> {
+        let bad = |reason: &str| Error::PublicUrl {
+            value: raw.to_string(),
+            reason: reason.to_string(),
+        };
+        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("not an http or https URL"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials do not belong in it"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a query or fragment does not belong in it"));
+        }
+        Ok(PublicUrl(url.as_str().trim_end_matches('/').to_string()))
+    }
+
+    /// `http://` and the listening address, as a default for clients on
+    /// this host or that reach it by that address.
+    pub fn of_listener(addr: std::net::SocketAddr) -> PublicUrl {
+        PublicUrl(format!("http://{addr}"))
+    }
+
+    /// The URL, without a trailing `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// The HTTPS listener: a port on the same host, and its certificate files.
@@ -276,6 +328,7 @@ impl Config {
                 run_as: None,
                 tls: None,
                 admin: None,
+                public_url: None,
             },
             mounts: Vec::new(),
             policy: Policy {
@@ -461,6 +514,11 @@ impl TryFrom<Args> for Config {
                     _ => None,
                 },
                 admin,
+                public_url: args
+                    .public_url
+                    .as_deref()
+                    .map(PublicUrl::try_new)
+                    .transpose()?,
             },
         })
     }
@@ -469,6 +527,35 @@ impl TryFrom<Args> for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_urls_are_absolute_http_without_a_trailing_slash() {
+        for (raw, kept) in [
+            ("http://cachehost:4000/", "http://cachehost:4000"),
+            ("https://cache.example/pkg/", "https://cache.example/pkg"),
+            ("http://[::1]:4000", "http://[::1]:4000"),
+        ] {
+            assert_eq!(PublicUrl::try_new(raw).unwrap().as_str(), kept, "{raw}");
+        }
+        for bad in [
+            "cachehost:4000",
+            "ftp://cache.example/",
+            "http://user:pw@cache.example/",
+            "http://cache.example/?a=1",
+            "http://cache.example/#x",
+            "/relative",
+        ] {
+            assert!(
+                matches!(PublicUrl::try_new(bad), Err(Error::PublicUrl { .. })),
+                "{bad}"
+            );
+        }
+        let addr: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(
+            PublicUrl::of_listener(addr).as_str(),
+            "http://127.0.0.1:4000"
+        );
+    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {

@@ -5,8 +5,9 @@
 //! for a version. Index files themselves pass byte for byte (`pubtime`,
 //! `yanked` and fields unknown here included). Pure: no I/O.
 
-use super::{artifact, document, Checksum, Class};
+use super::{artifact, document, Class};
 use crate::config::Mount;
+use crate::digest::Digest;
 use bytes::Bytes;
 
 /// Where the cache serves crate downloads on a Cargo mount: the default
@@ -157,7 +158,7 @@ pub fn download_url(
     dl: &str,
     krate: &str,
     version: &str,
-    cksum: Option<&Checksum>,
+    cksum: Option<&Digest>,
 ) -> Option<String> {
     const MARKERS: [&str; 5] = [
         "{crate}",
@@ -183,7 +184,7 @@ pub fn download_url(
         .replace("{prefix}", &prefix)
         .replace("{lowerprefix}", &lower[..dir_len]);
     if url.contains("{sha256-checksum}") {
-        let Some(Checksum::Sha256(sha)) = cksum else {
+        let Some(Digest::Sha256(sha)) = cksum else {
             return None;
         };
         url = url.replace("{sha256-checksum}", &hex::encode(sha));
@@ -200,7 +201,7 @@ pub fn download_upstream(
     upstream_dl: &str,
     krate: &str,
     version: &str,
-    cksum: Option<&Checksum>,
+    cksum: Option<&Digest>,
 ) -> Option<(crate::mount::MountUpstream, String)> {
     let url = url::Url::parse(&download_url(upstream_dl, krate, version, cksum)?).ok()?;
     super::link::locate(mount, &url)
@@ -214,7 +215,7 @@ pub struct IndexEntry {
     /// The version.
     pub version: String,
     /// The sha256 of the `.crate`, when the line has a valid one.
-    pub cksum: Option<Checksum>,
+    pub cksum: Option<Digest>,
     /// Whether the version is yanked (cargo does not choose it for new locks).
     pub yanked: bool,
 }
@@ -239,7 +240,7 @@ pub fn index_entries(index: &[u8]) -> Vec<IndexEntry> {
             cksum: line
                 .cksum
                 .as_deref()
-                .and_then(|hex| Checksum::from_hex("sha256", hex)),
+                .and_then(|hex| Digest::from_hex("sha256", hex)),
             name: line.name,
             version: line.vers,
             yanked: line.yanked,
@@ -249,7 +250,7 @@ pub fn index_entries(index: &[u8]) -> Vec<IndexEntry> {
 
 /// The `cksum` that index file `index` lists for `krate` (any case) at
 /// `version`: what a download of that `.crate` must hash to.
-pub fn checksum_for(index: &[u8], krate: &str, version: &str) -> Option<Checksum> {
+pub fn checksum_for(index: &[u8], krate: &str, version: &str) -> Option<Digest> {
     index_entries(index)
         .into_iter()
         .rev() // a republished line (which registries never write) would come last
@@ -362,7 +363,7 @@ mod tests {
 
     #[test]
     fn download_urls_follow_cargo() {
-        let sum = Checksum::Sha256([0xab; 32]);
+        let sum = Digest::Sha256([0xab; 32]);
         assert_eq!(
             download_url("http://r.example/api/v1/crates", "UpCase", "0.1.0", None).as_deref(),
             Some("http://r.example/api/v1/crates/UpCase/0.1.0/download")
@@ -395,7 +396,7 @@ mod tests {
         );
         assert_eq!(download_url(template, "abc", "0.1.0", None), None);
         assert_eq!(
-            download_url(template, "abc", "0.1.0", Some(&Checksum::Sha1([0; 20]))),
+            download_url(template, "abc", "0.1.0", Some(&Digest::Sha1([0; 20]))),
             None
         );
     }
@@ -416,11 +417,11 @@ mod tests {
         assert!(!entries[0].yanked && entries[1].yanked);
         assert_eq!(
             checksum_for(index.as_bytes(), "ABC", "0.1.0"),
-            Some(Checksum::Sha256([0xaa; 32]))
+            Some(Digest::Sha256([0xaa; 32]))
         );
         assert_eq!(
             checksum_for(index.as_bytes(), "abc", "0.2.1"),
-            Some(Checksum::Sha256([0xbb; 32]))
+            Some(Digest::Sha256([0xbb; 32]))
         );
         assert_eq!(checksum_for(index.as_bytes(), "abc", "0.3.0"), None);
         assert_eq!(checksum_for(index.as_bytes(), "abc", "9.9.9"), None);

@@ -4,11 +4,13 @@
 //! link leads through the cache, and the digests they list are returned;
 //! every other document (RubyGems, Gentoo, PyPI's JSON API) is kept byte for
 //! byte with its headers, so RubyGems' MD5 ETags keep matching their bodies.
-//! New profiles (npm packuments, Cargo's `config.json`) and policy filters
-//! plug in here, not in the proxy. No I/O and no logging: what did not go as
+//! npm packuments and version manifests get every `dist.tarball` led through
+//! the cache and list their integrity; Cargo's `config.json` gets a `dl` on
+//! the cache (the registry's own `dl` is kept beside it, in
+//! `upstream_note`). Policy filters plug in here too, not in the proxy. No I/O and no logging: what did not go as
 //! planned is in the result, for the caller to log.
 
-use super::{pypi, DocSpec};
+use super::{cargo, npm, pypi, DocSpec, Repr};
 use crate::config::{Authority, Mount, Profile};
 use crate::digest::Digest;
 use bytes::Bytes;
@@ -32,6 +34,10 @@ pub struct Rewritten {
     pub unmapped_links: usize,
     /// Why a document of a kind its profile rewrites is kept as sent.
     pub unrewritten: Option<Error>,
+    /// What the upstream's document said that `body` no longer does and
+    /// later requests need: a Cargo registry's own `dl`
+    /// ([`super::cargo::download_upstream`]).
+    pub upstream_note: Option<String>,
 }
 
 /// Why a document could not be rewritten (it is then kept as sent).
@@ -40,20 +46,35 @@ pub enum Error {
     /// A PyPI page that is not valid HTML or JSON of its kind.
     #[error(transparent)]
     Pypi(#[from] pypi::Error),
+    /// An npm packument that is not JSON.
+    #[error(transparent)]
+    Npm(#[from] npm::Error),
+    /// A Cargo `config.json` without a usable `dl`.
+    #[error(transparent)]
+    Cargo(#[from] cargo::Error),
 }
 
 /// The stored form of the document `spec` of `mount`, fetched from
 /// `page_url` (after redirects) with `headers` (the upstream's end-to-end
-/// headers, lower-case names) and `body`.
+/// headers, lower-case names) and `body`. `mount_url` is the absolute URL
+/// clients reach the mount at (`--public-url` and `/NAME`, no trailing `/`),
+/// for the documents whose clients need absolute links (npm, Cargo); never
+/// one built from a request's `Host`, since the document is kept and served
+/// to every client.
 pub fn rewrite_document(
     mount: &Mount,
     spec: &DocSpec,
     page_url: &str,
     headers: &[(String, String)],
     body: Bytes,
+    mount_url: &str,
 ) -> Rewritten {
     match (mount.profile, spec.repr) {
         (Profile::Pypi, Some(_)) => pypi_page(mount, page_url, headers, body),
+        (Profile::Npm, Some(Repr::Npm(_))) => packument(mount, page_url, headers, body, mount_url),
+        (Profile::Cargo, _) if spec.path == "/config.json" => {
+            cargo_config(headers, body, mount_url)
+        }
         (
             Profile::Pypi
             | Profile::Rubygems
@@ -67,6 +88,73 @@ pub fn rewrite_document(
     }
 }
 
+/// An npm packument or version manifest: tarballs through the cache, their
+/// integrity listed. Every other byte is kept.
+fn packument(
+    mount: &Mount,
+    page_url: &str,
+    headers: &[(String, String)],
+    body: Bytes,
+    mount_url: &str,
+) -> Rewritten {
+    let Ok(page_url) = Url::parse(page_url) else {
+        return as_sent(headers, body);
+    };
+    match npm::rewrite_for(mount, mount_url, &page_url, body.clone()) {
+        Ok(rewritten) => Rewritten {
+            headers: revalidated_headers(headers, &rewritten.body, Some(&body)),
+            body: rewritten.body,
+            listed: rewritten.digests,
+            unmapped_links: rewritten.unmapped,
+            unrewritten: None,
+            upstream_note: None,
+        },
+        Err(err) => Rewritten {
+            unrewritten: Some(err.into()),
+            ..as_sent(headers, body)
+        },
+    }
+}
+
+/// Cargo's `config.json`: `dl` on the cache, the registry's own kept aside.
+fn cargo_config(headers: &[(String, String)], body: Bytes, mount_url: &str) -> Rewritten {
+    match cargo::rewrite_config(&body, mount_url) {
+        Ok(rewritten) => Rewritten {
+            headers: revalidated_headers(headers, &rewritten.body, Some(&body)),
+            body: rewritten.body,
+            listed: Vec::new(),
+            unmapped_links: 0,
+            unrewritten: None,
+            upstream_note: Some(rewritten.upstream_dl),
+        },
+        Err(err) => Rewritten {
+            unrewritten: Some(err.into()),
+            ..as_sent(headers, body)
+        },
+    }
+}
+
+/// The upstream's headers for a body the cache changed (`new`; `old` is the
+/// upstream's, `None` when it surely changed): its validator and length named
+/// the upstream's body, so they give way to the new body's.
+fn revalidated_headers(
+    headers: &[(String, String)],
+    new: &[u8],
+    old: Option<&[u8]>,
+) -> Vec<(String, String)> {
+    if old == Some(new) {
+        return headers.to_vec();
+    }
+    let etag = format!("\"{}\"", &hex::encode(Sha256::digest(new))[..32]);
+    let mut headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| name != "etag" && name != "content-length")
+        .cloned()
+        .collect();
+    headers.push(("etag".into(), etag));
+    headers
+}
+
 fn as_sent(headers: &[(String, String)], body: Bytes) -> Rewritten {
     Rewritten {
         body,
@@ -74,6 +162,7 @@ fn as_sent(headers: &[(String, String)], body: Bytes) -> Rewritten {
         listed: Vec::new(),
         unmapped_links: 0,
         unrewritten: None,
+        upstream_note: None,
     }
 }
 
@@ -112,22 +201,13 @@ fn pypi_page(
             Some((under_mount.to_string(), Digest::sha256(sha)?))
         })
         .collect();
-    let etag = format!(
-        "\"{}\"",
-        &hex::encode(Sha256::digest(&rewritten.body))[..32]
-    );
-    let mut headers: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(name, _)| name != "etag" && name != "content-length")
-        .cloned()
-        .collect();
-    headers.push(("etag".into(), etag));
     Rewritten {
+        headers: revalidated_headers(headers, &rewritten.body, None),
         body: rewritten.body,
-        headers,
         listed,
         unmapped_links: rewritten.unmapped,
         unrewritten: None,
+        upstream_note: None,
     }
 }
 
@@ -207,6 +287,8 @@ mod tests {
         }
     }
 
+    const MOUNT_URL: &str = "http://cache.example:4000/m";
+
     fn upstream_headers(content_type: &str) -> Vec<(String, String)> {
         vec![
             ("content-type".into(), content_type.into()),
@@ -230,6 +312,7 @@ mod tests {
             "http://index.example/simple/a/",
             &upstream_headers("text/html"),
             Bytes::from(page),
+            MOUNT_URL,
         );
         let body = String::from_utf8(got.body.to_vec()).unwrap();
         assert!(body.contains("href=\"/m/files/files.example:8080/packages/a-1.whl#sha256="));
@@ -268,10 +351,97 @@ mod tests {
                 &format!("http://index.example{path}"),
                 &headers,
                 body.clone(),
+                MOUNT_URL,
             );
             assert_eq!((&got.body, &got.headers), (&body, &headers), "{path}");
             assert!(got.listed.is_empty() && got.unrewritten.is_none());
         }
+    }
+
+    #[test]
+    fn npm_packuments_lead_tarballs_through_the_cache_and_list_their_integrity() {
+        let m = mount(Profile::Npm);
+        let integrity = format!("sha512-{}", "A".repeat(86) + "==");
+        let body = format!(
+            r#"{{"name":"@s/a","time":{{"1.0.0":"2026-01-01"}},"versions":{{"1.0.0":{{"dist":{{"tarball":"http://index.example/@s/a/-/a-1.0.0.tgz","integrity":"{integrity}","signatures":[{{"keyid":"k"}}]}}}},"2.0.0":{{"dist":{{"tarball":"http://files.example:8080/a-2.0.0.tgz","shasum":"{}"}}}},"3.0.0":{{"dist":{{"tarball":"http://elsewhere.example/a-3.tgz"}}}}}}}}"#,
+            "ab".repeat(20)
+        );
+        for accept in ["application/json", "application/vnd.npm.install-v1+json"] {
+            let got = rewrite_document(
+                &m,
+                &spec(&m, "/@s%2fa", Some(accept)),
+                "http://index.example/@s%2fa",
+                &upstream_headers("application/json"),
+                Bytes::from(body.clone()),
+                MOUNT_URL,
+            );
+            let doc: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+            let dist = |v: &str| doc["versions"][v]["dist"].clone();
+            assert_eq!(
+                dist("1.0.0")["tarball"],
+                "http://cache.example:4000/m/@s/a/-/a-1.0.0.tgz"
+            );
+            assert_eq!(dist("1.0.0")["signatures"][0]["keyid"], "k");
+            assert_eq!(doc["time"]["1.0.0"], "2026-01-01");
+            assert_eq!(
+                dist("2.0.0")["tarball"],
+                "http://cache.example:4000/m/_files/files.example:8080/a-2.0.0.tgz"
+            );
+            assert_eq!(dist("3.0.0")["tarball"], "http://elsewhere.example/a-3.tgz");
+            assert_eq!(
+                got.listed,
+                vec![
+                    (
+                        "/@s/a/-/a-1.0.0.tgz".into(),
+                        Digest::from_sri(&integrity).unwrap()
+                    ),
+                    (
+                        "/_files/files.example:8080/a-2.0.0.tgz".into(),
+                        Digest::from_hex("sha1", &"ab".repeat(20)).unwrap()
+                    ),
+                ]
+            );
+            assert_eq!(got.unmapped_links, 1);
+            assert_ne!(header(&got.headers, "etag"), Some("\"upstream\""));
+        }
+    }
+
+    #[test]
+    fn cargo_config_gets_the_cache_dl_and_keeps_the_registrys() {
+        let m = mount(Profile::Cargo);
+        let body = Bytes::from_static(
+            br#"{"dl":"http://files.example:8080/crates","api":"http://index.example"}"#,
+        );
+        let got = rewrite_document(
+            &m,
+            &spec(&m, "/config.json", None),
+            "http://index.example/config.json",
+            &upstream_headers("application/json"),
+            body,
+            MOUNT_URL,
+        );
+        let config: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(
+            config["dl"],
+            "http://cache.example:4000/m/api/v1/crates/{crate}/{version}/download"
+        );
+        assert_eq!(config["api"], "http://index.example");
+        assert_eq!(
+            got.upstream_note.as_deref(),
+            Some("http://files.example:8080/crates")
+        );
+        // Index files pass byte for byte.
+        let line = Bytes::from_static(b"{\"name\":\"abc\",\"vers\":\"0.1.0\",\"pubtime\":\"x\"}\n");
+        let headers = upstream_headers("text/plain");
+        let got = rewrite_document(
+            &m,
+            &spec(&m, "/3/a/abc", None),
+            "http://index.example/3/a/abc",
+            &headers,
+            line.clone(),
+            MOUNT_URL,
+        );
+        assert_eq!((&got.body, &got.headers), (&line, &headers));
     }
 
     #[test]
@@ -289,6 +459,7 @@ mod tests {
             "http://index.example/simple/a/",
             &headers,
             body.clone(),
+            MOUNT_URL,
         );
         assert_eq!((&got.body, &got.headers), (&body, &headers));
         assert!(matches!(got.unrewritten, Some(Error::Pypi(_))));

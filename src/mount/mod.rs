@@ -6,7 +6,6 @@
 //! no HTTP types.
 
 pub mod cargo;
-mod checksum;
 mod document;
 pub mod filter;
 pub mod go;
@@ -15,7 +14,6 @@ pub mod npm;
 pub mod pypi;
 pub mod rubygems;
 
-pub use checksum::{Checksum, Verifier};
 pub use document::{proxy_path, rewrite_document, Error, Rewritten};
 
 use crate::config::{Mount, Profile};
@@ -120,6 +118,46 @@ pub fn classify(mount: &Mount, path: &str, accept: Option<&str>) -> Class {
         Profile::Npm => npm::classify(mount, path, accept),
         Profile::Cargo => cargo::classify(mount, path),
         Profile::Go => go::classify(mount, path),
+    }
+}
+
+/// The path on `mount` (after `/NAME`, raw) that serves `link` when a client
+/// asks for `link` itself through the proxy (`http_proxy=`): a path on one
+/// of its sources, or its files host's path (`/files/AUTHORITY/…` on PyPI
+/// mounts, `/_files/AUTHORITY/…` on the others). `None` for anything else.
+pub fn forward_path(mount: &Mount, link: &url::Url) -> Option<String> {
+    let path = match mount.profile {
+        Profile::Pypi => proxy_path(mount, link)?
+            .strip_prefix(&format!("/{}", mount.name))?
+            .to_string(),
+        _ => link::mount_path(mount, link)?,
+    };
+    // The query travels apart, as on any other request.
+    Some(match path.split_once('?') {
+        Some((path, _)) => path.to_string(),
+        None => path,
+    })
+}
+
+/// The spelling of `path` (raw, after `/NAME`) that its store key is made
+/// from: on an npm mount a scoped name's encoded slash (`/@scope%2fname…`,
+/// as npm sends it) becomes `/`, so that the store, which refuses encoded
+/// slashes, takes it and both spellings share one entry. Other paths as given.
+pub fn key_path<'p>(mount: &Mount, path: &'p str) -> std::borrow::Cow<'p, str> {
+    if mount.profile != Profile::Npm || !path.starts_with("/@") {
+        return path.into();
+    }
+    let first_end = path[1..].find('/').map_or(path.len(), |i| i + 1);
+    let first = &path[..first_end];
+    match first.to_ascii_lowercase().find("%2f") {
+        Some(at) => format!(
+            "{}/{}{}",
+            &first[..at],
+            &first[at + 3..],
+            &path[first_end..]
+        )
+        .into(),
+        None => path.into(),
     }
 }
 
@@ -413,6 +451,25 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn npm_scoped_names_have_one_key_spelling() {
+        let npm = mount(Profile::Npm);
+        for (path, key) in [
+            ("/@acme%2fleft-pad", "/@acme/left-pad"),
+            (
+                "/@acme%2Fleft-pad/-/left-pad-1.0.0.tgz",
+                "/@acme/left-pad/-/left-pad-1.0.0.tgz",
+            ),
+            ("/@acme/left-pad", "/@acme/left-pad"),
+            ("/left-pad", "/left-pad"),
+            ("/@acme", "/@acme"),
+        ] {
+            assert_eq!(key_path(&npm, path), key, "{path}");
+        }
+        let pypi = mount(Profile::Pypi);
+        assert_eq!(key_path(&pypi, "/@a%2fb"), "/@a%2fb");
     }
 
     #[test]

@@ -8,9 +8,7 @@ use super::respond::{self, CacheStatus, Representation};
 use super::target::Target;
 use super::{filler, headers, Error, Proxy};
 use crate::body::{self, Body};
-use crate::config::Profile;
 use crate::digest::Digest;
-use crate::mount::{self, rubygems, Class};
 use crate::store::{
     BodyReader, CacheKey, Entry, Failure, FillHead, FillPermit, FillStart, FillState, FillWatch,
 };
@@ -134,44 +132,6 @@ impl Proxy {
             self.policy.negative.remember(&key.canonical());
         }
         err
-    }
-
-    /// The digest an index lists for the file `key` at `target`: from the
-    /// PyPI pages served so far, or from the cached RubyGems `/info/NAME`.
-    pub(super) async fn listed_digest(&self, target: &Target, key: &CacheKey) -> Option<Digest> {
-        let Target::Mount { mount, path, .. } = target else {
-            return None;
-        };
-        match mount.profile {
-            Profile::Pypi => self.policy.listed.get(&key.canonical()),
-            Profile::Rubygems => {
-                let file = path.strip_prefix("/gems/")?;
-                let file = percent_encoding::percent_decode_str(file)
-                    .decode_utf8()
-                    .ok()?;
-                for name in rubygems::candidate_names(&file) {
-                    let Class::Document(spec) =
-                        mount::classify(mount, &format!("/info/{name}"), None)
-                    else {
-                        continue;
-                    };
-                    let Ok(Some(doc)) = self.store.read_doc(&spec.key).await else {
-                        continue;
-                    };
-                    let info = String::from_utf8_lossy(&doc.body);
-                    let listed = rubygems::checksum_for(name, &info, &file);
-                    if let Some(digest) = listed.as_deref().and_then(Digest::sha256) {
-                        return Some(digest);
-                    }
-                }
-                None
-            }
-            // npm, Cargo and Go list their digests once their documents are
-            // rewritten through mount::rewrite_document (issue 10, phase B).
-            Profile::Gentoo | Profile::Generic | Profile::Npm | Profile::Cargo | Profile::Go => {
-                None
-            }
-        }
     }
 }
 

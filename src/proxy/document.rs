@@ -309,7 +309,10 @@ impl Proxy {
         let raw = read_whole(&mut fetched).await.inspect_err(|err| {
             tracing::warn!(source = %ShownUrl(&fetched.url), error = %err, "index document fetch failed");
         })?;
-        Ok(Refreshed::New(build_doc(mount, spec, &fetched, raw)))
+        let mount_url = self.mount_url(mount);
+        Ok(Refreshed::New(build_doc(
+            mount, spec, &fetched, raw, &mount_url,
+        )))
     }
 
     /// Answers with `doc` as the supply-chain policy lets clients see it now.
@@ -381,7 +384,13 @@ async fn read_whole(fetched: &mut Fetched) -> Result<bytes::Bytes, Error> {
 
 /// The stored form of a fetched document: as `mount::rewrite_document`
 /// makes it, with the digests it lists keyed as the store keys their files.
-fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes) -> Doc {
+fn build_doc(
+    mount: &Mount,
+    spec: &DocSpec,
+    fetched: &Fetched,
+    raw: bytes::Bytes,
+    mount_url: &str,
+) -> Doc {
     let upstream_headers = headers::storable(&fetched.headers);
     let header_value = |name: &str| {
         upstream_headers
@@ -391,7 +400,8 @@ fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes
     };
     let (upstream_etag, upstream_last_modified) =
         (header_value("etag"), header_value("last-modified"));
-    let rewritten = mount::rewrite_document(mount, spec, &fetched.url, &upstream_headers, raw);
+    let rewritten =
+        mount::rewrite_document(mount, spec, &fetched.url, &upstream_headers, raw, mount_url);
     if let Some(err) = &rewritten.unrewritten {
         tracing::warn!(source = %ShownUrl(&fetched.url), error = %err, "index page not rewritten; served as sent");
     }
@@ -404,7 +414,8 @@ fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes
         .listed
         .into_iter()
         .filter_map(|(path, digest)| {
-            let key = CacheKey::try_from_path(namespace.clone(), &path).ok()?;
+            let key =
+                CacheKey::try_from_path(namespace.clone(), &mount::key_path(mount, &path)).ok()?;
             Some((key.canonical(), digest))
         })
         .collect();
@@ -417,6 +428,7 @@ fn build_doc(mount: &Mount, spec: &DocSpec, fetched: &Fetched, raw: bytes::Bytes
             upstream_last_modified,
             source: fetched.url.clone(),
             hashes,
+            upstream_note: rewritten.upstream_note,
         },
         body: rewritten.body,
     }

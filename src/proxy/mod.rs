@@ -12,6 +12,7 @@ mod document;
 pub mod error;
 mod filler;
 pub mod headers;
+mod indexed;
 mod mounted;
 pub mod policy;
 pub mod respond;
@@ -56,6 +57,8 @@ pub struct Proxy {
     /// The supply-chain policy, and the views of documents it filtered.
     supply: Arc<crate::supply::Supply>,
     views: Arc<supply::Views>,
+    /// The URL clients reach the proxy at, without a trailing `/`.
+    public_url: Arc<str>,
 }
 
 impl Proxy {
@@ -83,6 +86,12 @@ impl Proxy {
             metrics,
             supply: Arc::new(crate::supply::Supply::off()),
             views: Arc::default(),
+            public_url: match &config.server.public_url {
+                Some(url) => url.as_str().into(),
+                // `app` fills it in once bound; a proxy built otherwise names
+                // its configured address.
+                None => format!("http://{}:{}", config.server.host, config.server.port).into(),
+            },
         }
     }
 
@@ -90,6 +99,11 @@ impl Proxy {
     pub fn with_supply(mut self, supply: Arc<crate::supply::Supply>) -> Proxy {
         self.supply = supply;
         self
+    }
+
+    /// The absolute URL clients reach `mount` at, without a trailing `/`.
+    fn mount_url(&self, mount: &crate::config::Mount) -> String {
+        format!("{}/{}", self.public_url, mount.name)
     }
 
     /// Handles one request. Never fails: every error becomes a response.
@@ -141,7 +155,11 @@ impl Proxy {
         let (target, key) = match routed {
             Routed::Cache { target, key } => {
                 self.admit(req, &target).await?;
-                (target, key)
+                let path = target.path().to_string();
+                match self.download_target(target).await {
+                    Some(target) => (target, key),
+                    None => return Err(Error::NotOnMount { path }),
+                }
             }
             Routed::Pass { target, reason } => {
                 self.admit_passed(req, &target).await?;

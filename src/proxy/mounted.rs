@@ -26,7 +26,11 @@ pub(super) fn route(
         return Err(Error::rejected(RejectReason::Method, &req.method));
     }
     let namespace = Namespace::Mount(mount.name.clone());
-    match CacheKey::try_from_path(namespace.clone(), if path.is_empty() { "/" } else { path }) {
+    let key_path = mount::key_path(mount, path);
+    match CacheKey::try_from_path(
+        namespace.clone(),
+        if path.is_empty() { "/" } else { &key_path },
+    ) {
         Ok(_) | Err(KeyError::Directory) => {}
         Err(err) => return Err(Error::rejected(RejectReason::Path(err), &req.method)),
     }
@@ -78,7 +82,7 @@ pub(super) fn route(
             path: upstream_path,
         } => {
             let target = on(upstream, upstream_path);
-            match (CacheKey::try_from_path(namespace, path), uncached) {
+            match (CacheKey::try_from_path(namespace, &key_path), uncached) {
                 (Err(_), _) => Routed::Pass {
                     target,
                     reason: PassReason::Directory,

@@ -1,6 +1,7 @@
 //! `Target`: which upstream a request points at. Absolute-form requests
-//! (forward proxy), DNATed connections and allow-listed `Host`s name a host;
-//! everything else goes to the `--source` mirrors whatever its `Host` says.
+//! (forward proxy), DNATed connections and allow-listed `Host`s name a host
+//! (a mount's upstream host names that mount); everything else goes to the
+//! `--source` mirrors whatever its `Host` says.
 //! Only hosts the operator allowed are ever fetched: never an open proxy.
 
 use crate::config::{Authority, Mount, SourceUrl};
@@ -184,12 +185,37 @@ fn for_host(
 ) -> Result<Target, TargetError> {
     let authority =
         Authority::try_new(raw, false).map_err(|_| TargetError::Malformed("bad host"))?;
-    if !rules.allowed(&authority) {
-        return Err(TargetError::Forbidden {
-            host: authority.as_str().to_string(),
-        });
+    if rules.allowed(&authority) {
+        return Ok(in_namespace(authority, path, query, rules));
     }
-    Ok(in_namespace(authority, path, query, rules))
+    // A mount's upstream, asked for by name (`http_proxy=`, or DNAT): that
+    // mount's cache, as if the client had asked for its path on the mount.
+    if let Some(target) = on_mount(&authority, &path, &query, rules) {
+        return Ok(target);
+    }
+    Err(TargetError::Forbidden {
+        host: authority.as_str().to_string(),
+    })
+}
+
+/// The mount whose source or files host is `authority` (over plain HTTP)
+/// with `path` under its prefix, and the path on the mount that names it.
+fn on_mount(
+    authority: &Authority,
+    path: &str,
+    query: &Option<String>,
+    rules: &HostRules,
+) -> Option<Target> {
+    let link = url::Url::parse(&format!("http://{}{path}", authority.as_str())).ok()?;
+    rules.mounts.iter().find_map(|mount| {
+        let on_mount = crate::mount::forward_path(mount, &link)?;
+        Some(Target::Mount {
+            mount: mount.clone(),
+            upstream: MountUpstream::Sources,
+            path: on_mount,
+            query: query.clone(),
+        })
+    })
 }
 
 /// A source's host with a path under its prefix joins the mirrors' namespace,
@@ -301,6 +327,48 @@ mod tests {
             })
         );
         assert!(parse(&"https://files.example/x".parse().unwrap(), None, None, &r).is_err());
+    }
+
+    #[test]
+    fn absolute_form_for_a_mounts_upstream_is_that_mount() {
+        use crate::config::Profile;
+        let mut r = rules();
+        r.mounts.push(Arc::new(Mount {
+            name: "npm".into(),
+            profile: Profile::Npm,
+            sources: vec![SourceUrl::try_new("http://registry.example/npm").unwrap()],
+            files_hosts: vec![SourceUrl::try_new("http://cdn.example:8080/").unwrap()],
+            index_path: None,
+        }));
+        let on = |uri: &str| match parse(&uri.parse().unwrap(), None, None, &r) {
+            Ok(Target::Mount {
+                mount, path, query, ..
+            }) => Ok((mount.name.clone(), path, query)),
+            Ok(other) => panic!("{uri}: {other:?}"),
+            Err(err) => Err(err),
+        };
+        assert_eq!(
+            on("http://registry.example/npm/a/-/a-1.0.0.tgz?x=1"),
+            Ok(("npm".into(), "/a/-/a-1.0.0.tgz".into(), Some("x=1".into())))
+        );
+        assert_eq!(
+            on("http://cdn.example:8080/t/a-1.tgz"),
+            Ok((
+                "npm".into(),
+                "/_files/cdn.example:8080/t/a-1.tgz".into(),
+                None
+            ))
+        );
+        for other in [
+            "http://registry.example/other",
+            "http://cdn.example/t/a-1.tgz",
+            "http://evil.example/npm/a",
+        ] {
+            assert!(
+                matches!(on(other), Err(TargetError::Forbidden { .. })),
+                "{other}"
+            );
+        }
     }
 
     #[test]

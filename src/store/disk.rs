@@ -12,6 +12,7 @@ use super::layout::FILE_MODE;
 use super::remove::Chosen;
 use super::tier::{Sealed, Tier, TierHit, TierRead, TierWrite};
 use super::{BodyReader, CacheKey, Committed, Entry, EntryMeta, Error, FillHead, Inner, Store};
+use crate::digest::BodyHasher;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -106,8 +107,8 @@ impl DiskWrite {
     pub(crate) async fn append(
         &mut self,
         chunks: Vec<Bytes>,
-        hasher: Option<Sha256>,
-    ) -> Result<(Option<Sha256>, Vec<Bytes>, Result<(), AppendError>), Error> {
+        hasher: Option<BodyHasher>,
+    ) -> Result<(Option<BodyHasher>, Vec<Bytes>, Result<(), AppendError>), Error> {
         let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         if !self.sized {
             self.reservation.grow_to(self.written + len).await;

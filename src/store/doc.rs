@@ -88,6 +88,10 @@ pub struct DocMeta {
     /// The digests of the files the document lists, by store key
     /// (`CacheKey::canonical`): what downloads are verified against.
     pub hashes: Vec<(String, Digest)>,
+    /// What the upstream's document said that the stored body no longer
+    /// does and later requests need (a Cargo registry's own `dl`); opaque here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_note: Option<String>,
 }
 
 /// A document and its metadata.
@@ -105,7 +109,7 @@ impl Doc {
             .meta
             .hashes
             .iter()
-            .map(|(k, v)| k.len() + v.hex().len() + 56)
+            .map(|(k, v)| k.len() + 2 * v.as_bytes().len() + 56)
             .sum();
         self.body.len() + hashes + 512
     }

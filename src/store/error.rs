@@ -48,13 +48,14 @@ pub enum Error {
         expected: u64,
     },
     /// The body does not have the digest its index lists.
-    #[error("body of {key} has sha256 {got}, the index lists {expected}")]
+    #[error("body of {key} has {got}, the index lists {expected}")]
     Digest {
         /// The entry.
         key: String,
         /// The index's digest.
         expected: String,
-        /// The body's.
+        /// The body's, in the same algorithm (or its sha256 where that
+        /// could not be computed).
         got: String,
     },
     /// The disk refused a fill and every reader of it left.

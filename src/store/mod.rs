@@ -52,6 +52,7 @@ mod spill;
 #[cfg(test)]
 mod tests;
 pub mod tier;
+mod verify;
 mod watch;
 mod writer;
 

@@ -14,10 +14,10 @@ use super::fill::{CommittedBody, FillHead, FillPermit, FillShared, FillState};
 use super::flight::Lead;
 use super::spill::WINDOW;
 use super::tier::{Sealed, Tier, TierRead, TierWrite};
+use super::verify::differs;
 use super::{CacheKey, Error, Failure, Inner};
-use crate::digest::{Algorithm, Digest};
+use crate::digest::{BodyHasher, Digest};
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 
 impl FillPermit {
@@ -125,6 +125,7 @@ impl FillPermit {
         let _ = self.shared.file.set(disk.file().clone());
         let expected_len = head.content_length;
         let hold_back = u64::from(head.expected.is_some());
+        let hasher = BodyHasher::new(head.expected.as_ref());
         let _ = self.shared.head.set(Arc::new(head));
         self.shared
             .state
@@ -136,7 +137,7 @@ impl FillPermit {
             lead,
             disk: Some(disk),
             lower: writes,
-            hasher: Some(Sha256::new()),
+            hasher: Some(hasher),
             written: 0,
             expected_len,
             hold_back,
@@ -160,7 +161,7 @@ pub struct Fill {
     disk: Option<DiskWrite>,
     /// The same body on its way to each lower tier.
     lower: Vec<LowerWrite>,
-    hasher: Option<Sha256>,
+    hasher: Option<BodyHasher>,
     written: u64,
     expected_len: Option<u64>,
     /// Bytes kept from readers until the digest is checked at commit.
@@ -329,12 +330,11 @@ impl Fill {
             }
         }
         let len = self.written;
-        let sha256 = hex::encode(
-            self.hasher
-                .take()
-                .expect("hasher is present until commit")
-                .finalize(),
-        );
+        let digests = self
+            .hasher
+            .take()
+            .expect("hasher is present until commit")
+            .finish();
         let head = self
             .shared
             .head
@@ -342,21 +342,23 @@ impl Fill {
             .cloned()
             .expect("a started fill has a head");
         if let Some(expected) = &head.expected {
-            // Every body is hashed with sha256 (its metadata records it); an
-            // index's other algorithms will need their own hasher here.
-            let matches = match expected.algorithm() {
-                Algorithm::Sha256 => expected.hex() == sha256,
+            // The file as written, for a check over the finished body; a
+            // spilled body was not all kept on disk.
+            let file = match (&self.disk, self.spilled) {
+                (Some(disk), false) => Some(disk.file().clone()),
+                _ => None,
             };
-            if !matches {
+            if let Some(got) = differs(expected, &digests, file, len).await {
                 let digest = || Error::Digest {
                     key: self.shared.key.to_string(),
                     expected: expected.to_string(),
-                    got: sha256.clone(),
+                    got: got.clone(),
                 };
                 let _ = self.shared.cause.set(Failure::new(digest()));
                 return Err(digest());
             }
         }
+        let sha256 = digests.sha256.hex();
         let sealed = Sealed {
             key: self.shared.key.clone(),
             len,

@@ -108,6 +108,14 @@ pub struct Request {
     pub user_agent: String,
 }
 
+impl Request {
+    /// Whether this is [`Verdaccio::start_in`]'s own wait for the routes (a `/-/ping` with no
+    /// User-Agent), which no client under test sent.
+    pub fn is_readiness_probe(&self) -> bool {
+        self.url == "/-/ping" && self.user_agent.is_empty()
+    }
+}
+
 /// A Verdaccio serving a private copy of the fixture registry; see the module docs.
 pub struct Verdaccio {
     daemon: Daemon,

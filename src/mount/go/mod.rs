@@ -8,7 +8,8 @@
 
 mod sum;
 
-pub use sum::{h1_of_mod, h1_of_zip, parse_go_sum, parse_lookup, Error, SumLine};
+pub use crate::digest::h1::{of_mod as h1_of_mod, of_zip as h1_of_zip};
+pub use sum::{parse_go_sum, parse_lookup, Error, SumLine};
 
 use super::{keyed_document, Class, MountUpstream};
 use crate::config::Mount;

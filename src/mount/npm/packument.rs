@@ -8,7 +8,7 @@
 //! copied as it was. Peak memory is the input plus the output plus one small
 //! record per version.
 
-use crate::mount::Checksum;
+use crate::digest::Digest;
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -31,7 +31,7 @@ pub struct Rewritten {
     /// (path on the mount, as [`crate::mount::link::mount_path`] gives it;
     /// listed checksum) for every rewritten tarball whose `dist` lists a
     /// usable `integrity` (else `shasum`), in document order.
-    pub digests: Vec<(String, Checksum)>,
+    pub digests: Vec<(String, Digest)>,
     /// Tarball URLs left as they were because `map` declined them (another
     /// host), for a warning: those downloads bypass the cache.
     pub unmapped: usize,
@@ -117,9 +117,9 @@ pub fn rewrite(
 struct Dist<'de> {
     tarball: Option<&'de RawValue>,
     /// `integrity`, when it is a usable SRI value.
-    integrity: Option<Checksum>,
+    integrity: Option<Digest>,
     /// `shasum` (sha1 hex), when valid.
-    shasum: Option<Checksum>,
+    shasum: Option<Digest>,
 }
 
 /// Walks the document once, collecting every `dist` of interest.
@@ -321,11 +321,11 @@ impl<'de> Visitor<'de> for DistSeed {
                 Key::Tarball => dist.tarball = Some(map.next_value::<&'de RawValue>()?),
                 Key::Integrity => {
                     let text = map.next_value::<Text>()?.0;
-                    dist.integrity = text.as_deref().and_then(Checksum::from_sri);
+                    dist.integrity = text.as_deref().and_then(Digest::from_sri);
                 }
                 Key::Shasum => {
                     let text = map.next_value::<Text>()?.0;
-                    dist.shasum = text.as_deref().and_then(|h| Checksum::from_hex("sha1", h));
+                    dist.shasum = text.as_deref().and_then(|h| Digest::from_hex("sha1", h));
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;

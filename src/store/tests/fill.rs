@@ -110,16 +110,32 @@ async fn a_short_or_long_body_never_commits() {
 #[tokio::test]
 async fn hold_back_keeps_the_last_byte_until_the_digest_matches() {
     let (_dir, store) = open().await;
-    let bytes = body(70_000, 4);
-    for (path, listed, stored) in [
-        ("/good.whl", sha(&bytes), true),
-        ("/bad.whl", sha(b"another body"), false),
+    let plain = body(70_000, 4);
+    let zip = module_zip(&plain);
+    let h1 = crate::digest::h1::of_zip(std::io::Cursor::new(&zip)).unwrap();
+    let sha512 = |b: &[u8]| Digest::Sha512(<sha2::Sha512 as sha2::Digest>::digest(b).into());
+    let sha1 = |b: &[u8]| Digest::Sha1(<sha1::Sha1 as sha2::Digest>::digest(b).into());
+    for (path, bytes, listed, stored) in [
+        ("/good.whl", &plain, Digest::sha256(&sha(&plain)), true),
+        (
+            "/bad.whl",
+            &plain,
+            Digest::sha256(&sha(b"another body")),
+            false,
+        ),
+        ("/good.tgz", &plain, Some(sha512(&plain)), true),
+        ("/bad.tgz", &plain, Some(sha512(b"another body")), false),
+        ("/bad-sha1.tgz", &plain, Some(sha1(b"another body")), false),
+        ("/good.zip", &zip, Some(h1.clone()), true),
+        ("/bad.zip", &zip, Some(Digest::GoH1([7; 32])), false),
+        ("/not-a.zip", &plain, Some(h1.clone()), false),
     ] {
+        let bytes = bytes.clone();
         let k = key(path);
         let permit = miss(&store, &k).await;
         let mut watch = permit.watch();
         let mut fill = permit
-            .start(head(Some(bytes.len() as u64), Digest::sha256(&listed)))
+            .start(head(Some(bytes.len() as u64), listed))
             .await
             .map_err(|(e, _)| e)
             .unwrap();
@@ -163,6 +179,20 @@ async fn hold_back_keeps_the_last_byte_until_the_digest_matches() {
         }
     }
     assert_eq!(tmp_left(&store).await, 0);
+}
+
+/// A module zip holding `data` as one stored file.
+fn module_zip(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    writer
+        .start_file(
+            "example.test/m@v1.0.0/data",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+    writer.write_all(data).unwrap();
+    writer.finish().unwrap().into_inner().into()
 }
 
 #[tokio::test]

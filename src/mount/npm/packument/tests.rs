@@ -1,6 +1,6 @@
 use super::*;
 use base64::Engine;
-use sha2::{Digest, Sha512};
+use sha2::{Digest as _, Sha512};
 
 const MOUNT_URL: &str = "http://cache.example:4000/npm";
 
@@ -79,11 +79,11 @@ fn tarballs_are_rewritten_and_everything_else_is_kept_byte_for_byte() {
         vec![
             (
                 "/@acme/left-pad2/-/left-pad2-1.0.0.tgz".to_string(),
-                Checksum::from_sri(&one).unwrap()
+                Digest::from_sri(&one).unwrap()
             ),
             (
                 "/_files/cdn.example/t/left-pad2-1.1.0.tgz".to_string(),
-                Checksum::from_sri(&two).unwrap()
+                Digest::from_sri(&two).unwrap()
             ),
         ]
     );
@@ -113,7 +113,7 @@ fn abbreviated_documents_and_version_manifests() {
         out.digests,
         vec![(
             "/acme-multi/-/acme-multi-1.0.0.tgz".to_string(),
-            Checksum::Sha1([0xaa; 20])
+            Digest::Sha1([0xaa; 20])
         )]
     );
     let manifest = r#"{"name":"acme-multi","version":"1.1.0","dist":{"tarball":"/acme-multi/-/acme-multi-1.1.0.tgz"}}"#;
