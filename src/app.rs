@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
 use crate::server::{self, Limits, Serving};
+use crate::store::shared::{SharedStore, SharedTier};
 use crate::store::Store;
 use crate::upstream::{self, Upstream};
 use crate::{evict, privileges, tls};
@@ -117,6 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks.spawn(reloader.run(stop.clone()));
     }
     let hard_stop = CancellationToken::new();
+    let shared = start_shared(&config, &store, &tasks, &stop, &hard_stop).await?;
     let rules = HostRules {
         sources: config.upstream.sources.clone(),
         transparent: config.upstream.transparent_hosts.clone(),
@@ -162,7 +164,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cache_size,
         builds.clone(),
         stop.clone(),
-    );
+    )
+    .with_shared(shared);
     let mut admin_addr = None;
     // Logged before the proxy's line: a supervisor (or a test) that waits for
     // "package-cache listening" then knows both ports.
@@ -224,6 +227,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         grace: config.server.shutdown_grace,
     })
+}
+
+/// Opens the shared object-store tier (`--shared-store`) and adds it below the
+/// local disk. Its uploads end with `hard_stop`, so fills that finish within
+/// the grace period still publish; its upkeep ends with `stop`.
+async fn start_shared(
+    config: &Config,
+    store: &Store,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    hard_stop: &CancellationToken,
+) -> anyhow::Result<Option<SharedTier>> {
+    let Some(shared_config) = &config.shared_store else {
+        return Ok(None);
+    };
+    let shared = SharedStore::open(shared_config, tasks.clone(), hard_stop.clone())
+        .await
+        .with_context(|| format!("opening the shared store {}", shared_config.url()))?;
+    let tier = SharedTier::new(shared, store);
+    store.add_tier(Arc::new(tier.clone()));
+    tier.spawn_upkeep(tasks, stop.clone());
+    tracing::info!(url = %shared_config.url(), "shared store below the local disk");
+    Ok(Some(tier))
 }
 
 /// The build sandbox, or why builds cannot run.

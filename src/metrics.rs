@@ -49,6 +49,21 @@ pub struct Sampled {
     pub build_queue_depth: u64,
     /// Build jobs by state (`queued`, …, `cancelled`), as the job table holds them.
     pub build_jobs: Vec<(&'static str, u64)>,
+    /// The shared object-store tier, with `--shared-store`.
+    pub shared: Option<SharedSample>,
+}
+
+/// The shared store tier, read at a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct SharedSample {
+    /// `s3://bucket/prefix`.
+    pub url: String,
+    /// The circuit breaker's state (`closed`, `open`, `probing`).
+    pub breaker: &'static str,
+    /// Keys waiting to be published once the store answers.
+    pub backlog: u64,
+    /// Monotonic counts since start, by event name (`hits`, `published`, …).
+    pub events: Vec<(&'static str, u64)>,
 }
 
 /// What the status page shows about one upstream source.
@@ -161,6 +176,9 @@ pub struct Metrics {
     evicted_bytes: Counter,
     build_queue_depth: U64Gauge,
     build_jobs: Family<[(&'static str, &'static str); 1], U64Gauge>,
+    shared_up: U64Gauge,
+    shared_backlog: U64Gauge,
+    shared_events: Family<[(&'static str, &'static str); 1], U64Gauge>,
     notes: Mutex<BTreeMap<String, SourceNotes>>,
     started: Instant,
     /// Handles on the series of `requests` (in `CACHE_LABELS` order) and of
@@ -210,6 +228,9 @@ impl Metrics {
             evicted_bytes: Counter::default(),
             build_queue_depth: U64Gauge::default(),
             build_jobs: Family::default(),
+            shared_up: U64Gauge::default(),
+            shared_backlog: U64Gauge::default(),
+            shared_events: Family::default(),
             notes: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             hot_requests: Vec::new(),
@@ -298,6 +319,22 @@ impl Metrics {
             "Build jobs in the job table, by state",
             self.build_jobs.clone(),
         );
+        r.register(
+            "shared_store_up",
+            "1 while the shared store is used, 0 while it is skipped (or not configured)",
+            self.shared_up.clone(),
+        );
+        r.register(
+            "shared_store_backlog",
+            "Entries waiting to be published to the shared store once it answers",
+            self.shared_backlog.clone(),
+        );
+        r.register(
+            "shared_store_events",
+            "Shared store events since start, by kind (requests, failures, skipped, trips, hits, \
+             misses, published, races_lost, damaged, bytes_up, bytes_down, uploads_aborted, ...)",
+            self.shared_events.clone(),
+        );
         self
     }
 
@@ -374,6 +411,15 @@ impl Metrics {
             self.build_jobs
                 .get_or_create(&[("state", *state)])
                 .set(*count);
+        }
+        if let Some(shared) = &sampled.shared {
+            self.shared_up.set(u64::from(shared.breaker == "closed"));
+            self.shared_backlog.set(shared.backlog);
+            for (event, count) in &shared.events {
+                self.shared_events
+                    .get_or_create(&[("event", *event)])
+                    .set(*count);
+            }
         }
         let mut out = String::with_capacity(4096);
         text::encode(&mut out, &self.registry)?;

@@ -6,8 +6,9 @@
 mod page;
 
 use crate::builds::Builds;
-use crate::metrics::{Metrics, Sampled};
+use crate::metrics::{Metrics, Sampled, SharedSample};
 use crate::server;
+use crate::store::shared::SharedTier;
 use crate::store::Store;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -42,6 +43,8 @@ struct State {
     store: Store,
     cache_size: CacheSize,
     builds: Builds,
+    /// The shared object-store tier, with `--shared-store`.
+    shared: Option<SharedTier>,
     /// Fires when the app starts shutting down: `/healthz` turns 503 so a
     /// load balancer stops sending clients before the proxy port closes.
     stopping: CancellationToken,
@@ -63,9 +66,19 @@ impl Admin {
                 store,
                 cache_size,
                 builds,
+                shared: None,
                 stopping,
             }),
         }
+    }
+
+    /// Shows `shared` (the shared store tier) in `/metrics` and on the page.
+    /// Call before the endpoints are served.
+    pub fn with_shared(mut self, shared: Option<SharedTier>) -> Admin {
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the admin endpoints are served")
+            .shared = shared;
+        self
     }
 
     /// Serves `listener` until `stop` fires, then lets open connections
@@ -125,6 +138,7 @@ impl Admin {
                 .into_iter()
                 .map(|(s, n)| (s.as_str(), n as u64))
                 .collect(),
+            shared: self.inner.shared.as_ref().map(shared_sample),
         }
     }
 
@@ -169,6 +183,39 @@ impl Admin {
             page::render(&view),
             "text/html; charset=utf-8",
         )
+    }
+}
+
+/// The shared tier's numbers as `metrics` takes them.
+fn shared_sample(tier: &SharedTier) -> SharedSample {
+    let s = tier.status();
+    let c = s.stats;
+    SharedSample {
+        url: s.url,
+        breaker: s.breaker.as_str(),
+        backlog: s.backlog,
+        events: vec![
+            ("requests", c.requests),
+            ("failures", c.failures),
+            ("skipped", c.skipped),
+            ("trips", c.trips),
+            ("hits", c.hits),
+            ("misses", c.misses),
+            ("served", s.served),
+            ("published", c.published),
+            ("published_streaming", s.streamed),
+            ("published_backlog", s.backlog_published),
+            ("backlog_dropped", s.backlog_dropped),
+            ("uploads_dropped", s.abandoned),
+            ("races_lost", c.races_lost),
+            ("damaged", c.damaged),
+            ("damaged_removed", s.damaged_removed),
+            ("bytes_up", c.bytes_up),
+            ("bytes_down", c.bytes_down),
+            ("uploads_aborted", c.uploads_aborted),
+            ("bodies_deleted", c.bodies_deleted),
+            ("touches", c.touches),
+        ],
     }
 }
 

@@ -66,6 +66,15 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("blocking task failed: {0}")]
     Join(String),
+    /// The shared object-store tier failed (see `shared::Error`).
+    #[error("shared tier, {key}: {source}")]
+    Shared {
+        /// The entry.
+        key: String,
+        /// What the shared tier said.
+        #[source]
+        source: super::shared::Error,
+    },
 }
 
 impl Error {
