@@ -42,6 +42,7 @@ pub struct Running {
     /// The build queue.
     pub builds: Builds,
     store: Store,
+    shared: Option<SharedTier>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     hard_stop: CancellationToken,
@@ -165,7 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         builds.clone(),
         stop.clone(),
     )
-    .with_shared(shared);
+    .with_shared(shared.clone());
     let mut admin_addr = None;
     // Logged before the proxy's line: a supervisor (or a test) that waits for
     // "package-cache listening" then knows both ports.
@@ -221,6 +222,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api_addr,
         builds,
         store,
+        shared: shared.clone(),
         metrics,
         stop,
         hard_stop,
@@ -475,6 +477,11 @@ impl Running {
     /// The open store (tests inspect it).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The shared store tier, with `--shared-store` (tests read its status).
+    pub fn shared(&self) -> Option<&SharedTier> {
+        self.shared.as_ref()
     }
 
     /// The app's metrics (the eviction index records evictions here).
