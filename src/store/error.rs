@@ -71,9 +71,9 @@ pub enum Error {
     Shared {
         /// The entry.
         key: String,
-        /// What the shared tier said.
+        /// What the shared tier said (boxed: it is large, and rare).
         #[source]
-        source: super::shared::Error,
+        source: Box<super::shared::Error>,
     },
 }
 

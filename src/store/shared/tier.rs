@@ -325,7 +325,7 @@ impl SharedTier {
             }
             source => Err(Error::Shared {
                 key: key.to_string(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -559,7 +559,7 @@ impl TierWrite for SharedWrite {
                 }
                 Err(source) => Err(Error::Shared {
                     key: key.to_string(),
-                    source,
+                    source: Box::new(source),
                 }),
             }
         }
