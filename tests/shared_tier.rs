@@ -6,7 +6,7 @@
 
 mod support;
 
-use package_cache::config::{Config, ListenAddr, SharedStoreConfig};
+use package_cache::config::{Config, ListenAddr, Profile, SharedStoreConfig};
 use package_cache::store::shared::{SharedStatus, SharedStore};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
@@ -405,4 +405,44 @@ async fn a_node_killed_mid_upload_leaves_nothing_visible() {
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_serves_a_stale_index_from_the_shared_store_when_the_upstream_is_down() {
+    let Some(rgw) = rgw().await else { return };
+    let p = prefix("docs");
+    let versions = "created_at: x\n---\na 1.0 abc\n";
+    let origin = Origin::builder().file("/versions", versions).start().await;
+    let with_mount = |c: Config, name: &str| {
+        let mut c = node(c, &origin.url(), rgw.config(&p), name);
+        c.policy.index_ttl = Duration::from_secs(1);
+        c.with_mount("rubygems", Profile::Rubygems, &origin.url())
+            .expect("valid mount")
+    };
+    let a = TestApp::start(|c| with_mount(c, "a")).await;
+    let fresh = get(&a.url("/rubygems/versions")).await;
+    assert_eq!((fresh.status.as_u16(), fresh.cache()), (200, "MISS"));
+    // Stored below in the background.
+    let began = Instant::now();
+    while objects(rgw, &p, "docs").await.is_empty() {
+        assert!(began.elapsed() < Duration::from_secs(30), "document stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    origin.stop().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let b = TestApp::start(|c| with_mount(c, "b")).await;
+    let stale = get(&b.url("/rubygems/versions")).await;
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.body, fresh.body);
+    assert!(
+        stale
+            .header("warning")
+            .is_some_and(|w| w.starts_with("111 ")),
+        "served stale: {:?}",
+        stale.headers
+    );
+    assert_eq!(origin.hits("/versions"), 1);
+    a.stop().await;
+    b.stop().await;
 }

@@ -12,7 +12,7 @@ use super::{BreakerState, EntryInfo, Found, SharedBody, SharedStats, SharedStore
 use super::{Error as SharedError, UploadedBody};
 use crate::digest::Algorithm;
 use crate::store::tier::{Sealed, Tier, TierHit, TierRead, TierWrite};
-use crate::store::{CacheKey, Committed, EntryMeta, Error, FillHead, Inner};
+use crate::store::{CacheKey, Committed, Doc, DocMeta, EntryMeta, Error, FillHead, Inner};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
@@ -374,6 +374,35 @@ impl Tier for SharedTier {
         meta: &'a EntryMeta,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         async move { Ok(self.drop_reference(key, Some(&meta.sha256)).await) }.boxed()
+    }
+
+    fn read_doc<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Doc>> {
+        async move {
+            match self.inner.shared.read_doc::<DocMeta>(key).await {
+                Ok(Some(doc)) => Some(Doc {
+                    meta: doc.meta,
+                    body: doc.body,
+                }),
+                Ok(None) | Err(SharedError::Unavailable { .. }) => None,
+                Err(err) => {
+                    tracing::warn!(doc = %key, error = %err, "shared store: cannot read a document");
+                    None
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn offer_doc(&self, doc: Arc<Doc>) {
+        // Each node revalidates on its own and any fresh copy will do: the
+        // last writer wins, in the background.
+        let shared = self.inner.shared.clone();
+        self.inner.shared.spawn(async move {
+            let key = &doc.meta.key;
+            if let Err(err) = shared.write_doc(key, &doc.meta, doc.body.clone()).await {
+                tracing::debug!(doc = %key, error = %err, "shared store: document not stored");
+            }
+        });
     }
 }
 
