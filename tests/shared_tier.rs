@@ -446,3 +446,101 @@ async fn a_new_node_serves_a_stale_index_from_the_shared_store_when_the_upstream
     a.stop().await;
     b.stop().await;
 }
+
+/// Runs `package-cache ARGS --shared-store s3://fleet/<p> …`: exit code and stdout.
+async fn maintain(rgw: &Rgw, p: &str, args: &[&str]) -> (i32, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_package-cache"));
+    command
+        .args(args)
+        .args(["--shared-store", &format!("s3://{}/{p}", rgw::BUCKET)]);
+    for opt in [
+        format!("endpoint={}", rgw.endpoint()),
+        "access_key_id=test".into(),
+        "secret_access_key=testtesttest".into(),
+        "region=us-east-1".into(),
+        "aws_allow_http=true".into(),
+    ] {
+        command.args(["--shared-store-opt", &opt]);
+    }
+    let out = timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("in time")
+        .expect("run package-cache");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!(
+        "maintain {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_commands_work_on_the_bucket() {
+    let Some(rgw) = rgw().await else { return };
+    let p = prefix("maint");
+    let files = [
+        ("/m/one.tgz", bytes_of(10_000, 70)),
+        ("/m/two.tgz", bytes_of(20_000, 71)),
+        ("/m/three.tgz", bytes_of(30_000, 72)),
+    ];
+    let mut builder = Origin::builder();
+    for (path, body) in &files {
+        builder = builder.file(path, body.clone());
+    }
+    let origin = builder.start().await;
+    let a = TestApp::start(|c| node(c, &origin.url(), rgw.config(&p), "a")).await;
+    for (path, _) in &files {
+        assert_eq!(get(&a.url(path)).await.status, 200);
+    }
+    until("published", Duration::from_secs(30), || {
+        status(&a).streamed == 3
+    })
+    .await;
+    a.stop().await;
+
+    let (code, out) = maintain(rgw, &p, &["stats", "--json"]).await;
+    assert_eq!(code, 0);
+    let stats: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (stats["references"].as_u64(), stats["bodies"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(stats["body_bytes"], 60_000);
+
+    // A damaged body: verify finds it, exits 1 and removes its reference.
+    let two = format!("{p}/bodies/{}", sha256(&files[1].1));
+    let mut bad = files[1].1.to_vec();
+    bad[5] ^= 1;
+    rgw.s3().put(&two, &bad).await;
+    let (code, out) = maintain(rgw, &p, &["verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("DAMAGED") && out.contains("2 bodies match"),
+        "{out}"
+    );
+    assert_eq!(objects(rgw, &p, "refs").await.len(), 2);
+
+    let (code, out) = maintain(rgw, &p, &["purge", "/m/one*"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("removed /m/one.tgz"), "{out}");
+    assert_eq!(objects(rgw, &p, "refs").await.len(), 1);
+
+    // Unreferenced bodies go, past the grace period only.
+    let (_, out) = maintain(rgw, &p, &["gc", "--shared", "--grace", "1h"]).await;
+    assert!(out.contains("and 0 unreferenced bodies"), "{out}");
+    let (code, out) = maintain(rgw, &p, &["gc", "--shared", "--grace", "0s"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(objects(rgw, &p, "bodies").await.len(), 1, "{out}");
+
+    // Over the size bound: the least recently used references go, then their bodies.
+    let (code, out) = maintain(
+        rgw,
+        &p,
+        &["gc", "--shared", "--max-size", "1000", "--grace", "0s"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.contains("removed 1 least recently used"), "{out}");
+    assert!(objects(rgw, &p, "refs").await.is_empty());
+    assert!(objects(rgw, &p, "bodies").await.is_empty());
+}
