@@ -14,14 +14,9 @@
 #[path = "../../tests/support/haproxy.rs"]
 #[allow(dead_code)]
 mod haproxy;
+#[path = "../../tests/support/rgw.rs"]
 #[allow(dead_code)]
-mod support {
-    #[path = "../../../tests/support/rgw.rs"]
-    pub mod rgw;
-}
-mod rgw {
-    pub use super::support::rgw::free_port;
-}
+mod rgw;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -142,7 +137,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    let Some(rgw) = support::rgw::shared().await else {
+    let Some(rgw) = rgw::shared().await else {
         eprintln!("skipped: Ceph is not installed");
         return;
     };
@@ -212,10 +207,7 @@ async fn main() {
     let entries = |n: &Running| n.store().usage().1;
     // The owner is the node the balancer sent it to (a has every file; the
     // others only what the balancer gave them).
-    let owner = [&c, &d]
-        .into_iter()
-        .find(|n| entries(n) > 0)
-        .unwrap_or(&a);
+    let owner = [&c, &d].into_iter().find(|n| entries(n) > 0).unwrap_or(&a);
     fetch(owner.proxy_addr, path, len).await;
     let (mut via_lb, mut direct) = (Vec::new(), Vec::new());
     for _ in 0..runs {
