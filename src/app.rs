@@ -14,6 +14,7 @@ use crate::metrics::{Metrics, Scope};
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
 use crate::server::{self, Limits, Serving};
+use crate::store::shared::{SharedStore, SharedTier};
 use crate::store::Store;
 use crate::upstream::{self, Upstream};
 use crate::{evict, privileges, scrub, tls};
@@ -41,6 +42,7 @@ pub struct Running {
     /// The build queue.
     pub builds: Builds,
     store: Store,
+    shared: Option<SharedTier>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     hard_stop: CancellationToken,
@@ -141,6 +143,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         tasks.spawn(reloader.run(stop.clone()));
     }
     let hard_stop = CancellationToken::new();
+    let shared = start_shared(&config, &store, &tasks, &stop, &hard_stop).await?;
     let rules = HostRules {
         sources: config.upstream.sources.clone(),
         transparent: config.upstream.transparent_hosts.clone(),
@@ -196,7 +199,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         builds.clone(),
         stop.clone(),
     )
-    .with_supply(supply);
+    .with_supply(supply)
+    .with_shared(shared.clone());
     let mut admin_addr = None;
     // Logged before the proxy's line: a supervisor (or a test) that waits for
     // "package-cache listening" then knows both ports.
@@ -252,6 +256,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         api_addr,
         builds,
         store,
+        shared: shared.clone(),
         metrics,
         stop,
         hard_stop,
@@ -283,6 +288,29 @@ async fn open_supply(
     let supply = Arc::new(supply);
     supply.spawn(tasks, stop.clone());
     Ok(supply)
+}
+
+/// Opens the shared object-store tier (`--shared-store`) and adds it below the
+/// local disk. Its uploads end with `hard_stop`, so fills that finish within
+/// the grace period still publish; its upkeep ends with `stop`.
+async fn start_shared(
+    config: &Config,
+    store: &Store,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    hard_stop: &CancellationToken,
+) -> anyhow::Result<Option<SharedTier>> {
+    let Some(shared_config) = &config.shared_store else {
+        return Ok(None);
+    };
+    let shared = SharedStore::open(shared_config, tasks.clone(), hard_stop.clone())
+        .await
+        .with_context(|| format!("opening the shared store {}", shared_config.url()))?;
+    let tier = SharedTier::new(shared, store);
+    store.add_tier(Arc::new(tier.clone()));
+    tier.spawn_upkeep(tasks, stop.clone());
+    tracing::info!(url = %shared_config.url(), "shared store below the local disk");
+    Ok(Some(tier))
 }
 
 /// The build sandbox, or why builds cannot run.
@@ -508,6 +536,11 @@ impl Running {
     /// The open store (tests inspect it).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The shared store tier, with `--shared-store` (tests read its status).
+    pub fn shared(&self) -> Option<&SharedTier> {
+        self.shared.as_ref()
     }
 
     /// The app's metrics (the eviction index records evictions here).

@@ -365,6 +365,9 @@ pub enum Command {
         /// Which cache.
         #[command(flatten)]
         cache: CacheArg,
+        /// The shared store's bucket instead of the cache directory.
+        #[command(flatten)]
+        shared: SharedArg,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -375,6 +378,10 @@ pub enum Command {
         /// Which cache.
         #[command(flatten)]
         cache: CacheArg,
+        /// The shared store's bucket instead (re-hash every referenced body;
+        /// remove the references of damaged ones).
+        #[command(flatten)]
+        shared: SharedArg,
     },
     /// Remove metadata that belongs to no body, damaged documents, empty
     /// directories, and (when no server runs) leftover temporary files.
@@ -385,6 +392,26 @@ pub enum Command {
         /// List what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Collect the shared store's bucket (--shared-store) instead: bodies no
+        /// reference names, older than --grace.
+        #[arg(long, requires = "shared_store")]
+        shared: bool,
+        /// The shared store.
+        #[command(flatten)]
+        store: SharedArg,
+        /// With --shared: remove least recently used references until the
+        /// referenced bodies fit in SIZE (500G, 2T).
+        #[arg(long, value_name = "SIZE", requires = "shared")]
+        max_size: Option<String>,
+        /// With --shared: bodies younger than this are never removed (uploads
+        /// not yet published).
+        #[arg(
+            long,
+            value_name = "DURATION",
+            default_value = "1h",
+            requires = "shared"
+        )]
+        grace: String,
     },
     /// Remove the entries (and index documents) whose request path matches a
     /// glob: '/distfiles/foo-*', '/pypi/**', or HOST/PATH for named hosts.
@@ -392,6 +419,10 @@ pub enum Command {
         /// Which cache.
         #[command(flatten)]
         cache: CacheArg,
+        /// The shared store's bucket instead (removes references; their
+        /// bodies go with gc --shared).
+        #[command(flatten)]
+        shared: SharedArg,
         /// Glob on the request path (`*` stays within one segment, `**` spans segments).
         #[arg(value_name = "PATTERN")]
         pattern: String,
@@ -412,7 +443,7 @@ impl Command {
     pub fn cache(&self) -> Option<&PathBuf> {
         match self {
             Command::Stats { cache, .. }
-            | Command::Verify { cache }
+            | Command::Verify { cache, .. }
             | Command::Gc { cache, .. }
             | Command::Purge { cache, .. } => cache.cache.as_ref(),
             Command::Inbox(InboxCmd::Add { cache, .. }) => cache.cache.as_ref(),
@@ -488,6 +519,23 @@ pub enum InboxCmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+/// The `--shared-store URL` of a maintenance command: it then works on the
+/// bucket, not on the cache directory.
+#[derive(Debug, ClapArgs)]
+pub struct SharedArg {
+    /// The shared store's bucket (s3://BUCKET[/PREFIX]); endpoint and
+    /// credentials from the AWS_* environment variables.
+    #[arg(long = "shared-store", value_name = "URL")]
+    pub shared_store: Option<String>,
+    /// A setting of the shared store (KEY=VALUE), as the server takes it.
+    #[arg(
+        long = "shared-store-opt",
+        value_name = "KEY=VALUE",
+        requires = "shared_store"
+    )]
+    pub shared_store_opts: Vec<String>,
 }
 
 /// The `--cache DIR` of a maintenance command.

@@ -1,14 +1,19 @@
 //! `contrib/haproxy/package-cache.cfg` run by the real HAProxy in front of three test
 //! nodes: consistent hashing on the path sends each URI to one node, health checks on the
-//! nodes' admin `/healthz` take a stopped node out, and only that node's keys move.
+//! nodes' admin `/healthz` take a stopped node out, and only that node's keys move. Then
+//! three real nodes sharing a real RGW bucket behind it: a herd costs one upstream
+//! request, and a node that leaves costs none (its keys are found in the shared store).
 
 mod support;
 
+use package_cache::config::ListenAddr;
 use std::collections::HashMap;
-use std::time::Duration;
-use support::client::get;
+use std::time::{Duration, Instant};
+use support::app::{source, TestApp};
+use support::client::{self, bytes_of, get};
 use support::haproxy::{self, Haproxy, Node};
 use support::origin::{Origin, Reply};
+use support::rgw::{self, Rgw};
 
 const PATHS: usize = 60;
 
@@ -131,4 +136,176 @@ fn the_contrib_config_renders_for_loopback() {
     assert!(text.contains("    stats socket /tmp/x.sock mode 600 level admin\n"));
     assert!(text.contains("    server node2 127.0.0.1:3 id 2 check port 4\n"));
     assert!(!text.contains(".internal"));
+}
+
+/// Three real nodes sharing one RGW bucket behind the contrib HAProxy config.
+struct Fleet {
+    nodes: Vec<Option<TestApp>>,
+    lb: Haproxy,
+}
+
+impl Fleet {
+    async fn start(origin: &Origin, rgw: &Rgw, prefix: &str) -> Fleet {
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let mut shared = rgw.config(prefix);
+            shared.set("node", &format!("n{i}")).unwrap();
+            let origin = origin.url();
+            let app = TestApp::start(move |c| {
+                let mut c = source(c, &origin);
+                c.shared_store = Some(shared);
+                c.server.admin = Some(ListenAddr::loopback_any_port());
+                c
+            })
+            .await;
+            nodes.push(Some(app));
+        }
+        let addrs: Vec<Node> = nodes
+            .iter()
+            .flatten()
+            .map(|app| Node {
+                traffic: app.addr,
+                admin: app.admin.expect("admin on"),
+            })
+            .collect();
+        let lb = Haproxy::start(&addrs).await;
+        for name in lb.names.clone() {
+            lb.wait_until(&name, true, Duration::from_secs(10)).await;
+        }
+        Fleet { nodes, lb }
+    }
+
+    fn running(&self) -> impl Iterator<Item = &TestApp> {
+        self.nodes.iter().flatten()
+    }
+
+    /// References published by the fleet so far.
+    fn published(&self) -> u64 {
+        self.running()
+            .map(|n| n.running().shared().unwrap().status().stats.published)
+            .sum()
+    }
+
+    async fn stop(self) {
+        self.lb.stop().await;
+        for node in self.nodes.into_iter().flatten() {
+            node.stop().await;
+        }
+    }
+}
+
+fn shared_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("lb-{test}-{}-{nanos:08x}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_balancer_a_herd_costs_one_fetch_and_a_lost_node_costs_none() {
+    if !haproxy::installed() {
+        return;
+    }
+    let Some(rgw) = rgw::shared().await else {
+        return;
+    };
+    let herd = bytes_of(1 << 20, 50);
+    let files: Vec<(String, bytes::Bytes)> = (0..12)
+        .map(|i| {
+            (
+                format!("/f/pkg-{i}.tgz"),
+                bytes_of(100_000 + i, 60 + i as u64),
+            )
+        })
+        .collect();
+    // About a second for the herd's file: every client joins the one fill.
+    let mut builder = Origin::builder().route(
+        "/herd/big.tar.xz",
+        Reply::file(herd.clone()).throttle(1 << 20),
+    );
+    for (path, body) in &files {
+        builder = builder.file(path, body.clone());
+    }
+    let origin = builder.start().await;
+    let fleet = Fleet::start(&origin, rgw, &shared_prefix("herd")).await;
+
+    let url = fleet.lb.url("/herd/big.tar.xz");
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (url, barrier) = (url.clone(), barrier.clone());
+        clients.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let (parts, body, _) = client::open(&url, &[]).await;
+            let head_at = Instant::now();
+            let (bytes, err) = client::read_body(body).await;
+            (head_at, parts.status, bytes, err)
+        }));
+    }
+    let mut results = Vec::new();
+    for c in clients {
+        results.push(c.await.unwrap());
+    }
+    let first = results.iter().map(|r| r.0).min().unwrap();
+    let spread = results.iter().map(|r| r.0 - first).max().unwrap();
+    eprintln!("herd: every first byte within {spread:?} of the first");
+    for (_, status, bytes, err) in &results {
+        assert_eq!(*status, 200);
+        assert!(err.is_none() && bytes[..] == herd[..], "{err:?}");
+    }
+    assert!(spread < Duration::from_millis(50), "{spread:?}");
+    assert_eq!(origin.hits("/herd/big.tar.xz"), 1, "one upstream request");
+
+    // Twelve files through the balancer, each fetched once and published.
+    for (path, body) in &files {
+        let got = get(&fleet.lb.url(path)).await;
+        assert!(got.status == 200 && got.body == body[..], "{path}");
+    }
+    let began = Instant::now();
+    while fleet.published() < 13 {
+        assert!(began.elapsed() < Duration::from_secs(60), "published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The node holding the most entries leaves; its keys move to nodes that
+    // find them in the shared store.
+    let owner = (0..3)
+        .max_by_key(|i| {
+            fleet.nodes[*i]
+                .as_ref()
+                .map_or(0, |n| n.running().store().usage().1)
+        })
+        .unwrap();
+    let name = fleet.lb.names[owner].clone();
+    let mut fleet = fleet;
+    let owned = fleet.nodes[owner]
+        .as_ref()
+        .unwrap()
+        .running()
+        .store()
+        .usage()
+        .1;
+    eprintln!("balancer: {name} owned {owned} of 13 entries; stopping it");
+    fleet.nodes[owner].take().unwrap().stop().await;
+    fleet
+        .lb
+        .wait_until(&name, false, Duration::from_secs(10))
+        .await;
+    let hits_before = origin.total_hits();
+    for (path, body) in &files {
+        let got = get(&fleet.lb.url(path)).await;
+        assert!(got.status == 200 && got.body == body[..], "{path}");
+    }
+    let got = get(&fleet.lb.url("/herd/big.tar.xz")).await;
+    assert!(got.body == herd[..]);
+    assert_eq!(origin.total_hits(), hits_before, "0 new upstream requests");
+    let served: u64 = fleet
+        .running()
+        .map(|n| n.running().shared().unwrap().status().served)
+        .sum();
+    assert!(
+        served >= owned,
+        "the survivors served {served} from the store"
+    );
+    fleet.stop().await;
 }

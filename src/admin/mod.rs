@@ -11,8 +11,9 @@ mod text;
 mod traffic;
 
 use crate::builds::Builds;
-use crate::metrics::{Metrics, Sampled};
+use crate::metrics::{Metrics, Sampled, SharedSample};
 use crate::server;
+use crate::store::shared::SharedTier;
 use crate::store::Store;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -46,6 +47,8 @@ struct State {
     store: Store,
     cache_size: CacheSize,
     builds: Builds,
+    /// The shared object-store tier, with `--shared-store`.
+    shared: Option<SharedTier>,
     /// Fires when the app starts shutting down: `/healthz` turns 503 so a
     /// load balancer stops sending clients before the proxy port closes.
     stopping: CancellationToken,
@@ -69,6 +72,7 @@ impl Admin {
                 store,
                 cache_size,
                 builds,
+                shared: None,
                 stopping,
                 supply: None,
             }),
@@ -78,6 +82,15 @@ impl Admin {
     /// Shows `supply`'s record on the status page (when a policy is configured).
     pub fn with_supply(mut self, supply: Arc<crate::supply::Supply>) -> Admin {
         Arc::make_mut(&mut self.inner).supply = supply.is_on().then_some(supply);
+        self
+    }
+
+    /// Shows `shared` (the shared store tier) in `/metrics` and on the page.
+    /// Call before the endpoints are served.
+    pub fn with_shared(mut self, shared: Option<SharedTier>) -> Admin {
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the admin endpoints are served")
+            .shared = shared;
         self
     }
 
@@ -141,6 +154,7 @@ impl Admin {
                 .into_iter()
                 .map(|(s, n)| (s.as_str(), n as u64))
                 .collect(),
+            shared: self.inner.shared.as_ref().map(shared_sample),
         }
     }
 
@@ -211,6 +225,39 @@ impl Admin {
             ),
         );
         response
+    }
+}
+
+/// The shared tier's numbers as `metrics` takes them.
+fn shared_sample(tier: &SharedTier) -> SharedSample {
+    let s = tier.status();
+    let c = s.stats;
+    SharedSample {
+        url: s.url,
+        breaker: s.breaker.as_str(),
+        backlog: s.backlog,
+        events: vec![
+            ("requests", c.requests),
+            ("failures", c.failures),
+            ("skipped", c.skipped),
+            ("trips", c.trips),
+            ("hits", c.hits),
+            ("misses", c.misses),
+            ("served", s.served),
+            ("published", c.published),
+            ("published_streaming", s.streamed),
+            ("published_backlog", s.backlog_published),
+            ("backlog_dropped", s.backlog_dropped),
+            ("uploads_dropped", s.abandoned),
+            ("races_lost", c.races_lost),
+            ("damaged", c.damaged),
+            ("damaged_removed", s.damaged_removed),
+            ("bytes_up", c.bytes_up),
+            ("bytes_down", c.bytes_down),
+            ("uploads_aborted", c.uploads_aborted),
+            ("bodies_deleted", c.bodies_deleted),
+            ("touches", c.touches),
+        ],
     }
 }
 

@@ -77,6 +77,7 @@ const SECTIONS: &[Section] = &[
     documents,
     upstreams,
     cache,
+    shared,
     build_queue,
 ];
 
@@ -370,4 +371,45 @@ fn cache(out: &mut String, v: &View) -> std::fmt::Result {
         s.evictions,
         bytes(s.evicted_bytes),
     )
+}
+
+/// The shared store tier: whether it is used, what waits to be published,
+/// and its counters.
+fn shared(out: &mut String, v: &View) -> std::fmt::Result {
+    let Some(sh) = &v.sampled.shared else {
+        return Ok(());
+    };
+    let class = match sh.breaker {
+        "closed" => "good",
+        _ => "bad",
+    };
+    let state = match sh.breaker {
+        "closed" => "in use",
+        "open" => "skipped (failing; requests go to disk and upstream)",
+        _ => "probing",
+    };
+    write!(
+        out,
+        "<h2>Shared store</h2><table id=\"shared\"><tbody>\
+         <tr><td>store</td><td class=\"key\">{}</td></tr>\
+         <tr><td>state</td><td class=\"num {class}\" id=\"shared-breaker\" data-value=\"{}\">{state}</td></tr>\
+         <tr><td>waiting to be published</td><td class=\"num\" id=\"shared-backlog\" data-value=\"{}\">{}</td></tr>",
+        escape(&sh.url),
+        sh.breaker,
+        sh.backlog,
+        sh.backlog,
+    )?;
+    for (event, count) in &sh.events {
+        let shown = match event.starts_with("bytes") {
+            true => bytes(*count),
+            false => count.to_string(),
+        };
+        write!(
+            out,
+            "<tr><td>{}</td><td class=\"num\" id=\"shared-{event}\" data-value=\"{count}\">{shown}</td></tr>",
+            event.replace('_', " ")
+        )?;
+    }
+    out.push_str("</tbody></table>");
+    Ok(())
 }

@@ -382,7 +382,7 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// `10G`, `512M`, `64k`, `1000`: bytes, suffixes in powers of 1024.
-fn parse_size(raw: &str) -> Result<u64, Error> {
+pub fn parse_size(raw: &str) -> Result<u64, Error> {
     let bad = || Error::Size(raw.to_string());
     let trimmed = raw.trim();
     let (digits, shift) = match trimmed.char_indices().last() {

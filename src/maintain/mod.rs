@@ -6,6 +6,7 @@
 
 mod gc;
 mod purge;
+mod shared;
 mod stats;
 mod verify;
 
@@ -45,6 +46,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// An option of a command is malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// The shared store failed (not damage, which is reported).
+    #[error(transparent)]
+    Shared(Box<crate::store::shared::Error>),
     /// Writing the report failed (a closed pipe).
     #[error("writing the report: {0}")]
     Output(#[from] io::Error),
@@ -61,6 +68,9 @@ pub enum Verdict {
 
 /// Runs `command` on the cache at `root`, writing its report to `out`.
 pub fn run(command: &Command, root: &Path, out: &mut dyn Write) -> Result<Verdict, Error> {
+    if let Some((config, shared_command)) = on_bucket(command)? {
+        return shared::run(&config, &shared_command, out);
+    }
     let layout = Layout::new(root);
     match command {
         Command::Stats { json, .. } => stats::run(&layout, *json, out),
@@ -71,6 +81,58 @@ pub fn run(command: &Command, root: &Path, out: &mut dyn Write) -> Result<Verdic
         } => purge::run(&layout, pattern, *dry_run, out),
         Command::Build(_) | Command::Inbox(_) => Err(Error::NotMaintenance),
     }
+}
+
+/// The bucket and what to do there, when the command names a shared store.
+fn on_bucket(
+    command: &Command,
+) -> Result<Option<(crate::config::SharedStoreConfig, shared::SharedCommand)>, Error> {
+    use shared::SharedCommand as S;
+    let (arg, what) = match command {
+        Command::Stats { shared, json, .. } => (shared, S::Stats { json: *json }),
+        Command::Verify { shared, .. } => (shared, S::Verify),
+        Command::Purge {
+            shared,
+            pattern,
+            dry_run,
+            ..
+        } => (
+            shared,
+            S::Purge {
+                pattern: pattern.clone(),
+                dry_run: *dry_run,
+            },
+        ),
+        Command::Gc {
+            shared: true,
+            store,
+            dry_run,
+            max_size,
+            grace,
+            ..
+        } => {
+            let max_size = max_size
+                .as_deref()
+                .map(crate::config::parse_size)
+                .transpose()
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            let grace = humantime::parse_duration(grace)
+                .map_err(|e| Error::Usage(format!("--grace {grace}: {e}")))?;
+            let what = S::Gc {
+                dry_run: *dry_run,
+                grace,
+                max_size,
+            };
+            (store, what)
+        }
+        _ => return Ok(None),
+    };
+    let Some(url) = &arg.shared_store else {
+        return Ok(None);
+    };
+    let config = crate::config::SharedStoreConfig::try_from_args(url, &arg.shared_store_opts)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    Ok(Some((config, what)))
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal so that

@@ -82,7 +82,7 @@ pub(super) fn run(
     })
 }
 
-fn matcher(pattern: &str) -> Result<GlobMatcher, Error> {
+pub(super) fn matcher(pattern: &str) -> Result<GlobMatcher, Error> {
     GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()

@@ -33,7 +33,7 @@ pub use history::{Minute, MINUTES};
 pub use report::{Ending, FillEnd, Refresh, Served};
 pub use rows::{MountStats, Row, Scope};
 pub use snapshot::{
-    FillCounts, RequestCounts, RevalidationCounts, Sampled, Snapshot, SourceHealth,
+    FillCounts, RequestCounts, RevalidationCounts, Sampled, SharedSample, Snapshot, SourceHealth,
 };
 
 use crate::cache_status::CacheStatus;
@@ -102,6 +102,9 @@ pub struct Metrics {
     scrub_damage: Counter,
     build_queue_depth: U64Gauge,
     build_jobs: Family<[(&'static str, &'static str); 1], U64Gauge>,
+    shared_up: U64Gauge,
+    shared_backlog: U64Gauge,
+    shared_events: Family<[(&'static str, &'static str); 1], U64Gauge>,
     notes: Mutex<BTreeMap<String, SourceNotes>>,
     /// Downloads the supply-chain policy refused, by mount and rule.
     policy_refusals: Family<[(&'static str, String); 2], Counter>,
@@ -178,6 +181,9 @@ impl Metrics {
             scrub_damage: Counter::default(),
             build_queue_depth: U64Gauge::default(),
             build_jobs: Family::default(),
+            shared_up: U64Gauge::default(),
+            shared_backlog: U64Gauge::default(),
+            shared_events: Family::default(),
             notes: Mutex::new(BTreeMap::new()),
             policy_refusals: Family::default(),
             started: Instant::now(),
@@ -322,6 +328,22 @@ impl Metrics {
             self.build_jobs.clone(),
         );
         r.register(
+            "shared_store_up",
+            "1 while the shared store is used, 0 while it is skipped (or not configured)",
+            self.shared_up.clone(),
+        );
+        r.register(
+            "shared_store_backlog",
+            "Entries waiting to be published to the shared store once it answers",
+            self.shared_backlog.clone(),
+        );
+        r.register(
+            "shared_store_events",
+            "Shared store events since start, by kind (requests, failures, skipped, trips, hits, \
+             misses, published, races_lost, damaged, bytes_up, bytes_down, uploads_aborted, ...)",
+            self.shared_events.clone(),
+        );
+        r.register(
             "policy_refusals",
             "Downloads refused by the supply-chain policy, by mount and rule",
             self.policy_refusals.clone(),
@@ -449,6 +471,15 @@ impl Metrics {
                 self.hit_ratio
                     .get_or_create(&[("mount", row.label)])
                     .set(ratio);
+            }
+        }
+        if let Some(shared) = &sampled.shared {
+            self.shared_up.set(u64::from(shared.breaker == "closed"));
+            self.shared_backlog.set(shared.backlog);
+            for (event, count) in &shared.events {
+                self.shared_events
+                    .get_or_create(&[("event", *event)])
+                    .set(*count);
             }
         }
         let mut out = String::with_capacity(4096);

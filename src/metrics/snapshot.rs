@@ -19,6 +19,21 @@ pub struct Sampled {
     pub build_queue_depth: u64,
     /// Build jobs by state (`queued`, …, `cancelled`), as the job table holds them.
     pub build_jobs: Vec<(&'static str, u64)>,
+    /// The shared object-store tier, with `--shared-store`.
+    pub shared: Option<SharedSample>,
+}
+
+/// The shared store tier, read at a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct SharedSample {
+    /// `s3://bucket/prefix`.
+    pub url: String,
+    /// The circuit breaker's state (`closed`, `open`, `probing`).
+    pub breaker: &'static str,
+    /// Keys waiting to be published once the store answers.
+    pub backlog: u64,
+    /// Monotonic counts since start, by event name (`hits`, `published`, …).
+    pub events: Vec<(&'static str, u64)>,
 }
 
 /// What the status page shows about one upstream source.

@@ -1,4 +1,5 @@
-//! The fill task: fetches one uncached path from upstream, starts its fill
+//! The fill task: fills one uncached path from a lower tier (the shared
+//! store) when one has it, else fetches it from upstream, starts its fill
 //! (or fails it, telling every waiter why) and pumps the body into it until
 //! the commit. It runs on the app's task tracker, apart from every client, so
 //! a client leaving — before or after the upstream answers — cancels nothing.
@@ -47,6 +48,15 @@ pub(super) async fn run(job: Job, permit: FillPermit, handback: oneshot::Sender<
         slot: _slot,
         metrics,
     } = job;
+    // A lower tier (the shared store) before the upstream: its hit streams
+    // into this same fill, so its readers cannot tell the two apart.
+    let permit = tokio::select! {
+        _ = cancel.cancelled() => return,
+        filled = permit.fill_from_lower() => match filled {
+            Ok(_) => return,
+            Err(permit) => permit,
+        },
+    };
     let fetch = FetchRequest {
         via: via(&target),
         path_and_query: target.path(),

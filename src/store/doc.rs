@@ -140,12 +140,31 @@ impl Store {
             .map(Arc::new);
         if let Some(doc) = &doc {
             self.memo().offer(doc.clone());
+            return Ok(Some(doc.clone()));
         }
-        Ok(doc)
+        // A node with an empty disk takes what another stored below, stale or
+        // not: freshness is judged on the copy's own validation time.
+        for tier in self.inner.lower_tiers() {
+            if let Some(doc) = tier.read_doc(key).await.filter(|d| d.meta.key == key) {
+                let doc = Arc::new(doc);
+                self.write_local_doc(doc.clone()).await?;
+                return Ok(Some(doc));
+            }
+        }
+        Ok(None)
     }
 
-    /// Stores `doc` under its key, replacing any earlier version atomically.
+    /// Stores `doc` under its key, replacing any earlier version atomically,
+    /// and offers it to the tiers below.
     pub async fn write_doc(&self, doc: Arc<Doc>) -> Result<(), Error> {
+        self.write_local_doc(doc.clone()).await?;
+        for tier in self.inner.lower_tiers() {
+            tier.offer_doc(doc.clone());
+        }
+        Ok(())
+    }
+
+    async fn write_local_doc(&self, doc: Arc<Doc>) -> Result<(), Error> {
         let path = self.doc_path(&doc.meta.key);
         let layout = self.inner.layout.clone();
         // Until the new file is in place, readers must not see the old one from memory.

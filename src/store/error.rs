@@ -75,6 +75,15 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("blocking task failed: {0}")]
     Join(String),
+    /// The shared object-store tier failed (see `shared::Error`).
+    #[error("shared tier, {key}: {source}")]
+    Shared {
+        /// The entry.
+        key: String,
+        /// What the shared tier said (boxed: it is large, and rare).
+        #[source]
+        source: Box<super::shared::Error>,
+    },
 }
 
 impl Error {

@@ -18,7 +18,7 @@
 //! failures drop that tier's write (logged), and it must bound its own waits
 //! (timeouts, a circuit breaker), since a fill waits for its writes.
 
-use super::{CacheKey, Committed, EntryMeta, Error, FillHead};
+use super::{CacheKey, Committed, Doc, EntryMeta, Error, FillHead};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use std::io;
@@ -89,4 +89,15 @@ pub trait Tier: Send + Sync + 'static {
         key: &'a CacheKey,
         meta: &'a EntryMeta,
     ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// The index document `key`, if the tier keeps documents and has one it
+    /// can vouch for. Failures are the tier's to log and count: a document
+    /// the tier cannot give is `None`.
+    fn read_doc<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Option<Doc>> {
+        Box::pin(async { None })
+    }
+
+    /// Offers `doc`, just stored locally, to the tier. It must not make the
+    /// caller wait (a tier that stores it does so in the background).
+    fn offer_doc(&self, _doc: Arc<Doc>) {}
 }

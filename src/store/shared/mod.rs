@@ -1,6 +1,5 @@
 //! The shared object-store tier: a fleet's nodes share one S3-compatible bucket
-//! (Ceph RGW, MinIO, AWS S3, …) through the `object_store` crate. This module is the
-//! client; making it a tier behind the fill machinery is the caller's business.
+//! (Ceph RGW, MinIO, AWS S3, …) through the `object_store` crate.
 //!
 //! A body is streamed up under a name of its own, never overwritten with other bytes
 //! (see `layout`), and published by creating one small reference per key with a single
@@ -9,8 +8,10 @@
 //! loser deletes its body at once. Readers verify size and sha256 and are held one chunk
 //! short until the digest matches (`read`). Every request is bounded in time (`http`) and
 //! goes through a circuit breaker (`breaker`), so a slow or dead store costs a request
-//! path nothing but a skipped tier. Not here: the local disk (`store`), HTTP semantics.
+//! path nothing but a skipped tier. `tier` puts the client below the local disk as a
+//! `store::tier::Tier`. Not here: the local disk (`store`), HTTP semantics.
 
+mod backlog;
 mod breaker;
 mod doc;
 mod entries;
@@ -20,6 +21,7 @@ mod maintain;
 mod raw;
 mod read;
 mod reference;
+mod tier;
 mod upload;
 
 pub use breaker::{BreakerState, SharedStats};
@@ -27,6 +29,7 @@ pub use doc::SharedDoc;
 pub use maintain::{Listed, PendingUpload};
 pub use read::SharedBody;
 pub use reference::{ArtifactInfo, EntryInfo, Reference};
+pub use tier::{SharedStatus, SharedTier, MAX_BACKLOG};
 pub use upload::{BodyUpload, UploadHint, UploadedBody};
 
 use crate::config::SharedStoreConfig;
