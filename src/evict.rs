@@ -4,7 +4,9 @@
 //! when a fill is admitted and before its commit, so disk use never exceeds
 //! the limit by more than the fills in flight). [`run`] installs it and
 //! trims, in the background, what the limit finds already there (entries of
-//! an earlier run, a lower limit than before). Entries being filled are
+//! an earlier run, a lower limit than before), once the store's index of
+//! them is built (see `Store::wait_indexed`). The store offers the least
+//! recently used entries a batch at a time; [`candidates`] orders a batch. Entries being filled are
 //! never chosen; on Unix a reader that has an entry open keeps reading it
 //! after the unlink.
 

@@ -6,8 +6,10 @@
 //! is not yet (`Store::adopt`). Owned by the app's task tracker; stops when
 //! its token is cancelled.
 
-use crate::store::{Indexed, Scrub, Store};
+use crate::store::maintenance::Scan;
+use crate::store::{CacheKey, Indexed, Scrub, Store};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +23,8 @@ const RECENT: Duration = Duration::from_secs(2);
 /// Pause between passes (and while the cache is empty). The rate, not this
 /// pause, bounds what a small cache costs.
 const BETWEEN_PASSES: Duration = Duration::from_secs(1);
+/// Keys the walk may read ahead of the scrub.
+const WALK_AHEAD: usize = 256;
 
 /// What the scrub reports.
 pub trait Report: Send + Sync + 'static {
@@ -47,17 +51,20 @@ pub async fn run(store: Store, rate: u64, cancel: CancellationToken, report: imp
     }
     let mut pace = Pace::new(rate);
     loop {
-        let entries = store.indexed();
+        let mut keys = walk(&store);
         let mut scrubbed_any = false;
-        for entry in entries {
+        while let Some(key) = keys.recv().await {
             if cancel.is_cancelled() {
                 return;
             }
-            if used_recently(&entry) {
+            if store
+                .indexed(&key)
+                .is_some_and(|entry| used_recently(&entry))
+            {
                 continue;
             }
             scrubbed_any = true;
-            if !scrub_one(&store, &entry, &mut pace, &cancel, &report).await {
+            if !scrub_one(&store, &key, &mut pace, &cancel, &report).await {
                 return;
             }
         }
@@ -71,15 +78,37 @@ pub async fn run(store: Store, rate: u64, cancel: CancellationToken, report: imp
     }
 }
 
+/// The keys of the committed entries, walked off the runtime (the index
+/// keeps hashes, not keys). The walk stops when the receiver is dropped.
+fn walk(store: &Store) -> mpsc::Receiver<CacheKey> {
+    let (tx, rx) = mpsc::channel(WALK_AHEAD);
+    let scan = Scan::new(store.layout()).without_meta();
+    tokio::task::spawn_blocking(move || {
+        let entries = match scan.entries() {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::warn!(error = %err, "scrub cannot walk the cache");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            if tx.blocking_send(entry.key).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Checks one entry; false when cancelled.
 async fn scrub_one(
     store: &Store,
-    entry: &Indexed,
+    key: &CacheKey,
     pace: &mut Pace,
     cancel: &CancellationToken,
     report: &impl Report,
 ) -> bool {
-    let mut reader = match store.scrub(&entry.key).await {
+    let mut reader = match store.scrub(key).await {
         Ok(Scrub::Skip) => return true,
         Ok(Scrub::Damaged) => {
             report.damage_found();
@@ -91,7 +120,7 @@ async fn scrub_one(
         }
         Ok(Scrub::Read(reader)) => reader,
         Err(err) => {
-            tracing::warn!(key = %entry.key, error = %err, "scrub cannot open an entry");
+            tracing::warn!(key = %key, error = %err, "scrub cannot open an entry");
             return true;
         }
     };
@@ -110,7 +139,7 @@ async fn scrub_one(
                 return true;
             }
             Err(err) => {
-                tracing::warn!(key = %entry.key, error = %err, "scrub cannot read an entry");
+                tracing::warn!(key = %key, error = %err, "scrub cannot read an entry");
                 return true;
             }
         }

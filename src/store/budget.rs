@@ -13,8 +13,17 @@
 //!   otherwise the body is served but not stored.
 //! - A removal forgets its bytes only after the unlink.
 //!
-//! So the bytes counted are never fewer than the bytes on disk, and never
-//! more than the limit. Fills in flight are not counted against the
+//! - While the index is built in the background after start-up (see
+//!   `index::build`), eviction waits for it: it cannot tell the least
+//!   recently used entries before it has seen them all. Meanwhile a commit
+//!   is stored only if it fits beside the entries listed so far (a lower
+//!   bound), and once the index is built the background trim (`evict::run`)
+//!   brings the cache down to the low-water mark. So across a start-up the
+//!   limit can be overshot by what was committed during the build, never by
+//!   more; commits and removals meanwhile are counted once (see `index`).
+//!
+//! So, once the index is built, the bytes counted are never fewer than the
+//! bytes on disk, and never more than the limit. Fills in flight are not counted against the
 //! committed entries: they would shrink the cache by the bytes in flight
 //! and evict hot entries for files not yet complete. Each entry is charged
 //! its body plus [`ENTRY_OVERHEAD`] for its metadata file.
@@ -38,9 +47,12 @@ const ROUNDS: usize = 4;
 
 /// What eviction removes first. `evict::Lru` is the one the server uses:
 /// least recently used first, pinned entries never. The store asks it
-/// whenever it needs room.
+/// whenever it needs room, offering the least recently used entries, a
+/// batch at a time (the index of a large cache is never copied whole).
 pub trait Evictor: Send + Sync + 'static {
-    /// The entries that may be evicted, in the order to evict them.
+    /// The entries that may be evicted, in the order to evict them. Called
+    /// on a blocking thread. An entry of `entries` left out is not offered
+    /// again until its key is committed again (it is pinned).
     fn candidates<'a>(&self, entries: &'a [Indexed]) -> Vec<&'a Indexed>;
 
     /// `key`'s entry, `bytes` long, was evicted.
@@ -131,6 +143,9 @@ impl Reservation {
         if let Some(claim) = self.try_claim(budget, charge) {
             return Some(claim);
         }
+        if !self.inner.index().is_built() {
+            return None;
+        }
         // Commits that came first took the room made at admission: make
         // more, claiming between rounds so that others cannot keep taking it.
         let _turn = budget.turn.lock().await;
@@ -178,9 +193,10 @@ impl Drop for Claim {
 
 /// If the committed entries and claims plus `extra` bytes are over the
 /// limit, removes entries in the evictor's order until they are down to
-/// the low-water mark. Returns the entries and bytes removed.
+/// the low-water mark. Returns the entries and bytes removed. Nothing while
+/// the index builds.
 pub(crate) async fn make_room(inner: &Arc<Inner>, budget: &Budget, extra: u64) -> (u64, u64) {
-    if budget.projected(inner, extra) <= budget.max {
+    if !inner.index().is_built() || budget.projected(inner, extra) <= budget.max {
         return (0, 0);
     }
     let _turn = budget.turn.lock().await;
@@ -208,16 +224,12 @@ async fn evict_round(inner: &Arc<Inner>, budget: &Budget, extra: u64) -> (u64, u
     if excess == 0 {
         return (0, 0);
     }
-    let snapshot = inner.index().snapshot();
-    let victims: Vec<Indexed> = budget
-        .evictor
-        .candidates(&snapshot)
-        .into_iter()
-        .cloned()
-        .collect();
     let removing = inner.clone();
-    let removed =
-        tokio::task::spawn_blocking(move || remove_victims(&removing, victims, excess)).await;
+    let removed = tokio::task::spawn_blocking(move || {
+        let victims = choose_victims(&removing, excess);
+        remove_victims(&removing, victims, excess)
+    })
+    .await;
     let removed = match removed {
         Ok(removed) => removed,
         Err(err) => {
@@ -232,6 +244,30 @@ async fn evict_round(inner: &Arc<Inner>, budget: &Budget, extra: u64) -> (u64, u
         freed += bytes;
     }
     (count, freed)
+}
+
+/// The evictor's choice among the least recently used entries that free
+/// `excess` bytes and a quarter more (some may be used or filled by the
+/// time they are removed); those it leaves out are kept. Blocking.
+fn choose_victims(inner: &Inner, excess: u64) -> Vec<Indexed> {
+    let Some(budget) = inner.budget.get() else {
+        return Vec::new();
+    };
+    let index = inner.index();
+    let want = excess.saturating_add(excess / 4);
+    let offered = index.oldest(&inner.layout, want, ENTRY_OVERHEAD);
+    let chosen = budget.evictor.candidates(&offered);
+    if chosen.len() < offered.len() {
+        let taken: std::collections::HashSet<*const Indexed> =
+            chosen.iter().map(|c| *c as *const Indexed).collect();
+        for left_out in offered
+            .iter()
+            .filter(|o| !taken.contains(&(*o as *const _)))
+        {
+            index.keep(left_out);
+        }
+    }
+    chosen.into_iter().cloned().collect()
 }
 
 /// Removes `victims` in order until `excess` bytes are freed. Blocking.

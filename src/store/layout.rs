@@ -182,6 +182,20 @@ impl Layout {
         self.root.join(self.meta_rel_named(canonical))
     }
 
+    /// The metadata file stored under the name whose sha256 is `digest`
+    /// (what the in-memory index keeps of a key instead of the key).
+    pub fn meta_file_hashed(&self, digest: &[u8; 32]) -> PathBuf {
+        hashed(&self.meta_dir(), digest)
+    }
+
+    /// The sha256 a metadata file named `name` (in a fan-out directory of
+    /// [`Layout::meta_dir`]) is stored under; `None` for any other name.
+    pub fn meta_digest_of(name: &[u8]) -> Option<[u8; 32]> {
+        let mut digest = [0; 32];
+        hex::decode_to_slice(name, &mut digest).ok()?;
+        Some(digest)
+    }
+
     /// The file of the index document with key `doc_key`.
     pub fn doc_file(&self, doc_key: &str) -> PathBuf {
         fan_out(&self.docs_dir(), doc_key.as_bytes())
@@ -190,7 +204,11 @@ impl Layout {
 
 /// `<dir>/<2 hex>/<sha256 hex>`: the name a key's state file is stored under.
 fn fan_out(dir: &Path, key: &[u8]) -> PathBuf {
-    let digest = hex::encode(Sha256::digest(key));
+    hashed(dir, &Sha256::digest(key).into())
+}
+
+fn hashed(dir: &Path, digest: &[u8; 32]) -> PathBuf {
+    let digest = hex::encode(digest);
     dir.join(&digest[..2]).join(digest)
 }
 

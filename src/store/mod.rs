@@ -112,7 +112,10 @@ pub(crate) struct Inner {
     /// Index documents being revalidated, one flight per document key.
     docs_in_flight: Arc<Flights<String, revalidation::DocFlight>>,
     hot: hot::HotSet,
-    index: Mutex<index::Index>,
+    /// Built in the background (see `index::build`), shared with that build.
+    index: Arc<index::Index>,
+    /// The build of the index, stopped when the store closes.
+    _index_build: Option<index::build::Build>,
     track_recency: std::sync::atomic::AtomicBool,
     docs: Mutex<doc::DocMemo>,
     /// Commits and removals of one key exclude each other.
@@ -147,8 +150,8 @@ impl Inner {
         self.adopted.load(Ordering::Acquire)
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, index::Index> {
-        self.index.lock().expect("index lock is never poisoned")
+    fn index(&self) -> &index::Index {
+        &self.index
     }
 }
 
@@ -161,7 +164,10 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the cache directory at `root`, takes its
-    /// lock, and removes temporary files left by a crash.
+    /// lock, and removes temporary files left by a crash. Serves at once,
+    /// whatever the size of the cache: its index of committed entries (for
+    /// `--max-size`) is built in the background, on a thread this store owns
+    /// and stops when it closes; see [`Store::wait_indexed`].
     pub async fn open(root: impl Into<PathBuf>) -> Result<Store, Error> {
         let layout = Layout::new(root);
         tokio::task::spawn_blocking(move || Store::open_blocking(layout))
@@ -331,17 +337,30 @@ impl Store {
         }
     }
 
-    /// (bytes, entries) of committed entries.
+    /// (bytes, entries) of committed entries: while the index builds, those
+    /// it has listed so far and those committed since the store opened.
     pub fn usage(&self) -> (u64, u64) {
         self.inner.index().usage()
     }
 
-    /// Every committed entry with its size and last use (for eviction).
-    pub fn indexed(&self) -> Vec<Indexed> {
-        self.inner.index().snapshot()
+    /// Whether the index lists every entry that was on disk when the store
+    /// opened (until then, eviction waits; see `budget`).
+    pub fn is_indexed(&self) -> bool {
+        self.inner.index().is_built()
     }
 
-    /// Removes the entry `victim` (chosen from [`Store::indexed`]): its body
+    /// Resolves once [`Store::is_indexed`]. Never resolves if the store is
+    /// dropped first.
+    pub async fn wait_indexed(&self) {
+        self.inner.index().wait_built().await
+    }
+
+    /// `key`'s committed entry with its size and last use, as eviction sees it.
+    pub fn indexed(&self, key: &CacheKey) -> Option<Indexed> {
+        self.inner.index().indexed(key)
+    }
+
+    /// Removes the entry `victim` (as [`Store::indexed`] gave it): its body
     /// and metadata, if the body is still the one indexed (same inode), it was
     /// not used since it was chosen, and no fill of its key is in progress;
     /// atomically with respect to commits of the key. Readers that have it

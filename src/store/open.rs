@@ -1,5 +1,6 @@
 //! Opening a cache directory: its directories with their modes, the lock,
-//! the temporary files a crash left, and the index of committed entries.
+//! the temporary files a crash left, and the start of the background build
+//! of the index of committed entries (nothing to build in a new directory).
 
 use super::flight::Flights;
 use super::layout::{Layout, DIR_MODE, PRIVATE_DIR_MODE};
@@ -19,8 +20,8 @@ impl Store {
             move |source| Error::Io { op, path, source }
         };
         let root = layout.root().to_path_buf();
-        let fresh = !root.exists();
-        if fresh {
+        let created = !root.exists();
+        if created {
             DirBuilder::new()
                 .recursive(true)
                 .mode(DIR_MODE)
@@ -60,9 +61,16 @@ impl Store {
                 "removed temporary files left by an earlier run"
             );
         }
-        let index = index::Index::scan(&layout);
+        let (index, index_build) = if created {
+            (Arc::new(index::Index::built()), None)
+        } else {
+            let index = Arc::new(index::Index::building());
+            let build = index::build::start(index.clone(), layout.clone());
+            (index, Some(build))
+        };
         // A directory this version created holds no plain files to adopt.
-        let adopted = (fresh && adopt::mark_adopted(&layout).is_ok()) || adopt::is_adopted(&layout);
+        let adopted =
+            (created && adopt::mark_adopted(&layout).is_ok()) || adopt::is_adopted(&layout);
         let root_fd = rustix::fs::open(
             &root,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -76,7 +84,8 @@ impl Store {
                 fills: Flights::new(),
                 docs_in_flight: Flights::new(),
                 hot: hot::HotSet::new(HOT_BUDGET),
-                index: Mutex::new(index),
+                index,
+                _index_build: index_build,
                 track_recency: std::sync::atomic::AtomicBool::new(false),
                 docs: Mutex::new(doc::DocMemo::default()),
                 guards: guard::KeyGuards::new(),

@@ -84,12 +84,7 @@ pub(crate) fn quarantine_blocking(
     for name in std::iter::once(key.canonical()).chain(key.legacy_canonical()) {
         move_meta(&inner.layout, &name, inode, &moved);
     }
-    {
-        let mut index = inner.index();
-        if index.get(key).is_some_and(|slot| slot.inode == inode) {
-            index.forget(key);
-        }
-    }
+    inner.index().forget_if(key, inode);
     tracing::error!(key = %key, damage = %damage, quarantined = %moved.display(),
         "damaged entry quarantined; the next request fetches it again");
     if let Some(observer) = inner.damage_observer.get() {

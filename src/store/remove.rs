@@ -85,10 +85,9 @@ pub(super) fn remove_blocking(inner: &Inner, key: &CacheKey, chosen: Chosen) -> 
         // Not the body chosen: it stays. If the index still names the
         // chosen one, someone replaced the file behind our back; count what
         // is there now.
-        let mut index = inner.index();
-        if index.get(key).is_some_and(|slot| slot.inode == inode) {
-            index.replace_body(key, stat.st_size as u64, stat.st_ino);
-        }
+        inner
+            .index()
+            .replace_body_if(key, inode, stat.st_size as u64, stat.st_ino);
         return Ok(0);
     }
     rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(io("remove"))?;
@@ -131,12 +130,10 @@ pub(super) fn remove_meta(
     Ok(())
 }
 
-/// Forgets `key` if the index holds the body `inode`.
+/// Forgets `key` if the index holds the body `inode` (and, while the index
+/// builds, keeps the build from counting that body).
 fn forget_if(inner: &Inner, key: &CacheKey, inode: u64) {
-    let mut index = inner.index();
-    if index.get(key).is_some_and(|slot| slot.inode == inode) {
-        index.forget(key);
-    }
+    inner.index().forget_if(key, inode);
 }
 
 /// Opens the directory `rel` beneath `root` (never outside it, whatever

@@ -168,3 +168,44 @@ async fn a_body_of_unknown_length_makes_room_as_it_grows_and_one_too_big_is_not_
     assert!(!store.layout().entry(&key("/huge")).exists());
     assert_eq!(tmp_left(&store).await, 0);
 }
+
+#[tokio::test]
+async fn a_reopened_cache_is_indexed_in_the_background_and_its_keys_read_back_to_evict() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    const LEN: usize = 50_000;
+    let store = Store::open(&root).await.unwrap();
+    for i in 0..4 {
+        fill(&store, &key(&format!("/old{i}")), &body(LEN, i)).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    drop(store);
+    // A package-cache 0.2 entry: no metadata, its name kept in memory.
+    std::fs::write(root.join("plain.bin"), body(LEN, 9)).unwrap();
+    let store = Store::open(&root).await.unwrap();
+    let max = 5 * (LEN as u64 + ENTRY_OVERHEAD);
+    let evicted = limited(&store, max);
+    assert!(hit(&store, &key("/old0")).await.small_body().is_some());
+    tokio::time::timeout(Duration::from_secs(10), store.wait_indexed())
+        .await
+        .expect("the index is built");
+    assert!(store.is_indexed());
+    assert_eq!(
+        store.usage(),
+        (5 * LEN as u64, 5),
+        "each entry counted once"
+    );
+    fill(&store, &key("/new"), &body(LEN, 10)).await;
+    // /old0 was used after the reopen: /old1 and /old2 are the oldest now.
+    assert_eq!(*evicted.0.lock().unwrap(), ["/old1", "/old2"]);
+    assert!(charged(&store) <= max);
+    for name in ["/old0", "/old1", "/old2", "/old3", "/new"] {
+        consistent(&store, &key(name));
+    }
+    fill(&store, &key("/newer"), &body(LEN, 11)).await;
+    fill(&store, &key("/newest"), &body(LEN, 12)).await;
+    assert!(
+        !root.join("plain.bin").exists(),
+        "an entry without metadata is evicted by the name kept for it"
+    );
+}

@@ -137,7 +137,7 @@ async fn tmp_left(store: &Store) -> usize {
 /// The index, the body on disk and its metadata agree about `key`.
 fn consistent(store: &Store, key: &CacheKey) {
     let path = store.layout().entry(key);
-    let indexed = store.indexed().into_iter().find(|e| e.key == *key);
+    let indexed = store.indexed(key);
     match (std::fs::metadata(&path), indexed) {
         (Ok(md), Some(entry)) => {
             assert_eq!(md.ino(), entry.inode, "the index names the body on disk");

@@ -9,7 +9,7 @@ async fn an_eviction_removes_only_the_body_it_chose() {
     let k = key("/e/entry.tgz");
     let first = body(100_000, 7);
     assert_eq!(fill(&store, &k, &first).await, Committed::Stored);
-    let chosen = store.indexed().pop().expect("indexed");
+    let chosen = store.indexed(&k).expect("indexed");
     // Meanwhile the body is refused and fetched again: a new inode.
     let old = hit(&store, &k).await;
     store.discard(&k, &old).await.unwrap();
@@ -24,14 +24,14 @@ async fn an_eviction_removes_only_the_body_it_chose() {
     consistent(&store, &k);
 
     // Used after it was chosen: it stays.
-    let chosen = store.indexed().pop().unwrap();
+    let chosen = store.indexed(&k).unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     hit(&store, &k).await;
     assert_eq!(store.evict(&chosen).await.unwrap(), 0, "used since");
     consistent(&store, &k);
 
     // Being filled: it stays.
-    let chosen = store.indexed().pop().unwrap();
+    let chosen = store.indexed(&k).unwrap();
     let other = key("/e/other");
     let permit = miss(&store, &other).await;
     let other_chosen = Indexed {
@@ -56,7 +56,7 @@ async fn commits_racing_evictions_of_the_same_key_leave_it_consistent() {
     let k = key("/race/hot.bin");
     assert_eq!(fill(&store, &k, &body(20_000, 0)).await, Committed::Stored);
     for round in 1..=150u8 {
-        let chosen = store.indexed().into_iter().find(|e| e.key == k);
+        let chosen = store.indexed(&k);
         let refill = {
             let (store, k) = (store.clone(), k.clone());
             tokio::spawn(async move {
