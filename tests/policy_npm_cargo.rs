@@ -3,8 +3,7 @@
 //! young version (a dist-tag naming it moves to the newest shown one), its
 //! tarball, version manifest and crate download are refused with 403, and
 //! without a policy both documents are the upstream's bytes. Real npm, pnpm
-//! and cargo come once those mounts rewrite their documents (issue 10's
-//! phase B); the hook is the one every mount's documents are served through.
+//! and cargo under the policy: tests/policy_npm_cargo_clients.rs.
 
 mod support;
 
