@@ -187,7 +187,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         shared.as_ref(),
         &tasks,
         stop.clone(),
-    ).await?;
+    )
+    .await?;
     let mut api_addr = None;
     for listener in api_listeners {
         let addr = listener.local_addr().context("reading the bound address")?;

@@ -116,7 +116,9 @@ impl Artifacts {
 /// The runtime an artifact file name names (`thin-1.2.11@ruby31.tgz` → `ruby31`).
 pub fn runtime_of(name: &str) -> Option<&str> {
     valid_name(name).then_some(())?;
-    name.strip_suffix(".tgz")?.rsplit_once('@').map(|(_, runtime)| runtime)
+    name.strip_suffix(".tgz")?
+        .rsplit_once('@')
+        .map(|(_, runtime)| runtime)
 }
 
 /// An artifact file name: `STEM@RUNTIME.tgz` of allowed characters, no
