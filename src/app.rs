@@ -179,7 +179,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         ScrubReport(metrics.clone()),
     ));
     let gateway = build_gateway(&config, &proxy, &tasks, &hard_stop);
-    let builds = start_builds(&config, sandbox, proxy_addr, gateway, &tasks, stop.clone()).await?;
+    let builds = start_builds(
+        &config,
+        sandbox,
+        proxy_addr,
+        gateway,
+        shared.as_ref(),
+        &tasks,
+        stop.clone(),
+    )
+    .await?;
     let mut api_addr = None;
     for listener in api_listeners {
         let addr = listener.local_addr().context("reading the bound address")?;
@@ -407,6 +416,7 @@ async fn start_builds(
     sandbox: Result<Sandbox, String>,
     proxy_addr: SocketAddr,
     gateway: builds::Gateway,
+    shared: Option<&SharedTier>,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> anyhow::Result<Builds> {
@@ -454,6 +464,7 @@ async fn start_builds(
         max_source: build.max_source,
         inbox_per_user: build.inbox_quota,
         inbox_stale: build.inbox_stale,
+        shared: shared.map(|tier| tier.store().clone()),
     };
     Builds::start(settings, runtimes, sandbox, fetcher, gateway, tasks, stop)
         .await

@@ -113,6 +113,14 @@ impl Artifacts {
     }
 }
 
+/// The runtime an artifact file name names (`thin-1.2.11@ruby31.tgz` → `ruby31`).
+pub fn runtime_of(name: &str) -> Option<&str> {
+    valid_name(name).then_some(())?;
+    name.strip_suffix(".tgz")?
+        .rsplit_once('@')
+        .map(|(_, runtime)| runtime)
+}
+
 /// An artifact file name: `STEM@RUNTIME.tgz` of allowed characters, no
 /// leading dot, no slash.
 pub fn valid_name(name: &str) -> bool {
@@ -135,6 +143,8 @@ mod tests {
         assert!(valid_name(
             "0123456789abcdef0123456789abcdef01234567@py311.tgz"
         ));
+        assert_eq!(runtime_of("thin-1.2.11@ruby31.tgz"), Some("ruby31"));
+        assert_eq!(runtime_of("../a@r.tgz"), None);
         for bad in [
             "thin.tgz",
             "@r.tgz",

@@ -21,6 +21,7 @@ pub mod queue;
 pub mod quota;
 pub mod runtime;
 pub mod sandbox;
+mod shared;
 pub mod spec;
 pub mod step;
 mod tree;
@@ -71,6 +72,9 @@ pub struct Settings {
     pub inbox_per_user: u64,
     /// Inbox files older than this are removed.
     pub inbox_stale: Duration,
+    /// The shared store (`--shared-store`): built artifacts are published there and
+    /// taken from there before building.
+    pub shared: Option<crate::store::shared::SharedStore>,
 }
 
 /// Serves the proxy on a listener the build queue made (a job network's,
@@ -201,6 +205,15 @@ impl Builds {
             gateway,
             stop: stop.clone(),
             tmp: settings.tmp.clone(),
+            shared: settings.shared.clone().map(|store| {
+                shared::SharedArtifacts::new(
+                    store,
+                    artifacts.clone(),
+                    settings.tmp.clone(),
+                    tasks.clone(),
+                    stop.clone(),
+                )
+            }),
         };
         let ledger = quota::Ledger::new(settings.inbox_per_user);
         let builds = Builds {
@@ -307,6 +320,15 @@ impl Builds {
                 return Ok(Outcome::Exists(meta));
             }
         }
+        // Built on another node for this ABI: taken, committed here, and answered as
+        // an existing artifact. No job is queued.
+        if let Some(shared) = &self.inner.worker.shared {
+            let name = spec.artifact_name();
+            if let Some(meta) = shared.take(&name, &abi.0, sha256.as_deref()).await {
+                discard(source).await;
+                return Ok(Outcome::Exists(meta));
+            }
+        }
         let path = source.as_ref().map(|s| s.path.clone());
         match self.inner.queue.submit(spec, sha256, path).await {
             Ok(submitted) => {
@@ -386,8 +408,22 @@ impl Builds {
             .unwrap_or_default()
     }
 
-    /// Opens artifact `name` for download, with its record.
+    /// Opens artifact `name` for download, with its record. One not built here is
+    /// taken from the shared store when published there for this node's runtime of
+    /// that name (built from a remote source: a local source's artifact is taken only
+    /// by a build request, which names the source's bytes).
     pub async fn open_artifact(&self, name: &str) -> Option<(tokio::fs::File, ArtifactMeta)> {
+        if let Some(found) = self.open_local(name).await {
+            return Some(found);
+        }
+        let shared = self.inner.worker.shared.as_ref()?;
+        let runtime = artifacts::runtime_of(name)?;
+        let abi = self.inner.runtimes.get(runtime)?.abi().await.ok()?;
+        shared.take(name, &abi.0, None).await?;
+        self.open_local(name).await
+    }
+
+    async fn open_local(&self, name: &str) -> Option<(tokio::fs::File, ArtifactMeta)> {
         let artifacts = self.inner.artifacts.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {

@@ -43,6 +43,8 @@ pub struct Context {
     pub stop: CancellationToken,
     /// The cache's `tmp/`, where archives are written before their commit.
     pub tmp: PathBuf,
+    /// Where built artifacts are published and looked for (`--shared-store`).
+    pub shared: Option<super::shared::SharedArtifacts>,
 }
 
 impl Context {
@@ -226,6 +228,9 @@ async fn stages(
     .await
     .map_err(|err| server(format!("committing the artifact: {err}")))?
     .map_err(|err| server(format!("committing the artifact: {err}")))?;
+    if let Some(shared) = &context.shared {
+        shared.spawn_publish(meta.clone());
+    }
     Ok(meta)
 }
 
