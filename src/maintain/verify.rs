@@ -11,14 +11,12 @@
 //! misses and refetches.
 
 use super::{progress, shown, Error, Verdict};
-use crate::store::maintenance::{self, hash_file, MetaStatus, Scan, ScanEntry};
+use crate::store::maintenance::{self, hash_file, open_scanned, MetaStatus, Scan, ScanEntry};
 use crate::store::{Damage, EntryMeta, Layout};
 use indicatif::HumanBytes;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
-use std::fs::File;
+use rustix::fs::{Mode, OFlags};
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 
 #[derive(Default)]
 struct Tally {
@@ -140,21 +138,9 @@ fn check_body(
     meta: &EntryMeta,
     mut progress: impl FnMut(u64),
 ) -> io::Result<Option<Option<Damage>>> {
-    let opened = rustix::fs::openat2(
-        root_fd,
-        &entry.rel,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-    );
-    let file = match opened {
-        Ok(fd) => File::from(fd),
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    if file.metadata()?.ino() != entry.inode {
+    let Some(file) = open_scanned(root_fd, entry)? else {
         return Ok(None);
-    }
+    };
     let hashed = hash_file(file, |n| {
         progress(n);
         true

@@ -202,6 +202,16 @@ pub(crate) fn hash_entry(
     entry: &ScanEntry,
     cancel: &CancellationToken,
 ) -> io::Result<Option<Hashed>> {
+    match open_scanned(root, entry)? {
+        Some(file) => hash_file(file, |_| !cancel.is_cancelled()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Opens the body `entry` names (beneath `root`, never through a symlink);
+/// `None` when the path is gone or no longer holds the inode scanned.
+/// Blocking.
+pub fn open_scanned(root: &OwnedFd, entry: &ScanEntry) -> io::Result<Option<File>> {
     let opened = rustix::fs::openat2(
         root,
         &entry.rel,
@@ -217,7 +227,7 @@ pub(crate) fn hash_entry(
     if file.metadata()?.ino() != entry.inode {
         return Ok(None);
     }
-    hash_file(file, |_| !cancel.is_cancelled()).map(Some)
+    Ok(Some(file))
 }
 
 /// Reads `file` from its start to its end, hashing it; `progress` is told

@@ -9,7 +9,7 @@
 
 mod scan;
 
-pub use super::adopt::{hash_file, Hashed};
+pub use super::adopt::{hash_file, open_scanned, Hashed};
 pub use scan::{Entries, MetaStatus, Scan, ScanEntry, ScanError, ScanIssue};
 
 use super::doc::{self, DocMeta};
