@@ -51,7 +51,7 @@ async fn source_with_created_at(dir: &Path, tamper: Option<&str>) -> PathBuf {
     repo
 }
 
-async fn gem_install(home: &Path, source: &str, name: &str) -> support::cmd::Output {
+async fn gem_install(home: &Path, source: &str, gem: &[&str]) -> support::cmd::Output {
     Cmd::new("gem")
         .args([
             "install",
@@ -59,8 +59,8 @@ async fn gem_install(home: &Path, source: &str, name: &str) -> support::cmd::Out
             "--source",
             source,
             "--no-document",
-            name,
         ])
+        .args(gem)
         .env_remove_prefixed("GEM_")
         .env_remove_prefixed("BUNDLE_")
         .env("HOME", home)
@@ -83,7 +83,7 @@ async fn created_at_in_info_lines_keeps_the_checksum_check_working() {
     let site = Site::start_with(&repo, "127.0.0.1", ETags::Md5).await;
     let proxy = proxy_for(dir.path(), &site).await;
     let home = dir.path().join("home");
-    let out = gem_install(&home, &proxy.url("/rubygems/"), "crdep").await;
+    let out = gem_install(&home, &proxy.url("/rubygems/"), &["crdep"]).await;
     assert!(out.ok(), "{}", out.text());
     assert!(home.join("gems/gems/crtiny-0.2.0").is_dir());
     // The info document is passed on as the upstream wrote it.
@@ -106,16 +106,22 @@ async fn created_at_in_info_lines_keeps_the_checksum_check_working() {
     );
 }
 
+/// One gem, not `crdep` with its dependency: RubyGems 3.3 (Debian 12's gem)
+/// downloads on a pool of threads, and when one download fails while
+/// another is still in flight, gem prints the error and then, about one run
+/// in three on a loaded machine, never exits (a pool thread stays blocked at
+/// shutdown). That happens against any server that answers one `.gem` with
+/// a 5xx, not only this cache, so the test asks for the refused gem alone.
 #[tokio::test]
-#[ignore = "open bug: about 1 run in 4 (when run beside the other test), `gem install` hangs past 180 s after the proxy refuses the tampered .gem; cause not found yet"]
 async fn a_wrong_checksum_beside_created_at_is_still_refused() {
     let dir = tempfile::tempdir().unwrap();
     let repo = source_with_created_at(dir.path(), Some("0.2.0")).await;
     let site = Site::start_with(&repo, "127.0.0.1", ETags::Md5).await;
     let proxy = proxy_for(dir.path(), &site).await;
     let home = dir.path().join("home");
-    let out = gem_install(&home, &proxy.url("/rubygems/"), "crdep").await;
+    let out = gem_install(&home, &proxy.url("/rubygems/"), &["crtiny", "-v", "0.2.0"]).await;
     assert!(!out.ok(), "{}", out.text());
+    assert!(out.stderr.contains("502"), "{}", out.text());
     assert!(!home.join("gems/gems/crtiny-0.2.0").exists());
     let stored = dir
         .path()
