@@ -1,7 +1,7 @@
 //! Real go (Debian's 1.19; a fresh GOPATH, module cache and build cache each time) against a
 //! module proxy fixture that also proxies its own checksum database (as proxy.golang.org does):
 //! directly, and through package-cache: `go mod download` cold and with the upstream stopped,
-//! the database verified through the cache, a tampered zip refused when its hash is known,
+//! the database verified through the cache, a tampered zip or go.mod refused when its hash is known,
 //! 404 passed so go moves to its next GOPROXY entry. Also the pure `h1:` code against go's own.
 //!
 //! The go profile's documents and immutable files need no rewriting; a zip is checked against
@@ -280,6 +280,55 @@ async fn a_tampered_zip_is_refused_when_its_hash_is_known() {
         got["Sum"].as_str().expect("Sum")
     );
     assert!(gosum(&world.upstream.fixture).contains(&line), "{line}");
+}
+
+#[tokio::test]
+async fn a_tampered_go_mod_is_refused_when_its_hash_is_known() {
+    let world = World::start().await;
+    let proxy = world.proxy(&world.upstream, &[]).await;
+    let goproxy = proxy.url("/go");
+    let lookup = get(&proxy.url(&format!(
+        "/go/sumdb/{SUMDB}/lookup/example.test/hello@v1.1.0"
+    )))
+    .await;
+    assert_eq!(lookup.status, 200);
+    let path = world.upstream.tree.join("example.test/hello/@v/v1.1.0.mod");
+    let genuine = std::fs::read(&path).expect("go.mod");
+    let mut tampered = genuine.clone();
+    tampered.extend_from_slice(b"require evil.test/backdoor v1.0.0\n");
+    std::fs::write(&path, &tampered).expect("tamper");
+
+    // A client that checks nothing itself never gets the tampered go.mod.
+    let consumer = world.consumer("unchecked");
+    let download = ["mod", "download", "-json", "example.test/hello@v1.1.0"];
+    let out = consumer.go(&goproxy, "off", &download).run().await;
+    assert!(!out.ok(), "{}", out.text());
+    eprintln!(
+        "go (tampered go.mod through the cache) saw:\n{}",
+        out.text().trim()
+    );
+    let got = get(&proxy.url("/go/example.test/hello/@v/v1.1.0.mod")).await;
+    assert!(
+        got.status != 200 || got.error.is_some(),
+        "refused before commit: {} {:?}",
+        got.status,
+        got.error
+    );
+    assert!(
+        proxy
+            .logged_within(&["does not match the digest its index lists"])
+            .await,
+        "{:?}",
+        proxy.log_lines()
+    );
+
+    // Nothing was kept: with the genuine go.mod back it comes through.
+    std::fs::write(&path, &genuine).expect("restore");
+    let got = get(&proxy.url("/go/example.test/hello/@v/v1.1.0.mod")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, genuine);
+    let again = world.consumer("again");
+    again.go(&goproxy, "off", &download).ok().await;
 }
 
 #[tokio::test]

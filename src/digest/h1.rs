@@ -76,8 +76,14 @@ pub fn of_zip<R: Read + Seek>(zip: R) -> Result<Digest, Error> {
 
 /// The `/go.mod h1:` hash of a go.mod file's bytes.
 pub fn of_mod(go_mod: &[u8]) -> Digest {
-    let line = format!("{}  go.mod\n", hex::encode(Sha256::digest(go_mod)));
-    Digest::GoH1(Sha256::digest(line.as_bytes()).into())
+    of_mod_sha256(&Sha256::digest(go_mod))
+}
+
+/// The `/go.mod h1:` hash of a go.mod whose sha256 is `sha256`: the hash
+/// covers only that one line, so a streamed body needs no second read.
+pub fn of_mod_sha256(sha256: &[u8]) -> Digest {
+    let line = format!("{}  go.mod\n", hex::encode(sha256));
+    Digest::GoModH1(Sha256::digest(line.as_bytes()).into())
 }
 
 #[cfg(test)]

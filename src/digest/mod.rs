@@ -31,10 +31,16 @@ pub enum Digest {
     Sha384([u8; 48]),
     /// SHA-512 (npm's `dist.integrity`).
     Sha512([u8; 64]),
-    /// Go's `h1:` dirhash of a module zip or go.mod: a SHA-256 over the sorted
+    /// Go's `h1:` dirhash of a module zip: a SHA-256 over the sorted
     /// per-file hash lines, not over the file's bytes, so it is checked over
     /// the finished file ([`h1::of_zip`]), not while streaming.
     GoH1([u8; 32]),
+    /// Go's `/go.mod h1:` of a go.mod: the same dirhash over one file named
+    /// `go.mod`, so it follows from the body's streamed sha256
+    /// ([`h1::of_mod_sha256`]). Its text form is `h1:BASE64` too, which
+    /// parses back as [`Digest::GoH1`]: go.sum says which file a hash is for
+    /// beside the hash, not in it.
+    GoModH1([u8; 32]),
 }
 
 impl Digest {
@@ -87,7 +93,7 @@ impl Digest {
     fn strength(&self) -> u8 {
         match self {
             Digest::Sha1(_) => 1,
-            Digest::Sha256(_) | Digest::GoH1(_) => 2,
+            Digest::Sha256(_) | Digest::GoH1(_) | Digest::GoModH1(_) => 2,
             Digest::Sha384(_) => 3,
             Digest::Sha512(_) => 4,
         }
@@ -100,7 +106,7 @@ impl Digest {
             Digest::Sha256(_) => "sha256",
             Digest::Sha384(_) => "sha384",
             Digest::Sha512(_) => "sha512",
-            Digest::GoH1(_) => "h1",
+            Digest::GoH1(_) | Digest::GoModH1(_) => "h1",
         }
     }
 
@@ -108,7 +114,7 @@ impl Digest {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Digest::Sha1(d) => d,
-            Digest::Sha256(d) | Digest::GoH1(d) => d,
+            Digest::Sha256(d) | Digest::GoH1(d) | Digest::GoModH1(d) => d,
             Digest::Sha384(d) => d,
             Digest::Sha512(d) => d,
         }
@@ -151,7 +157,7 @@ impl Digest {
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Digest::GoH1(d) => write!(f, "h1:{}", BASE64.encode(d)),
+            Digest::GoH1(d) | Digest::GoModH1(d) => write!(f, "h1:{}", BASE64.encode(d)),
             other => write!(f, "{}:{}", other.algorithm(), other.hex()),
         }
     }
@@ -209,7 +215,7 @@ impl BodyHasher {
             Some(Digest::Sha1(_)) => Some(Also::Sha1(Sha1::new())),
             Some(Digest::Sha384(_)) => Some(Also::Sha384(Sha384::new())),
             Some(Digest::Sha512(_)) => Some(Also::Sha512(Sha512::new())),
-            Some(Digest::Sha256(_) | Digest::GoH1(_)) | None => None,
+            Some(Digest::Sha256(_) | Digest::GoH1(_) | Digest::GoModH1(_)) | None => None,
         };
         BodyHasher {
             sha256: Sha256::new(),
@@ -268,6 +274,14 @@ impl BodyDigests {
     pub fn verdict(&self, expected: &Digest) -> Verdict {
         let got = match expected {
             Digest::GoH1(_) => return Verdict::NeedsFile,
+            Digest::GoModH1(_) => {
+                let got = h1::of_mod_sha256(self.sha256.as_bytes());
+                return if &got == expected {
+                    Verdict::Matches
+                } else {
+                    Verdict::Differs(got)
+                };
+            }
             Digest::Sha256(_) => &self.sha256,
             _ => match &self.also {
                 Some(got) if got.algorithm() == expected.algorithm() => got,
@@ -390,5 +404,21 @@ mod tests {
             Verdict::NeedsFile
         );
         assert_eq!(go.to_string(), format!("h1:{}", BASE64.encode([0; 32])));
+    }
+
+    #[test]
+    fn a_go_mod_hash_is_checked_from_the_streamed_sha256() {
+        let go_mod = b"module example.test/hello\n\ngo 1.21\n";
+        let listed = h1::of_mod(go_mod);
+        assert!(matches!(listed, Digest::GoModH1(_)));
+        assert!(listed.is_streamable());
+        assert!(listed.matches(go_mod));
+        assert!(!listed.matches(b"module example.test/hello\n"));
+        let mut hasher = BodyHasher::new(Some(&listed));
+        hasher.update(b"module evil.test/x\n");
+        match hasher.finish().verdict(&listed) {
+            Verdict::Differs(got) => assert_eq!(got, h1::of_mod(b"module evil.test/x\n")),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -121,16 +121,18 @@ impl Proxy {
         cargo::checksum_for(&doc.body, &krate, &version)
     }
 
-    /// The `h1:` a cached checksum-database lookup gives a module zip.
+    /// The `h1:` a cached checksum-database lookup gives a module zip, or
+    /// the `/go.mod h1:` it gives a go.mod.
     async fn go_digest(&self, mount: &Mount, path: &str) -> Option<Digest> {
         let go::Route::Version {
             module,
             version,
-            file: go::VersionFile::Zip,
+            file: file @ (go::VersionFile::Zip | go::VersionFile::Mod),
         } = go::route(path)
         else {
             return None;
         };
+        let go_mod = file == go::VersionFile::Mod;
         let namespace = Namespace::Mount(mount.name.clone());
         for db in self.policy.sumdbs(&mount.name) {
             let lookup = format!("/sumdb/{db}/lookup/{module}@{version}");
@@ -144,7 +146,7 @@ impl Proxy {
                 tracing::warn!(key = %key, "a cached sumdb lookup is malformed; not used");
                 continue;
             };
-            if let Some(line) = record.into_iter().find(|l| !l.go_mod) {
+            if let Some(line) = record.into_iter().find(|l| l.go_mod == go_mod) {
                 return Some(line.hash);
             }
         }

@@ -23,7 +23,7 @@ pub struct SumLine {
     pub version: String,
     /// Whether this is the go.mod's hash rather than the zip's.
     pub go_mod: bool,
-    /// The hash ([`Digest::GoH1`]).
+    /// The hash: [`Digest::GoH1`] for the zip, [`Digest::GoModH1`] for the go.mod.
     pub hash: Digest,
 }
 
@@ -56,11 +56,15 @@ fn parse_line(line: &str) -> Option<SumLine> {
         Some(v) => (v, true),
         None => (version, false),
     };
+    let hash = match Digest::from_go_h1(hash)? {
+        Digest::GoH1(bytes) if go_mod => Digest::GoModH1(bytes),
+        zip => zip,
+    };
     Some(SumLine {
         module: module.to_string(),
         version: version.to_string(),
         go_mod,
-        hash: Digest::from_go_h1(hash)?,
+        hash,
     })
 }
 
@@ -117,6 +121,7 @@ mod tests {
             }
         );
         assert!(lines[1].go_mod);
+        assert_eq!(lines[1].hash, Digest::GoModH1([2; 32]));
         assert_eq!(
             lines[0].artifact_path().as_deref(),
             Some("/example.test/!shout/@v/v0.1.0.zip")
