@@ -11,6 +11,7 @@
 mod admit;
 mod dates;
 mod go;
+mod legacy;
 
 use super::target::Target;
 use super::{Error, Proxy};
@@ -219,6 +220,7 @@ impl Proxy {
         keep: &(dyn Fn(&Listed<'_>) -> bool + Sync),
         seen: &std::sync::Mutex<Judged>,
     ) -> Result<Option<Bytes>, Error> {
+        let shared_keep = keep;
         let mut keep = |listed: &Listed<'_>| keep(listed);
         let unfiltered = |err: filter::Error| Error::Unfiltered {
             path: spec.path.clone(),
@@ -270,14 +272,8 @@ impl Proxy {
                 if path == "/names" {
                     return Ok(None);
                 }
-                // The legacy Marshal indexes: clients that find them missing use the
-                // compact index, which the policy filters.
-                Err(Error::Unfiltered {
-                    path: spec.path.clone(),
-                    reason: "the legacy Marshal index is not filtered; use the compact index"
-                        .into(),
-                    never: true,
-                })
+                self.filter_gem_specs(target, mount, spec, doc, path, shared_keep)
+                    .await
             }
             Profile::Npm => match mount::npm::route(path) {
                 mount::npm::Route::Packument(name) => {
@@ -341,16 +337,19 @@ impl Proxy {
     }
 
     /// Why document `spec` is never served under the policy, if it is not:
-    /// RubyGems' legacy Marshal indexes, which it does not filter (clients
-    /// that find them missing use the compact index, which it does).
+    /// RubyGems' full Marshal index (`Marshal.4.8`), which it does not filter
+    /// (clients use the compact index or the `specs.4.8` family, which it does).
     pub(super) fn unfilterable(&self, mount: &Mount, spec: &DocSpec) -> Option<Error> {
-        let legacy = mount.profile == Profile::Rubygems && self.supply.applies(mount) && {
+        let full = mount.profile == Profile::Rubygems && self.supply.applies(mount) && {
             let path = doc_path(spec);
-            path != "/versions" && path != "/names" && !path.starts_with("/info/")
+            path != "/versions"
+                && path != "/names"
+                && !path.starts_with("/info/")
+                && !legacy::is_filtered(path)
         };
-        legacy.then(|| Error::Unfiltered {
+        full.then(|| Error::Unfiltered {
             path: spec.path.clone(),
-            reason: "the legacy Marshal index is not filtered; use the compact index".into(),
+            reason: "the full Marshal index is not filtered; use the compact index".into(),
             never: true,
         })
     }
