@@ -71,34 +71,49 @@ impl Fleet {
         }
     }
 
-    /// Publishes the queued times, adopting the fleet's where it had one
-    /// earlier; `Some(delay)` to try again after when the store failed.
+    /// Publishes the queued times ([`CONCURRENCY`] at once), adopting the
+    /// fleet's where it had one earlier; `Some(delay)` to try again after
+    /// when the store failed.
     pub(super) async fn publish(
         &self,
         record: &FirstSeen,
         stop: &CancellationToken,
     ) -> Option<Duration> {
-        while let Some((key, secs)) = self.backlog.pop() {
-            if stop.is_cancelled() {
-                self.backlog.push_front((key, secs));
+        loop {
+            let batch: Vec<(String, i64)> = std::iter::from_fn(|| self.backlog.pop())
+                .take(CONCURRENCY)
+                .collect();
+            if batch.is_empty() || stop.is_cancelled() {
+                for item in batch.into_iter().rev() {
+                    self.backlog.push_front(item);
+                }
                 return None;
             }
-            match self.store.publish_first_seen(&key, secs).await {
-                Ok(theirs) => {
-                    self.answered();
-                    record.adopt(&key, theirs);
+            let puts = batch
+                .iter()
+                .map(|(key, secs)| self.store.publish_first_seen(key, *secs));
+            let answers = futures_util::future::join_all(puts).await;
+            let mut retry = false;
+            for ((key, secs), answer) in batch.into_iter().zip(answers) {
+                match answer {
+                    Ok(theirs) => {
+                        self.answered();
+                        record.adopt(&key, theirs);
+                    }
+                    Err(err) if err.is_unavailable() => {
+                        self.failed("publishing", &err);
+                        self.backlog.push_front((key, secs));
+                        retry = true;
+                    }
+                    // A damaged record in the bucket: this node keeps its own time.
+                    Err(err) => tracing::warn!(key = %key.replace('\t', " "), error = %err,
+                        "cannot publish a first-seen time; kept on this node"),
                 }
-                Err(err) if err.is_unavailable() => {
-                    self.failed("publishing", &err);
-                    self.backlog.push_front((key, secs));
-                    return Some(RETRY);
-                }
-                // A damaged record in the bucket: this node keeps its own time.
-                Err(err) => tracing::warn!(key = %key.replace('\t', " "), error = %err,
-                    "cannot publish a first-seen time; kept on this node"),
+            }
+            if retry {
+                return Some(RETRY);
             }
         }
-        None
     }
 
     /// Looks `keys` up in the store (those `record` does not know, at most
