@@ -6,7 +6,9 @@
 //! sighting + 3 days, and shows them once its clock passes that. Restarted
 //! with its store down, B keeps those times (its local record), dates a new
 //! release itself without waiting on the store, logs why, and publishes the
-//! time once the store is back.
+//! time once the store is back. On the store itself: the first time published
+//! for a release stays (a second writer reads it back), and a record that is
+//! not one is an error.
 
 mod support;
 
@@ -238,4 +240,36 @@ async fn a_node_holds_a_release_from_when_the_fleet_first_saw_it() {
     }
     assert_eq!(record_of(rgw, &p, "0.3.0").await["first_seen"], T3_SECS);
     drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_node_to_publish_a_time_sets_it_for_the_fleet() {
+    let Some(rgw) = rgw::shared().await else {
+        return;
+    };
+    let p = prefix();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let store = package_cache::store::shared::SharedStore::open(
+        &rgw.config(&p),
+        tracker.clone(),
+        cancel.clone(),
+    )
+    .await
+    .expect("open the shared store");
+    let key = "rubygems\tcrtiny\t9.9.9";
+    assert_eq!(store.first_seen(key).await.unwrap(), None);
+    assert_eq!(store.publish_first_seen(key, 2_000).await.unwrap(), 2_000);
+    // A second writer, even with an earlier time, gets the first one back
+    // (If-None-Match: * honoured by RGW); its node keeps its own if earlier.
+    assert_eq!(store.publish_first_seen(key, 1_000).await.unwrap(), 2_000);
+    assert_eq!(store.first_seen(key).await.unwrap(), Some(2_000));
+    // A record that is not one is an error, not a time.
+    let name = hex::encode(Sha256::digest(b"rubygems\tcrtiny\t8.8.8"));
+    rgw.s3()
+        .put(&format!("{p}/policy/first-seen/{name}"), b"garbage")
+        .await;
+    assert!(store.first_seen("rubygems\tcrtiny\t8.8.8").await.is_err());
+    cancel.cancel();
+    tracker.close();
 }
