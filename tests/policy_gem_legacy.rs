@@ -1,5 +1,6 @@
 //! RubyGems' legacy Marshal indexes under the supply-chain policy, read by
-//! the real gem client (3.3): `gem list --remote` reads `latest_specs.4.8.gz`
+//! the real gem client (3.3): `gem list --remote` (and `gem search --remote`)
+//! reads `latest_specs.4.8.gz`
 //! and `--all` reads `specs.4.8.gz` (and `prerelease_specs.4.8.gz`), both
 //! written by `gem generate_index` in the fixture. A release held back or
 //! deny-listed is absent from them; `latest_specs` names the newest version
@@ -44,8 +45,13 @@ async fn repository(tmp: &TempDir) -> (std::path::PathBuf, std::path::PathBuf, S
 /// `gem list --remote [--all] crtiny` against `source` from a fresh home
 /// (no spec cache); the versions listed, as gem prints them.
 async fn gem_list(tmp: &Path, source: &str, all: bool) -> String {
+    gem_remote(tmp, source, "list", all).await
+}
+
+/// `gem COMMAND --remote [--all] crtiny`, as [`gem_list`].
+async fn gem_remote(tmp: &Path, source: &str, command: &str, all: bool) -> String {
     let home = tempfile::tempdir_in(tmp).unwrap();
-    let mut args = vec!["list", "--remote", "--clear-sources", "--source", source];
+    let mut args = vec![command, "--remote", "--clear-sources", "--source", source];
     if all {
         args.push("--all");
     }
@@ -151,6 +157,10 @@ async fn gem_list_reads_the_legacy_index_as_the_policy_shows_it() {
     wait_for(&proxy, "1.0.0", false).await;
     assert_eq!(gem_list(tmp.path(), &source, false).await, "(0.2.0)");
     assert_eq!(gem_list(tmp.path(), &source, true).await, "(0.2.0, 0.1.0)");
+    assert_eq!(
+        gem_remote(tmp.path(), &source, "search", false).await,
+        "(0.2.0)"
+    );
     let denied = get_with(&spec("1.0.0"), &[]).await;
     assert_eq!(denied.status, 403);
     assert!(String::from_utf8_lossy(&denied.body).contains("deny list"));
