@@ -8,7 +8,7 @@
 //! times are consulted and published too (`fleet`); an earlier time learnt
 //! from the fleet replaces a local one (and is appended), never a later one.
 
-use super::fleet::Fleet;
+use super::fleet::{Fleet, LOOKUP_BOUND};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -180,6 +180,14 @@ impl FirstSeen {
             };
             self.flush().await;
             if stopping {
+                // One bounded try at what the fleet has not had yet: a time
+                // left unpublished stays on this node alone.
+                if let Some(fleet) = &self.fleet {
+                    let once = CancellationToken::new();
+                    let _ = tokio::time::timeout(LOOKUP_BOUND, fleet.publish(self.as_ref(), &once))
+                        .await;
+                    self.flush().await;
+                }
                 return;
             }
             if let Some(fleet) = &self.fleet {

@@ -4,8 +4,9 @@
 //! store costs a request at most [`LOOKUP_BOUND`]); what it dates itself it
 //! publishes (created once — the first node's time is the fleet's). While
 //! the store is away the node judges by its own times and keeps what it could
-//! not publish in a bounded backlog, published when the store answers again;
-//! a time the fleet had earlier then replaces its own.
+//! not publish in a bounded backlog, published when the store answers again
+//! (and tried once, bounded, at shutdown; what is still unpublished then stays
+//! on this node); a time the fleet had earlier then replaces its own.
 
 use super::first_seen::FirstSeen;
 use crate::store::shared::{Backlog, SharedStore};
