@@ -149,7 +149,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         transparent: config.upstream.transparent_hosts.clone(),
         mounts: config.mounts.iter().cloned().map(Arc::new).collect(),
     };
-    let supply = open_supply(&config, &tasks, &stop).await?;
+    let supply = open_supply(&config, shared.as_ref(), &tasks, &stop).await?;
     let proxy = Proxy::new(
         store.clone(),
         upstream,
@@ -275,9 +275,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
 }
 
 /// The supply-chain policy: its lists, clock and first-seen record read
-/// (off the runtime), its reloader and writer started.
+/// (off the runtime), its reloader and writer started; first-seen times
+/// shared through the shared store when there is one.
 async fn open_supply(
     config: &Config,
+    shared: Option<&SharedTier>,
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) -> anyhow::Result<Arc<crate::supply::Supply>> {
@@ -288,12 +290,14 @@ async fn open_supply(
         config.supply.clone(),
         crate::store::Layout::new(&config.cache_dir).first_seen_file(),
     );
-    let supply =
-        tokio::task::spawn_blocking(move || crate::supply::Supply::open(&supply_config, &state))
-            .await
-            .context("reading the supply-chain policy")?
-            .map_err(anyhow::Error::msg)
-            .context("reading the supply-chain policy")?;
+    let fleet = shared.map(|tier| crate::supply::Fleet::new(tier.store().clone()));
+    let supply = tokio::task::spawn_blocking(move || {
+        crate::supply::Supply::open(&supply_config, &state, fleet)
+    })
+    .await
+    .context("reading the supply-chain policy")?
+    .map_err(anyhow::Error::msg)
+    .context("reading the supply-chain policy")?;
     let supply = Arc::new(supply);
     supply.spawn(tasks, stop.clone());
     Ok(supply)

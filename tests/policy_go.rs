@@ -3,9 +3,13 @@
 //! example.test/hello v1.1.0 (published 2026-01-02) is a day and a half old
 //! by the test clock under `--min-age 2d`, so `@v/list` leaves it out,
 //! `@latest` names v1.0.0, its `.zip` is refused with 403 saying when it
-//! becomes available, and `go get` picks v1.0.0; once the clock passes, go
-//! picks v1.1.0 — until a deny list names it, and its cached zip is refused.
-//! Dates come from each version's `.info`, read through the cache.
+//! becomes available, and `go get` picks v1.0.0; a query the upstream
+//! resolves (`@v/master.info`, naming v1.1.0: the fixture's tree gets that
+//! file) is refused as v1.1.0's files are, so `go get …@master` fails on the
+//! 403, and `go get …@v1.1` finds no matching version in the filtered list;
+//! once the clock passes, go picks v1.1.0 (for `@master` too) — until a deny
+//! list names it, and its cached zip is refused. Dates come from each
+//! version's `.info`, read through the cache.
 
 mod support;
 
@@ -57,6 +61,12 @@ async fn wait_for_list(proxy: &Binary, want: &str) {
 async fn go_sees_only_what_the_policy_shows() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let upstream = GoProxy::start().await;
+    // A branch query, as a real module proxy answers it: the version it names.
+    std::fs::copy(
+        upstream.tree.join("example.test/hello/@v/v1.1.0.info"),
+        upstream.tree.join("example.test/hello/@v/master.info"),
+    )
+    .expect("a query's .info in the upstream's tree");
     let clock = tmp.path().join("clock");
     std::fs::write(&clock, EARLY).unwrap();
     let deny = tmp.path().join("deny.txt");
@@ -117,6 +127,46 @@ async fn go_sees_only_what_the_policy_shows() {
     assert!(!out.ok(), "{}", out.text());
     assert!(out.text().contains("403"), "{}", out.text());
 
+    // Queries: one the upstream resolves to the young version is refused as
+    // its files are (go asks `@v/master.info` for a branch); a version prefix
+    // go resolves itself from the filtered list, which has no v1.1.x.
+    let query = get(&proxy.url("/go/example.test/hello/@v/master.info")).await;
+    let body = String::from_utf8_lossy(&query.body).into_owned();
+    assert_eq!(query.status, 403, "{body}");
+    assert!(body.contains("go example.test/hello v1.1.0"), "{body}");
+    assert!(
+        body.contains("available from 2026-01-04T00:00:00Z"),
+        "{body}"
+    );
+    let branch = probe(&tmp.path().join("branch"));
+    let out = branch
+        .go(&goproxy, &key, &["get", "example.test/hello@master"])
+        .run()
+        .await;
+    eprintln!(
+        "go get example.test/hello@master, v1.1.0 held:\n{}",
+        out.text()
+    );
+    assert!(!out.ok(), "{}", out.text());
+    assert!(out.text().contains("403"), "{}", out.text());
+    assert_eq!(required_hello(&branch), None);
+    let prefix = probe(&tmp.path().join("prefix"));
+    let out = prefix
+        .go(&goproxy, &key, &["get", "example.test/hello@v1.1"])
+        .run()
+        .await;
+    eprintln!(
+        "go get example.test/hello@v1.1, v1.1.0 held:\n{}",
+        out.text()
+    );
+    assert!(!out.ok(), "{}", out.text());
+    assert!(
+        out.text()
+            .contains("no matching versions for query \"v1.1\""),
+        "{}",
+        out.text()
+    );
+
     // The clock passes the two days: go picks v1.1.0.
     std::fs::write(&clock, LATE).unwrap();
     wait_for_list(&proxy, "v1.0.0\nv1.1.0\n").await;
@@ -130,6 +180,15 @@ async fn go_sees_only_what_the_policy_shows() {
     let latest = get(&proxy.url("/go/example.test/hello/@latest")).await;
     let latest: serde_json::Value = serde_json::from_slice(&latest.body).expect("@latest JSON");
     assert_eq!(latest["Version"], "v1.1.0");
+    let query = get(&proxy.url("/go/example.test/hello/@v/master.info")).await;
+    assert_eq!(query.status, 200);
+    let branch = probe(&tmp.path().join("branch-late"));
+    let out = branch
+        .go(&goproxy, &key, &["get", "example.test/hello@master"])
+        .run()
+        .await;
+    assert!(out.ok(), "{}", out.text());
+    assert_eq!(required_hello(&branch).as_deref(), Some("v1.1.0"));
 
     // Deny-listed: gone from the list again, and its cached zip refused.
     let zip = proxy.url("/go/example.test/hello/@v/v1.1.0.zip");

@@ -299,9 +299,16 @@ async fn gem_and_bundler_see_only_what_the_policy_shows() {
     let cached = get_with(&proxy.url("/rubygems/gems/crtiny-0.3.0.gem"), &[]).await;
     assert_eq!(cached.status, 403);
     assert!(String::from_utf8_lossy(&cached.body).contains("deny list"));
-    // The legacy index is not served under a policy (the compact index is).
+    // The legacy index is served filtered (tests/policy_gem_legacy.rs);
+    // the full Marshal index is not served under a policy.
     assert_eq!(
         get_with(&proxy.url("/rubygems/specs.4.8.gz"), &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get_with(&proxy.url("/rubygems/Marshal.4.8.Z"), &[])
             .await
             .status,
         404

@@ -10,6 +10,7 @@
 mod clock;
 pub mod deny;
 mod first_seen;
+mod fleet;
 mod record;
 mod reload;
 pub mod version;
@@ -17,6 +18,7 @@ pub mod version;
 pub use clock::Clock;
 pub use deny::DenyList;
 pub use first_seen::FirstSeen;
+pub use fleet::{Fleet, LOOKUP_BOUND};
 pub use record::{HeldRow, Record, Refused};
 
 use crate::config::{
@@ -195,15 +197,23 @@ pub struct Supply {
 
 impl Supply {
     /// Reads the lists, the clock file and the first-seen record at
-    /// `first_seen` (blocking: call at start-up off the runtime). Fails on a
-    /// list or clock file that cannot be read at all.
-    pub fn open(config: &SupplyConfig, first_seen: &std::path::Path) -> Result<Supply, String> {
+    /// `first_seen` (blocking: call at start-up off the runtime), sharing
+    /// first-seen times with `fleet` when given. Fails on a list or clock
+    /// file that cannot be read at all.
+    pub fn open(
+        config: &SupplyConfig,
+        first_seen: &std::path::Path,
+        fleet: Option<Fleet>,
+    ) -> Result<Supply, String> {
         let clock = match &config.clock_file {
             Some(file) => Clock::from_file(file)?,
             None => Clock::system(),
         };
-        let first_seen = FirstSeen::open(first_seen)
+        let mut first_seen = FirstSeen::open(first_seen)
             .map_err(|e| format!("reading the first-seen record: {e}"))?;
+        if let Some(fleet) = fleet {
+            first_seen = first_seen.with_fleet(fleet);
+        }
         let (list_files, clock_files) = reload::watched(config);
         let opened = (
             reload::fingerprint(&list_files),
@@ -271,9 +281,10 @@ impl Supply {
         own.map(|(_, d)| *d).or(self.config.before)
     }
 
-    /// Changes each time the lists are reloaded: views made before are stale.
+    /// Changes each time the lists are reloaded, or the fleet's first-seen
+    /// times move local ones: views made before are stale.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.generation.load(Ordering::Acquire) + self.first_seen.adopted()
     }
 
     /// Now, by the policy's clock.
@@ -289,6 +300,47 @@ impl Supply {
     /// How many releases have a first-seen time.
     pub fn first_seen_count(&self) -> usize {
         self.first_seen.len()
+    }
+
+    /// The first-seen key of `release` when judging it needs a first-seen
+    /// time this node does not have and a fleet may: look it up with
+    /// [`Supply::resolve`] before judging. `None` without a shared store.
+    pub fn unresolved(
+        &self,
+        mount: &Mount,
+        lists: &Lists,
+        release: &Release<'_>,
+    ) -> Option<String> {
+        self.first_seen.fleet()?;
+        let ecosystem = Ecosystem::of(mount.profile)?;
+        let needs = release.published.is_none()
+            && self.config.missing() == MissingDate::FirstSeen
+            && self.age_rules(mount)
+            && lists
+                .deny
+                .denies(ecosystem, release.project, release.version)
+                .is_none()
+            && !exempt(mount, ecosystem, &lists.exempt, release);
+        let key = first_seen::key(
+            &mount.name,
+            &ecosystem.normalize(release.project),
+            release.version,
+        )?;
+        (needs && self.first_seen.known(&key).is_none()).then_some(key)
+    }
+
+    /// Whether first-seen times are shared with a fleet.
+    pub fn shares_first_seen(&self) -> bool {
+        self.first_seen.fleet().is_some()
+    }
+
+    /// Learns the fleet's first-seen times of `keys` (from
+    /// [`Supply::unresolved`]), within [`LOOKUP_BOUND`]; without a shared
+    /// store, or for keys it has no time for, nothing changes.
+    pub async fn resolve(&self, keys: Vec<String>) {
+        if let Some(fleet) = self.first_seen.fleet() {
+            fleet.resolve(&self.first_seen, keys).await;
+        }
     }
 
     /// Judges `release` of a document of `mount` at `now`. A release with no

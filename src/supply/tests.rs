@@ -17,7 +17,7 @@ fn mount(name: &str, profile: Profile) -> Mount {
 }
 
 fn supply(config: SupplyConfig, dir: &std::path::Path) -> Supply {
-    Supply::open(&config, &dir.join("policy/first-seen")).unwrap()
+    Supply::open(&config, &dir.join("policy/first-seen"), None).unwrap()
 }
 
 fn release<'a>(project: &'a str, version: &'a str, published: Option<i64>) -> Release<'a> {

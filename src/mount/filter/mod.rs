@@ -7,7 +7,9 @@
 //! removes nothing says so (`None`), so the stored bytes are served as they are.
 
 pub mod cargo;
+pub mod gem_specs;
 pub mod go;
+pub mod marshal;
 pub mod npm;
 pub mod pypi;
 pub mod rubygems;
@@ -35,6 +37,15 @@ pub enum Error {
     /// Not UTF-8 text (a PyPI HTML page, a RubyGems index file).
     #[error("document is not valid utf-8")]
     NotUtf8,
+    /// A legacy RubyGems index that is not gzip.
+    #[error("document is not valid gzip")]
+    Gzip(#[source] std::io::Error),
+    /// A legacy RubyGems index that unpacks past the bound.
+    #[error("document unpacks to more than 1 GiB")]
+    TooLarge,
+    /// A legacy RubyGems index that is not the Marshal this cache reads.
+    #[error("document is not a legacy gem index")]
+    Marshal(#[source] marshal::Error),
     /// The HTML rewriter gave up.
     #[error("rewriting the html page failed")]
     Html(#[source] lol_html::errors::RewritingError),

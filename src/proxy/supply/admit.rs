@@ -53,7 +53,7 @@ impl Proxy {
                 (
                     project.clone(),
                     version.clone(),
-                    self.supply.judge(mount, &lists, &release, now),
+                    self.judge_resolved(mount, &lists, &release, now).await,
                 )
             }
             Profile::Rubygems => {
@@ -66,7 +66,7 @@ impl Proxy {
                     version: &version,
                     published,
                 };
-                let verdict = self.supply.judge(mount, &lists, &release, now);
+                let verdict = self.judge_resolved(mount, &lists, &release, now).await;
                 (gem, version, verdict)
             }
             Profile::Npm | Profile::Cargo | Profile::Go => {
@@ -74,16 +74,12 @@ impl Proxy {
                     return Ok(());
                 };
                 let (project, version, published) = release;
-                let verdict = self.supply.judge(
-                    mount,
-                    &lists,
-                    &Release {
-                        project: &project,
-                        version: &version,
-                        published,
-                    },
-                    now,
-                );
+                let release = Release {
+                    project: &project,
+                    version: &version,
+                    published,
+                };
+                let verdict = self.judge_resolved(mount, &lists, &release, now).await;
                 (project, version, verdict)
             }
             Profile::Gentoo | Profile::Generic => return Ok(()),
@@ -198,6 +194,21 @@ impl Proxy {
             }
             _ => None,
         }
+    }
+
+    /// [`Supply::judge`](crate::supply::Supply::judge), after learning the
+    /// fleet's first-seen time of `release` when this node would date it itself.
+    async fn judge_resolved(
+        &self,
+        mount: &Mount,
+        lists: &crate::supply::Lists,
+        release: &Release<'_>,
+        now: i64,
+    ) -> Verdict {
+        if let Some(key) = self.supply.unresolved(mount, lists, release) {
+            self.supply.resolve(vec![key]).await;
+        }
+        self.supply.judge(mount, lists, release, now)
     }
 
     pub(super) fn refuse(

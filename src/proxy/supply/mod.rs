@@ -11,6 +11,7 @@
 mod admit;
 mod dates;
 mod go;
+mod legacy;
 
 use super::target::Target;
 use super::{Error, Proxy};
@@ -90,6 +91,8 @@ pub(super) enum Withheld {
 struct Judged {
     held: Vec<HeldRow>,
     next_change: Option<i64>,
+    /// First-seen keys to look up in the fleet before judging again.
+    unknown: Vec<String>,
 }
 
 impl Proxy {
@@ -163,6 +166,8 @@ impl Proxy {
     /// The filtered body of `doc`, or `None` when the policy hides nothing in
     /// it: the one place every ecosystem's document meets its filter. A Go
     /// query that resolves to a held version is refused as its download is.
+    /// With a shared store, releases this node would date itself are looked
+    /// up in the fleet first (bounded), and the document judged again.
     #[allow(clippy::too_many_arguments)]
     async fn filter(
         &self,
@@ -174,17 +179,54 @@ impl Proxy {
         now: i64,
         judged: &mut Judged,
     ) -> Result<Option<Bytes>, Error> {
+        let gather = self.supply.shares_first_seen();
+        let (filtered, seen) = self
+            .filter_pass(req, target, mount, spec, doc, now, gather)
+            .await;
+        if seen.unknown.is_empty() {
+            *judged = seen;
+            return filtered;
+        }
+        self.supply.resolve(seen.unknown).await;
+        let (filtered, seen) = self
+            .filter_pass(req, target, mount, spec, doc, now, false)
+            .await;
+        *judged = seen;
+        filtered
+    }
+
+    /// One judgement of `doc`. With `gather`, a release that needs a
+    /// first-seen time this node lacks is shown and listed in `unknown`
+    /// instead of dated here (the pass is then done again).
+    #[allow(clippy::too_many_arguments)]
+    async fn filter_pass(
+        &self,
+        req: &http::request::Parts,
+        target: &Target,
+        mount: &Mount,
+        spec: &DocSpec,
+        doc: &Doc,
+        now: i64,
+        gather: bool,
+    ) -> (Result<Option<Bytes>, Error>, Judged) {
         let lists = self.supply.lists();
         let supply = self.supply.clone();
         // Behind a lock so that `keep` is `Fn + Sync`: the filters that read
         // dates hold it across awaits, and the request's future must stay `Send`.
-        let seen = std::sync::Mutex::new(std::mem::take(judged));
+        let seen = std::sync::Mutex::new(Judged::default());
         let keep = |listed: &Listed<'_>| {
             let release = Release {
                 project: listed.project,
                 version: listed.version,
                 published: listed.published,
             };
+            if gather {
+                if let Some(key) = supply.unresolved(mount, &lists, &release) {
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.unknown.push(key);
+                    return true;
+                }
+            }
             let Verdict::Hold(hold) = supply.judge(mount, &lists, &release, now) else {
                 return true;
             };
@@ -203,8 +245,10 @@ impl Proxy {
         let filtered = self
             .filter_by(req, target, mount, spec, doc, &keep, &seen)
             .await;
-        *judged = seen.into_inner().unwrap_or_else(|p| p.into_inner());
-        filtered
+        (
+            filtered,
+            seen.into_inner().unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// [`Proxy::filter`] by the mount's profile; `seen` is what `keep` has held back so far.
@@ -219,6 +263,7 @@ impl Proxy {
         keep: &(dyn Fn(&Listed<'_>) -> bool + Sync),
         seen: &std::sync::Mutex<Judged>,
     ) -> Result<Option<Bytes>, Error> {
+        let shared_keep = keep;
         let mut keep = |listed: &Listed<'_>| keep(listed);
         let unfiltered = |err: filter::Error| Error::Unfiltered {
             path: spec.path.clone(),
@@ -270,14 +315,8 @@ impl Proxy {
                 if path == "/names" {
                     return Ok(None);
                 }
-                // The legacy Marshal indexes: clients that find them missing use the
-                // compact index, which the policy filters.
-                Err(Error::Unfiltered {
-                    path: spec.path.clone(),
-                    reason: "the legacy Marshal index is not filtered; use the compact index"
-                        .into(),
-                    never: true,
-                })
+                self.filter_gem_specs(target, mount, spec, doc, path, shared_keep)
+                    .await
             }
             Profile::Npm => match mount::npm::route(path) {
                 mount::npm::Route::Packument(name) => {
@@ -330,6 +369,12 @@ impl Proxy {
             Err(Withheld::Error(err)) => Err(err),
             Err(Withheld::Release(project, version)) => {
                 let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                if !seen.unknown.is_empty() {
+                    // Judged again once the fleet's times are in: refused (or not) then.
+                    return Err(Error::Missing {
+                        key: spec.path.clone(),
+                    });
+                }
                 match seen.held.last() {
                     Some(row) => Err(self.refuse(req, mount, project, version, row.hold.clone())),
                     None => Err(Error::Missing {
@@ -341,16 +386,19 @@ impl Proxy {
     }
 
     /// Why document `spec` is never served under the policy, if it is not:
-    /// RubyGems' legacy Marshal indexes, which it does not filter (clients
-    /// that find them missing use the compact index, which it does).
+    /// RubyGems' full Marshal index (`Marshal.4.8`), which it does not filter
+    /// (clients use the compact index or the `specs.4.8` family, which it does).
     pub(super) fn unfilterable(&self, mount: &Mount, spec: &DocSpec) -> Option<Error> {
-        let legacy = mount.profile == Profile::Rubygems && self.supply.applies(mount) && {
+        let full = mount.profile == Profile::Rubygems && self.supply.applies(mount) && {
             let path = doc_path(spec);
-            path != "/versions" && path != "/names" && !path.starts_with("/info/")
+            path != "/versions"
+                && path != "/names"
+                && !path.starts_with("/info/")
+                && !legacy::is_filtered(path)
         };
-        legacy.then(|| Error::Unfiltered {
+        full.then(|| Error::Unfiltered {
             path: spec.path.clone(),
-            reason: "the legacy Marshal index is not filtered; use the compact index".into(),
+            reason: "the full Marshal index is not filtered; use the compact index".into(),
             never: true,
         })
     }

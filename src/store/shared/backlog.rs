@@ -1,43 +1,50 @@
-//! The keys a node could not publish while the shared store was away or fell
-//! behind: a bounded, deduplicated queue, drained by the tier's upkeep from the
-//! local disk. Bounded because an outage can last longer than memory: past the
-//! bound the oldest key is forgotten (counted; the next node to miss it fetches
-//! it upstream and publishes it).
+//! What a node could not publish while the shared store was away or fell
+//! behind: a bounded, deduplicated queue — of cache keys, drained by the
+//! tier's upkeep from the local disk, and of first-seen records, drained by
+//! the policy's writer. Bounded because an outage can last longer than
+//! memory: past the bound the oldest item is forgotten (counted; the next node
+//! to miss a key fetches it upstream and publishes it, and a first-seen time
+//! stays on the node that has it).
 
-use crate::store::CacheKey;
 use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The queue. Every method takes its lock briefly, with no `.await` inside.
-pub(super) struct Backlog {
-    queue: Mutex<Queue>,
+#[derive(Debug)]
+pub struct Backlog<K> {
+    queue: Mutex<Queue<K>>,
     max: usize,
     dropped: AtomicU64,
 }
 
-#[derive(Default)]
-struct Queue {
-    order: VecDeque<CacheKey>,
-    members: HashSet<CacheKey>,
+#[derive(Debug)]
+struct Queue<K> {
+    order: VecDeque<K>,
+    members: HashSet<K>,
 }
 
-impl Backlog {
-    pub(super) fn new(max: usize) -> Backlog {
+impl<K: Clone + Eq + Hash> Backlog<K> {
+    /// An empty queue holding at most `max` items.
+    pub fn new(max: usize) -> Backlog<K> {
         Backlog {
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                order: VecDeque::new(),
+                members: HashSet::new(),
+            }),
             max: max.max(1),
             dropped: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue<K>> {
         // Every update leaves both fields consistent before it can panic.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues `key` at the back; false when it was queued already.
-    pub(super) fn push(&self, key: CacheKey) -> bool {
+    pub fn push(&self, key: K) -> bool {
         let mut q = self.lock();
         if !q.members.insert(key.clone()) {
             return false;
@@ -53,7 +60,7 @@ impl Backlog {
     }
 
     /// Puts back a key just popped (the store stopped answering).
-    pub(super) fn push_front(&self, key: CacheKey) {
+    pub fn push_front(&self, key: K) {
         let mut q = self.lock();
         if q.members.insert(key.clone()) {
             q.order.push_front(key);
@@ -61,19 +68,25 @@ impl Backlog {
     }
 
     /// The oldest key.
-    pub(super) fn pop(&self) -> Option<CacheKey> {
+    pub fn pop(&self) -> Option<K> {
         let mut q = self.lock();
         let key = q.order.pop_front()?;
         q.members.remove(&key);
         Some(key)
     }
 
-    pub(super) fn len(&self) -> usize {
+    /// How many are queued.
+    pub fn len(&self) -> usize {
         self.lock().order.len()
     }
 
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Keys forgotten because the queue was full.
-    pub(super) fn dropped(&self) -> u64 {
+    pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
@@ -81,7 +94,7 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Namespace;
+    use crate::store::{CacheKey, Namespace};
 
     fn key(path: &str) -> CacheKey {
         CacheKey::try_from_path(Namespace::Mirrors, path).unwrap()

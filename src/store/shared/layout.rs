@@ -10,6 +10,8 @@
 //! - `refs/<sha256 of key>`: one reference per cache key, the commit point.
 //! - `artifacts/<sha256 of ABI, 32 hex>/<artifact name>`: one reference per built artifact.
 //! - `docs/<sha256 of key>`: an index document, head and body in one object.
+//! - `policy/first-seen/<sha256 of key>`: when the fleet first saw a release
+//!   the supply-chain policy dates itself (created once; the earliest writer wins).
 //!
 //! Pure: no I/O, so the names can be checked in unit tests.
 
@@ -23,6 +25,8 @@ pub(super) const REFS: &str = "refs/";
 pub(super) const ARTIFACTS: &str = "artifacts/";
 /// Where index documents live.
 pub(super) const DOCS: &str = "docs/";
+/// Where first-seen times live.
+pub(super) const FIRST_SEEN: &str = "policy/first-seen/";
 /// The prefix of bodies named before their digest was known.
 const RANDOM_BODY: &str = "u-";
 
@@ -106,6 +110,11 @@ pub(super) fn artifact_ref(abi: &str, name: &str) -> String {
 /// The document of key `key`.
 pub(super) fn doc(key: &str) -> String {
     format!("{DOCS}{}", sha256_hex(key.as_bytes()))
+}
+
+/// The first-seen record of release key `key`.
+pub(super) fn first_seen(key: &str) -> String {
+    format!("{FIRST_SEEN}{}", sha256_hex(key.as_bytes()))
 }
 
 /// Whether `name` is the name of a reference (entry or artifact).

@@ -15,6 +15,7 @@ mod backlog;
 mod breaker;
 mod doc;
 mod entries;
+mod first_seen;
 mod http;
 mod layout;
 mod maintain;
@@ -24,6 +25,7 @@ mod reference;
 mod tier;
 mod upload;
 
+pub use backlog::Backlog;
 pub use breaker::{BreakerState, SharedStats};
 pub use doc::SharedDoc;
 pub use maintain::{Listed, PendingUpload};

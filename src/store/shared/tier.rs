@@ -39,7 +39,7 @@ struct TierInner {
     /// The store this tier is below, for publishing the backlog from its disk.
     /// Weak: the store holds its tiers.
     local: Weak<Inner>,
-    backlog: Backlog,
+    backlog: Backlog<CacheKey>,
     /// Bytes a fill may have on their way up before its upload is dropped.
     stream_budget: usize,
     counters: TierCounters,
