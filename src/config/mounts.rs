@@ -1,8 +1,8 @@
 //! Mounts: `--mirror NAME=URL`, `--profile NAME=KIND`, `--files-host
-//! NAME=URL` and `--mirror-auth NAME=FILE` parsed into one typed `Mount` per
-//! name.
+//! NAME=URL`, `--mirror-auth NAME=FILE` and `--go-sum NAME=FILE` parsed into
+//! one typed `Mount` per name.
 
-use super::{redact_userinfo, Credential, Error, SourceUrl};
+use super::{redact_userinfo, Credential, Error, GoSumFile, SourceUrl};
 use crate::cli::Args;
 use std::path::Path;
 
@@ -65,6 +65,9 @@ pub struct Mount {
     /// (`/+simple` for devpi); `None` is `/simple`. Clients always see
     /// `/NAME/simple/`.
     pub index_path: Option<String>,
+    /// go: the `--go-sum` files whose `h1:` lines its zips and go.mods are
+    /// checked against.
+    pub go_sums: Vec<GoSumFile>,
 }
 
 fn split_named<'a>(option: &'static str, raw: &'a str) -> Result<(&'a str, &'a str), Error> {
@@ -104,6 +107,7 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
                 sources: vec![source],
                 files_hosts: Vec::new(),
                 index_path: None,
+                go_sums: Vec::new(),
             }),
         }
     }
@@ -181,6 +185,25 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
         for source in &mut mount.sources {
             source.credential = Some(credential.clone());
         }
+    }
+    for raw in &args.go_sums {
+        let (name, file) = split_named("--go-sum", raw)?;
+        let mount = mounts
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or_else(|| unknown("--go-sum", raw))?;
+        let bad = |reason: String| Error::Mount {
+            option: "--go-sum",
+            value: raw.clone(),
+            reason,
+        };
+        if mount.profile != Profile::Go {
+            return Err(bad(format!(
+                "only a go mount takes a go.sum (mount {name} is not one; --profile {name}=go)"
+            )));
+        }
+        let sums = GoSumFile::load(name, Path::new(file)).map_err(|e| bad(e.to_string()))?;
+        mount.go_sums.push(sums);
     }
     for mount in &mut mounts {
         // A files host on a source's own origin is that upstream too.
