@@ -168,6 +168,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         &config,
     )
     .with_supply(supply.clone());
+    proxy.recall_sumdbs().await;
     if let Some(max_size) = config.policy.max_size {
         let limits = evict::Limits::new(max_size, &config.policy.pinned);
         store.track_recency(true);

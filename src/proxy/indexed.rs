@@ -202,6 +202,28 @@ impl Proxy {
         None
     }
 
+    /// Remembers the checksum databases whose lookups the go mounts' cache
+    /// holds (`sumdb/NAME/`), so that after a restart a lookup cached before
+    /// it still protects a zip before any sumdb request passes through again.
+    pub async fn recall_sumdbs(&self) {
+        for mount in self.rules.mounts.iter().filter(|m| m.profile == Profile::Go) {
+            let namespace = Namespace::Mount(mount.name.clone());
+            let Ok(dir) = CacheKey::try_from_path(namespace, "/sumdb") else {
+                continue;
+            };
+            for db in self.store.child_dirs(&dir, MAX_SUMDBS).await {
+                // Only a name go::route would give, as a request would.
+                if let go::Route::Sumdb { db: named, .. } = go::route(&format!("/sumdb/{db}/latest"))
+                {
+                    if named == db {
+                        tracing::debug!(mount = %mount.name, db = %db, "checksum database found in the cache");
+                        self.policy.remember_sumdb(&mount.name, &db, MAX_SUMDBS);
+                    }
+                }
+            }
+        }
+    }
+
     /// The body of a small committed entry, if there is one; a fill in
     /// progress or a miss is left alone (a miss's permit is given back).
     async fn committed_body(&self, key: &CacheKey) -> Option<bytes::Bytes> {

@@ -58,7 +58,8 @@ impl Policy {
         }
     }
 
-    /// The checksum databases asked for through `mount` since start-up.
+    /// The checksum databases asked for through `mount` since start-up, or
+    /// found in its cache at start-up.
     pub fn sumdbs(&self, mount: &str) -> Vec<String> {
         let sumdbs = self.sumdbs.lock().expect("never poisoned");
         sumdbs.get(mount).cloned().unwrap_or_default()
