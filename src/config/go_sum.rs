@@ -248,7 +248,11 @@ mod tests {
         for bad in [&b"nonsense\n"[..], b"\xff\xfe"] {
             std::fs::write(&file, bad).unwrap();
             assert!(matches!(sums.reload(), Err(Error::Invalid { .. })));
-            assert_eq!(sums.hashes(zip).len(), 2, "a failed reload keeps the hashes");
+            assert_eq!(
+                sums.hashes(zip).len(),
+                2,
+                "a failed reload keeps the hashes"
+            );
         }
         std::fs::write(&file, "").unwrap();
         assert_eq!(

@@ -153,7 +153,10 @@ impl Proxy {
             }
         }
         let go_mod = file == go::VersionFile::Mod;
-        if let Some((hash, db)) = self.go_lookup_digest(mount, &module, &version, go_mod).await {
+        if let Some((hash, db)) = self
+            .go_lookup_digest(mount, &module, &version, go_mod)
+            .await
+        {
             known.push((hash, format!("sumdb {db} lookup")));
         }
         let Some((first, _)) = known.first() else {
@@ -206,14 +209,20 @@ impl Proxy {
     /// holds (`sumdb/NAME/`), so that after a restart a lookup cached before
     /// it still protects a zip before any sumdb request passes through again.
     pub async fn recall_sumdbs(&self) {
-        for mount in self.rules.mounts.iter().filter(|m| m.profile == Profile::Go) {
+        for mount in self
+            .rules
+            .mounts
+            .iter()
+            .filter(|m| m.profile == Profile::Go)
+        {
             let namespace = Namespace::Mount(mount.name.clone());
             let Ok(dir) = CacheKey::try_from_path(namespace, "/sumdb") else {
                 continue;
             };
             for db in self.store.child_dirs(&dir, MAX_SUMDBS).await {
                 // Only a name go::route would give, as a request would.
-                if let go::Route::Sumdb { db: named, .. } = go::route(&format!("/sumdb/{db}/latest"))
+                if let go::Route::Sumdb { db: named, .. } =
+                    go::route(&format!("/sumdb/{db}/latest"))
                 {
                     if named == db {
                         tracing::debug!(mount = %mount.name, db = %db, "checksum database found in the cache");

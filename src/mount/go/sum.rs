@@ -78,7 +78,10 @@ fn other_hash_kind(line: &str) -> bool {
         return false;
     };
     hash.split_once(':').is_some_and(|(kind, _)| {
-        kind != "h1" && kind.len() > 1 && kind.starts_with('h') && kind[1..].bytes().all(|b| b.is_ascii_digit())
+        kind != "h1"
+            && kind.len() > 1
+            && kind.starts_with('h')
+            && kind[1..].bytes().all(|b| b.is_ascii_digit())
     })
 }
 
