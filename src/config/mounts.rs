@@ -472,4 +472,27 @@ mod tests {
         let missing = format!("private={}", dir.path().join("none").display());
         assert!(args(&["--mirror", "private=http://a/", "--mirror-auth", &missing]).is_err());
     }
+
+    #[test]
+    fn go_sums_go_to_go_mounts_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("go.sum");
+        std::fs::write(&file, "").unwrap();
+        let on = |name: &str| format!("{name}={}", file.display());
+        let c = args(&[
+            "--mirror",
+            "private=http://a/",
+            "--profile",
+            "private=go",
+            "--go-sum",
+            &on("private"),
+            "--go-sum",
+            &on("private"),
+        ])
+        .unwrap();
+        assert_eq!(c.mounts[0].go_sums.len(), 2);
+        assert_eq!(c.go_sum_files().len(), 2, "each reloads");
+        let err = args(&["--mirror", "npm=http://a/", "--go-sum", &on("npm")]).unwrap_err();
+        assert!(err.to_string().contains("only a go mount"), "{err}");
+    }
 }
