@@ -2,10 +2,11 @@
 //! before the file is fetched: the digest it must have (from the pages
 //! served so far for PyPI and npm, the cached RubyGems `/info/NAME`, the
 //! cached Cargo index file, the operator's go.sum files and the cached Go
-//! checksum-database lookup), and for
-//! Cargo where the registry serves it (its own `dl`, kept with the cached
-//! `config.json`). What is not known is not checked: a file fetched before
-//! its index is stored as its upstream sent it.
+//! checksum-database lookup), and for Cargo where the registry serves it
+//! (its own `dl`, kept with the cached `config.json`). What is not known is
+//! not checked: a file fetched before its index is stored as its upstream
+//! sent it. The checksum databases a go mount's cache holds are found again
+//! at start-up (`recall_sumdbs`).
 
 use super::target::Target;
 use super::{Error, Proxy};
