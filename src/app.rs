@@ -142,6 +142,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     {
         tasks.spawn(reloader.run(stop.clone()));
     }
+    for file in config.go_sum_files() {
+        crate::proxy::policy::log_go_sum(&file, file.loaded(), "go.sum read");
+    }
+    if let Some(reloader) = crate::proxy::policy::GoSumReloader::install(config.go_sum_files())
+        .context("installing the SIGHUP handler")?
+    {
+        tasks.spawn(reloader.run(stop.clone()));
+    }
     let hard_stop = CancellationToken::new();
     let shared = start_shared(&config, &store, &tasks, &stop, &hard_stop).await?;
     let rules = HostRules {
@@ -160,6 +168,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         &config,
     )
     .with_supply(supply.clone());
+    proxy.recall_sumdbs().await;
     if let Some(max_size) = config.policy.max_size {
         let limits = evict::Limits::new(max_size, &config.policy.pinned);
         store.track_recency(true);

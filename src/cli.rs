@@ -147,6 +147,18 @@ pub struct Args {
     #[arg(long = "mirror-auth", value_name = "NAME=FILE")]
     pub mirror_auth: Vec<String>,
 
+    /// A go.sum (or several concatenated) for a go mount (NAME=FILE): the mount's module zips
+    /// and go.mods are checked against its h1: lines before they are kept (for private
+    /// modules the checksum database does not know); read at start and on SIGHUP.
+    /// Repeatable.
+    #[arg(
+        long = "go-sum",
+        value_name = "NAME=FILE",
+        env = "PC_GO_SUM",
+        value_delimiter = ' '
+    )]
+    pub go_sums: Vec<String>,
+
     /// Seconds an index document (simple page, /versions, /info/*, specs, layout.conf)
     /// is served before it is revalidated upstream.
     #[arg(long, default_value_t = 300, value_name = "SECS")]

@@ -363,3 +363,50 @@ fn the_readme_lists_the_environment_variables_help_shows() {
         .collect();
     assert_eq!(listed, helped);
 }
+
+#[tokio::test]
+async fn a_bad_go_sum_refuses_to_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c");
+    let cache = cache.to_str().unwrap();
+    let good = dir.path().join("go.sum");
+    std::fs::write(
+        &good,
+        "example.test/hello v1.1.0 h1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n",
+    )
+    .unwrap();
+    let garbage = dir.path().join("garbage.sum");
+    std::fs::write(&garbage, "not a go.sum\nnor this\n").unwrap();
+    let missing = dir.path().join("missing.sum");
+    let on = |name: &str, file: &std::path::Path| format!("{name}={}", file.display());
+    for (mirror, go_sum, says) in [
+        (
+            "pypi=http://127.0.0.1:9/",
+            on("pypi", &good),
+            "only a go mount takes a go.sum",
+        ),
+        (
+            "go=http://127.0.0.1:9/",
+            on("other", &good),
+            "no --mirror has that NAME",
+        ),
+        ("go=http://127.0.0.1:9/", on("go", &missing), "No such file"),
+        (
+            "go=http://127.0.0.1:9/",
+            on("go", &garbage),
+            "no go.sum line in it (2 malformed)",
+        ),
+        (
+            "go=http://127.0.0.1:9/",
+            "go".to_string(),
+            "expected NAME=VALUE",
+        ),
+    ] {
+        let args = ["--cache", cache, "--mirror", mirror, "--go-sum", &go_sum];
+        let stderr = support::app::refused_start(&args).await;
+        assert!(
+            stderr.contains("--go-sum") && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 
 mod build;
 mod credential;
+mod go_sum;
 mod mounts;
 mod shared;
 mod source;
@@ -14,6 +15,7 @@ mod upstream;
 use crate::cli::Args;
 pub use build::{valid_field, BuildConfig};
 pub use credential::Credential;
+pub use go_sum::{GoSumFile, Loaded as GoSumLoaded, MAX_GO_SUM};
 use mounts::mounts_from;
 pub use mounts::{Mount, Profile};
 pub use shared::SharedStoreConfig;
@@ -52,7 +54,8 @@ pub enum Error {
          --mirror pypi=https://pypi.example); see --help"
     )]
     NoUpstream,
-    /// A `--mirror`, `--profile` or `--files-host` entry is malformed.
+    /// A `--mirror`, `--profile`, `--files-host`, `--mirror-auth`, `--index-path` or
+    /// `--go-sum` entry is malformed.
     #[error("invalid {option} {value:?}: {reason}")]
     Mount {
         /// The option.
@@ -357,6 +360,7 @@ impl Config {
                 sources: vec![source],
                 files_hosts: Vec::new(),
                 index_path: None,
+                go_sums: Vec::new(),
             }),
         }
         Ok(self)

@@ -1,8 +1,8 @@
 //! Mounts: `--mirror NAME=URL`, `--profile NAME=KIND`, `--files-host
-//! NAME=URL` and `--mirror-auth NAME=FILE` parsed into one typed `Mount` per
-//! name.
+//! NAME=URL`, `--mirror-auth NAME=FILE` and `--go-sum NAME=FILE` parsed into
+//! one typed `Mount` per name.
 
-use super::{redact_userinfo, Credential, Error, SourceUrl};
+use super::{redact_userinfo, Credential, Error, GoSumFile, SourceUrl};
 use crate::cli::Args;
 use std::path::Path;
 
@@ -65,6 +65,9 @@ pub struct Mount {
     /// (`/+simple` for devpi); `None` is `/simple`. Clients always see
     /// `/NAME/simple/`.
     pub index_path: Option<String>,
+    /// go: the `--go-sum` files whose `h1:` lines its zips and go.mods are
+    /// checked against.
+    pub go_sums: Vec<GoSumFile>,
 }
 
 fn split_named<'a>(option: &'static str, raw: &'a str) -> Result<(&'a str, &'a str), Error> {
@@ -104,6 +107,7 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
                 sources: vec![source],
                 files_hosts: Vec::new(),
                 index_path: None,
+                go_sums: Vec::new(),
             }),
         }
     }
@@ -181,6 +185,25 @@ pub(super) fn mounts_from(args: &Args) -> Result<Vec<Mount>, Error> {
         for source in &mut mount.sources {
             source.credential = Some(credential.clone());
         }
+    }
+    for raw in &args.go_sums {
+        let (name, file) = split_named("--go-sum", raw)?;
+        let mount = mounts
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or_else(|| unknown("--go-sum", raw))?;
+        let bad = |reason: String| Error::Mount {
+            option: "--go-sum",
+            value: raw.clone(),
+            reason,
+        };
+        if mount.profile != Profile::Go {
+            return Err(bad(format!(
+                "only a go mount takes a go.sum (mount {name} is not one; --profile {name}=go)"
+            )));
+        }
+        let sums = GoSumFile::load(name, Path::new(file)).map_err(|e| bad(e.to_string()))?;
+        mount.go_sums.push(sums);
     }
     for mount in &mut mounts {
         // A files host on a source's own origin is that upstream too.
@@ -448,5 +471,28 @@ mod tests {
         assert!(args(&["--mirror-auth", &auth]).is_err(), "no such mount");
         let missing = format!("private={}", dir.path().join("none").display());
         assert!(args(&["--mirror", "private=http://a/", "--mirror-auth", &missing]).is_err());
+    }
+
+    #[test]
+    fn go_sums_go_to_go_mounts_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("go.sum");
+        std::fs::write(&file, "").unwrap();
+        let on = |name: &str| format!("{name}={}", file.display());
+        let c = args(&[
+            "--mirror",
+            "private=http://a/",
+            "--profile",
+            "private=go",
+            "--go-sum",
+            &on("private"),
+            "--go-sum",
+            &on("private"),
+        ])
+        .unwrap();
+        assert_eq!(c.mounts[0].go_sums.len(), 2);
+        assert_eq!(c.go_sum_files().len(), 2, "each reloads");
+        let err = args(&["--mirror", "npm=http://a/", "--go-sum", &on("npm")]).unwrap_err();
+        assert!(err.to_string().contains("only a go mount"), "{err}");
     }
 }

@@ -277,6 +277,7 @@ mod tests {
             sources: vec![SourceUrl::try_new("http://index.example/").unwrap()],
             files_hosts: vec![SourceUrl::try_new("http://files.example:8080/").unwrap()],
             index_path: None,
+            go_sums: Vec::new(),
         }
     }
 

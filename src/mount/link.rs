@@ -81,6 +81,7 @@ mod tests {
             ],
             files_hosts: vec![SourceUrl::try_new("https://cdn.example/").unwrap()],
             index_path: None,
+            go_sums: Vec::new(),
         }
     }
 

@@ -131,6 +131,16 @@ pub enum Error {
         /// What arrived.
         got: String,
     },
+    /// The hashes known for a Go module file disagree (an operator's go.sum
+    /// and a cached checksum-database lookup, or two go.sum lines): which is
+    /// right cannot be told, so the file is refused, never stored.
+    #[error("{key}: the hashes known for it disagree: {known}")]
+    Disagree {
+        /// The entry.
+        key: String,
+        /// Each hash with where it comes from.
+        known: String,
+    },
     /// A download's body failed after its head.
     #[error("download of {key} from {} failed: {source}", ShownUrl(url))]
     Body {
@@ -201,6 +211,7 @@ impl Error {
             | Error::DocumentBody { .. }
             | Error::DocumentTooLarge { .. }
             | Error::Digest { .. }
+            | Error::Disagree { .. }
             | Error::Body { .. }
             | Error::Aborted { .. }
             | Error::Unfiltered { .. } => Class::Upstream,

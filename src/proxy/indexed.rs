@@ -1,13 +1,15 @@
 //! What a mount's index documents say about one of its files, looked up
 //! before the file is fetched: the digest it must have (from the pages
 //! served so far for PyPI and npm, the cached RubyGems `/info/NAME`, the
-//! cached Cargo index file, the cached Go checksum-database lookup), and for
-//! Cargo where the registry serves it (its own `dl`, kept with the cached
-//! `config.json`). What is not known is not checked: a file fetched before
-//! its index is stored as its upstream sent it.
+//! cached Cargo index file, the operator's go.sum files and the cached Go
+//! checksum-database lookup), and for Cargo where the registry serves it
+//! (its own `dl`, kept with the cached `config.json`). What is not known is
+//! not checked: a file fetched before its index is stored as its upstream
+//! sent it. The checksum databases a go mount's cache holds are found again
+//! at start-up (`recall_sumdbs`).
 
 use super::target::Target;
-use super::Proxy;
+use super::{Error, Proxy};
 use crate::config::{Mount, Profile};
 use crate::digest::Digest;
 use crate::mount::{self, cargo, go, rubygems, Class};
@@ -20,18 +22,23 @@ const MAX_SUMDBS: usize = 8;
 const MAX_LOOKUP: usize = 64 * 1024;
 
 impl Proxy {
-    /// The digest an index lists for the file `key` at `target`.
-    pub(super) async fn listed_digest(&self, target: &Target, key: &CacheKey) -> Option<Digest> {
+    /// The digest an index lists for the file `key` at `target`; an error
+    /// when the hashes known for it disagree (Go), and it must be refused.
+    pub(super) async fn listed_digest(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+    ) -> Result<Option<Digest>, Error> {
         let Target::Mount { mount, path, .. } = target else {
-            return None;
+            return Ok(None);
         };
-        match mount.profile {
+        Ok(match mount.profile {
             Profile::Pypi | Profile::Npm => self.policy.listed.get(&key.canonical()),
             Profile::Rubygems => self.rubygems_digest(mount, path).await,
             Profile::Cargo => self.cargo_digest(mount, path).await,
-            Profile::Go => self.go_digest(mount, path).await,
+            Profile::Go => return self.go_digest(mount, path, key).await,
             Profile::Gentoo | Profile::Generic => None,
-        }
+        })
     }
 
     /// Where a Cargo registry serves the crate `target` names on the cache's
@@ -121,18 +128,64 @@ impl Proxy {
         cargo::checksum_for(&doc.body, &krate, &version)
     }
 
-    /// The `h1:` a cached checksum-database lookup gives a module zip, or
-    /// the `/go.mod h1:` it gives a go.mod.
-    async fn go_digest(&self, mount: &Mount, path: &str) -> Option<Digest> {
+    /// The `h1:` of a module zip, or the `/go.mod h1:` of a go.mod, that the
+    /// operator's go.sum files list or else a cached checksum-database
+    /// lookup gives. When they are both known they must agree: otherwise
+    /// which one is right cannot be told, and the file is refused.
+    async fn go_digest(
+        &self,
+        mount: &Mount,
+        path: &str,
+        key: &CacheKey,
+    ) -> Result<Option<Digest>, Error> {
         let go::Route::Version {
             module,
             version,
             file: file @ (go::VersionFile::Zip | go::VersionFile::Mod),
         } = go::route(path)
         else {
-            return None;
+            return Ok(None);
         };
+        let mut known: Vec<(Digest, String)> = Vec::new();
+        let artifact = format!("/{module}/@v/{version}.{}", file.as_str());
+        for sums in &mount.go_sums {
+            for hash in sums.hashes(&artifact) {
+                known.push((hash, format!("go.sum {}", sums.file().display())));
+            }
+        }
         let go_mod = file == go::VersionFile::Mod;
+        if let Some((hash, db)) = self
+            .go_lookup_digest(mount, &module, &version, go_mod)
+            .await
+        {
+            known.push((hash, format!("sumdb {db} lookup")));
+        }
+        let Some((first, _)) = known.first() else {
+            return Ok(None);
+        };
+        if known.iter().any(|(hash, _)| hash != first) {
+            let known = known
+                .iter()
+                .map(|(hash, from)| format!("{hash} ({from})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::Disagree {
+                key: key.to_string(),
+                known,
+            });
+        }
+        Ok(Some(first.clone()))
+    }
+
+    /// The hash a cached checksum-database lookup gives a module version's
+    /// zip (or go.mod), and the database's name.
+    async fn go_lookup_digest(
+        &self,
+        mount: &Mount,
+        module: &str,
+        version: &str,
+        go_mod: bool,
+    ) -> Option<(Digest, String)> {
         let namespace = Namespace::Mount(mount.name.clone());
         for db in self.policy.sumdbs(&mount.name) {
             let lookup = format!("/sumdb/{db}/lookup/{module}@{version}");
@@ -147,10 +200,38 @@ impl Proxy {
                 continue;
             };
             if let Some(line) = record.into_iter().find(|l| l.go_mod == go_mod) {
-                return Some(line.hash);
+                return Some((line.hash, db));
             }
         }
         None
+    }
+
+    /// Remembers the checksum databases whose lookups the go mounts' cache
+    /// holds (`sumdb/NAME/`), so that after a restart a lookup cached before
+    /// it still protects a zip before any sumdb request passes through again.
+    pub async fn recall_sumdbs(&self) {
+        for mount in self
+            .rules
+            .mounts
+            .iter()
+            .filter(|m| m.profile == Profile::Go)
+        {
+            let namespace = Namespace::Mount(mount.name.clone());
+            let Ok(dir) = CacheKey::try_from_path(namespace, "/sumdb") else {
+                continue;
+            };
+            for db in self.store.child_dirs(&dir, MAX_SUMDBS).await {
+                // Only a name go::route would give, as a request would.
+                if let go::Route::Sumdb { db: named, .. } =
+                    go::route(&format!("/sumdb/{db}/latest"))
+                {
+                    if named == db {
+                        tracing::debug!(mount = %mount.name, db = %db, "checksum database found in the cache");
+                        self.policy.remember_sumdb(&mount.name, &db, MAX_SUMDBS);
+                    }
+                }
+            }
+        }
     }
 
     /// The body of a small committed entry, if there is one; a fill in

@@ -178,7 +178,14 @@ impl Proxy {
                 key: key.to_string(),
             });
         }
-        let expected = self.listed_digest(&target, &key).await;
+        let expected = match self.listed_digest(&target, &key).await {
+            Ok(expected) => expected,
+            Err(err) => {
+                // Never fetched, never stored: the operator must settle it.
+                tracing::error!(key = %key, error = %err, "refused: the hashes known for this file disagree");
+                return Err(err);
+            }
+        };
         let mut retried = None;
         for _ in 0..MAX_LOOKUPS {
             let next = match self.store.lookup(&key).await {

@@ -111,6 +111,11 @@ pub fn error(err: &Error) -> Response<Body> {
         Error::Digest { .. } => {
             "the upstream's file does not match the digest its index lists".into()
         }
+        Error::Disagree { .. } => {
+            "the go.sum hashes and checksum-database lookups the cache holds disagree on this \
+             file; nothing was fetched"
+                .into()
+        }
         Error::Body { .. } | Error::Aborted { .. } => {
             "the download failed; nothing was cached".into()
         }

@@ -339,6 +339,7 @@ mod tests {
             sources: vec![SourceUrl::try_new("http://registry.example/npm").unwrap()],
             files_hosts: vec![SourceUrl::try_new("http://cdn.example:8080/").unwrap()],
             index_path: None,
+            go_sums: Vec::new(),
         }));
         let on = |uri: &str| match parse(&uri.parse().unwrap(), None, None, &r) {
             Ok(Target::Mount {

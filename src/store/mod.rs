@@ -185,6 +185,27 @@ impl Store {
         &self.inner.layout
     }
 
+    /// The names of the directories directly under the path of `dir` (a
+    /// folder of entries, such as a go mount's `sumdb/`) on the local disk,
+    /// at most `max` of the first `4 * max` names read, read off the runtime;
+    /// none when it does not exist or cannot be read. A name that is not
+    /// UTF-8 is left out.
+    pub async fn child_dirs(&self, dir: &CacheKey, max: usize) -> Vec<String> {
+        let path = self.inner.layout.entry(dir);
+        let listed = tokio::task::spawn_blocking(move || {
+            let Ok(read) = std::fs::read_dir(&path) else {
+                return Vec::new();
+            };
+            read.take(max.saturating_mul(4))
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .take(max)
+                .collect()
+        });
+        listed.await.unwrap_or_default()
+    }
+
     /// Finds `key`: a committed entry, a fill to follow, or a permit to fill it.
     pub async fn lookup(&self, key: &CacheKey) -> Result<Lookup, Error> {
         if let Some(hot) = self.inner.hot.get(key) {

@@ -13,6 +13,7 @@ fn mount(name: &str, profile: Profile) -> Mount {
         sources: vec![SourceUrl::try_new("http://index.example/").unwrap()],
         files_hosts: Vec::new(),
         index_path: None,
+        go_sums: Vec::new(),
     }
 }
 

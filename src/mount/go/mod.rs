@@ -9,7 +9,7 @@
 mod sum;
 
 pub use crate::digest::h1::{of_mod as h1_of_mod, of_zip as h1_of_zip};
-pub use sum::{parse_go_sum, parse_lookup, Error, SumLine};
+pub use sum::{parse_go_sum, parse_lookup, read_go_sum, Error, GoSum, SumLine};
 
 use super::{keyed_document, Class, MountUpstream};
 use crate::config::Mount;

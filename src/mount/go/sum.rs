@@ -43,7 +43,46 @@ impl SumLine {
 /// The `h1:` lines of a go.sum text; other hash kinds and malformed lines are
 /// skipped (go itself ignores hash kinds it does not know).
 pub fn parse_go_sum(text: &str) -> Vec<SumLine> {
-    text.lines().filter_map(parse_line).collect()
+    read_go_sum(text).lines
+}
+
+/// A go.sum text read line by line: its `h1:` lines, and how many lines were
+/// neither that, a line of another hash kind, nor blank.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GoSum {
+    /// The `h1:` lines, in file order.
+    pub lines: Vec<SumLine>,
+    /// Lines skipped as malformed (an `h1:` that does not decode, too few or
+    /// too many fields).
+    pub malformed: usize,
+}
+
+/// Reads a go.sum text (or several concatenated), counting what it skips.
+pub fn read_go_sum(text: &str) -> GoSum {
+    let mut read = GoSum::default();
+    for line in text.lines() {
+        match parse_line(line) {
+            Some(sum) => read.lines.push(sum),
+            None if line.trim().is_empty() || other_hash_kind(line) => {}
+            None => read.malformed += 1,
+        }
+    }
+    read
+}
+
+/// A well-formed line of a hash kind other than `h1:` (`h2:` and on): go
+/// skips those, so they are not malformed.
+fn other_hash_kind(line: &str) -> bool {
+    let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+    let [_, _, hash] = fields[..] else {
+        return false;
+    };
+    hash.split_once(':').is_some_and(|(kind, _)| {
+        kind != "h1"
+            && kind.len() > 1
+            && kind.starts_with('h')
+            && kind[1..].bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 fn parse_line(line: &str) -> Option<SumLine> {
@@ -111,6 +150,8 @@ mod tests {
         );
         let lines = parse_go_sum(&text);
         assert_eq!(lines.len(), 2);
+        assert_eq!(read_go_sum(&text).malformed, 2, "garbage and a short h1");
+        assert_eq!(read_go_sum("\n  \n").malformed, 0);
         assert_eq!(
             lines[0],
             SumLine {

@@ -1,13 +1,16 @@
 //! The caching policy as it stands in memory, one concern per module: the
 //! paths never cached (`no_cache`), the 404s remembered (`negative`) and the
 //! digests index pages list for their files (`listed`), with the Go
-//! checksum databases seen per mount (whose cached lookups list `h1:`s).
+//! checksum databases seen per mount (whose cached lookups list `h1:`s) and
+//! the SIGHUP reload of the operator's go.sum files (`go_sums`).
 //! Built once from the validated config; shared by every request behind an `Arc`.
 
+mod go_sums;
 mod listed;
 mod negative;
 mod no_cache;
 
+pub use go_sums::{log_loaded as log_go_sum, GoSumReloader};
 pub use listed::ListedDigests;
 pub use negative::NegativeCache;
 pub use no_cache::NoCache;
@@ -55,7 +58,8 @@ impl Policy {
         }
     }
 
-    /// The checksum databases asked for through `mount` since start-up.
+    /// The checksum databases asked for through `mount` since start-up, or
+    /// found in its cache at start-up.
     pub fn sumdbs(&self, mount: &str) -> Vec<String> {
         let sumdbs = self.sumdbs.lock().expect("never poisoned");
         sumdbs.get(mount).cloned().unwrap_or_default()
