@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::app::Binary;
-use support::client::get_with;
+use support::client::{get_with, info_versions};
 use support::fixtures;
 use support::rgw::{self, Rgw, BUCKET};
 use support::site::{ETags, Site};
@@ -81,22 +81,11 @@ async fn node(site: &Site, cache: &Path, clock: &Path, endpoint: &str, prefix: &
     Binary::start(&args).await
 }
 
-/// The versions a node's `/info/crtiny` lists.
-async fn info_versions(node: &Binary) -> BTreeSet<String> {
-    let got = get_with(&node.url("/rubygems/info/crtiny"), &[]).await;
-    assert_eq!(got.status, 200);
-    String::from_utf8_lossy(&got.body)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(' ').next().map(str::to_string))
-        .collect()
-}
-
 /// Waits until `node` lists exactly `want` (the clock file is re-read on change).
 async fn wait_for_versions(node: &Binary, want: &BTreeSet<String>) {
     let mut got = BTreeSet::new();
     for _ in 0..100 {
-        got = info_versions(node).await;
+        got = info_versions(&node.url("/rubygems/info/crtiny")).await;
         if &got == want {
             return;
         }
@@ -166,7 +155,10 @@ async fn a_node_holds_a_release_from_when_the_fleet_first_saw_it() {
         &p,
     )
     .await;
-    assert_eq!(info_versions(&a).await, set(&[]));
+    assert_eq!(
+        info_versions(&a.url("/rubygems/info/crtiny")).await,
+        set(&[])
+    );
     wait_for_records(rgw, &p, 3).await;
     assert_eq!(
         record_of(rgw, &p, "0.2.0").await["first_seen"],
@@ -183,7 +175,10 @@ async fn a_node_holds_a_release_from_when_the_fleet_first_saw_it() {
         body.contains("available from 2026-01-04T00:00:00Z"),
         "A's time plus 3 days, not B's: {body}"
     );
-    assert_eq!(info_versions(&b).await, set(&[]));
+    assert_eq!(
+        info_versions(&b.url("/rubygems/info/crtiny")).await,
+        set(&[])
+    );
     // Past T0 + 3 days (B's own sighting would hold them until T2 + 3 days).
     std::fs::write(&clock_b, T3).unwrap();
     wait_for_versions(&b, &set(UNDATED)).await;
@@ -198,13 +193,16 @@ async fn a_node_holds_a_release_from_when_the_fleet_first_saw_it() {
     gateway.stop().await;
     let b = node(&site, &cache_b, &clock_b, &gateway.endpoint(), &p).await;
     let began = Instant::now();
-    assert_eq!(info_versions(&b).await, set(UNDATED));
+    assert_eq!(
+        info_versions(&b.url("/rubygems/info/crtiny")).await,
+        set(UNDATED)
+    );
     eprintln!("B restarted, store down: /info in {:?}", began.elapsed());
 
     // A new release while the store is down: dated by B itself, at once.
     fixtures::gem_publish(&repo, &fixture.join("extra/crtiny-0.3.0.gem")).await;
     let began = Instant::now();
-    let versions = info_versions(&b).await;
+    let versions = info_versions(&b.url("/rubygems/info/crtiny")).await;
     let took = began.elapsed();
     eprintln!("B, store down, new release: /info in {took:?}: {versions:?}");
     assert_eq!(versions, set(UNDATED), "0.3.0 is held: first seen now");

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::app::Binary;
-use support::client::get_with;
+use support::client::{get_with, info_versions};
 use support::cmd::{Cmd, Output};
 use support::fixtures;
 use support::site::{md5_hex, ETags, Logged, Site};
@@ -354,17 +354,6 @@ async fn policed(world: &World, name: &str, policy: &[&str]) -> Binary {
     Binary::start(&args).await
 }
 
-/// The versions the proxy's `/info/crtiny` lists.
-async fn info_versions(proxy: &Binary) -> BTreeSet<String> {
-    let got = get_with(&proxy.url("/rubygems/info/crtiny"), &[]).await;
-    assert_eq!(got.status, 200);
-    String::from_utf8_lossy(&got.body)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(' ').next().map(str::to_string))
-        .collect()
-}
-
 #[tokio::test]
 async fn first_seen_survives_a_restart_and_missing_dates_and_the_cutoff_follow_their_options() {
     let world = World::start().await;
@@ -378,7 +367,10 @@ async fn first_seen_survives_a_restart_and_missing_dates_and_the_cutoff_follow_t
 
     // First seen at T0, under --min-age 3d: nothing shown (0.3.0 is "from the future").
     let first = policed(&world, "cache", &["--min-age", "3d"]).await;
-    assert_eq!(info_versions(&first).await, set(&[]));
+    assert_eq!(
+        info_versions(&first.url("/rubygems/info/crtiny")).await,
+        set(&[])
+    );
     first.signal(rustix::process::Signal::TERM);
     let mut first = first;
     let exited = tokio::time::timeout(Duration::from_secs(30), first.child.wait()).await;
@@ -396,9 +388,15 @@ async fn first_seen_survives_a_restart_and_missing_dates_and_the_cutoff_follow_t
     // a cache that never saw them counts from now.
     std::fs::write(&world.clock, T4).unwrap();
     let restarted = policed(&world, "cache", &["--min-age", "3d"]).await;
-    assert_eq!(info_versions(&restarted).await, set(UNDATED));
+    assert_eq!(
+        info_versions(&restarted.url("/rubygems/info/crtiny")).await,
+        set(UNDATED)
+    );
     let fresh = policed(&world, "fresh", &["--min-age", "3d"]).await;
-    assert_eq!(info_versions(&fresh).await, set(&[]));
+    assert_eq!(
+        info_versions(&fresh.url("/rubygems/info/crtiny")).await,
+        set(&[])
+    );
 
     // A project exempted (no version): all of it shown, the young release too.
     let exempt = policed(
@@ -409,7 +407,10 @@ async fn first_seen_survives_a_restart_and_missing_dates_and_the_cutoff_follow_t
     .await;
     let mut all = set(UNDATED);
     all.insert("0.3.0".to_string());
-    assert_eq!(info_versions(&exempt).await, all);
+    assert_eq!(
+        info_versions(&exempt.url("/rubygems/info/crtiny")).await,
+        all
+    );
 
     // --min-age-missing allow: undated releases shown at once, the dated young one not.
     let allow = policed(
@@ -418,7 +419,10 @@ async fn first_seen_survives_a_restart_and_missing_dates_and_the_cutoff_follow_t
         &["--min-age", "3d", "--min-age-missing", "allow"],
     )
     .await;
-    assert_eq!(info_versions(&allow).await, set(UNDATED));
+    assert_eq!(
+        info_versions(&allow.url("/rubygems/info/crtiny")).await,
+        set(UNDATED)
+    );
     // --min-age-missing deny: undated releases never shown, their files refused.
     let deny = policed(
         &world,
@@ -426,7 +430,10 @@ async fn first_seen_survives_a_restart_and_missing_dates_and_the_cutoff_follow_t
         &["--min-age", "3d", "--min-age-missing", "deny"],
     )
     .await;
-    assert_eq!(info_versions(&deny).await, set(&[]));
+    assert_eq!(
+        info_versions(&deny.url("/rubygems/info/crtiny")).await,
+        set(&[])
+    );
     let refused = get_with(&deny.url("/rubygems/gems/crtiny-0.2.0.gem"), &[]).await;
     let body = String::from_utf8_lossy(&refused.body).into_owned();
     assert_eq!(refused.status, 403, "{body}");
@@ -445,7 +452,10 @@ async fn first_seen_survives_a_restart_and_missing_dates_and_the_cutoff_follow_t
         ],
     )
     .await;
-    assert_eq!(info_versions(&cutoff).await, set(UNDATED));
+    assert_eq!(
+        info_versions(&cutoff.url("/rubygems/info/crtiny")).await,
+        set(UNDATED)
+    );
     let source = cutoff.url("/rubygems/");
     let (out, installed) = gem_installs(&world, "gem-cutoff", &source).await;
     assert!(out.ok(), "{}", out.text());

@@ -242,3 +242,15 @@ pub fn sha256(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// The versions a RubyGems compact-index `/info/NAME` document at `url`
+/// lists (the first word of each line after the `---` header); asserts a 200.
+pub async fn info_versions(url: &str) -> std::collections::BTreeSet<String> {
+    let got = get_with(url, &[]).await;
+    assert_eq!(got.status, 200, "{url}");
+    String::from_utf8_lossy(&got.body)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(' ').next().map(str::to_string))
+        .collect()
+}
