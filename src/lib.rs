@@ -44,6 +44,7 @@ pub mod client;
 pub mod config;
 pub mod digest;
 pub mod evict;
+pub mod hangup;
 pub mod maintain;
 pub mod metrics;
 pub mod mount;
