@@ -424,7 +424,7 @@ async fn a_tarball_cached_by_its_url_before_the_packument_is_checked_when_npm_as
     assert!(
         proxy
             .logged_within(&[
-                "does not match the digest its index lists",
+                "cached file does not match the digest its index lists",
                 "acme-multi-1.0.0.tgz"
             ])
             .await,
