@@ -147,6 +147,13 @@ impl Store {
                 None => {}
             }
         }
+        let Some(body) = Body::of(entry) else {
+            return Err(Error::Check {
+                key: key.to_string(),
+                digest: listed.to_string(),
+                message: "the entry holds no body to read".into(),
+            });
+        };
         for _ in 0..MAX_ROUNDS {
             let (mut rx, led) = match self.inner.checks.claim(key, CheckFlight::new) {
                 Claim::Lead(lead) => {
@@ -154,7 +161,7 @@ impl Store {
                     let permit = CheckPermit { lead, done: false };
                     let inner = self.inner.clone();
                     let (key, listed) = (key.clone(), listed.clone());
-                    let body = Body::of(entry);
+                    let body = body.clone();
                     // Not awaited here: the outcome comes through `rx`,
                     // whether or not this call is still there to read it.
                     tokio::task::spawn_blocking(move || {
@@ -197,24 +204,27 @@ impl Store {
         Err(Error::Check {
             key: key.to_string(),
             digest: listed.to_string(),
-            message: "every check of it was given up".into(),
+            message: "no check of it finished (checks of this key kept it waiting, or gave up)"
+                .into(),
         })
     }
 }
 
 /// The bytes a hit would serve: a small body held in memory, or the
 /// descriptor the lookup opened.
+#[derive(Clone)]
 enum Body {
     Small(bytes::Bytes),
     File(Arc<std::fs::File>, u64),
 }
 
 impl Body {
-    fn of(entry: &Entry) -> Body {
+    /// `None` for an entry that holds neither (none that a lookup gives).
+    fn of(entry: &Entry) -> Option<Body> {
         match (&entry.small, &entry.file) {
-            (Some(bytes), _) => Body::Small(bytes.clone()),
-            (None, Some(file)) => Body::File(file.clone(), entry.len),
-            (None, None) => Body::Small(bytes::Bytes::new()),
+            (Some(bytes), _) => Some(Body::Small(bytes.clone())),
+            (None, Some(file)) => Some(Body::File(file.clone(), entry.len)),
+            (None, None) => None,
         }
     }
 }
