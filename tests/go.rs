@@ -440,6 +440,49 @@ async fn a_tampered_zip_cached_by_its_url_before_its_lookup_is_dropped_when_go_a
 }
 
 #[tokio::test]
+async fn a_tampered_go_mod_cached_by_its_url_before_its_lookup_is_dropped_on_its_next_hit() {
+    let world = World::start().await;
+    let proxy = world.proxy(&world.upstream, &[]).await;
+    let path = world.upstream.tree.join("example.test/hello/@v/v1.1.0.mod");
+    let genuine = std::fs::read(&path).expect("go.mod");
+    let mut tampered = genuine.clone();
+    tampered.extend_from_slice(b"require evil.test/backdoor v1.0.0\n");
+    std::fs::write(&path, &tampered).expect("tamper");
+    let url = proxy.url("/go/example.test/hello/@v/v1.1.0.mod");
+    let direct = get(&url).await;
+    assert_eq!(direct.body, tampered, "kept: nothing lists its hash yet");
+    assert!(
+        proxy
+            .logged_within(&["entry committed", "v1.1.0.mod"])
+            .await
+    );
+    lookup_hello(&proxy).await;
+
+    // Its `/go.mod h1:` follows from the sha256 recorded with it: no read, dropped, refused.
+    let got = get(&url).await;
+    assert!(
+        got.status != 200 || got.error.is_some(),
+        "{} {:?}",
+        got.status,
+        got.error
+    );
+    assert!(
+        proxy
+            .logged_within(&[
+                "cached file does not match the digest its index lists",
+                "v1.1.0.mod"
+            ])
+            .await,
+        "{:?}",
+        proxy.log_lines()
+    );
+    std::fs::write(&path, &genuine).expect("restore");
+    let got = get(&url).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, genuine);
+}
+
+#[tokio::test]
 async fn a_genuine_zip_cached_by_its_url_is_checked_by_its_h1_with_the_upstream_stopped() {
     let mut world = World::start().await;
     let proxy = world.proxy(&world.upstream, &[]).await;
