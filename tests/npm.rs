@@ -431,6 +431,13 @@ async fn a_tarball_cached_by_its_url_before_the_packument_is_checked_when_npm_as
         "{:?}",
         proxy.log_lines()
     );
+    for line in proxy
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("cached file does not match"))
+    {
+        eprintln!("the cache logged: {line}");
+    }
     let again = get(&url).await;
     assert!(
         again.status != 200 || again.error.is_some(),
@@ -501,6 +508,9 @@ async fn a_genuine_tarball_cached_by_its_url_is_checked_locally_with_verdaccio_s
         "checked once: {:?}",
         proxy.log_lines()
     );
+    for line in proxy.log_lines().iter().filter(|l| l.contains(CHECKED)) {
+        eprintln!("the cache logged: {line}");
+    }
 }
 
 #[tokio::test]
