@@ -1,7 +1,8 @@
 //! Real go (Debian's 1.19; a fresh GOPATH, module cache and build cache each time) against a
 //! module proxy fixture that also proxies its own checksum database (as proxy.golang.org does):
 //! directly, and through package-cache: `go mod download` cold and with the upstream stopped,
-//! the database verified through the cache, a tampered zip or go.mod refused when its hash is known,
+//! the database verified through the cache, a tampered zip or go.mod refused when its hash is known
+//! (also when it was cached by its URL before its lookup; a genuine zip so cached is checked once),
 //! 404 passed so go moves to its next GOPROXY entry. Also the pure `h1:` code against go's own.
 //!
 //! The go profile's documents and immutable files need no rewriting; a zip is checked against

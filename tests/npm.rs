@@ -1,7 +1,8 @@
 //! Real npm 11 and pnpm 10 (fresh homes, caches and stores) against Verdaccio 6 run offline
 //! with published fixture packages — a scoped package, a package with dependencies, two
 //! versions of one package chosen by ranges — directly, and through package-cache: cold, then
-//! with Verdaccio stopped; a tampered tarball refused; packuments keeping `time`,
+//! with Verdaccio stopped; a tampered tarball refused, also when it was cached by its URL
+//! before its packument (a genuine one so cached is checked once, offline); packuments keeping `time`,
 //! `deprecated`, signatures and attestations; one entry per representation; 16 clients on a
 //! 20 MB packument.
 //!
