@@ -1,7 +1,8 @@
 //! Real go (Debian's 1.19; a fresh GOPATH, module cache and build cache each time) against a
 //! module proxy fixture that also proxies its own checksum database (as proxy.golang.org does):
 //! directly, and through package-cache: `go mod download` cold and with the upstream stopped,
-//! the database verified through the cache, a tampered zip or go.mod refused when its hash is known,
+//! the database verified through the cache, a tampered zip or go.mod refused when its hash is known
+//! (also when it was cached by its URL before its lookup; a genuine zip so cached is checked once),
 //! 404 passed so go moves to its next GOPROXY entry. Also the pure `h1:` code against go's own.
 //!
 //! The go profile's documents and immutable files need no rewriting; a zip is checked against
@@ -329,6 +330,189 @@ async fn a_tampered_go_mod_is_refused_when_its_hash_is_known() {
     assert_eq!(got.body, genuine);
     let again = world.consumer("again");
     again.go(&goproxy, "off", &download).ok().await;
+}
+
+/// The `verified` digests the cache at `cache` records beside hello v1.1.0's zip, once it is
+/// committed (a fill commits after its last byte is sent).
+async fn zip_verified(cache: &std::path::Path) -> Vec<String> {
+    let mut meta = None;
+    for _ in 0..100 {
+        meta = support::entry_meta(cache, "example.test/hello/@v/v1.1.0.zip");
+        if meta.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let meta = meta.expect("the zip is cached");
+    meta["verified"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// hello v1.1.0's `h1:` as the checksum database lists it.
+fn hello_h1(fixture: &std::path::Path) -> String {
+    gosum(fixture)
+        .iter()
+        .find_map(|l| l.strip_prefix("example.test/hello v1.1.0 h1:"))
+        .map(|h| format!("h1:{h}"))
+        .expect("hello v1.1.0 in gosum.txt")
+}
+
+/// Has the proxy serve hello v1.1.0's lookup, and waits until it is stored: a zip's `h1:`
+/// is known to the cache from then on.
+async fn lookup_hello(proxy: &Binary) {
+    let lookup = get(&proxy.url(&format!(
+        "/go/sumdb/{SUMDB}/lookup/example.test/hello@v1.1.0"
+    )))
+    .await;
+    assert_eq!(lookup.status, 200);
+    assert!(
+        proxy
+            .logged_within(&["entry committed", "lookup/example.test/hello@v1.1.0"])
+            .await,
+        "{:?}",
+        proxy.log_lines()
+    );
+}
+
+const CHECKED: &str = "cached file checked against the digest its index lists";
+
+#[tokio::test]
+async fn a_tampered_zip_cached_by_its_url_before_its_lookup_is_dropped_when_go_asks() {
+    let world = World::start().await;
+    let proxy = world.proxy(&world.upstream, &[]).await;
+    let goproxy = proxy.url("/go");
+    let cache = world.tmp.path().join("cache");
+    let path = world.upstream.tree.join("example.test/hello/@v/v1.1.0.zip");
+    let genuine = std::fs::read(&path).expect("zip");
+    world.upstream.tamper_hello();
+
+    // Fetched by its URL before any lookup: nothing lists its h1 yet, so it is kept.
+    let url = proxy.url("/go/example.test/hello/@v/v1.1.0.zip");
+    let direct = get(&url).await;
+    assert_eq!(direct.status, 200, "{:?}", direct.error);
+    assert_ne!(direct.body, genuine, "the upstream serves another zip");
+    assert!(zip_verified(&cache).await.is_empty());
+    // Then the proxy serves the lookup that lists the zip's h1.
+    lookup_hello(&proxy).await;
+
+    // A client that checks nothing itself (no go.sum line, GOSUMDB=off) never gets it: the
+    // cached copy is dropped, and the refill is refused while the upstream still serves it.
+    let consumer = world.consumer("unchecked");
+    let download = ["mod", "download", "-json", "example.test/hello@v1.1.0"];
+    let out = consumer.go(&goproxy, "off", &download).run().await;
+    eprintln!(
+        "go (zip cached by URL, tampered upstream) saw:\n{}",
+        out.text().trim()
+    );
+    assert!(!out.ok(), "{}", out.text());
+    assert!(
+        proxy
+            .logged_within(&[
+                "cached file does not match the digest its index lists",
+                "v1.1.0.zip"
+            ])
+            .await,
+        "{:?}",
+        proxy.log_lines()
+    );
+
+    // The genuine zip back upstream: refilled, checked at its commit, its h1 recorded.
+    std::fs::write(&path, &genuine).expect("restore");
+    let again = world.consumer("again");
+    let out = again.go(&goproxy, "off", &download).ok().await;
+    let got: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let h1 = hello_h1(&world.upstream.fixture);
+    assert_eq!(got["Sum"].as_str(), Some(h1.as_str()));
+    assert_eq!(zip_verified(&cache).await, vec![h1]);
+    assert_eq!(
+        proxy
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains(CHECKED))
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_go_mod_cached_by_its_url_before_its_lookup_is_dropped_on_its_next_hit() {
+    let world = World::start().await;
+    let proxy = world.proxy(&world.upstream, &[]).await;
+    let path = world.upstream.tree.join("example.test/hello/@v/v1.1.0.mod");
+    let genuine = std::fs::read(&path).expect("go.mod");
+    let mut tampered = genuine.clone();
+    tampered.extend_from_slice(b"require evil.test/backdoor v1.0.0\n");
+    std::fs::write(&path, &tampered).expect("tamper");
+    let url = proxy.url("/go/example.test/hello/@v/v1.1.0.mod");
+    let direct = get(&url).await;
+    assert_eq!(direct.body, tampered, "kept: nothing lists its hash yet");
+    assert!(
+        proxy
+            .logged_within(&["entry committed", "v1.1.0.mod"])
+            .await
+    );
+    lookup_hello(&proxy).await;
+
+    // Its `/go.mod h1:` follows from the sha256 recorded with it: no read, dropped, refused.
+    let got = get(&url).await;
+    assert!(
+        got.status != 200 || got.error.is_some(),
+        "{} {:?}",
+        got.status,
+        got.error
+    );
+    assert!(
+        proxy
+            .logged_within(&[
+                "cached file does not match the digest its index lists",
+                "v1.1.0.mod"
+            ])
+            .await,
+        "{:?}",
+        proxy.log_lines()
+    );
+    std::fs::write(&path, &genuine).expect("restore");
+    let got = get(&url).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, genuine);
+}
+
+#[tokio::test]
+async fn a_genuine_zip_cached_by_its_url_is_checked_by_its_h1_with_the_upstream_stopped() {
+    let mut world = World::start().await;
+    let proxy = world.proxy(&world.upstream, &[]).await;
+    let goproxy = proxy.url("/go");
+    let cache = world.tmp.path().join("cache");
+    for file in ["info", "mod", "zip"] {
+        let got = get(&proxy.url(&format!("/go/example.test/hello/@v/v1.1.0.{file}"))).await;
+        assert_eq!(got.status, 200, "{file}: {:?}", got.error);
+    }
+    assert!(zip_verified(&cache).await.is_empty());
+    lookup_hello(&proxy).await;
+    world.upstream.stop().await;
+
+    // The hit is checked against the lookup's h1 from the cached zip alone, once.
+    let download = ["mod", "download", "-json", "example.test/hello@v1.1.0"];
+    let h1 = hello_h1(&world.upstream.fixture);
+    for name in ["first", "second"] {
+        let consumer = world.consumer(name);
+        let out = consumer.go(&goproxy, "off", &download).ok().await;
+        let got: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+        assert_eq!(got["Sum"].as_str(), Some(h1.as_str()), "{name}");
+        let checked = proxy
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains(CHECKED))
+            .count();
+        assert_eq!(checked, 1, "{name}: {:?}", proxy.log_lines());
+    }
+    assert_eq!(zip_verified(&cache).await, vec![h1]);
 }
 
 #[tokio::test]

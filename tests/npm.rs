@@ -1,7 +1,8 @@
 //! Real npm 11 and pnpm 10 (fresh homes, caches and stores) against Verdaccio 6 run offline
 //! with published fixture packages — a scoped package, a package with dependencies, two
 //! versions of one package chosen by ranges — directly, and through package-cache: cold, then
-//! with Verdaccio stopped; a tampered tarball refused; packuments keeping `time`,
+//! with Verdaccio stopped; a tampered tarball refused, also when it was cached by its URL
+//! before its packument (a genuine one so cached is checked once, offline); packuments keeping `time`,
 //! `deprecated`, signatures and attestations; one entry per representation; 16 clients on a
 //! 20 MB packument.
 //!
@@ -348,6 +349,169 @@ async fn a_tampered_tarball_is_refused_through_the_cache_and_not_kept() {
             "acme-multi@1.0.0".to_string()
         )
     );
+}
+
+/// Log lines of `proxy` that contain `words`.
+fn logged(proxy: &Binary, words: &str) -> usize {
+    proxy
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains(words))
+        .count()
+}
+
+/// The `verified` digests the cache records beside acme-multi 1.0.0's tarball, once it is
+/// committed (a fill commits after its last byte is sent).
+async fn tarball_verified(world: &World) -> Vec<String> {
+    let cache = world.tmp.path().join("cache");
+    let mut meta = None;
+    for _ in 0..100 {
+        meta = support::entry_meta(&cache, "acme-multi-1.0.0.tgz");
+        if meta.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let meta = meta.expect("the tarball is cached");
+    meta["verified"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sha512_text(data: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(Sha512::digest(data)))
+}
+
+const CHECKED: &str = "cached file checked against the digest its index lists";
+
+#[tokio::test]
+async fn a_tarball_cached_by_its_url_before_the_packument_is_checked_when_npm_asks() {
+    let world = World::start().await;
+    let proxy = world.proxy(&[]).await;
+    let registry = proxy_registry(&proxy);
+    let stored = world
+        .verdaccio
+        .dir
+        .join("storage/acme-multi/acme-multi-1.0.0.tgz");
+    let genuine = std::fs::read(&stored).expect("published tarball");
+    world
+        .verdaccio
+        .tamper("acme-multi", "acme-multi-1.0.0.tgz", &world.tampered());
+
+    // Fetched by its URL before any packument: nothing lists a digest yet, so it is kept.
+    let url = proxy.url("/npm/acme-multi/-/acme-multi-1.0.0.tgz");
+    let direct = get(&url).await;
+    assert_eq!(direct.status, 200, "{:?}", direct.error);
+    assert_ne!(direct.body, genuine, "the upstream serves other bytes");
+    assert!(tarball_verified(&world).await.is_empty());
+
+    // npm asks once the packument lists the tarball's sha512: the cached copy does not have
+    // it, so it is dropped and fetched again, and the upstream still serves the other bytes.
+    // npm sees the cache refuse them (a 502), never a tarball that fails its integrity.
+    let first = world.project("first");
+    let out = first.npm_install(&registry, &["acme-multi@1.0.0"]).await;
+    eprintln!(
+        "npm (tarball cached by URL, tampered upstream) saw:\n{}",
+        out.stderr.trim()
+    );
+    assert!(!out.ok(), "{}", out.text());
+    assert!(!out.stderr.contains("EINTEGRITY"), "{}", out.text());
+    assert!(out.stderr.contains("502"), "{}", out.text());
+    assert!(
+        proxy
+            .logged_within(&[
+                "cached file does not match the digest its index lists",
+                "acme-multi-1.0.0.tgz"
+            ])
+            .await,
+        "{:?}",
+        proxy.log_lines()
+    );
+    for line in proxy
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("cached file does not match"))
+    {
+        eprintln!("the cache logged: {line}");
+    }
+    let again = get(&url).await;
+    assert!(
+        again.status != 200 || again.error.is_some(),
+        "the tampered copy is gone: {} {:?}",
+        again.status,
+        again.error
+    );
+
+    // The genuine tarball back upstream: fetched, verified at its commit, recorded.
+    std::fs::write(&stored, &genuine).expect("restore");
+    let second = world.project("second");
+    assert_ok(
+        &second.npm_install(&registry, &["acme-multi@1.0.0"]).await,
+        "install after the upstream is repaired",
+    );
+    assert_eq!(lock_urls(&second), vec![url.clone()]);
+    assert_eq!(tarball_verified(&world).await, vec![sha512_text(&genuine)]);
+    // A later install is a hit that reads nothing to check it: the record says it matches.
+    let fetched = world.verdaccio.requests().await.len();
+    let third = world.project("third");
+    assert_ok(
+        &third.npm_install(&registry, &["acme-multi@1.0.0"]).await,
+        "install from the cache",
+    );
+    let tarball_requests = world.verdaccio.requests().await[fetched..]
+        .iter()
+        .filter(|r| r.url.ends_with(".tgz"))
+        .count();
+    assert_eq!(tarball_requests, 0, "a hit");
+    assert_eq!(logged(&proxy, CHECKED), 0, "{:?}", proxy.log_lines());
+}
+
+#[tokio::test]
+async fn a_genuine_tarball_cached_by_its_url_is_checked_locally_with_verdaccio_stopped() {
+    let mut world = World::start().await;
+    let proxy = world.proxy(&[]).await;
+    let registry = proxy_registry(&proxy);
+    let url = proxy.url("/npm/acme-multi/-/acme-multi-1.0.0.tgz");
+    let genuine = get(&url).await;
+    assert_eq!(genuine.status, 200, "{:?}", genuine.error);
+    // The packument in both representations npm may ask for, then Verdaccio gone.
+    for accept in ["application/json", ABBREVIATED] {
+        let doc = get_with(&proxy.url("/npm/acme-multi"), &[("accept", accept)]).await;
+        assert_eq!(doc.status, 200, "{accept}");
+    }
+    world.verdaccio.stop().await;
+    assert!(tarball_verified(&world).await.is_empty());
+
+    // The hit is checked against the packument's sha512 from the cached body alone.
+    let first = world.project("first");
+    assert_ok(
+        &first.npm_install(&registry, &["acme-multi@1.0.0"]).await,
+        "offline install of a tarball cached before its packument",
+    );
+    assert_eq!(logged(&proxy, CHECKED), 1, "{:?}", proxy.log_lines());
+    assert_eq!(
+        tarball_verified(&world).await,
+        vec![sha512_text(&genuine.body)]
+    );
+    let second = world.project("second");
+    assert_ok(
+        &second.npm_install(&registry, &["acme-multi@1.0.0"]).await,
+        "second offline install",
+    );
+    assert_eq!(
+        logged(&proxy, CHECKED),
+        1,
+        "checked once: {:?}",
+        proxy.log_lines()
+    );
+    for line in proxy.log_lines().iter().filter(|l| l.contains(CHECKED)) {
+        eprintln!("the cache logged: {line}");
+    }
 }
 
 #[tokio::test]

@@ -120,6 +120,7 @@ fn write_entry(layout: &Layout, i: usize) -> Result<()> {
             },
         }),
         adopted: false,
+        verified: Vec::new(),
     };
     fs::write(layout.meta_file(&key), serde_json::to_vec(&meta)?)?;
     Ok(())

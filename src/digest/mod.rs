@@ -144,13 +144,24 @@ impl Digest {
         }
     }
 
+    /// Whether a body whose sha256 is `sha256_hex` has this digest: `None`
+    /// when the sha256 cannot say (sha1, sha384, sha512, a zip's `h1:`);
+    /// a go.mod's `h1:` follows from it ([`h1::of_mod_sha256`]).
+    pub fn decided_by_sha256(&self, sha256_hex: &str) -> Option<bool> {
+        match self {
+            Digest::Sha256(d) => Some(hex::encode(d).eq_ignore_ascii_case(sha256_hex)),
+            Digest::GoModH1(_) => {
+                let sha256 = hex::decode(sha256_hex).ok().filter(|b| b.len() == 32);
+                Some(sha256.is_some_and(|b| &h1::of_mod_sha256(&b) == self))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether a body whose sha256 is `sha256_hex` is known not to have this
     /// digest (false when the sha256 says nothing about this algorithm).
     pub fn contradicts_sha256(&self, sha256_hex: &str) -> bool {
-        match self {
-            Digest::Sha256(d) => !hex::encode(d).eq_ignore_ascii_case(sha256_hex),
-            _ => false,
-        }
+        self.decided_by_sha256(sha256_hex) == Some(false)
     }
 }
 
@@ -420,5 +431,15 @@ mod tests {
             Verdict::Differs(got) => assert_eq!(got, h1::of_mod(b"module evil.test/x\n")),
             other => panic!("{other:?}"),
         }
+        let sha256 = |b: &[u8]| hex::encode(Sha256::digest(b));
+        assert_eq!(listed.decided_by_sha256(&sha256(go_mod)), Some(true));
+        assert_eq!(listed.decided_by_sha256(&sha256(b"x")), Some(false));
+        assert_eq!(listed.decided_by_sha256("not hex"), Some(false));
+        assert!(listed.contradicts_sha256(&sha256(b"x")));
+        assert_eq!(Digest::GoH1([0; 32]).decided_by_sha256(&sha256(b"x")), None);
+        assert_eq!(
+            Digest::Sha512([0; 64]).decided_by_sha256(&sha256(b"x")),
+            None
+        );
     }
 }

@@ -10,7 +10,8 @@ use super::{filler, headers, Error, Proxy};
 use crate::body::{self, Body};
 use crate::digest::Digest;
 use crate::store::{
-    BodyReader, CacheKey, Entry, Failure, FillHead, FillPermit, FillStart, FillState, FillWatch,
+    BodyReader, CacheKey, Confirmed, Entry, Failure, FillHead, FillPermit, FillStart, FillState,
+    FillWatch,
 };
 use http::{header, HeaderMap, HeaderValue, Response};
 use tokio::sync::oneshot;
@@ -31,8 +32,10 @@ pub(super) enum Next {
 }
 
 impl Proxy {
-    /// A committed entry, unless the index now lists another digest for it:
+    /// A committed entry, unless the index lists a digest it does not have:
     /// the index wins, and the entry is dropped and fetched again, verified.
+    /// A digest its sha256 cannot decide is checked over the stored body
+    /// once (`Store::confirm`), then recorded with it.
     pub(super) async fn hit(
         &self,
         req: &http::request::Parts,
@@ -40,17 +43,29 @@ impl Proxy {
         entry: Entry,
         expected: Option<&Digest>,
     ) -> Next {
-        let stored = entry.meta.as_ref().map(|m| m.sha256.as_str());
-        if let (Some(listed), Some(stored)) = (expected, stored) {
-            if listed.contradicts_sha256(stored) {
+        let Some(listed) = expected else {
+            return Next::Answer(Ok(hit(req, key, entry)));
+        };
+        match self.store.confirm(key, &entry, listed).await {
+            Ok(Confirmed::Known | Confirmed::Followed) => {}
+            Ok(Confirmed::Hashed { bytes, elapsed_ms }) => {
+                tracing::info!(key = %key, listed = %listed, bytes, elapsed_ms,
+                    "cached file checked against the digest its index lists: it matches; recorded");
+            }
+            Ok(Confirmed::Differs { found }) => {
                 // Cached before its index was seen, or the index changed.
-                tracing::error!(key = %key, stored, listed = %listed,
+                tracing::error!(key = %key, stored = %found, listed = %listed,
                     "cached file does not match the digest its index lists; dropping it");
                 if let Err(err) = self.store.discard(key, &entry).await {
                     tracing::error!(key = %key, error = %err, "cannot drop the entry; passing uncached");
                     return Next::Pass;
                 }
                 return Next::Again;
+            }
+            Err(err) => {
+                // Neither confirmed nor refuted: not served from the cache.
+                tracing::error!(key = %key, error = %err, "cannot check the cached file; passing uncached");
+                return Next::Pass;
             }
         }
         Next::Answer(Ok(hit(req, key, entry)))

@@ -147,6 +147,7 @@ fn adopt_blocking(inner: &Inner, cancel: &CancellationToken) -> Result<Option<Ad
                     inode: entry.inode,
                     blocks: Some(hashed.blocks),
                     adopted: true,
+                    verified: Vec::new(),
                 }
             }
         };

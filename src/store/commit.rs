@@ -44,6 +44,14 @@ pub(super) fn store_blocking(
             source: io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
         });
     }
+    // Only called once the body matched `expected` (see `Fill::commit`);
+    // what its sha256 decides needs no record.
+    let verified = head
+        .expected
+        .iter()
+        .filter(|d| d.decided_by_sha256(&sha256).is_none())
+        .cloned()
+        .collect();
     let meta = EntryMeta {
         key: key.canonical(),
         size: len,
@@ -54,6 +62,7 @@ pub(super) fn store_blocking(
         inode,
         blocks: Some(blocks),
         adopted: false,
+        verified,
     };
     let meta_path = layout.meta_file(key);
     // From the metadata to the index, no removal of this key comes in

@@ -72,6 +72,17 @@ pub enum Error {
         /// What is wrong with it.
         damage: super::Damage,
     },
+    /// Reading a committed body to check it against a listed digest failed.
+    #[error("cannot check {key} against {digest}: {message}")]
+    Check {
+        /// The entry.
+        key: String,
+        /// The digest listed for it.
+        digest: String,
+        /// What went wrong (shared with every request that waited for the
+        /// check, hence text).
+        message: String,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("blocking task failed: {0}")]
     Join(String),

@@ -11,6 +11,7 @@
 use super::blocks::BlockSums;
 use super::key::CacheKey;
 use super::layout::Layout;
+use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Read;
@@ -49,6 +50,14 @@ pub struct EntryMeta {
     /// directory was adopted (see `adopt`): it has no upstream headers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
+    /// Digests an index listed that the body is known to have, beside its
+    /// sha256, which decides only sha256 and a go.mod's `h1:`: checked at
+    /// the commit (the fill's `expected`) or over the stored body on a later
+    /// hit (`Store::confirm`), so that a hit is checked once, not each time.
+    /// Absent in entries of earlier versions and in bodies cached before
+    /// any index listed them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<Digest>,
 }
 
 impl EntryMeta {
@@ -60,7 +69,8 @@ impl EntryMeta {
             .map(|(n, v)| n.len() + v.len() + 48)
             .sum();
         let blocks = self.blocks.as_ref().map_or(0, |b| 8 * b.sums.len() + 32);
-        128 + self.key.len() + self.sha256.len() + self.source.len() + headers + blocks
+        let verified = self.verified.len() * std::mem::size_of::<Digest>();
+        128 + self.key.len() + self.sha256.len() + self.source.len() + headers + blocks + verified
     }
 
     /// Reads a metadata file; `None` when it is missing or unreadable as
@@ -99,4 +109,23 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_without_verified_digests_still_reads() {
+        let old = r#"{"key":"k","size":3,"sha256":"ab","headers":[],"fetched_at":1,"source":"s","inode":7}"#;
+        let meta: EntryMeta = serde_json::from_str(old).expect("old metadata reads");
+        assert!(meta.verified.is_empty());
+        assert!(!serde_json::to_string(&meta).unwrap().contains("verified"));
+        let with = EntryMeta {
+            verified: vec![Digest::Sha512([7; 64]), Digest::GoH1([1; 32])],
+            ..meta
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert_eq!(serde_json::from_str::<EntryMeta>(&json).unwrap(), with);
+    }
 }

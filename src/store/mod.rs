@@ -8,7 +8,8 @@
 //! it), under `--max-size` (`budget`, `index`); removals are `remove`'s,
 //! atomic with commits of the same key (`guard`). Work that many requests
 //! want at once is done once (`flight`): one fill per key being downloaded
-//! (the fill map), one revalidation per index document (`revalidation`); a
+//! (the fill map), one revalidation per index document (`revalidation`), one
+//! check of a committed body against a digest its index lists (`confirm`); a
 //! leader's failure reaches its followers as a `Failure`, which holds no HTTP
 //! status. Entries live in tiers (`tier`): the local disk (`disk`) first,
 //! then any tier added below it; `shared` is the object-store tier's client.
@@ -25,6 +26,7 @@ mod blocks;
 mod budget;
 mod check;
 mod commit;
+mod confirm;
 mod disk;
 mod doc;
 pub mod durable;
@@ -59,6 +61,7 @@ mod writer;
 pub use adopt::Adopted;
 pub use blocks::{BlockSums, BLOCK};
 pub use budget::{Evictor, ENTRY_OVERHEAD};
+pub use confirm::Confirmed;
 pub use disk::DiskTier;
 pub use doc::{Doc, DocMeta, MAX_DOC_LEN};
 pub use entry::Entry;
@@ -111,6 +114,9 @@ pub(crate) struct Inner {
     fills: Arc<Flights<CacheKey, FillShared>>,
     /// Index documents being revalidated, one flight per document key.
     docs_in_flight: Arc<Flights<String, revalidation::DocFlight>>,
+    /// Committed bodies being checked against a listed digest (`confirm`),
+    /// one flight per key.
+    checks: Arc<Flights<CacheKey, confirm::CheckFlight>>,
     hot: hot::HotSet,
     /// Built in the background (see `index::build`), shared with that build.
     index: Arc<index::Index>,

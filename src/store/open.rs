@@ -83,6 +83,7 @@ impl Store {
                 root_fd,
                 fills: Flights::new(),
                 docs_in_flight: Flights::new(),
+                checks: Flights::new(),
                 hot: hot::HotSet::new(HOT_BUDGET),
                 index,
                 _index_build: index_build,

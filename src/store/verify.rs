@@ -1,9 +1,12 @@
 //! The digest check at a fill's commit: the body's streamed hashes held
 //! against the digest its index lists, or, for a Go `h1:`, the finished file
-//! read back (by offset, off the runtime) and hashed as a module zip. Knows
-//! digests and files only: which digest applies is the caller's business.
+//! read back (by offset, off the runtime) and hashed as a module zip; and the
+//! same check over a committed body read whole (`differs_at_rest`, for
+//! `confirm`). Knows digests and files only: which digest applies is the
+//! caller's business.
 
-use crate::digest::{h1, BodyDigests, Digest, Verdict};
+use crate::digest::{h1, BodyDigests, BodyHasher, Digest, Verdict};
+use std::io::{Read, Seek};
 use std::sync::Arc;
 
 /// What the body is instead of `expected` (its digest in that algorithm),
@@ -37,16 +40,50 @@ pub(super) async fn differs(
     }
 }
 
+/// What the whole body `body` reads as is instead of `expected` (its
+/// digest in that algorithm, or why it has none, such as a zip that does
+/// not open), or `None` when it matches. `Err` only when reading fails.
+/// Blocking: it reads every byte (a Go `h1:` inflates every file).
+pub(super) fn differs_at_rest<R: Read + Seek>(
+    expected: &Digest,
+    mut body: R,
+) -> std::io::Result<Option<String>> {
+    let mut hasher = BodyHasher::new(Some(expected));
+    if expected.is_streamable() {
+        let mut buf = vec![0u8; super::BLOCK as usize];
+        loop {
+            match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(match hasher.finish().verdict(expected) {
+        Verdict::Matches => None,
+        Verdict::Differs(got) => Some(got.to_string()),
+        Verdict::NeedsFile => match h1::of_zip(std::io::BufReader::new(body)) {
+            Ok(got) if &got == expected => None,
+            Ok(got) => Some(got.to_string()),
+            Err(h1::Error::Zip(zip::result::ZipError::Io(e))) => return Err(e),
+            Err(err) => Some(format!("no {} ({err})", expected.algorithm())),
+        },
+    })
+}
+
 /// Reads a file by offset (`pread`), leaving the descriptor's shared cursor
-/// alone: the fill's file is also its readers'.
-struct AtOffset<'f> {
+/// alone: the fill's file is also its readers', and a committed entry's
+/// descriptor is shared by the hits that opened it.
+pub(super) struct AtOffset<'f> {
     file: &'f std::fs::File,
     pos: u64,
     len: u64,
 }
 
 impl<'f> AtOffset<'f> {
-    fn new(file: &'f std::fs::File, len: u64) -> AtOffset<'f> {
+    /// The first `len` bytes of `file`.
+    pub(super) fn new(file: &'f std::fs::File, len: u64) -> AtOffset<'f> {
         AtOffset { file, pos: 0, len }
     }
 }

@@ -31,3 +31,33 @@ pub fn needs_root(why: &str) -> bool {
     eprintln!("skipped: needs root {why}");
     false
 }
+
+/// The metadata the cache at `cache` records beside the committed body whose key ends with
+/// `suffix` (read from its metadata files, JSON each), or `None`.
+pub fn entry_meta(cache: &std::path::Path, suffix: &str) -> Option<serde_json::Value> {
+    fn walk(dir: &std::path::Path, suffix: &str) -> Option<serde_json::Value> {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if let Some(found) = walk(&path, suffix) {
+                    return Some(found);
+                }
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(meta) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            if meta["key"].as_str().is_some_and(|k| k.ends_with(suffix)) {
+                return Some(meta);
+            }
+        }
+        None
+    }
+    walk(
+        &cache.join(package_cache::store::STATE_DIR).join("meta"),
+        suffix,
+    )
+}

@@ -98,6 +98,7 @@ fn keys_are_read_back_from_their_metadata_files() {
         inode: 1,
         blocks: None,
         adopted: false,
+        verified: Vec::new(),
     };
     let path = layout.meta_file(&with_meta);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -436,6 +436,7 @@ mod tests {
                 inode: ino,
                 blocks: None,
                 adopted: false,
+                verified: Vec::new(),
             };
             let path = Layout::new(root).meta_file(&key);
             fs::create_dir_all(path.parent().unwrap()).unwrap();

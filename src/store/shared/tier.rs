@@ -303,6 +303,7 @@ impl SharedTier {
             // The local commit records its own block sums as the body streams in.
             blocks: None,
             adopted: false,
+            verified: Vec::new(),
         };
         Ok(Some(TierHit {
             meta,

@@ -2,10 +2,12 @@
 //! cache: the fill state machine (`fill`: commit, abort, short and long
 //! bodies, hold-back with a digest, vacate, spill on a full disk), removal
 //! racing commits (`removal`), names of earlier versions (`names`), damage
-//! at rest and adoption (`integrity`), the
+//! at rest and adoption (`integrity`), hits checked against a listed
+//! digest (`confirm`), the
 //! `--max-size` budget (`budget`) and tiers (`tiers`).
 
 mod budget;
+mod confirm;
 mod fill;
 mod integrity;
 mod names;

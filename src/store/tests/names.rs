@@ -18,6 +18,7 @@ fn plant(store: &Store, key: &CacheKey, bytes: &[u8], name: &str) {
         inode: std::fs::metadata(&path).unwrap().ino(),
         blocks: None,
         adopted: false,
+        verified: Vec::new(),
     };
     let meta_path = store.layout().meta_file_named(name);
     std::fs::create_dir_all(meta_path.parent().unwrap()).unwrap();
