@@ -21,6 +21,10 @@ const MAX_SUMDBS: usize = 8;
 /// Longest sumdb lookup answer read (a record and a signed tree head).
 const MAX_LOOKUP: usize = 64 * 1024;
 
+/// How long a file's check waits for the fill of the lookup that lists its
+/// hash: the lookup's answer is complete by then; only its commit is left.
+const FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Proxy {
     /// The digest an index lists for the file `key` at `target`; an error
     /// when the hashes known for it disagree (Go), and it must be refused.
@@ -234,11 +238,25 @@ impl Proxy {
         }
     }
 
-    /// The body of a small committed entry, if there is one; a fill in
-    /// progress or a miss is left alone (a miss's permit is given back).
+    /// The body of a small committed entry, if there is one; a miss is left
+    /// alone (its permit is given back). A fill in progress is waited for
+    /// (bounded by [`FILL_WAIT`]): a client that asks for a file right after
+    /// the lookup that lists its hash has the whole lookup, but its fill
+    /// commits a moment after the last byte went out.
     async fn committed_body(&self, key: &CacheKey) -> Option<bytes::Bytes> {
-        let Ok(Lookup::Hit(entry)) = self.store.lookup(key).await else {
-            return None;
+        let entry = match self.store.lookup(key).await {
+            Ok(Lookup::Hit(entry)) => entry,
+            Ok(Lookup::Filling(mut watch)) => {
+                let committed = tokio::time::timeout(FILL_WAIT, watch.ended()).await;
+                if committed != Ok(true) {
+                    return None;
+                }
+                let Ok(Lookup::Hit(entry)) = self.store.lookup(key).await else {
+                    return None;
+                };
+                entry
+            }
+            _ => return None,
         };
         if let Some(body) = entry.small_body() {
             return Some(body.clone());

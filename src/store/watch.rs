@@ -79,6 +79,27 @@ impl FillWatch {
         seen.is_some()
     }
 
+    /// Waits until the fill has ended, however it ended; true when its
+    /// entry was committed.
+    pub async fn ended(&mut self) -> bool {
+        let end = self.rx.wait_for(|s| {
+            !matches!(
+                s,
+                FillState::Pending | FillState::Streaming { .. } | FillState::Spilling { .. }
+            )
+        });
+        match end.await {
+            Ok(state) => matches!(
+                *state,
+                FillState::Complete {
+                    committed: true,
+                    ..
+                }
+            ),
+            Err(_) => false,
+        }
+    }
+
     /// Why the fill aborted, when [`FillWatch::first_bytes`] said it had
     /// failed and its writer (or the commit) gave a cause.
     pub fn abort_cause(&self) -> Option<Failure> {

@@ -34,8 +34,10 @@ impl GoSumReloader {
             for file in files.iter() {
                 match file.reload() {
                     Ok(loaded) => log_loaded(file, loaded, "go.sum reloaded"),
-                    Err(err) => tracing::error!(mount = file.mount(), file = %file.file().display(),
-                        error = %err, "go.sum not reloaded; keeping the hashes in use"),
+                    Err(err) => {
+                        tracing::error!(mount = file.mount(), file = %file.file().display(),
+                        error = %err, "go.sum not reloaded; keeping the hashes in use")
+                    }
                 }
             }
         };
