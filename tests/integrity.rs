@@ -354,6 +354,13 @@ async fn a_0_2_directory_is_adopted_served_and_then_knows_damage() {
     assert_eq!(code, 0);
     assert_eq!(sha256(&out), sha256(&body(0)), "fetched again");
     assert_eq!(origin.hits("/distfiles/old.tgz"), 1);
+    // The refetch commits a moment after its last byte went out; verify
+    // below counts committed entries.
+    assert!(
+        server.logged_within(&["entry committed", "old.tgz"]).await,
+        "{:?}",
+        server.log_lines()
+    );
     // A file dropped in after adoption has no metadata: damage too.
     std::fs::write(root.join("distfiles/late.tgz"), b"not fetched").unwrap();
     let got = get(&server.url("/distfiles/late.tgz")).await;
