@@ -24,6 +24,8 @@ pub mod sandbox;
 mod shared;
 pub mod spec;
 pub mod step;
+mod submit;
+mod sweep;
 mod tree;
 mod upload;
 mod vcap;
@@ -40,15 +42,13 @@ use artifacts::{ArtifactMeta, Artifacts};
 use fetch::Fetcher;
 use inbox::Inbox;
 use job::{Job, JobId, JobState};
-use kind::Kind;
 use queue::BuildQueue;
 use runtime::Runtime;
 use sandbox::Sandbox;
-use spec::{BuildRequest, LocalHandle, Source, Spec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -102,9 +102,6 @@ pub enum LoadOutcome {
 const NO_RUNTIME: &str =
     "no runtime is configured (start the server with --runtime NAME=INTERPRETER)";
 
-/// How long an upload waits for the build request that names it.
-const UPLOAD_TTL: Duration = Duration::from_secs(600);
-
 /// The build service: the API's one handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Builds {
@@ -124,7 +121,7 @@ struct Inner {
     /// Why builds cannot run, when they cannot.
     disabled: Option<String>,
     /// Uploads waiting for the build request that names them, by id.
-    uploads: Mutex<HashMap<String, Pending>>,
+    uploads: Mutex<HashMap<String, upload::Pending>>,
     /// Bytes of uploads each client has waiting or arriving.
     ledger: Arc<quota::Ledger>,
     worker: worker::Context,
@@ -255,125 +252,6 @@ impl Builds {
         }
     }
 
-    /// The package type and runtime a request names, checked against each
-    /// other; refused before anything is fetched.
-    fn resolve(&self, kind: &str, runtime: &str) -> Result<(Kind, &Runtime), Error> {
-        let kind = Kind::parse(kind).ok_or_else(|| Error::UnknownKind(kind.to_string()))?;
-        let runtime = self.inner.runtimes.get(runtime).ok_or_else(|| {
-            let mut names: Vec<&str> = self.inner.runtimes.keys().map(String::as_str).collect();
-            names.sort();
-            Error::UnknownRuntime(runtime.to_string(), names.join(", "))
-        })?;
-        if kind.family() != runtime.family {
-            return Err(Error::WrongFamily {
-                kind: kind.as_str(),
-                runtime: runtime.name.clone(),
-                family: runtime.family.as_str(),
-            });
-        }
-        Ok((kind, runtime))
-    }
-
-    /// Validates `request`, takes in a local source, and answers with the
-    /// existing artifact or a queued (or joined) job.
-    pub async fn submit(&self, request: BuildRequest) -> Result<Outcome, Error> {
-        let (spec, handle) = request.validate()?;
-        self.submit_spec(spec, handle).await
-    }
-
-    async fn submit_spec(&self, spec: Spec, handle: Option<LocalHandle>) -> Result<Outcome, Error> {
-        self.check_enabled()?;
-        let (kind, runtime) = self.resolve(&spec.kind, &spec.runtime)?;
-        let abi = runtime.abi().await?;
-        // Before a local source is taken in (which consumes it): a refusal
-        // for a full queue must leave the client able to retry.
-        if !self.inner.queue.has_room_for(&spec.key()) {
-            return Err(queue::Error::Full(self.inner.settings.queue_size).into());
-        }
-        let source = match (&spec.source, handle) {
-            (Source::Local { sha1 }, Some(handle)) => Some(self.take_local(sha1, handle).await?),
-            _ => None,
-        };
-        // A local source is here now: one whose build requirements point
-        // anywhere but the cache's index is refused before it is queued.
-        if let Some(taken) = &source {
-            let path = taken.path.clone();
-            let checked = tokio::task::spawn_blocking(move || kind.check_source(&path))
-                .await
-                .map_err(std::io::Error::other)?;
-            if let Err(err) = checked {
-                discard(source).await;
-                return Err(err.into());
-            }
-        }
-        let name = spec.artifact_name();
-        let artifacts = self.inner.artifacts.clone();
-        let existing = tokio::task::spawn_blocking(move || artifacts.lookup(&name))
-            .await
-            .map_err(std::io::Error::other)?;
-        let sha256 = source.as_ref().map(|s| s.sha256.clone());
-        if let Some(meta) = existing {
-            // A local artifact is reused only for the same bytes (sha256 as
-            // well as SHA1), and any artifact only for the same ABI.
-            if meta.abi == abi.0 && meta.source_sha256 == sha256 {
-                discard(source).await;
-                return Ok(Outcome::Exists(meta));
-            }
-        }
-        // Built on another node for this ABI: taken, committed here, and answered as
-        // an existing artifact. No job is queued.
-        if let Some(shared) = &self.inner.worker.shared {
-            let name = spec.artifact_name();
-            if let Some(meta) = shared.take(&name, &abi.0, sha256.as_deref()).await {
-                discard(source).await;
-                return Ok(Outcome::Exists(meta));
-            }
-        }
-        let path = source.as_ref().map(|s| s.path.clone());
-        match self.inner.queue.submit(spec, sha256, path).await {
-            Ok(submitted) => {
-                if submitted.joined {
-                    discard(source).await;
-                }
-                Ok(Outcome::Queued(Box::new(submitted)))
-            }
-            Err(err) => {
-                discard(source).await;
-                Err(err.into())
-            }
-        }
-    }
-
-    async fn take_local(&self, sha1: &str, handle: LocalHandle) -> Result<inbox::Source, Error> {
-        match handle {
-            LocalHandle::Inbox(entry) => {
-                let inbox = self.open_inbox()?;
-                let sha1 = sha1.to_string();
-                Ok(
-                    tokio::task::spawn_blocking(move || inbox.take(&entry, &sha1))
-                        .await
-                        .map_err(std::io::Error::other)??,
-                )
-            }
-            LocalHandle::Upload(id) => {
-                let mut uploads = self
-                    .inner
-                    .uploads
-                    .lock()
-                    .expect("uploads lock is never poisoned");
-                match uploads.remove(&id) {
-                    // Claimed: its bytes no longer wait, and leave the quota.
-                    Some(pending) if pending.source.sha1 == sha1 => Ok(pending.source),
-                    Some(entry) => {
-                        uploads.insert(id.clone(), entry);
-                        Err(Error::NoUpload(id))
-                    }
-                    None => Err(Error::NoUpload(id)),
-                }
-            }
-        }
-    }
-
     fn open_inbox(&self) -> Result<Arc<Inbox>, Error> {
         self.inner
             .inbox
@@ -448,67 +326,6 @@ impl Builds {
     pub fn counts(&self) -> (Vec<(JobState, usize)>, usize) {
         self.inner.queue.counts()
     }
-
-    /// Every minute: stale inbox files and unclaimed uploads go.
-    async fn sweep(self, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let expired: Vec<inbox::Source> = {
-                let mut uploads = self
-                    .inner
-                    .uploads
-                    .lock()
-                    .expect("uploads lock is never poisoned");
-                let old: Vec<String> = uploads
-                    .iter()
-                    .filter(|(_, pending)| pending.at.elapsed() > UPLOAD_TTL)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                old.iter()
-                    .filter_map(|id| uploads.remove(id))
-                    .map(|pending| pending.source)
-                    .collect()
-            };
-            for source in expired {
-                discard(Some(source)).await;
-            }
-            let Some(inbox) = self.inner.inbox.clone() else {
-                continue;
-            };
-            let keep = self.inner.queue.source_paths();
-            let uploads: Vec<PathBuf> = self
-                .inner
-                .uploads
-                .lock()
-                .expect("uploads lock is never poisoned")
-                .values()
-                .map(|pending| pending.source.path.clone())
-                .collect();
-            match tokio::task::spawn_blocking(move || {
-                let keep: Vec<PathBuf> = keep.into_iter().chain(uploads).collect();
-                inbox.sweep(&keep)
-            })
-            .await
-            {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(removed = n, "inbox: stale files removed"),
-                Ok(Err(err)) => tracing::warn!(error = %err, "inbox sweep failed"),
-                Err(err) => tracing::warn!(error = %err, "inbox sweep failed"),
-            }
-        }
-    }
-}
-
-/// An upload waiting for its build request, holding its bytes of its
-/// client's quota until it is claimed or expires.
-struct Pending {
-    source: inbox::Source,
-    at: Instant,
-    _held: quota::Reservation,
 }
 
 /// Reads the operator token at `path`, creating it (0600, staged in `tmp`)

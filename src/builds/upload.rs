@@ -1,8 +1,19 @@
 //! `Builds::upload`: a local source sent over HTTP, counted against its
 //! client's quota from its first byte until a build request claims it.
 
-use super::{job, quota, spec, Builds, Error, Pending};
-use std::time::Instant;
+use super::{inbox, job, quota, spec, Builds, Error};
+use std::time::{Duration, Instant};
+
+/// How long an upload waits for the build request that names it.
+pub(super) const UPLOAD_TTL: Duration = Duration::from_secs(600);
+
+/// An upload waiting for its build request, holding its bytes of its
+/// client's quota until it is claimed or expires.
+pub(super) struct Pending {
+    pub(super) source: inbox::Source,
+    pub(super) at: Instant,
+    _held: quota::Reservation,
+}
 
 impl Builds {
     /// Receives an uploaded local source from `client`; the returned id goes

@@ -24,9 +24,11 @@
 
 mod format;
 mod history;
+mod register;
 mod report;
 mod rows;
 mod snapshot;
+mod sources;
 
 pub use format::Format;
 pub use history::{Minute, MINUTES};
@@ -37,44 +39,24 @@ pub use snapshot::{
 };
 
 use crate::cache_status::CacheStatus;
-use crate::{store, upstream};
+use crate::store;
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use sources::{head_histogram, SourceNotes};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 type Label = [(&'static str, &'static str); 1];
 type SourceLabel = [(&'static str, String); 1];
 type ErrorLabel = [(&'static str, String); 2];
 type U64Gauge = Gauge<u64, AtomicU64>;
 type RatioGauge = Gauge<f64, AtomicU64>;
-/// Every `kind` an upstream error can have (see `upstream::Error::kind`).
-const ERROR_KINDS: [&str; 6] = [
-    "connect",
-    "timeout",
-    "not_found",
-    "status",
-    "body",
-    "redirect",
-];
-
-/// The latest error and latency per source: what the exposition's counters
-/// cannot say.
-#[derive(Default)]
-struct SourceNotes {
-    /// The histogram's own sum and count are not readable outside tests.
-    answers: u64,
-    latency_sum: Duration,
-    last_error: Option<(String, SystemTime)>,
-    last_latency: Option<Duration>,
-    last_answer_at: Option<SystemTime>,
-}
 
 /// Every metric of one app. `Sync`: all updates are atomic, except the
 /// per-source notes behind a short-held mutex. Never a static: tests run
@@ -119,28 +101,6 @@ pub struct Metrics {
 impl store::DamageObserver for Metrics {
     fn damaged(&self, _key: &store::CacheKey, _damage: &store::Damage) {
         self.damaged_entries.inc();
-    }
-}
-
-fn head_histogram() -> Histogram {
-    // 5 ms to about 41 s: loopback mirrors to a stalled one at the idle timeout.
-    Histogram::new(exponential_buckets(0.005, 2.0, 14))
-}
-
-/// The upstream reports each attempt here (wired in `app`).
-impl upstream::Observer for Metrics {
-    fn attempted(&self, source: &str) {
-        self.upstream_attempts
-            .get_or_create(&[("source", source.to_string())])
-            .inc();
-    }
-
-    fn answered(&self, source: &str, elapsed: Duration) {
-        self.upstream_answered(source, elapsed);
-    }
-
-    fn failed(&self, source: &str, error: &upstream::Error) {
-        self.upstream_failed(source, error);
     }
 }
 
@@ -193,164 +153,6 @@ impl Metrics {
         m.register()
     }
 
-    fn register(mut self) -> Metrics {
-        // Zero series exist from the start, so a rate() over the first
-        // scrapes sees 0 → n rather than a series appearing mid-way.
-        // (The rows made theirs.)
-        for (i, reason) in ["client_gone", "aborted"].into_iter().enumerate() {
-            self.incomplete_hot[i] = self.incomplete.get_or_create(&[("reason", reason)]).clone();
-        }
-        for end in FillEnd::ALL {
-            self.fills_ended
-                .get_or_create(&[("result", end.as_str())])
-                .inc_by(0);
-        }
-        for result in Refresh::ALL {
-            self.revalidations
-                .get_or_create(&[("result", result.as_str())])
-                .inc_by(0);
-        }
-        let r = &mut self.registry;
-        r.register(
-            "requests",
-            "Requests on the proxy ports, each counted once when its answer is over, by mount \
-             and X-Cache (other: errors, redirects, refusals, clients gone before an answer)",
-            self.requests.clone(),
-        );
-        r.register(
-            "requests_incomplete",
-            "Requests whose answer did not reach its end: the client left (client_gone) or the \
-             body broke off on this side (aborted); also counted in requests",
-            self.incomplete.clone(),
-        );
-        r.register_with_unit(
-            "served",
-            "Response body bytes sent, by mount, from the cache (HIT) or as they came from \
-             upstream (MISS, PASS)",
-            Unit::Bytes,
-            self.served_bytes.clone(),
-        );
-        r.register(
-            "hit_ratio",
-            "HIT / (HIT + MISS + PASS) since start, by mount, as the status page shows it (absent \
-             before a mount's first download; over a window, use rate() of requests_total)",
-            self.hit_ratio.clone(),
-        );
-        r.register(
-            "fills_started",
-            "Downloads into the cache that began writing (the upstream answered 200)",
-            self.fills_started.clone(),
-        );
-        r.register(
-            "fills_ended",
-            "Downloads into the cache that ended, by result (committed, not_stored, failed, abandoned)",
-            self.fills_ended.clone(),
-        );
-        r.register(
-            "fill_joins",
-            "Requests served (MISS) from a download another request started",
-            self.fill_joins.clone(),
-        );
-        r.register(
-            "revalidations",
-            "Upstream requests for index documents (each shared by the requests that arrive \
-             meanwhile), by result (updated, not_modified, failed, passed)",
-            self.revalidations.clone(),
-        );
-        r.register(
-            "upstream_attempts",
-            "Attempts on an upstream source (one per source tried per fetch, its redirects \
-             included), by source origin",
-            self.upstream_attempts.clone(),
-        );
-        r.register(
-            "upstream_errors",
-            "Failed upstream attempts, by source origin and kind",
-            self.upstream_errors.clone(),
-        );
-        r.register_with_unit(
-            "upstream_head",
-            "Time from sending a request upstream to its final response head, by source origin",
-            Unit::Seconds,
-            self.upstream_head.clone(),
-        );
-        r.register(
-            "fills_in_progress",
-            "Downloads into the cache in progress",
-            self.fills_in_progress.clone(),
-        );
-        r.register_with_unit(
-            "cache_size",
-            "Bytes of committed cache entries",
-            Unit::Bytes,
-            self.cache_bytes.clone(),
-        );
-        r.register(
-            "cache_entries",
-            "Committed cache entries",
-            self.cache_entries.clone(),
-        );
-        r.register(
-            "evictions",
-            "Entries evicted to keep the cache in bounds",
-            self.evictions.clone(),
-        );
-        r.register_with_unit(
-            "evicted",
-            "Bytes evicted to keep the cache in bounds",
-            Unit::Bytes,
-            self.evicted_bytes.clone(),
-        );
-        r.register(
-            "damaged_entries",
-            "Cached entries found damaged on disk (by a read, the scrub or adoption) and quarantined",
-            self.damaged_entries.clone(),
-        );
-        r.register_with_unit(
-            "scrubbed",
-            "Bytes of cached entries re-checked by the background scrub",
-            Unit::Bytes,
-            self.scrubbed_bytes.clone(),
-        );
-        r.register(
-            "scrub_damage_found",
-            "Damaged entries the background scrub found (also counted in damaged_entries)",
-            self.scrub_damage.clone(),
-        );
-        r.register(
-            "build_queue_depth",
-            "Build jobs waiting for a worker",
-            self.build_queue_depth.clone(),
-        );
-        r.register(
-            "build_jobs",
-            "Build jobs in the job table, by state",
-            self.build_jobs.clone(),
-        );
-        r.register(
-            "shared_store_up",
-            "1 while the shared store is used, 0 while it is skipped (or not configured)",
-            self.shared_up.clone(),
-        );
-        r.register(
-            "shared_store_backlog",
-            "Entries waiting to be published to the shared store once it answers",
-            self.shared_backlog.clone(),
-        );
-        r.register(
-            "shared_store_events",
-            "Shared store events since start, by kind (requests, failures, skipped, trips, hits, \
-             misses, published, races_lost, damaged, bytes_up, bytes_down, uploads_aborted, ...)",
-            self.shared_events.clone(),
-        );
-        r.register(
-            "policy_refusals",
-            "Downloads refused by the supply-chain policy, by mount and rule",
-            self.policy_refusals.clone(),
-        );
-        self
-    }
-
     /// The row of the breakdown `scope` is counted in.
     pub fn row(&self, scope: Scope<'_>) -> Row {
         self.rows.row(scope)
@@ -400,36 +202,6 @@ impl Metrics {
         self.revalidations
             .get_or_create(&[("result", result.as_str())])
             .inc();
-    }
-
-    /// An attempt on `source` (an origin, `scheme://host:port`) got its final
-    /// response head after `elapsed`, whatever its status.
-    pub fn upstream_answered(&self, source: &str, elapsed: Duration) {
-        self.upstream_head
-            .get_or_create(&[("source", source.to_string())])
-            .observe(elapsed.as_secs_f64());
-        let mut notes = self.notes_lock();
-        let note = notes.entry(source.to_string()).or_default();
-        note.answers += 1;
-        note.latency_sum += elapsed;
-        note.last_latency = Some(elapsed);
-        note.last_answer_at = Some(SystemTime::now());
-    }
-
-    /// An attempt on `source` failed with `error`.
-    pub fn upstream_failed(&self, source: &str, error: &upstream::Error) {
-        self.upstream_errors
-            .get_or_create(&[
-                ("source", source.to_string()),
-                ("kind", error.kind().into()),
-            ])
-            .inc();
-        let mut notes = self.notes_lock();
-        let note = notes.entry(source.to_string()).or_default();
-        // A 404 is an answer about one file, not about the source's health.
-        if !error.is_not_found() {
-            note.last_error = Some((error.to_string(), SystemTime::now()));
-        }
     }
 
     /// Entries were evicted: `bytes` in total, one entry per call.
@@ -543,36 +315,5 @@ impl Metrics {
             sources,
             uptime: self.started.elapsed(),
         }
-    }
-
-    fn health(&self, origin: &str, note: &SourceNotes) -> SourceHealth {
-        let errors = |kind: &str| {
-            self.upstream_errors
-                .get(&[("source", origin.to_string()), ("kind", kind.to_string())])
-                .map_or(0, |c| c.get())
-        };
-        let mean_latency = (note.answers > 0)
-            .then(|| note.latency_sum / u32::try_from(note.answers).unwrap_or(u32::MAX));
-        let not_found = errors("not_found");
-        SourceHealth {
-            origin: origin.to_string(),
-            attempts: self
-                .upstream_attempts
-                .get(&[("source", origin.to_string())])
-                .map_or(0, |c| c.get()),
-            answers: note.answers,
-            errors: ERROR_KINDS.iter().map(|k| errors(k)).sum::<u64>() - not_found,
-            not_found,
-            mean_latency,
-            last_latency: note.last_latency,
-            last_error: note.last_error.clone(),
-            last_answer_at: note.last_answer_at,
-        }
-    }
-
-    fn notes_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SourceNotes>> {
-        // The map is only ever updated by whole-field stores: a panic
-        // elsewhere cannot leave it half-written.
-        self.notes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -4,6 +4,9 @@
 //! the journal in order by one writer; a submit answers only once its record
 //! is on disk, so an accepted job survives a crash.
 
+mod read;
+mod writer;
+
 use super::job::{ErrorClass, Job, JobError, JobId, JobState, Waiter};
 use super::journal::Journal;
 use super::spec::Spec;
@@ -11,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use writer::Write;
 
 /// Why a queue operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -96,35 +100,7 @@ impl BuildQueue {
         keep_finished: usize,
     ) -> (BuildQueue, Ready) {
         let (ready, ready_rx) = mpsc::unbounded_channel();
-        let (writes, mut writes_rx) = mpsc::unbounded_channel::<Write>();
-        // One writer, in order: the last record written is the latest state.
-        // It ends when the last sender (the queue) is dropped.
-        std::thread::Builder::new()
-            .name("build-journal".into())
-            .spawn(move || {
-                while let Some(write) = writes_rx.blocking_recv() {
-                    match write {
-                        Write::Save(job, ack) => {
-                            let result = journal.save(&job);
-                            if let Err(err) = &result {
-                                tracing::error!(job_id = %job.id, error = %err, "cannot write the job record");
-                            }
-                            if let Some(ack) = ack {
-                                let _ = ack.send(result);
-                            }
-                        }
-                        Write::Flush(ack) => {
-                            let _ = ack.send(());
-                        }
-                        Write::Remove(id) => {
-                            if let Err(err) = journal.remove(&id) {
-                                tracing::warn!(job_id = %id, error = %err, "cannot remove an old job record");
-                            }
-                        }
-                    }
-                }
-            })
-            .expect("spawning the journal writer thread");
+        let writes = writer::spawn(journal);
         let mut table = Table::default();
         let mut finished = Vec::new();
         for mut job in loaded {
@@ -292,82 +268,6 @@ impl BuildQueue {
         }
     }
 
-    /// Whether a submit of `key` would be accepted now (it joins a job, or
-    /// the queue has room); checked before a local source is taken in.
-    pub fn has_room_for(&self, key: &str) -> bool {
-        let table = self.lock();
-        table.by_key.contains_key(key) || table.queued < self.inner.queue_size
-    }
-
-    /// Waits until every record change made so far is on disk (at shutdown).
-    pub async fn flush(&self) {
-        let (ack, done) = oneshot::channel();
-        if self.inner.writes.send(Write::Flush(ack)).is_ok() {
-            let _ = done.await;
-        }
-    }
-
-    /// A copy of job `id`.
-    pub fn get(&self, id: &JobId) -> Option<Job> {
-        self.lock().jobs.get(id).map(|slot| slot.job.clone())
-    }
-
-    /// Jobs (newest first) in `state` if given: page `page` (from 1) of
-    /// `per_page`, and the total that matched.
-    pub fn list(&self, state: Option<JobState>, page: usize, per_page: usize) -> (Vec<Job>, usize) {
-        let table = self.lock();
-        let mut jobs: Vec<&Job> = table
-            .jobs
-            .values()
-            .map(|slot| &slot.job)
-            .filter(|job| state.is_none_or(|s| job.state == s))
-            .collect();
-        jobs.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
-        let total = jobs.len();
-        let start = page.saturating_sub(1).saturating_mul(per_page);
-        let page = jobs
-            .into_iter()
-            .skip(start)
-            .take(per_page)
-            .cloned()
-            .collect();
-        (page, total)
-    }
-
-    /// Number of jobs in each state, and how many wait in the queue.
-    pub fn counts(&self) -> (Vec<(JobState, usize)>, usize) {
-        let table = self.lock();
-        let counts = JobState::ALL
-            .into_iter()
-            .map(|s| {
-                (
-                    s,
-                    table
-                        .jobs
-                        .values()
-                        .filter(|slot| slot.job.state == s)
-                        .count(),
-                )
-            })
-            .collect();
-        (counts, table.queued)
-    }
-
-    /// The local sources that unfinished jobs will read.
-    pub fn source_paths(&self) -> Vec<std::path::PathBuf> {
-        self.lock()
-            .jobs
-            .values()
-            .filter(|slot| !slot.job.state.is_finished())
-            .filter_map(|slot| slot.job.source_path.clone())
-            .collect()
-    }
-
-    /// Follows job `id`'s state.
-    pub fn watch(&self, id: &JobId) -> Option<watch::Receiver<JobState>> {
-        self.lock().jobs.get(id).map(|slot| slot.state.subscribe())
-    }
-
     /// Cancels for the waiter holding `token`, or for every waiter when
     /// `operator` is true. The job stops when no waiter is left.
     pub fn cancel(&self, id: &JobId, token: Option<&str>, operator: bool) -> Result<Job, Error> {
@@ -479,16 +379,6 @@ impl BuildQueue {
             job.log_tail = log_tail;
         });
     }
-}
-
-/// One job for the journal writer.
-enum Write {
-    /// Write this record; say when it is on disk.
-    Save(Box<Job>, Option<oneshot::Sender<std::io::Result<()>>>),
-    /// Delete this record.
-    Remove(JobId),
-    /// Say when every write before this one is done.
-    Flush(oneshot::Sender<()>),
 }
 
 #[cfg(test)]

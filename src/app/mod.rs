@@ -2,14 +2,20 @@
 //! the listeners and starts the proxy and admin servers; owns the metrics,
 //! the cancellation tokens and the task tracker, and shuts everything down
 //! with a deadline.
+//!
+//! `start` is the order of things (bind, drop root, open, serve); what it
+//! calls lives beside it: `listen` binds sockets, `build_service` wires the
+//! sandbox and build queue, `reload` swaps the TLS certificate on SIGHUP.
+
+mod build_service;
+mod listen;
+mod reload;
+
+pub use build_service::build_root;
 
 use crate::admin::{Admin, CacheSize};
 use crate::api::Api;
-use crate::builds::fetch::Fetcher;
-use crate::builds::runtime::Runtime;
-use crate::builds::sandbox::{self, Sandbox, SandboxConfig};
-use crate::builds::{self, Builds};
-use crate::config::{Config, Profile, PublicUrl};
+use crate::config::{Config, PublicUrl};
 use crate::metrics::{Metrics, Scope};
 use crate::proxy::target::HostRules;
 use crate::proxy::Proxy;
@@ -17,13 +23,15 @@ use crate::server::{self, Limits, Serving};
 use crate::store::shared::{SharedStore, SharedTier};
 use crate::store::Store;
 use crate::upstream::{self, Upstream};
-use crate::{evict, privileges, scrub, tls};
+use crate::{builds::Builds, evict, privileges, scrub, tls};
 use anyhow::Context;
+use build_service::{build_gateway, start_builds, start_sandbox};
+use listen::bind;
+use reload::reload_on_sighup;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -333,227 +341,6 @@ async fn start_shared(
     tier.spawn_upkeep(tasks, stop.clone());
     tracing::info!(url = %shared_config.url(), "shared store below the local disk");
     Ok(Some(tier))
-}
-
-/// The build sandbox, or why builds cannot run.
-async fn start_sandbox(config: &Config) -> Result<Sandbox, String> {
-    let build = &config.build;
-    if build.runtimes.is_empty() {
-        return Err("no runtime is configured (--runtime NAME=INTERPRETER)".into());
-    }
-    let drop_to = match &config.server.run_as {
-        Some((user, group)) => {
-            let (user, group) = (user.clone(), group.clone());
-            match tokio::task::spawn_blocking(move || privileges::resolve(&user, group.as_deref()))
-                .await
-            {
-                Ok(Ok(ids)) => Some(ids),
-                Ok(Err(err)) => return Err(err.to_string()),
-                Err(err) => return Err(err.to_string()),
-            }
-        }
-        None => None,
-    };
-    let (cache_dir, root) = (config.cache_dir.clone(), build_root(&config.cache_dir));
-    match tokio::task::spawn_blocking(move || builds::prepare_work_root(&cache_dir, &root, drop_to))
-        .await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => return Err(format!("preparing the build directory: {err}")),
-        Err(err) => return Err(err.to_string()),
-    }
-    let sandbox_config = SandboxConfig {
-        uids: build.uids.clone(),
-        limits: sandbox::Limits {
-            cpu: build.cpu,
-            memory: build.memory,
-            file_size: build.file_size,
-            processes: build.processes,
-            wall: build.timeout,
-        },
-        insecure: build.insecure,
-        work_root: build_root(&config.cache_dir).join("work"),
-    };
-    match Sandbox::start(sandbox_config, drop_to).await {
-        Ok(sandbox) => Ok(sandbox),
-        Err(err) => {
-            tracing::error!(error = %err, "builds are refused: the sandbox cannot be set up (--insecure-builds runs them unisolated)");
-            Err(err.to_string())
-        }
-    }
-}
-
-/// `<cache>/.package-cache/build`.
-pub fn build_root(cache_dir: &std::path::Path) -> std::path::PathBuf {
-    crate::store::Layout::new(cache_dir).build_root()
-}
-
-/// Connections at once on the listeners of build jobs' networks.
-const BUILD_CONNECTIONS: usize = 64;
-
-/// Serves the proxy on the listeners the build queue makes inside job
-/// networks (whose steps reach nothing else), with slots of their own.
-fn build_gateway(
-    config: &Config,
-    proxy: &Proxy,
-    tasks: &TaskTracker,
-    hard_stop: &CancellationToken,
-) -> builds::Gateway {
-    let serving = Serving {
-        proxy: proxy.clone(),
-        limits: Limits {
-            header_timeout: config.server.header_timeout,
-            client_timeout: config.server.client_timeout,
-            max_connections: BUILD_CONNECTIONS,
-        },
-        slots: Arc::new(Semaphore::new(BUILD_CONNECTIONS)),
-        tasks: tasks.clone(),
-        stop: CancellationToken::new(),
-        hard_stop: hard_stop.clone(),
-    };
-    Arc::new(move |listener, stop| {
-        let serving = Serving {
-            stop,
-            ..serving.clone()
-        };
-        serving
-            .tasks
-            .clone()
-            .spawn(server::serve(listener, serving, None));
-    })
-}
-
-/// Probes the runtimes and starts the build queue.
-async fn start_builds(
-    config: &Config,
-    sandbox: Result<Sandbox, String>,
-    proxy_addr: SocketAddr,
-    gateway: builds::Gateway,
-    shared: Option<&SharedTier>,
-    tasks: &TaskTracker,
-    stop: CancellationToken,
-) -> anyhow::Result<Builds> {
-    let build = &config.build;
-    let mut runtimes = Vec::new();
-    for (name, path) in &build.runtimes {
-        let runtime = Runtime::probe(name, path)
-            .await
-            .with_context(|| format!("runtime {name} ({})", path.display()))?;
-        tracing::info!(runtime = %name, interpreter = %path.display(), family = runtime.family.as_str(), "runtime ready");
-        runtimes.push(runtime);
-    }
-    // Sources are fetched through this very proxy, over loopback when it
-    // listens on every address.
-    let fetch_addr = if proxy_addr.ip().is_unspecified() {
-        let loopback: std::net::IpAddr = if proxy_addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        };
-        SocketAddr::new(loopback, proxy_addr.port())
-    } else {
-        proxy_addr
-    };
-    let mount_of = |profile: Profile| {
-        config
-            .mounts
-            .iter()
-            .find(|m| m.profile == profile)
-            .map(|m| m.name.clone())
-    };
-    let fetcher = Fetcher::new(
-        fetch_addr,
-        mount_of(Profile::Pypi),
-        mount_of(Profile::Rubygems),
-    )
-    .with_max_source(build.max_source)
-    .with_tmp_dir(crate::store::Layout::new(&config.cache_dir).tmp_dir());
-    let settings = builds::Settings {
-        root: build_root(&config.cache_dir),
-        tmp: crate::store::Layout::new(&config.cache_dir).tmp_dir(),
-        concurrency: build.concurrency,
-        queue_size: build.queue_size,
-        keep_finished: 10_000,
-        max_source: build.max_source,
-        inbox_per_user: build.inbox_quota,
-        inbox_stale: build.inbox_stale,
-        shared: shared.map(|tier| tier.store().clone()),
-    };
-    Builds::start(settings, runtimes, sandbox, fetcher, gateway, tasks, stop)
-        .await
-        .context("starting the build queue")
-}
-
-/// Reloads the TLS certificate on each SIGHUP until `stop` fires; a reload
-/// that fails keeps the certificate in use.
-async fn reload_on_sighup(certificate: Arc<tls::Reloadable>, stop: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(hup) => hup,
-        Err(err) => {
-            tracing::warn!(error = %err, "no SIGHUP handler; the TLS certificate is never reloaded");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            got = hup.recv() => if got.is_none() { return },
-        }
-        let certificate = certificate.clone();
-        match tokio::task::spawn_blocking(move || certificate.reload()).await {
-            Ok(Ok(())) => tracing::info!("TLS certificate reloaded"),
-            Ok(Err(err)) => {
-                tracing::error!(error = %err, "TLS certificate not reloaded; keeping the one in use")
-            }
-            Err(err) => tracing::error!(error = %err, "TLS certificate reload failed"),
-        }
-    }
-}
-
-/// Binds every address `host` resolves to (`localhost` is often both
-/// 127.0.0.1 and ::1); with port 0 only the first, as each would get its own
-/// port. An address this machine does not have is skipped; any other failure
-/// (the port taken) stops the start, so clients never reach someone else.
-async fn bind(host: &str, port: u16) -> anyhow::Result<Vec<TcpListener>> {
-    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .with_context(|| format!("resolving {host}"))?
-        .collect();
-    addrs.dedup();
-    if port == 0 {
-        addrs.truncate(1);
-    }
-    let mut listeners = Vec::new();
-    for addr in &addrs {
-        match listen(*addr) {
-            Ok(listener) => listeners.push(listener),
-            Err(err) if matches!(err.raw_os_error(), Some(code) if code == rustix::io::Errno::ADDRNOTAVAIL.raw_os_error() || code == rustix::io::Errno::AFNOSUPPORT.raw_os_error()) =>
-            {
-                tracing::warn!(addr = %addr, error = %err, "skipping an address this machine does not have");
-            }
-            Err(err) => return Err(anyhow::Error::new(err).context(format!("binding {addr}"))),
-        }
-    }
-    if listeners.is_empty() {
-        anyhow::bail!("{host} resolves to no address this machine can listen on");
-    }
-    Ok(listeners)
-}
-
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    if addr.is_ipv6() {
-        // `::` must not also claim IPv4, which may be bound separately.
-        socket2::SockRef::from(&socket).set_only_v6(true)?;
-    }
-    socket.bind(addr)?;
-    socket.listen(1024)
 }
 
 impl Running {
