@@ -1,8 +1,9 @@
 //! The one SIGHUP loop behind every operator file that is re-read on a
-//! hangup (`--mirror-auth` credentials, `--go-sum` files): the handler is
-//! installed at start-up, so that a SIGHUP sent as soon as the server listens
-//! reloads rather than kills, and each reload runs off the runtime (it reads
-//! files). What to reload, and what to log about it, is the caller's.
+//! hangup (`--mirror-auth` credentials, `--go-sum` files, the TLS
+//! certificate): the handler is installed at start-up, so that a SIGHUP sent
+//! as soon as the server listens reloads rather than kills, and each reload
+//! runs off the runtime (it reads files). What to reload, and what to log
+//! about it, is the caller's.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;

@@ -267,7 +267,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             ));
             tracing::info!(addr = %addr, "tls listening");
         }
-        tasks.spawn(reload_on_sighup(certificate, stop.clone()));
+        reload_on_sighup(certificate, &tasks, stop.clone());
     }
     for listener in listeners {
         let addr = listener.local_addr().context("reading the bound address")?;
