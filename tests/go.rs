@@ -251,21 +251,8 @@ async fn a_tampered_zip_is_refused_when_its_hash_is_known() {
     world.upstream.tamper_hello();
 
     // A client that checks nothing itself still never gets the tampered zip.
-    let consumer = world.consumer("unchecked");
+    unchecked_go_is_refused(&world, &proxy, "zip").await;
     let download = ["mod", "download", "-json", "example.test/hello@v1.1.0"];
-    let out = consumer.go(&goproxy, "off", &download).run().await;
-    assert!(!out.ok(), "{}", out.text());
-    eprintln!(
-        "go (tampered zip through the cache) saw:\n{}",
-        out.text().trim()
-    );
-    let zip = get(&proxy.url("/go/example.test/hello/@v/v1.1.0.zip")).await;
-    assert!(
-        zip.status != 200 || zip.error.is_some(),
-        "refused before commit: {} {:?}",
-        zip.status,
-        zip.error
-    );
 
     // Nothing was kept: with the genuine zip back upstream it comes through, with its h1.
     std::fs::write(
@@ -300,21 +287,8 @@ async fn a_tampered_go_mod_is_refused_when_its_hash_is_known() {
     std::fs::write(&path, &tampered).expect("tamper");
 
     // A client that checks nothing itself never gets the tampered go.mod.
-    let consumer = world.consumer("unchecked");
+    unchecked_go_is_refused(&world, &proxy, "mod").await;
     let download = ["mod", "download", "-json", "example.test/hello@v1.1.0"];
-    let out = consumer.go(&goproxy, "off", &download).run().await;
-    assert!(!out.ok(), "{}", out.text());
-    eprintln!(
-        "go (tampered go.mod through the cache) saw:\n{}",
-        out.text().trim()
-    );
-    let got = get(&proxy.url("/go/example.test/hello/@v/v1.1.0.mod")).await;
-    assert!(
-        got.status != 200 || got.error.is_some(),
-        "refused before commit: {} {:?}",
-        got.status,
-        got.error
-    );
     assert!(
         proxy
             .logged_within(&["does not match the digest its index lists"])
@@ -332,26 +306,29 @@ async fn a_tampered_go_mod_is_refused_when_its_hash_is_known() {
     again.go(&goproxy, "off", &download).ok().await;
 }
 
-/// The `verified` digests the cache at `cache` records beside hello v1.1.0's zip, once it is
-/// committed (a fill commits after its last byte is sent).
+/// `go mod download` of hello v1.1.0 through `proxy` with GOSUMDB=off fails,
+/// and the cache answers its tampered `.EXT` with an error, not the file.
+async fn unchecked_go_is_refused(world: &World, proxy: &Binary, ext: &str) {
+    let consumer = world.consumer("unchecked");
+    let download = ["mod", "download", "-json", "example.test/hello@v1.1.0"];
+    let out = consumer.go(&proxy.url("/go"), "off", &download).run().await;
+    assert!(!out.ok(), "{}", out.text());
+    eprintln!(
+        "go (tampered .{ext} through the cache) saw:\n{}",
+        out.text().trim()
+    );
+    let got = get(&proxy.url(&format!("/go/example.test/hello/@v/v1.1.0.{ext}"))).await;
+    assert!(
+        got.status != 200 || got.error.is_some(),
+        "refused before commit: {} {:?}",
+        got.status,
+        got.error
+    );
+}
+
+/// The `verified` digests the cache records beside it, once committed.
 async fn zip_verified(cache: &std::path::Path) -> Vec<String> {
-    let mut meta = None;
-    for _ in 0..100 {
-        meta = support::entry_meta(cache, "example.test/hello/@v/v1.1.0.zip");
-        if meta.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let meta = meta.expect("the zip is cached");
-    meta["verified"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    support::verified_digests(cache, "example.test/hello/@v/v1.1.0.zip").await
 }
 
 /// hello v1.1.0's `h1:` as the checksum database lists it.

@@ -360,27 +360,9 @@ fn logged(proxy: &Binary, words: &str) -> usize {
         .count()
 }
 
-/// The `verified` digests the cache records beside acme-multi 1.0.0's tarball, once it is
-/// committed (a fill commits after its last byte is sent).
+/// The `verified` digests the cache records beside it, once committed.
 async fn tarball_verified(world: &World) -> Vec<String> {
-    let cache = world.tmp.path().join("cache");
-    let mut meta = None;
-    for _ in 0..100 {
-        meta = support::entry_meta(&cache, "acme-multi-1.0.0.tgz");
-        if meta.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let meta = meta.expect("the tarball is cached");
-    meta["verified"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    support::verified_digests(&world.tmp.path().join("cache"), "acme-multi-1.0.0.tgz").await
 }
 
 fn sha512_text(data: &[u8]) -> String {

@@ -32,6 +32,29 @@ pub fn needs_root(why: &str) -> bool {
     false
 }
 
+/// The `verified` digests the cache at `cache` records beside the entry whose key ends with
+/// `suffix`, once it is committed (a fill commits a moment after its last byte is sent);
+/// panics naming `suffix` if it never is.
+pub async fn verified_digests(cache: &std::path::Path, suffix: &str) -> Vec<String> {
+    let mut meta = None;
+    for _ in 0..100 {
+        meta = entry_meta(cache, suffix);
+        if meta.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let meta = meta.unwrap_or_else(|| panic!("{suffix} is cached"));
+    meta["verified"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The metadata the cache at `cache` records beside the committed body whose key ends with
 /// `suffix` (read from its metadata files, JSON each), or `None`.
 pub fn entry_meta(cache: &std::path::Path, suffix: &str) -> Option<serde_json::Value> {
